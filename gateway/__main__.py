@@ -1,0 +1,159 @@
+"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | campaign`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from gateway.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        messages = exc.errors(include_url=False) if isinstance(exc, ValidationError) else [{"msg": str(exc)}]
+        for err in messages:
+            where = ".".join(str(p) for p in err.get("loc", ())) if err.get("loc") else "settings"
+            print(f"gateway: cannot start: {where}: {err['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.logs import configure
+
+    settings = _settings()
+    configure(settings.log_level)
+    app = create_app(settings, migrate=settings.is_sqlite or args.migrate)
+    web.run_app(app, host=args.host or settings.host, port=args.port or settings.port, print=lambda m: print(m.replace("======== ", "").replace(" ========", "")))
+    return 0
+
+
+def cmd_worker(_args: argparse.Namespace) -> int:
+    from gateway.logs import configure
+    from gateway.worker import run_worker
+
+    settings = _settings()
+    configure(settings.log_level)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from gateway.store.db import Store
+    from gateway.store.migrate import upgrade
+
+    settings = _settings()
+
+    async def run() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await upgrade(store.engine)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    print("schema is up to date")
+    return 0
+
+
+def cmd_org_add(args: argparse.Namespace) -> int:
+    from gateway.orgs import OrgError, add_org, issue_key
+    from gateway.store.db import Store
+    from gateway.store.migrate import upgrade
+
+    settings = _settings()
+
+    async def run() -> str:
+        store = Store.connect(settings.database_url)
+        try:
+            if settings.is_sqlite:
+                await upgrade(store.engine)
+            at = datetime.now(timezone.utc)
+            async with store.transaction() as session:
+                org = await add_org(session, code=args.code, name=args.name, kind=args.kind,
+                                    region_code=args.region, parent_code=args.parent, at=at)
+                return await issue_key(session, org=org, label="created by gateway org add", at=at)
+        finally:
+            await store.close()
+
+    try:
+        key = asyncio.run(run())
+    except OrgError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"registered {args.kind} {args.code} ({args.name}), region {args.region}")
+    print("API key (shown once, store it now):")
+    print(key)
+    return 0
+
+
+def cmd_calendar_due(args: argparse.Namespace) -> int:
+    from gateway.tickets.calendar import CalendarFileError, calendar_due_command
+
+    path = Path(args.file) if args.file else _settings().calendar_file
+    try:
+        print(calendar_due_command(args.date, args.working_days, path))
+    except (ValueError, CalendarFileError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(database=args.database))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="好差评 evaluation gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the web service and the dispatcher")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--migrate", action="store_true", help="migrate a PostgreSQL schema first (SQLite always is)")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("worker", help="run the dispatcher and the timers only").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
+
+    org = sub.add_parser("org", help="organisations").add_subparsers(dest="org_command", required=True)
+    add = org.add_parser("add", help="register an organisation and print its API key once")
+    add.add_argument("--code", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--kind", required=True, choices=["operator", "city_bureau", "county_dept", "unit", "platform_builder"])
+    add.add_argument("--region", required=True, help="six-digit 行政区划 code, e.g. 610902")
+    add.add_argument("--parent", help="code of the parent organisation")
+    add.set_defaults(func=cmd_org_add)
+
+    cal = sub.add_parser("calendar", help="the working-day calendar").add_subparsers(dest="cal_command", required=True)
+    due = cal.add_parser("due", help="print the due date N working days after DATE")
+    due.add_argument("date", help="YYYY-MM-DD, the day of receipt (not counted)")
+    due.add_argument("--working-days", type=int, required=True)
+    due.add_argument("--file", help="operator schedule file (default: GATEWAY_CALENDAR_FILE)")
+    due.set_defaults(func=cmd_calendar_due)
+
+    demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
+    demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

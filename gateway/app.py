@@ -1,0 +1,152 @@
+"""create_app(settings): wiring only (STYLE 1). Every connection is opened and closed in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.deps import Deps
+from gateway.messaging.dispatcher import DispatchPolicy, Dispatcher
+from gateway.messaging.providers import ConsoleProvider, Provider
+from gateway.messaging.ratelimit import LocalRateLimiter, RedisRateLimiter
+from gateway.settings import Settings
+from gateway.store.db import Store
+from gateway.store.migrate import upgrade
+from gateway.web.http import error_middleware
+from gateway.web.keys import DEPS, DISPATCHER, PROVIDERS, REDIS, SETTINGS, STATE_STORE, STORE, TASKS
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    migrate: bool | None = None,
+    run_background: bool | None = None,
+) -> web.Application:
+    """Build the gateway application; nothing connects until the app starts."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=256 * 1024)
+    app[SETTINGS] = settings
+    app[DEPS] = Deps.build(settings, clock)
+    app[TASKS] = set()
+    app.cleanup_ctx.append(_store_ctx(migrate if migrate is not None else settings.is_sqlite))
+    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_providers_ctx)
+    app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
+
+    from gateway.evaluations.views import routes as evaluation_routes
+    from gateway.web.health import routes as health_routes
+    from gateway.web.rating import routes as rating_routes
+
+    app.add_routes(health_routes)
+    app.add_routes(evaluation_routes)
+    app.add_routes(rating_routes)
+    return app
+
+
+def _store_ctx(migrate: bool):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = Store.connect(app[SETTINGS].database_url)
+        if migrate:
+            await upgrade(store.engine)
+        app[STORE] = store
+        yield
+        await store.close()
+
+    return ctx
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    from conversations.state import MemoryStateStore
+
+    if not settings.redis_url:
+        app[STATE_STORE] = MemoryStateStore()
+        yield
+        return
+    import redis.asyncio as aioredis
+
+    from gateway.store.redis_state import RedisStateStore
+
+    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    app[REDIS] = client
+    app[STATE_STORE] = RedisStateStore(client)
+    yield
+    await client.aclose()
+
+
+async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    providers: dict[str, Provider] = {}
+    closers: list[Any] = []
+    if settings.sms_provider == "twilio":
+        from gateway.sms.twilio_provider import TwilioProvider
+
+        twilio = TwilioProvider.from_settings(settings)
+        providers["sms"] = twilio
+        closers.append(twilio)
+    else:
+        providers["sms"] = ConsoleProvider()
+    if settings.bot_enabled:
+        from gateway.bot.provider import TelegramProvider
+
+        telegram = TelegramProvider.from_settings(settings)
+        providers["telegram"] = telegram
+        closers.append(telegram)
+    app[PROVIDERS] = providers
+    yield
+    for closer in closers:
+        await closer.close()
+
+
+def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings, deps = app[SETTINGS], app[DEPS]
+        redis = app.get(REDIS)
+        limiter = (
+            RedisRateLimiter(redis, settings.sms_rate_per_second) if redis is not None
+            else LocalRateLimiter(settings.sms_rate_per_second)
+        )
+        dispatcher = Dispatcher(
+            store=app[STORE], providers=app[PROVIDERS], vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
+            limiter=limiter,
+            policy=DispatchPolicy(
+                batch_size=settings.dispatch_batch_size, max_attempts=settings.dispatch_max_attempts,
+                lease_seconds=settings.dispatch_lease_seconds,
+                status_callback_url=f"{settings.public_url}/webhooks/twilio/status",
+            ),
+        )
+        app[DISPATCHER] = dispatcher
+        if run:
+            start_task(app, dispatcher.run_forever(settings.dispatch_interval_seconds), name="dispatcher")
+        yield
+        await stop_tasks(app)
+
+    return ctx
+
+
+def start_task(app: web.Application, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+    """Start a background task the app owns (STYLE 12): kept, logged if it dies, cancelled at shutdown."""
+    task = asyncio.create_task(coro, name=name)
+    app[TASKS].add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        app[TASKS].discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("background task %s died", name, exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
+async def stop_tasks(app: web.Application) -> None:
+    tasks = list(app[TASKS])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,98 @@
+"""Request and answer schemas of the evaluation API (cases in, ratings in)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+_CODE = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
+
+
+class CitizenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    phone: str | None = Field(default=None, max_length=32, description="mobile number; stored encrypted")
+    telegram_chat_id: StrictInt | None = Field(default=None, description="private chat with the bot")
+    name: str | None = Field(default=None, max_length=50)
+
+
+class CaseIn(BaseModel):
+    """A finished service case (办件) reported by a department system."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    case_no: str = Field(pattern=_CODE, description="the department's own case number")
+    item_code: str = Field(pattern=_CODE)
+    item_name: str = Field(min_length=1, max_length=200)
+    org_code: str = Field(pattern=_CODE, description="the handling unit (承办单位)")
+    region_code: str = Field(pattern=r"^\d{6}$", description="行政区划 code of the office")
+    office_name: str | None = Field(default=None, max_length=200)
+    staff_id: str | None = Field(default=None, pattern=_CODE)
+    service_channel: Literal["window", "online", "self_service", "app"]
+    completed_at: AwareDatetime
+    citizen: CitizenIn = Field(default_factory=CitizenIn)
+    batch_no: str | None = Field(default=None, pattern=_CODE)
+    theme_no: str | None = Field(default=None, pattern=_CODE)
+
+    @model_validator(mode="after")
+    def _one_grouping(self) -> "CaseIn":
+        if self.batch_no and self.theme_no:
+            raise ValueError("a case belongs to a batch (batch_no) or a theme (theme_no), not both")
+        if self.staff_id and self.service_channel != "window":
+            raise ValueError("staff_id is only for window cases (Art. 7)")
+        return self
+
+
+class RatingIn(BaseModel):
+    """A rating: level 5 非常满意 … 1 非常不满意; levels 1-2 need reasons or text (Art. 8)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    level: StrictInt = Field(ge=1, le=5)
+    reasons: list[StrictInt] = Field(default_factory=list, max_length=20)
+    text: str = Field(default="", max_length=500)
+    staff_level: StrictInt | None = Field(default=None, ge=1, le=5)
+    case_no: str | None = Field(default=None, pattern=_CODE, description="rate one item of a theme")
+
+    @field_validator("text")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        return "".join(ch for ch in value if ch.isprintable() or ch in "\n\t").strip()
+
+
+class EvaluationIn(RatingIn):
+    """A rating submitted by a window evaluator device or phone staff on the citizen's behalf."""
+
+    token: str = Field(min_length=8, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")
+    channel: Literal["evaluator", "phone", "department", "app", "qr", "web"]
+
+
+class InvitationOut(BaseModel):
+    token: str
+    rating_url: str
+    qr_png_url: str
+    qr_svg_url: str
+    expires_at: datetime
+    expires_provisional: bool
+    kind: str
+    status: str
+
+
+class CaseOut(BaseModel):
+    case_id: int
+    created: bool
+    invitation: InvitationOut
+    messages_queued: list[dict[str, object]]
+
+
+class EvaluationOut(BaseModel):
+    id: int
+    invitation_token: str
+    scope: str
+    level: int
+    reasons: list[int]
+    text: str
+    staff_level: int | None
+    channel: str
+    created_at: datetime
+    ticket_id: int | None
+    counts: bool = True

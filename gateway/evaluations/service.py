@@ -1,0 +1,377 @@
+"""The evaluation rules: cases in, invitations, one rating per service (Art. 7, 8, 11)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.clock import as_utc
+from gateway.deps import Deps
+from gateway.evaluations.errors import (
+    AlreadyRated,
+    CaseConflict,
+    Forbidden,
+    InvalidCase,
+    InvalidRating,
+    InvitationExpired,
+    InvitationNotFound,
+)
+from gateway.evaluations.prompts import bot_prompt, sms_prompt
+from gateway.evaluations.reasons import BAD_LEVELS, UnknownReason
+from gateway.evaluations.schemas import CaseIn
+from gateway.messaging.outbox import enqueue, reachable_channel
+from gateway.orgs import Caller, approval_org_for, is_above, org_by_code
+from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
+from gateway.store.models import Citizen, Evaluation, EvaluationAddendum, Invitation, OutboundMessage, ServiceCase, Ticket
+from gateway.tickets.service import open_ticket
+
+log = logging.getLogger(__name__)
+
+# Art. 11: a citizen who did not rate at once may still rate within 7 working days.
+RATING_WINDOW_WORKING_DAYS = 7
+# Department clocks drift; a completion time this far in the future is still accepted.
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def new_token() -> str:
+    """A short opaque link token: 72 random bits in 12 URL-safe characters."""
+    return secrets.token_urlsafe(9)
+
+
+@dataclass
+class Intake:
+    case: ServiceCase
+    invitation: Invitation
+    created: bool
+    messages: list[OutboundMessage]
+
+
+async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, deps: Deps) -> Intake:
+    """Record a finished case; create or join its invitation and queue the prompt, all in one transaction."""
+    at = deps.clock.now()
+    unit = await org_by_code(session, data.org_code)
+    if unit is None:
+        raise InvalidCase(f"org_code {data.org_code!r} is not a registered organisation", field="org_code")
+    if not await is_above(session, caller, unit):
+        raise Forbidden("this API key may not report cases for that organisation", field="org_code")
+    if data.completed_at > at + CLOCK_SKEW:
+        raise InvalidCase("completed_at is in the future", field="completed_at")
+    if await approval_org_for(session, data.region_code) is None:
+        raise InvalidCase(
+            f"no approval department is registered for region {data.region_code}; bad reviews could not be routed",
+            field="region_code",
+        )
+    request_hash = _hash_request(data)
+    assert unit.id is not None and caller.org_id is not None
+    existing = (
+        await session.exec(select(ServiceCase).where(ServiceCase.org_id == unit.id, ServiceCase.case_no == data.case_no))
+    ).first()
+    if existing is not None:
+        if existing.request_hash != request_hash:
+            raise CaseConflict(
+                f"case_no {data.case_no!r} was already reported with different content; cases are not edited",
+                field="case_no",
+            )
+        invitation = await session.get(Invitation, existing.invitation_id)
+        assert invitation is not None
+        return Intake(existing, invitation, False, await _messages_of(session, invitation))
+
+    citizen = await _citizen_for(session, data, deps, at)
+    invitation = await _invitation_for(session, data, unit.id, unit.name, citizen, deps, at)
+    case = ServiceCase(
+        org_id=unit.id,
+        reporter_org_id=caller.org_id,
+        case_no=data.case_no,
+        item_code=data.item_code,
+        item_name=data.item_name,
+        region_code=data.region_code,
+        staff_id=data.staff_id,
+        service_channel=data.service_channel,
+        completed_at=data.completed_at,
+        batch_no=data.batch_no,
+        theme_no=data.theme_no,
+        invitation_id=invitation.id,  # type: ignore[arg-type]
+        request_hash=request_hash,
+        created_at=at,
+    )
+    session.add(case)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise CaseConflict(f"case_no {data.case_no!r} is being reported concurrently; retry", field="case_no") from None
+    if invitation.status == "open" and citizen is not None and as_utc(invitation.expires_at) > at:
+        await _queue_prompt(session, invitation, citizen, deps, at)
+    return Intake(case, invitation, True, await _messages_of(session, invitation))
+
+
+def _hash_request(data: CaseIn) -> str:
+    payload = data.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+async def _citizen_for(session: AsyncSession, data: CaseIn, deps: Deps, at: datetime) -> Citizen | None:
+    phone = None
+    if data.citizen.phone:
+        try:
+            phone = normalise_phone(data.citizen.phone)
+        except InvalidPhone as exc:
+            raise InvalidCase(str(exc), field="citizen.phone") from None
+    chat_id = data.citizen.telegram_chat_id
+    if phone is None and chat_id is None:
+        return None
+    citizen = None
+    phone_hash = deps.vault.lookup_hash(phone) if phone else None
+    if phone_hash:
+        citizen = (await session.exec(select(Citizen).where(Citizen.phone_hash == phone_hash))).first()
+    if citizen is None and chat_id is not None:
+        citizen = (await session.exec(select(Citizen).where(Citizen.telegram_chat_id == chat_id))).first()
+    if citizen is None:
+        citizen = Citizen(created_at=at)
+        session.add(citizen)
+    if phone and citizen.phone_hash is None:
+        citizen.phone_hash, citizen.phone_enc = phone_hash, deps.vault.encrypt(phone)
+        citizen.phone_masked = mask_phone(phone)
+    if chat_id is not None and citizen.telegram_chat_id is None:
+        taken = (await session.exec(select(Citizen.id).where(Citizen.telegram_chat_id == chat_id))).first()
+        if taken is None:
+            citizen.telegram_chat_id = chat_id
+    if data.citizen.name and citizen.name_enc is None:
+        citizen.name_enc = deps.vault.encrypt(data.citizen.name)
+    await session.flush()
+    return citizen
+
+
+async def _invitation_for(
+    session: AsyncSession, data: CaseIn, unit_id: int, unit_name: str, citizen: Citizen | None, deps: Deps, at: datetime
+) -> Invitation:
+    kind, group_no = ("batch", data.batch_no) if data.batch_no else ("theme", data.theme_no) if data.theme_no else ("single", data.case_no)
+    assert group_no is not None
+    expires = deps.calendar.due_at(data.completed_at, RATING_WINDOW_WORKING_DAYS)
+    if kind != "single":
+        found = (
+            await session.exec(
+                select(Invitation).where(Invitation.org_id == unit_id, Invitation.kind == kind, Invitation.group_no == group_no)
+            )
+        ).first()
+        if found is not None:
+            if kind == "batch":
+                first = (await session.exec(select(ServiceCase).where(ServiceCase.invitation_id == found.id))).first()
+                if first is not None and first.item_code != data.item_code:
+                    raise InvalidCase(
+                        "a batch (Art. 11) holds cases of one service item; this item_code differs", field="item_code"
+                    )
+            if citizen is not None and found.citizen_id not in (None, citizen.id):
+                raise InvalidCase("a batch or theme belongs to one citizen; this citizen differs", field="citizen")
+            # The supplementary rating window runs from the latest completion in the group.
+            if as_utc(found.expires_at) < expires.at:
+                found.expires_at, found.expires_provisional = expires.at, expires.provisional
+            if found.citizen_id is None and citizen is not None:
+                found.citizen_id = citizen.id
+            return found
+    invitation = Invitation(
+        token=new_token(),
+        org_id=unit_id,
+        citizen_id=citizen.id if citizen else None,
+        kind=kind,
+        group_no=group_no,
+        region_code=data.region_code,
+        item_name=data.item_name,
+        office_name=data.office_name or unit_name,
+        service_channel=data.service_channel,
+        completed_at=data.completed_at,
+        expires_at=expires.at,
+        expires_provisional=expires.provisional,
+        created_at=at,
+    )
+    session.add(invitation)
+    await session.flush()
+    return invitation
+
+
+async def _queue_prompt(session: AsyncSession, invitation: Invitation, citizen: Citizen, deps: Deps, at: datetime) -> None:
+    channel = reachable_channel(citizen, bot_enabled=deps.settings.bot_enabled)
+    if channel is None:
+        return
+    tz = deps.settings.timezone
+    buttons = None
+    if channel == "telegram":
+        assert invitation.id is not None
+        body, buttons = bot_prompt(
+            invitation_id=invitation.id, item_name=invitation.item_name, office_name=invitation.office_name,
+            completed_at=invitation.completed_at, tz=tz,
+        )
+    else:
+        body = sms_prompt(
+            signature=deps.settings.sms_signature, item_name=invitation.item_name,
+            completed_at=invitation.completed_at, tz=tz, link=deps.rating_url(invitation.token),
+        )
+    await enqueue(
+        session, channel=channel, citizen=citizen, purpose="prompt", body=body, buttons=buttons, at=at,
+        quiet=deps.quiet, dedupe_key=f"prompt:{invitation.id}", invitation_id=invitation.id,
+    )
+
+
+async def _messages_of(session: AsyncSession, invitation: Invitation) -> list[OutboundMessage]:
+    rows = await session.exec(
+        select(OutboundMessage).where(OutboundMessage.invitation_id == invitation.id, OutboundMessage.purpose == "prompt")
+    )
+    return list(rows.all())
+
+
+async def invitation_by_token(session: AsyncSession, token: str) -> Invitation:
+    if not token or len(token) > 16:
+        raise InvitationNotFound("no such rating link")
+    invitation = (await session.exec(select(Invitation).where(Invitation.token == token))).first()
+    if invitation is None:
+        raise InvitationNotFound("no such rating link")
+    return invitation
+
+
+async def cases_of(session: AsyncSession, invitation: Invitation) -> list[ServiceCase]:
+    rows = await session.exec(select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id)))
+    return list(rows.all())
+
+
+@dataclass
+class Rated:
+    evaluation: Evaluation
+    ticket: Ticket | None
+
+
+async def record_rating(
+    session: AsyncSession,
+    *,
+    invitation: Invitation,
+    level: int,
+    channel: str,
+    deps: Deps,
+    reasons: list[int] | None = None,
+    text: str = "",
+    staff_level: int | None = None,
+    case_no: str | None = None,
+    submitted_by_org_id: int | None = None,
+    require_content: bool = True,
+) -> Rated:
+    """Record the one rating of a service and, for a bad one, open its ticket in the same transaction.
+
+    `require_content=False` is for conversations, which record the level at once and ask for the
+    reasons next (the rating is never lost while waiting); the page and the API require them (Art. 8).
+    """
+    at = deps.clock.now()
+    if level not in (1, 2, 3, 4, 5):
+        raise InvalidRating("level must be 1 (非常不满意) to 5 (非常满意)", field="level")
+    if at >= as_utc(invitation.expires_at):
+        raise InvitationExpired("the rating period of 7 working days has ended (Art. 11)")
+    try:
+        codes = deps.catalogue.check(level, reasons or [])
+    except UnknownReason as exc:
+        raise InvalidRating(str(exc), field="reasons") from None
+    if level in BAD_LEVELS and require_content and not codes and not text.strip():
+        raise InvalidRating("a bad rating needs at least one reason or a few words (Art. 8)", field="reasons")
+    if staff_level is not None and invitation.service_channel != "window":
+        raise InvalidRating("only window services rate the staff member (Art. 7)", field="staff_level")
+    cases = await cases_of(session, invitation)
+    scope, case = "all", None
+    if case_no is not None:
+        if invitation.kind != "theme":
+            raise InvalidRating("case_no selects an item of a theme; this service is rated as a whole", field="case_no")
+        case = next((c for c in cases if c.case_no == case_no), None)
+        if case is None:
+            raise InvalidRating(f"case_no {case_no!r} is not part of this theme", field="case_no")
+        scope = f"case:{case.id}"
+    await _claim(session, invitation, scope=scope, item_count=len(cases), at=at)
+    evaluation = Evaluation(
+        invitation_id=invitation.id,  # type: ignore[arg-type]
+        case_id=case.id if case else (cases[0].id if len(cases) == 1 else None),
+        scope=scope,
+        citizen_id=invitation.citizen_id,
+        level=level,
+        reason_codes=codes,
+        content=text.strip(),
+        staff_id=(case or (cases[0] if cases else None)).staff_id if cases else None,  # type: ignore[union-attr]
+        staff_level=staff_level,
+        channel=channel,
+        submitted_by_org_id=submitted_by_org_id,
+        created_at=at,
+    )
+    session.add(evaluation)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)") from None
+    ticket = None
+    if level in BAD_LEVELS:
+        scoped_cases = [case] if case else cases
+        ticket = await open_ticket(session, evaluation=evaluation, invitation=invitation, cases=scoped_cases, deps=deps)
+    log.info("evaluation recorded", extra={"evaluation_id": evaluation.id, "level": level, "channel": channel})
+    return Rated(evaluation, ticket)
+
+
+async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, item_count: int, at: datetime) -> None:
+    # The conditional UPDATE is the race guard: of many concurrent ratings exactly one moves the row.
+    # Rating a theme as a whole excludes rating its items one by one, and the other way round (Art. 11).
+    if scope == "all":
+        allowed, new_status = ("open",), "rated"
+    else:
+        allowed, new_status = ("open", "partly_rated"), "partly_rated"
+    result = await session.exec(
+        update(Invitation)
+        .where(col(Invitation.id) == invitation.id, col(Invitation.status).in_(allowed))
+        .values(status=new_status, rated_at=at)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")
+    await session.refresh(invitation)
+    if scope != "all":
+        rated_items = len((await session.exec(select(Evaluation.id).where(Evaluation.invitation_id == invitation.id))).all())
+        if rated_items + 1 >= item_count:
+            invitation.status = "rated"
+
+
+async def add_reasons(
+    session: AsyncSession, *, evaluation: Evaluation, codes: list[int], text: str, channel: str, deps: Deps
+) -> EvaluationAddendum:
+    """Attach reasons given after the rating (the conversation's follow-up) and carry them to the ticket."""
+    try:
+        checked = deps.catalogue.check(evaluation.level, codes)
+    except UnknownReason as exc:
+        raise InvalidRating(str(exc), field="reasons") from None
+    at = deps.clock.now()
+    addendum = EvaluationAddendum(
+        evaluation_id=evaluation.id,  # type: ignore[arg-type]
+        kind="reasons", reason_codes=checked, content=text.strip()[:1000], channel=channel, created_at=at,
+    )
+    session.add(addendum)
+    await session.flush()
+    ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
+    if ticket is not None:
+        from gateway.tickets.service import note_reasons
+
+        await note_reasons(session, ticket=ticket, codes=checked, text=text, deps=deps, at=at)
+    return addendum
+
+
+async def add_staff_rating(
+    session: AsyncSession, *, evaluation: Evaluation, staff_level: int, channel: str, deps: Deps
+) -> EvaluationAddendum:
+    """Record the optional staff rating of a window service (Art. 7), given after the main rating."""
+    if not 1 <= staff_level <= 5:
+        raise InvalidRating("staff_level must be 1 to 5", field="staff_level")
+    addendum = EvaluationAddendum(
+        evaluation_id=evaluation.id,  # type: ignore[arg-type]
+        kind="staff", staff_level=staff_level, channel=channel, created_at=deps.clock.now(),
+    )
+    session.add(addendum)
+    await session.flush()
+    return addendum

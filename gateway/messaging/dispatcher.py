@@ -1,0 +1,250 @@
+"""The dispatcher: claims queued messages, sends them through the providers, records every attempt.
+
+Delivery is at least once. A claim is a lease: a process that dies between claim and send leaves the
+row in `sending` until the lease runs out, and then any dispatcher claims it again. On PostgreSQL the
+claim uses FOR UPDATE SKIP LOCKED, so several dispatchers never take the same row at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import col, select
+
+from gateway.clock import Clock
+from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
+from gateway.messaging.quiet import QuietHours
+from gateway.messaging.ratelimit import RateLimiter
+from gateway.privacy import PhoneVault
+from gateway.store.db import Store
+from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchPolicy:
+    batch_size: int = 50
+    max_attempts: int = 8
+    lease_seconds: int = 120
+    base_backoff_seconds: float = 2.0
+    max_backoff_seconds: float = 900.0
+    concurrency: int = 16
+    status_callback_url: str | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        providers: Mapping[str, Provider],
+        vault: PhoneVault,
+        clock: Clock,
+        quiet: QuietHours,
+        limiter: RateLimiter,
+        policy: DispatchPolicy,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.vault = vault
+        self.clock = clock
+        self.quiet = quiet
+        self.limiter = limiter
+        self.policy = policy
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask the loop to look at the outbox now (after a request queued something)."""
+        self._wake.set()
+
+    async def claim(self) -> list[int]:
+        """Lease a batch of due messages to this dispatcher; returns their ids."""
+        now = self.clock.now()
+        ready = or_(
+            and_(col(OutboundMessage.status) == "queued", col(OutboundMessage.next_attempt_at) <= now),
+            and_(col(OutboundMessage.status) == "sending", col(OutboundMessage.lease_until) < now),
+        )
+        query = (
+            select(OutboundMessage.id)
+            .where(ready)
+            .order_by(col(OutboundMessage.priority), col(OutboundMessage.id))
+            .limit(self.policy.batch_size)
+        )
+        async with self.store.transaction() as session:
+            if self.store.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list((await session.exec(query)).all())
+            if ids:
+                await session.exec(
+                    update(OutboundMessage)
+                    .where(col(OutboundMessage.id).in_(ids))
+                    .values(
+                        status="sending",
+                        lease_until=now + timedelta(seconds=self.policy.lease_seconds),
+                        attempts=OutboundMessage.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+        return [i for i in ids if i is not None]
+
+    async def run_once(self) -> int:
+        """Claim and send one batch; returns how many messages were handled."""
+        ids = await self.claim()
+        if not ids:
+            return 0
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(message_id: int) -> None:
+            async with gate:
+                try:
+                    await self._deliver(message_id)
+                except Exception:  # one bad row must not stop the batch; its lease brings it back
+                    log.exception("dispatch failed unexpectedly", extra={"message_id": message_id})
+
+        await asyncio.gather(*(one(i) for i in ids))
+        return len(ids)
+
+    async def run_forever(self, interval_seconds: float) -> None:
+        """The background loop owned by the app (and by `gateway worker`)."""
+        while True:
+            try:
+                handled = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dispatcher pass failed; trying again")
+                handled = 0
+            if handled:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def _deliver(self, message_id: int) -> None:
+        async with self.store.transaction() as session:
+            message = await session.get(OutboundMessage, message_id)
+            if message is None or message.status != "sending":
+                return
+            citizen = await session.get(Citizen, message.citizen_id)
+            assert citizen is not None
+            now = self.clock.now()
+            held = self.quiet.hold_until(message.purpose, now)
+            if held is not None:
+                # Checked again at send time: a message queued in the day may reach here at night.
+                message.status, message.next_attempt_at, message.not_before = "queued", held, held
+                message.attempts -= 1
+                message.lease_until, message.updated_at = None, now
+                return
+            blocked = _blocked_reason(message, citizen)
+            if blocked is not None:
+                if message.channel == "telegram" and citizen.phone_enc and citizen.sms_opted_out_at is None:
+                    message.channel = "sms"  # the bot is blocked; the citizen's SMS channel carries it
+                    message.buttons = None
+                else:
+                    _finish(session, message, now, "suppressed", detail=blocked)
+                    return
+            outgoing = self._outgoing(message, citizen)
+        provider = self.providers.get(message.channel)
+        if provider is None:
+            await self._record(message_id, SendFailed(f"no provider for channel {message.channel}", permanent=True))
+            return
+        await self.limiter.acquire(message.channel)
+        try:
+            result: Sent | SendFailed = await provider.send(outgoing)
+        except SendFailed as failure:
+            result = failure
+        await self._record(message_id, result)
+
+    def _outgoing(self, message: OutboundMessage, citizen: Citizen) -> Outgoing:
+        assert message.id is not None
+        if message.channel == "sms":
+            assert citizen.phone_enc is not None
+            to = self.vault.decrypt(citizen.phone_enc)
+            callback = self.policy.status_callback_url
+        else:
+            to, callback = str(citizen.telegram_chat_id), None
+        return Outgoing(
+            message_id=message.id,
+            channel=message.channel,
+            to=to,
+            body=message.body,
+            buttons=message.buttons,
+            status_callback=callback,
+            edit_message_id=message.reply_to_chat_message_id,
+        )
+
+    async def _record(self, message_id: int, result: Sent | SendFailed) -> None:
+        now = self.clock.now()
+        async with self.store.transaction() as session:
+            message = await session.get(OutboundMessage, message_id)
+            if message is None:
+                return
+            if isinstance(result, Sent):
+                message.provider_message_id = result.provider_message_id
+                message.sent_at = now
+                _finish(session, message, now, result.status, outcome="sent")
+                return
+            citizen = await session.get(Citizen, message.citizen_id)
+            if result.opt_out and citizen is not None:
+                if message.channel == "sms" and citizen.sms_opted_out_at is None:
+                    citizen.sms_opted_out_at = now
+                elif message.channel == "telegram" and citizen.bot_blocked_at is None:
+                    citizen.bot_blocked_at = now
+                    if citizen.phone_enc and citizen.sms_opted_out_at is None:
+                        # Send the same words by SMS instead of losing them (issue: bot blocked).
+                        message.channel, message.buttons = "sms", None
+                        _retry(session, message, now, result, delay=0.0)
+                        return
+            if result.permanent or message.attempts >= self.policy.max_attempts:
+                _finish(session, message, now, "failed", outcome="failed", code=result.code, detail=result.detail)
+                log.warning(
+                    "message failed for good",
+                    extra={"message_id": message_id, "error_code": result.code, "attempts": message.attempts},
+                )
+                return
+            delay = result.retry_after_seconds
+            if delay is None:
+                delay = min(
+                    self.policy.max_backoff_seconds,
+                    self.policy.base_backoff_seconds * 2 ** (message.attempts - 1),
+                ) * random.uniform(0.8, 1.2)
+            _retry(session, message, now, result, delay=delay)
+
+
+def _blocked_reason(message: OutboundMessage, citizen: Citizen) -> str | None:
+    # Opt-outs are checked when sending, not only when queueing: a STOP may arrive in between.
+    if message.channel == "sms" and citizen.sms_opted_out_at is not None:
+        return "recipient opted out of SMS"
+    if message.channel == "sms" and citizen.phone_enc is None:
+        return "recipient has no phone number"
+    if message.channel == "telegram" and (citizen.bot_blocked_at is not None or citizen.telegram_chat_id is None):
+        return "recipient blocked the bot or has no chat"
+    return None
+
+
+def _finish(session, message: OutboundMessage, now: datetime, status: str, *, outcome: str | None = None,
+            code: str | None = None, detail: str = "") -> None:  # type: ignore[no-untyped-def]
+    message.status, message.lease_until, message.updated_at = status, None, now
+    if code is not None:
+        message.error_code = code
+    if detail:
+        message.last_error = detail[:2000]
+    assert message.id is not None
+    session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=outcome or status, error_code=code, detail=detail[:2000]))
+
+
+def _retry(session, message: OutboundMessage, now: datetime, failure: SendFailed, *, delay: float) -> None:  # type: ignore[no-untyped-def]
+    message.status, message.lease_until, message.updated_at = "queued", None, now
+    message.next_attempt_at = now + timedelta(seconds=delay)
+    message.error_code, message.last_error = failure.code, failure.detail[:2000]
+    assert message.id is not None
+    session.add(DeliveryAttempt(message_id=message.id, at=now, outcome="retry", error_code=failure.code, detail=failure.detail[:2000]))

@@ -1,0 +1,82 @@
+"""The durable outbox: messages are rows written in the same transaction as the change that causes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.messaging.quiet import QuietHours
+from gateway.store.models import Citizen, OutboundMessage
+
+PRIORITY_ANSWER = 0  # a reply to a citizen who just wrote
+PRIORITY_NOTICE = 5  # a department's reply to an evaluator
+PRIORITY_BULK = 10  # prompts and campaign surveys
+
+_PRIORITY = {"reply": PRIORITY_ANSWER, "notice": PRIORITY_NOTICE, "prompt": PRIORITY_BULK, "survey": PRIORITY_BULK}
+
+
+def reachable_channel(citizen: Citizen, *, bot_enabled: bool) -> str | None:
+    """The citizen's own channel: the bot if linked and not blocked, else SMS unless opted out."""
+    if bot_enabled and citizen.telegram_chat_id is not None and citizen.bot_blocked_at is None:
+        return "telegram"
+    if citizen.phone_enc is not None and citizen.sms_opted_out_at is None:
+        return "sms"
+    return None
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    channel: str,
+    citizen: Citizen,
+    purpose: str,
+    body: str,
+    at: datetime,
+    quiet: QuietHours,
+    buttons: list[Any] | None = None,
+    dedupe_key: str | None = None,
+    invitation_id: int | None = None,
+    ticket_id: int | None = None,
+    campaign_id: int | None = None,
+    edit_message_id: int | None = None,
+) -> OutboundMessage | None:
+    """Queue one message; returns None when a message with the same dedupe key exists already."""
+    assert citizen.id is not None
+    if dedupe_key is not None:
+        existing = await session.exec(select(OutboundMessage.id).where(OutboundMessage.dedupe_key == dedupe_key))
+        if existing.first() is not None:
+            return None
+    # Prompts and surveys wait for morning on every channel: a bot message at night wakes people too.
+    not_before = quiet.hold_until(purpose, at)
+    message = OutboundMessage(
+        channel=channel,
+        citizen_id=citizen.id,
+        purpose=purpose,
+        priority=_PRIORITY.get(purpose, PRIORITY_BULK),
+        body=body,
+        buttons=buttons,
+        not_before=not_before,
+        next_attempt_at=not_before or at,
+        dedupe_key=dedupe_key,
+        invitation_id=invitation_id,
+        ticket_id=ticket_id,
+        campaign_id=campaign_id,
+        reply_to_chat_message_id=edit_message_id,
+        created_at=at,
+        updated_at=at,
+    )
+    if dedupe_key is None:
+        session.add(message)
+        await session.flush()
+        return message
+    try:
+        async with session.begin_nested():
+            session.add(message)
+            await session.flush()
+    except IntegrityError:  # a concurrent writer queued the same message first
+        return None
+    return message

@@ -1,0 +1,62 @@
+"""Send-rate limits: per sender, shared by every gateway process through Redis when it is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, key: str) -> None: ...
+
+
+class LocalRateLimiter:
+    """A token bucket in this process: enough for the embedded default."""
+
+    def __init__(self, rate_per_second: float, *, burst: float | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate_per_second
+        self.burst = burst if burst is not None else max(1.0, rate_per_second)
+        self._monotonic = monotonic
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, key: str) -> None:
+        while True:
+            async with self._lock:
+                now = self._monotonic()
+                tokens, last = self._buckets.get(key, (self.burst, now))
+                tokens = min(self.burst, tokens + (now - last) * self.rate)
+                if tokens >= 1:
+                    self._buckets[key] = (tokens - 1, now)
+                    return
+                self._buckets[key] = (tokens, now)
+                wait = (1 - tokens) / self.rate
+            await asyncio.sleep(wait)
+
+
+# A fixed one-second window counter per key; INCR and EXPIRE run atomically in one script.
+_WINDOW_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], 1100) end
+return n
+"""
+
+
+class RedisRateLimiter:
+    """At most `rate` sends per second per key across all processes (keys gw:rate:{key}:{second})."""
+
+    def __init__(self, redis: Any, rate_per_second: float) -> None:
+        self.redis = redis
+        self.rate = max(1, int(rate_per_second))
+        self._script = redis.register_script(_WINDOW_SCRIPT)
+
+    async def acquire(self, key: str) -> None:
+        while True:
+            now = time.time()
+            second = int(now)
+            count = await self._script(keys=[f"gw:rate:{key}:{second}"])
+            if int(count) <= self.rate:
+                return
+            await asyncio.sleep(max(0.005, second + 1 - now))

@@ -1,0 +1,136 @@
+"""Typed settings, read from the environment and `.env` (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A well-known key for development only: data encrypted with it is not protected.
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
+
+_QUIET = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+class SettingsError(ValueError):
+    """The configuration cannot run: the message says which setting and why."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    gateway_env: Literal["development", "production"] = Field(default="development", alias="GATEWAY_ENV")
+    database_url: str = Field(default="sqlite+aiosqlite:///./gateway.db", alias="GATEWAY_DATABASE_URL")
+    redis_url: str = Field(default="", alias="GATEWAY_REDIS_URL")
+    public_url: str = Field(default="http://127.0.0.1:8080", alias="GATEWAY_PUBLIC_URL")
+    secret_key: SecretStr = Field(default=SecretStr(""), alias="GATEWAY_SECRET_KEY")
+    timezone: str = Field(default="Asia/Shanghai", alias="GATEWAY_TIMEZONE")
+    quiet_hours: str = Field(default="21:00-08:00", alias="GATEWAY_QUIET_HOURS")
+    host: str = Field(default="127.0.0.1", alias="GATEWAY_HOST")
+    port: int = Field(default=8080, ge=1, le=65535, alias="GATEWAY_PORT")
+    log_level: str = Field(default="INFO", alias="GATEWAY_LOG_LEVEL")
+    calendar_file: Path | None = Field(default=None, alias="GATEWAY_CALENDAR_FILE")
+    sms_signature: str = Field(default="【政务服务好差评】", alias="GATEWAY_SMS_SIGNATURE")
+    sms_provider: Literal["console", "twilio"] = Field(default="console", alias="GATEWAY_SMS_PROVIDER")
+    sms_rate_per_second: float = Field(default=10.0, gt=0, alias="GATEWAY_SMS_RATE_PER_SECOND")
+    dispatch_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_DISPATCH_INTERVAL_SECONDS")
+    dispatch_batch_size: int = Field(default=50, ge=1, le=1000, alias="GATEWAY_DISPATCH_BATCH_SIZE")
+    dispatch_max_attempts: int = Field(default=8, ge=1, alias="GATEWAY_DISPATCH_MAX_ATTEMPTS")
+    dispatch_lease_seconds: int = Field(default=120, ge=5, alias="GATEWAY_DISPATCH_LEASE_SECONDS")
+    run_dispatcher: bool = Field(default=True, alias="GATEWAY_RUN_DISPATCHER")
+    reminder_after_seconds: int = Field(default=1800, ge=60, alias="GATEWAY_REMINDER_AFTER_SECONDS")
+    conversation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, alias="GATEWAY_CONVERSATION_TTL_SECONDS")
+    overdue_reminder_webhook: str = Field(default="", alias="GATEWAY_OVERDUE_WEBHOOK_URL")
+    survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
+
+    twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")
+    twilio_from_number: str = Field(default="", alias="TWILIO_FROM_NUMBER")
+    twilio_messaging_service_sid: str = Field(default="", alias="TWILIO_MESSAGING_SERVICE_SID")
+    twilio_api_base: str = Field(default="https://api.twilio.com", alias="TWILIO_API_BASE")
+
+    telegram_bot_token: SecretStr = Field(default=SecretStr(""), alias="TELEGRAM_BOT_TOKEN")
+    telegram_webhook_secret: SecretStr = Field(default=SecretStr(""), alias="TELEGRAM_WEBHOOK_SECRET")
+    telegram_api_base: str = Field(default="https://api.telegram.org", alias="TELEGRAM_API_BASE")
+    telegram_bot_username: str = Field(default="", alias="TELEGRAM_BOT_USERNAME")
+
+    @field_validator("public_url", "twilio_api_base", "telegram_api_base")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("calendar_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet(cls, value: str) -> str:
+        if value.strip() and parse_quiet_hours(value) is None:
+            raise ValueError("GATEWAY_QUIET_HOURS must look like 21:00-08:00 (or be empty for none)")
+        return value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> "Settings":
+        if self.gateway_env == "production":
+            if not self.secret_key.get_secret_value() or self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+                raise SettingsError(
+                    "GATEWAY_SECRET_KEY is required in production: it encrypts citizens' phone numbers "
+                    "and keys their lookups; generate one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+            if len(self.secret_key.get_secret_value()) < 16:
+                raise SettingsError("GATEWAY_SECRET_KEY must be at least 16 characters in production")
+        if self.sms_provider == "twilio":
+            if not self.twilio_account_sid or not self.twilio_auth_token.get_secret_value():
+                raise SettingsError("GATEWAY_SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+            if not (self.twilio_from_number or self.twilio_messaging_service_sid):
+                raise SettingsError(
+                    "GATEWAY_SMS_PROVIDER=twilio needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
+                )
+        return self
+
+    @property
+    def effective_secret(self) -> str:
+        """The secret key, or the development key outside production."""
+        return self.secret_key.get_secret_value() or DEV_SECRET_KEY
+
+    @property
+    def quiet_window(self) -> tuple[time, time] | None:
+        """Quiet hours as (start, end) local times, or None when disabled."""
+        return parse_quiet_hours(self.quiet_hours)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def bot_enabled(self) -> bool:
+        return bool(self.telegram_bot_token.get_secret_value())
+
+
+def parse_quiet_hours(text: str) -> tuple[time, time] | None:
+    """Parse '21:00-08:00' into local start and end times; empty means no quiet hours."""
+    if not text.strip():
+        return None
+    match = _QUIET.match(text)
+    if not match:
+        return None
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if not (0 <= h1 < 24 and 0 <= h2 < 24 and 0 <= m1 < 60 and 0 <= m2 < 60):
+        return None
+    return time(h1, m1), time(h2, m2)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; overrides (by field name) win, for tests."""
+    return Settings(**{Settings.model_fields[k].alias or k: v for k, v in overrides.items()})

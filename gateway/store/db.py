@@ -1,0 +1,83 @@
+"""Database engine and transactions: one code path for SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.store.models import Evaluation
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """Owns the engine; `transaction()` is the unit of work every state change goes through."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 10) -> "Store":
+        """Create the engine (no I/O yet)."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+            _serialise_sqlite_writers(engine)
+        else:
+            engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return cls(engine)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on any error."""
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
+    # SQLite's deferred transactions deadlock when two readers both upgrade to writers; starting every
+    # transaction with BEGIN IMMEDIATE makes writers queue on the busy timeout instead.
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@event.listens_for(Evaluation, "before_update")
+def _evaluation_is_immutable(*_args: object) -> None:
+    # Art. 19: results are unalterable; the database triggers enforce the same below the ORM.
+    raise PermissionError("evaluations are immutable: record an addendum or a decision instead")
+
+
+@event.listens_for(Evaluation, "before_delete")
+def _evaluation_is_undeletable(*_args: object) -> None:
+    raise PermissionError("evaluations are never deleted")

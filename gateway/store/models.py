@@ -1,0 +1,313 @@
+"""The shared ticket store: every table of the gateway, one code path for SQLite and PostgreSQL.
+
+Times are stored timezone-aware (UTC); SQLite hands them back naive, so readers go through
+`gateway.clock.as_utc`. Status and kind columns are short strings whose allowed values are the
+constants below; the rules that move them live in the domain packages.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+ORG_KINDS = ("operator", "city_bureau", "county_dept", "unit", "platform_builder")
+APPROVAL_KINDS = ("city_bureau", "county_dept")
+SERVICE_CHANNELS = ("window", "online", "self_service", "app")
+# Where an evaluation came from (Art. 9-10); upload codes are mapped at the export edge.
+EVALUATION_CHANNELS = ("web", "qr", "sms", "bot", "evaluator", "department", "phone", "app")
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kw)
+
+
+class Organisation(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    kind: str = Field(max_length=32)
+    region_code: str = Field(max_length=12, index=True)
+    parent_id: int | None = Field(default=None, foreign_key="organisation.id")
+    created_at: datetime = _ts()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    prefix: str = Field(max_length=16, unique=True)
+    key_hash: str = Field(max_length=64)
+    label: str = Field(default="", max_length=200)
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(default=None)
+
+
+class Citizen(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    phone_hash: str | None = Field(default=None, max_length=64, unique=True)
+    phone_enc: str | None = Field(default=None, sa_type=Text)
+    phone_masked: str | None = Field(default=None, max_length=20)
+    telegram_chat_id: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    name_enc: str | None = Field(default=None, sa_type=Text)
+    sms_opted_out_at: datetime | None = _ts(default=None)
+    bot_blocked_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts()
+
+
+class Invitation(SQLModel, table=True):
+    """What the citizen is asked to rate: one case, a batch (Art. 11: one rating for all), or a theme."""
+
+    __table_args__ = (UniqueConstraint("org_id", "kind", "group_no", name="uq_invitation_group"),)
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=16, unique=True, index=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)
+    kind: str = Field(max_length=16)  # single | batch | theme
+    group_no: str = Field(max_length=64)  # case_no, batch_no or theme_no
+    region_code: str = Field(max_length=12)
+    item_name: str = Field(max_length=200)
+    office_name: str = Field(max_length=200)
+    service_channel: str = Field(max_length=16)
+    completed_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    expires_provisional: bool = False
+    status: str = Field(default="open", max_length=16)  # open | rated | partly_rated
+    rated_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts()
+
+
+class ServiceCase(SQLModel, table=True):
+    """A finished service case (办件) reported by a department system."""
+
+    __tablename__ = "service_case"
+    __table_args__ = (UniqueConstraint("org_id", "case_no", name="uq_case_org_case_no"),)
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    reporter_org_id: int = Field(foreign_key="organisation.id")
+    case_no: str = Field(max_length=64)
+    item_code: str = Field(max_length=64)
+    item_name: str = Field(max_length=200)
+    region_code: str = Field(max_length=12, index=True)
+    staff_id: str | None = Field(default=None, max_length=64)
+    service_channel: str = Field(max_length=16)
+    completed_at: datetime = _ts()
+    batch_no: str | None = Field(default=None, max_length=64)
+    theme_no: str | None = Field(default=None, max_length=64)
+    invitation_id: int = Field(foreign_key="invitation.id", index=True)
+    request_hash: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
+class Evaluation(SQLModel, table=True):
+    """A rating as given. Never updated or deleted: later facts are new rows (addenda, decisions)."""
+
+    __table_args__ = (UniqueConstraint("invitation_id", "scope", name="uq_evaluation_scope"),)
+    id: int | None = Field(default=None, primary_key=True)
+    invitation_id: int = Field(foreign_key="invitation.id", index=True)
+    case_id: int | None = Field(default=None, foreign_key="service_case.id")
+    scope: str = Field(max_length=32)  # "all" or "case:<id>" (a theme rated item by item)
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)
+    level: int
+    reason_codes: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    content: str = Field(default="", sa_type=Text)
+    staff_id: str | None = Field(default=None, max_length=64)
+    staff_level: int | None = None
+    channel: str = Field(max_length=16)
+    submitted_by_org_id: int | None = Field(default=None, foreign_key="organisation.id")
+    created_at: datetime = _ts(index=True)
+
+
+class EvaluationAddendum(SQLModel, table=True):
+    """Content given after the rating (reasons asked for in the conversation, a staff rating)."""
+
+    __tablename__ = "evaluation_addendum"
+    id: int | None = Field(default=None, primary_key=True)
+    evaluation_id: int = Field(foreign_key="evaluation.id", index=True)
+    kind: str = Field(max_length=16)  # reasons | staff
+    reason_codes: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    content: str = Field(default="", sa_type=Text)
+    staff_level: int | None = None
+    channel: str = Field(max_length=16)
+    created_at: datetime = _ts()
+
+
+class EvaluationDecision(SQLModel, table=True):
+    """A later ruling on how an evaluation counts (an appeal found it invalid or malicious)."""
+
+    __tablename__ = "evaluation_decision"
+    id: int | None = Field(default=None, primary_key=True)
+    evaluation_id: int = Field(foreign_key="evaluation.id", index=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    decision: str = Field(max_length=16)  # invalid | malicious
+    org_id: int = Field(foreign_key="organisation.id")
+    note: str = Field(default="", sa_type=Text)
+    created_at: datetime = _ts()
+
+
+class Ticket(SQLModel, table=True):
+    """A bad-review work order (差评工单). Only tickets.workflow.transition changes its status."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    evaluation_id: int = Field(foreign_key="evaluation.id", unique=True)
+    invitation_id: int = Field(foreign_key="invitation.id", index=True)
+    case_id: int | None = Field(default=None, foreign_key="service_case.id")
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)
+    region_code: str = Field(max_length=12, index=True)
+    level: int
+    responsibility: str = Field(max_length=16)  # handling | platform
+    approval_org_id: int = Field(foreign_key="organisation.id", index=True)
+    unit_org_id: int | None = Field(default=None, foreign_key="organisation.id", index=True)
+    assignee_org_id: int = Field(foreign_key="organisation.id", index=True)
+    status: str = Field(max_length=24, index=True)
+    category: str = Field(default="general", max_length=16)  # general | simple
+    received_at: datetime | None = _ts(default=None)
+    due_at: datetime = _ts(index=True)
+    due_provisional: bool = False
+    extension_working_days: int = 0
+    redo_count: int = 0
+    consultation: bool = False
+    reply_text: str = Field(default="", sa_type=Text)
+    resolved_at: datetime | None = _ts(default=None)
+    closed_at: datetime | None = _ts(default=None)
+    overdue_since: datetime | None = _ts(default=None)
+    last_reminded_on: date | None = None
+    created_at: datetime = _ts(index=True)
+    updated_at: datetime = _ts()
+    version: int = 1
+
+
+class TicketEvent(SQLModel, table=True):
+    __tablename__ = "ticket_event"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    at: datetime = _ts()
+    actor_org_id: int | None = Field(default=None, foreign_key="organisation.id")
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=32)
+    from_status: str | None = Field(default=None, max_length=24)
+    to_status: str = Field(max_length=24)
+    note: str = Field(default="", sa_type=Text)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class OutboundMessage(SQLModel, table=True):
+    """The outbox: a message is a row written in the transaction that caused it."""
+
+    __tablename__ = "outbound_message"
+    __table_args__ = (Index("ix_outbound_ready", "status", "priority", "next_attempt_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)  # sms | telegram
+    citizen_id: int = Field(foreign_key="citizen.id", index=True)
+    purpose: str = Field(max_length=16)  # prompt | reply | survey | notice
+    priority: int = 10  # lower goes first: answers to citizens (0) before bulk prompts (10)
+    body: str = Field(sa_type=Text)
+    buttons: list[Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # status: queued | sending | sent | delivered | undelivered | failed | suppressed | cancelled
+    status: str = Field(default="queued", max_length=16)
+    not_before: datetime | None = _ts(default=None)
+    next_attempt_at: datetime = _ts()
+    lease_until: datetime | None = _ts(default=None)
+    attempts: int = 0
+    provider_message_id: str | None = Field(default=None, max_length=64, index=True)
+    error_code: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    dedupe_key: str | None = Field(default=None, max_length=128, unique=True)
+    invitation_id: int | None = Field(default=None, foreign_key="invitation.id")
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+    campaign_id: int | None = Field(default=None, index=True)
+    reply_to_chat_message_id: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = _ts()
+    sent_at: datetime | None = _ts(default=None)
+    updated_at: datetime = _ts()
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempt"
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="outbound_message.id", index=True)
+    at: datetime = _ts()
+    outcome: str = Field(max_length=16)  # sent | retry | failed | suppressed
+    error_code: str | None = Field(default=None, max_length=32)
+    detail: str = Field(default="", sa_type=Text)
+
+
+class InboundMessage(SQLModel, table=True):
+    """Inbound webhooks seen, by provider id: a retried delivery acts once."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (UniqueConstraint("provider", "provider_id", name="uq_inbound_provider_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=16)
+    provider_id: str = Field(max_length=64)
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id")
+    received_at: datetime = _ts()
+
+
+class ConversationTimer(SQLModel, table=True):
+    """A pending conversation timer (the one reminder for missing reasons)."""
+
+    __tablename__ = "conversation_timer"
+    __table_args__ = (UniqueConstraint("channel", "citizen_id", name="uq_timer_channel_citizen"),)
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    citizen_id: int = Field(foreign_key="citizen.id")
+    due_at: datetime = _ts(index=True)
+
+
+class ContactAccess(SQLModel, table=True):
+    """Each time a unit reads an evaluator's full number to contact them (Art. 16(四))."""
+
+    __tablename__ = "contact_access"
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id")
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    citizen_id: int = Field(foreign_key="citizen.id")
+    at: datetime = _ts()
+
+
+class Campaign(SQLModel, table=True):
+    """A callback-survey campaign (回访, Art. 15(五))."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)
+    name: str = Field(default="", max_length=200)
+    filters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="scheduled", max_length=16)  # scheduled | running | paused | cancelled | finished
+    starts_at: datetime = _ts()
+    created_at: datetime = _ts()
+    finished_at: datetime | None = _ts(default=None)
+
+
+class CampaignTarget(SQLModel, table=True):
+    __tablename__ = "campaign_target"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "ticket_id", name="uq_target_campaign_ticket"),
+        Index("ix_target_campaign_status", "campaign_id", "status"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)
+    channel: str | None = Field(default=None, max_length=16)
+    # pending | queued | sent | delivered | failed | satisfied | unsatisfied | no_answer | skipped
+    status: str = Field(default="pending", max_length=16)
+    message_id: int | None = Field(default=None, foreign_key="outbound_message.id")
+    answered_at: datetime | None = _ts(default=None)
+    answer_channel: str | None = Field(default=None, max_length=16)
+    answer_text: str = Field(default="", sa_type=Text)
+    created_at: datetime = _ts()
+
+
+class FraudFlag(SQLModel, table=True):
+    """A suspicion for a human to review (Art. 19); nothing is deleted automatically."""
+
+    __tablename__ = "fraud_flag"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    evaluation_id: int | None = Field(default=None, foreign_key="evaluation.id", index=True)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
+    reviewed_at: datetime | None = _ts(default=None)

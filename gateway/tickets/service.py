@@ -1,0 +1,95 @@
+"""Opening bad-review tickets (Art. 13): created in the same transaction as the bad rating."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.deps import Deps
+from gateway.store.models import Evaluation, Invitation, ServiceCase, Ticket, TicketEvent
+from gateway.tickets.routing import route
+
+# Until a department classifies it, a ticket is general (限时整改): 10 working days (Art. 15(一)).
+GENERAL_WORKING_DAYS = 10
+SIMPLE_WORKING_DAYS = 5
+# The status a new ticket starts in: waiting at the approval department to be transferred (Art. 14).
+INITIAL_STATUS = "dispatching"
+
+
+async def open_ticket(
+    session: AsyncSession, *, evaluation: Evaluation, invitation: Invitation, cases: list[ServiceCase], deps: Deps
+) -> Ticket:
+    """Create the work order for a bad rating, routed and with its due time, and its first event."""
+    at = deps.clock.now()
+    path = await route(
+        session, region_code=invitation.region_code, cases=cases, reason_codes=evaluation.reason_codes, catalogue=deps.catalogue
+    )
+    due = deps.calendar.due_at(at, GENERAL_WORKING_DAYS)
+    ticket = Ticket(
+        evaluation_id=evaluation.id,  # type: ignore[arg-type]
+        invitation_id=invitation.id,  # type: ignore[arg-type]
+        case_id=cases[0].id if len(cases) == 1 else None,
+        citizen_id=invitation.citizen_id,
+        region_code=invitation.region_code,
+        level=evaluation.level,
+        responsibility=path.responsibility,
+        approval_org_id=path.approval_org_id,
+        unit_org_id=path.unit_org_id,
+        assignee_org_id=path.approval_org_id,
+        status=INITIAL_STATUS,
+        category="general",
+        due_at=due.at,
+        due_provisional=due.provisional,
+        created_at=at,
+        updated_at=at,
+    )
+    session.add(ticket)
+    await session.flush()
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id,  # type: ignore[arg-type]
+            at=at,
+            actor="system",
+            action="created",
+            from_status=None,
+            to_status=INITIAL_STATUS,
+            note=path.note,
+            data={
+                "evaluation_id": evaluation.id,
+                "level": evaluation.level,
+                "reasons": evaluation.reason_codes,
+                "approval_org_id": path.approval_org_id,
+                "proposed_unit_org_id": path.unit_org_id,
+                "responsibility": path.responsibility,
+                "due_at": due.at.isoformat(),
+                "due_provisional": due.provisional,
+            },
+        )
+    )
+    await session.flush()
+    return ticket
+
+
+async def note_reasons(
+    session: AsyncSession, *, ticket: Ticket, codes: list[int], text: str, deps: Deps, at: datetime
+) -> None:
+    """Record reasons that arrived after the rating on the ticket; re-propose the route while undispatched."""
+    data: dict[str, object] = {"reasons": codes, "text": text.strip()[:1000]}
+    if ticket.status == INITIAL_STATUS and codes:
+        cases = [c for c in [await session.get(ServiceCase, ticket.case_id)] if c] if ticket.case_id else []
+        path = await route(
+            session, region_code=ticket.region_code, cases=cases, reason_codes=codes, catalogue=deps.catalogue
+        ) if cases else None
+        if path is not None and (path.unit_org_id, path.responsibility) != (ticket.unit_org_id, ticket.responsibility):
+            ticket.unit_org_id, ticket.responsibility = path.unit_org_id, path.responsibility
+            data.update(proposed_unit_org_id=path.unit_org_id, responsibility=path.responsibility, route_note=path.note)
+    ticket.updated_at = at
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id,  # type: ignore[arg-type]
+            at=at, actor="citizen", action="reasons_added", from_status=ticket.status, to_status=ticket.status,
+            note="the evaluator gave the reasons for the bad rating", data=data,
+        )
+    )
+    await session.flush()

@@ -1,0 +1,66 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func
+from sqlmodel import select
+
+from gateway.store.models import OutboundMessage, Ticket
+from gateway.web.keys import DEPS, REDIS, STORE
+
+routes = web.RouteTableDef()
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
+
+
+@routes.get("/healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), timeout=3)
+        checks["database"] = "ok"
+    except Exception as exc:  # the answer says what is down, not why in detail
+        checks["database"] = f"down: {type(exc).__name__}"
+    redis = request.app.get(REDIS)
+    if redis is not None:
+        try:
+            await asyncio.wait_for(redis.ping(), timeout=3)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"down: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge]:
+    registry = CollectorRegistry()
+    outbox = Gauge("gateway_outbox_messages", "Outbox messages by channel and status", ["channel", "status"], registry=registry)
+    tickets = Gauge("gateway_tickets", "Tickets by status", ["status"], registry=registry)
+    overdue = Gauge("gateway_tickets_overdue", "Open tickets past their due time", registry=registry)
+    return registry, outbox, tickets, overdue
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    registry, outbox, tickets, overdue = metrics_registry()
+    now = request.app[DEPS].clock.now()
+    async with request.app[STORE].transaction() as session:
+        for channel, status, count in (
+            await session.exec(select(OutboundMessage.channel, OutboundMessage.status, func.count()).group_by(OutboundMessage.channel, OutboundMessage.status))
+        ).all():
+            outbox.labels(channel, status).set(count)
+        for status, count in (await session.exec(select(Ticket.status, func.count()).group_by(Ticket.status))).all():
+            tickets.labels(status).set(count)
+        late = await session.exec(
+            select(func.count()).select_from(Ticket).where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
+        )
+        overdue.set(late.one())
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,104 @@
+"""HTTP edge helpers: JSON errors that name the field, request parsing, Bearer authentication."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gateway.evaluations.errors import EvaluationError
+from gateway.orgs import Caller, authenticate
+from gateway.web.keys import STORE
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(web.HTTPException):
+    """An HTTP error with a JSON body: {"error": {"code", "message", "field"?, "details"?}}."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, details: Any = None) -> None:
+        self.status_code = status
+        body: dict[str, Any] = {"code": code, "message": message}
+        if field:
+            body["field"] = field
+        if details is not None:
+            body["details"] = details
+        super().__init__(text=json.dumps({"error": body}, ensure_ascii=False), content_type="application/json")
+
+
+def from_domain(exc: EvaluationError) -> ApiError:
+    code = {403: "forbidden", 404: "not_found", 409: "conflict", 410: "expired"}.get(exc.status, "invalid")
+    return ApiError(exc.status, code, exc.message, field=exc.field)
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    """Parse and validate a JSON body; any fault is a 4xx that says which field and why."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    details = [
+        {"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = details[0]
+    return ApiError(422, "invalid", f"{first['field']}: {first['message']}" if first["field"] else first["message"],
+                    field=first["field"], details=details)
+
+
+async def require_caller(request: web.Request) -> Caller:
+    """Authenticate the Bearer API key before the body is read (STYLE 6)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>")
+    async with request.app[STORE].transaction() as session:
+        caller = await authenticate(session, key.strip())
+    if caller is None:
+        raise ApiError(401, "unauthorized", "the API key is not valid")
+    return caller
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain errors become clear 4xx answers; anything unexpected is logged with a request id."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+    try:
+        response = await handler(request)
+    except EvaluationError as exc:
+        response = from_domain(exc)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json" and request.path.startswith("/api/"):
+            response = ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        else:
+            raise
+    except Exception:
+        log.exception("unexpected error", extra={"request_id": request_id, "path": request.path})
+        response = ApiError(500, "internal", f"something went wrong; quote request id {request_id}")
+    response.headers["X-Request-Id"] = request_id
+    return response

@@ -1,0 +1,22 @@
+"""Typed application keys for the objects the app shares (STYLE 1)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.deps import Deps
+    from gateway.messaging.dispatcher import Dispatcher
+    from gateway.settings import Settings
+    from gateway.store.db import Store
+
+SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
+STORE: web.AppKey["Store"] = web.AppKey("store")
+DEPS: web.AppKey["Deps"] = web.AppKey("deps")
+DISPATCHER: web.AppKey["Dispatcher"] = web.AppKey("dispatcher")
+PROVIDERS: web.AppKey[dict[str, Any]] = web.AppKey("providers")
+REDIS: web.AppKey[Any] = web.AppKey("redis")
+STATE_STORE: web.AppKey[Any] = web.AppKey("state_store")
+TASKS: web.AppKey[set[Any]] = web.AppKey("tasks")
