@@ -10,11 +10,20 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, fie
 _CODE = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
 
 
+def _no_control_characters(value: str | None) -> str | None:
+    # NUL and other control characters have no place in names; PostgreSQL refuses NUL outright.
+    if value is not None and any(not ch.isprintable() for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 class CitizenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     phone: str | None = Field(default=None, max_length=32, description="mobile number; stored encrypted")
     telegram_chat_id: StrictInt | None = Field(default=None, description="private chat with the bot")
     name: str | None = Field(default=None, max_length=50)
+
+    _printable = field_validator("name", "phone")(_no_control_characters)
 
 
 class CaseIn(BaseModel):
@@ -33,6 +42,8 @@ class CaseIn(BaseModel):
     citizen: CitizenIn = Field(default_factory=CitizenIn)
     batch_no: str | None = Field(default=None, pattern=_CODE)
     theme_no: str | None = Field(default=None, pattern=_CODE)
+
+    _printable = field_validator("item_name", "office_name")(_no_control_characters)
 
     @model_validator(mode="after")
     def _one_grouping(self) -> "CaseIn":
@@ -95,4 +106,5 @@ class EvaluationOut(BaseModel):
     channel: str
     created_at: datetime
     ticket_id: int | None
-    counts: bool = True
+    applies_to: list[str] = Field(default_factory=list, description="case numbers the rating applies to (batch, theme)")
+    counts: bool = Field(default=True, description="false once an appeal ruled it invalid or malicious")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 RATING_WINDOW_WORKING_DAYS = 7
 # Department clocks drift; a completion time this far in the future is still accepted.
 CLOCK_SKEW = timedelta(minutes=10)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{8,16}")
 
 
 def new_token() -> str:
@@ -104,11 +108,7 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
         created_at=at,
     )
     session.add(case)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        raise CaseConflict(f"case_no {data.case_no!r} is being reported concurrently; retry", field="case_no") from None
+    await session.flush()
     if invitation.status == "open" and citizen is not None and as_utc(invitation.expires_at) > at:
         await _queue_prompt(session, invitation, citizen, deps, at)
     return Intake(case, invitation, True, await _messages_of(session, invitation))
@@ -229,7 +229,7 @@ async def _messages_of(session: AsyncSession, invitation: Invitation) -> list[Ou
 
 
 async def invitation_by_token(session: AsyncSession, token: str) -> Invitation:
-    if not token or len(token) > 16:
+    if not _TOKEN.fullmatch(token):
         raise InvitationNotFound("no such rating link")
     invitation = (await session.exec(select(Invitation).where(Invitation.token == token))).first()
     if invitation is None:

@@ -10,8 +10,18 @@ from sqlmodel import col, select
 from gateway.evaluations.errors import Forbidden
 from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut, InvitationOut
 from gateway.evaluations.service import Intake, invitation_by_token, record_rating, report_case
-from gateway.orgs import is_above
-from gateway.store.models import EvaluationDecision, Evaluation, Invitation, Organisation, OutboundMessage, Ticket
+from gateway.orgs import Caller, is_above
+from sqlalchemy.exc import IntegrityError
+from gateway.store.models import (
+    Evaluation,
+    EvaluationDecision,
+    Invitation,
+    Organisation,
+    OutboundMessage,
+    ServiceCase,
+    Ticket,
+)
+from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.web.http import ApiError, read_json, require_caller
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 
@@ -37,8 +47,7 @@ def _message_out(message: OutboundMessage) -> dict[str, Any]:
 async def report_case_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     data = await read_json(request, CaseIn)
-    async with request.app[STORE].transaction() as session:
-        intake: Intake = await report_case(session, caller=caller, data=data, deps=request.app[DEPS])
+    intake = await _report_once(request, caller, data)
     if intake.created:
         request.app[DISPATCHER].wake()
     answer = CaseOut(
@@ -48,6 +57,19 @@ async def report_case_view(request: web.Request) -> web.Response:
         messages_queued=[_message_out(m) for m in intake.messages],
     )
     return web.json_response(answer.model_dump(mode="json"), status=201 if intake.created else 200)
+
+
+async def _report_once(request: web.Request, caller: Caller, data: CaseIn) -> Intake:
+    # Concurrent reports of the same case (or of the same citizen's first cases) collide on unique
+    # keys; the loser retries once more and then finds the winner's rows: the answer is idempotent.
+    for attempt in range(3):
+        try:
+            async with request.app[STORE].transaction() as session:
+                return await report_case(session, caller=caller, data=data, deps=request.app[DEPS])
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @routes.post("/api/v1/evaluations")
@@ -67,17 +89,40 @@ async def submit_evaluation(request: web.Request) -> web.Response:
             reasons=data.reasons, text=data.text, staff_level=data.staff_level, case_no=data.case_no,
             submitted_by_org_id=caller.org_id,
         )
+        applies = await _applies_to(session, [rated.evaluation])
     request.app[DISPATCHER].wake()
-    out = _evaluation_out(rated.evaluation, invitation.token, rated.ticket.id if rated.ticket else None, counts=True)
+    out = _evaluation_out(
+        rated.evaluation, invitation.token, rated.ticket.id if rated.ticket else None, counts=True,
+        applies_to=applies[rated.evaluation.id],  # type: ignore[index]
+    )
     return web.json_response(out.model_dump(mode="json"), status=201)
 
 
-def _evaluation_out(evaluation: Evaluation, token: str, ticket_id: int | None, *, counts: bool) -> EvaluationOut:
+def _evaluation_out(
+    evaluation: Evaluation, token: str, ticket_id: int | None, *, counts: bool, applies_to: list[str]
+) -> EvaluationOut:
     return EvaluationOut(
+        applies_to=applies_to,
         id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,  # type: ignore[arg-type]
         reasons=evaluation.reason_codes, text=evaluation.content, staff_level=evaluation.staff_level,
         channel=evaluation.channel, created_at=evaluation.created_at, ticket_id=ticket_id, counts=counts,
     )
+
+
+async def _applies_to(session: AsyncSession, evaluations: list[Evaluation]) -> dict[int, list[str]]:
+    """The case numbers each evaluation covers: every case of its invitation, or its one theme item (Art. 11)."""
+    invitation_ids = {e.invitation_id for e in evaluations}
+    cases: dict[int, list[ServiceCase]] = {}
+    if invitation_ids:
+        rows = await session.exec(select(ServiceCase).where(col(ServiceCase.invitation_id).in_(invitation_ids)).order_by(col(ServiceCase.id)))
+        for case in rows.all():
+            cases.setdefault(case.invitation_id, []).append(case)
+    result: dict[int, list[str]] = {}
+    for e in evaluations:
+        linked = cases.get(e.invitation_id, [])
+        chosen = [c for c in linked if c.id == e.case_id] if e.scope != "all" else linked
+        result[e.id] = [c.case_no for c in chosen]  # type: ignore[index]
+    return result
 
 
 @routes.get("/api/v1/evaluations")
@@ -108,6 +153,10 @@ async def list_evaluations(request: web.Request) -> web.Response:
         rows = (await session.exec(query)).all()
         ids = [e.id for e, _, _ in rows]
         voided = set((await session.exec(select(EvaluationDecision.evaluation_id).where(col(EvaluationDecision.evaluation_id).in_(ids)))).all()) if ids else set()
-    items = [_evaluation_out(e, inv.token, tid, counts=e.id not in voided).model_dump(mode="json") for e, inv, tid in rows]
+        applies = await _applies_to(session, [e for e, _, _ in rows])
+    items = [
+        _evaluation_out(e, inv.token, tid, counts=e.id not in voided, applies_to=applies[e.id]).model_dump(mode="json")  # type: ignore[index]
+        for e, inv, tid in rows
+    ]
     return web.json_response({"items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None})
 

@@ -19,22 +19,31 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiError(web.HTTPException):
-    """An HTTP error with a JSON body: {"error": {"code", "message", "field"?, "details"?}}."""
+class ApiError(Exception):
+    """Raised anywhere in a request; answered as {"error": {"code", "message", "field"?, "details"?}}."""
 
     def __init__(self, status: int, code: str, message: str, *, field: str | None = None, details: Any = None) -> None:
-        self.status_code = status
-        body: dict[str, Any] = {"code": code, "message": message}
-        if field:
-            body["field"] = field
-        if details is not None:
-            body["details"] = details
-        super().__init__(text=json.dumps({"error": body}, ensure_ascii=False), content_type="application/json")
+        super().__init__(message)
+        self.status, self.code, self.message, self.field, self.details = status, code, message, field, details
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        if self.details is not None:
+            body["details"] = self.details
+        return web.json_response({"error": body}, status=self.status, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict", 410: "expired"}
 
 
 def from_domain(exc: EvaluationError) -> ApiError:
-    code = {403: "forbidden", 404: "not_found", 409: "conflict", 410: "expired"}.get(exc.status, "invalid")
-    return ApiError(exc.status, code, exc.message, field=exc.field)
+    return ApiError(exc.status, _CODES.get(exc.status, "invalid"), exc.message, field=exc.field)
 
 
 async def read_json(request: web.Request, model: type[M]) -> M:
@@ -90,15 +99,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
     try:
         response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
     except EvaluationError as exc:
-        response = from_domain(exc)
+        response = from_domain(exc).response()
     except web.HTTPException as exc:
-        if exc.status >= 400 and exc.content_type != "application/json" and request.path.startswith("/api/"):
-            response = ApiError(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        if exc.status >= 400 and request.path.startswith(("/api/", "/webhooks/")):
+            code = _CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
+            response = ApiError(exc.status, code, exc.reason).response()
         else:
             raise
     except Exception:
         log.exception("unexpected error", extra={"request_id": request_id, "path": request.path})
-        response = ApiError(500, "internal", f"something went wrong; quote request id {request_id}")
+        response = ApiError(500, "internal", f"something went wrong; quote request id {request_id}").response()
     response.headers["X-Request-Id"] = request_id
     return response

@@ -107,7 +107,7 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
         try:
             rating = RatingIn.model_validate(_form_to_rating(form))
         except ValidationError as exc:
-            return render("message.html", status=422, heading="无法提交", message=validation_error(exc).text or "")
+            return render("message.html", status=422, heading="无法提交", message=validation_error(exc).message)
         if rating.level in BAD_LEVELS and not rating.reasons and not rating.text:
             # Art. 8: a bad rating needs content; ask for it before anything is recorded.
             return _reasons_page(request, invitation, rating, via=via, error=None)
