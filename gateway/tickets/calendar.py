@@ -281,6 +281,14 @@ class WorkingCalendar:
         next_day = _as_date(d) + _ONE_DAY
         return datetime.combine(next_day, time(0), tzinfo=self._tz).astimezone(timezone.utc)
 
+    def describe_due(self, due_at: datetime) -> str:
+        """A due instant as people say it: '2026-02-27 24:00' in the calendar's timezone."""
+        _check_aware(due_at)
+        last_day = (due_at - timedelta(microseconds=1)).astimezone(self.tz)
+        if due_at.astimezone(self.tz).time() == time(0, 0):
+            return f"{last_day:%Y-%m-%d} 24:00"
+        return f"{due_at.astimezone(self.tz):%Y-%m-%d %H:%M}"
+
     def due_at(self, received_at: datetime, working_days: int) -> Due:
         """Return the deadline for something received at ``received_at``."""
         received_day = self.local_date(received_at)
