@@ -20,7 +20,7 @@ class InvalidPhone(ValueError):
 
 def normalise_phone(raw: str, default_region: str = "CN") -> str:
     """Parse a phone number and return it in E.164 (+8613812341234)."""
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > 32:
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 32 or not raw.isprintable():
         raise InvalidPhone("phone must be a phone number such as +8613812341234")
     try:
         parsed = phonenumbers.parse(raw.strip(), default_region)
