@@ -40,6 +40,10 @@ def create_app(
     app.cleanup_ctx.append(_providers_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
 
+    from gateway.tickets.reminders import overdue_ctx
+
+    app.cleanup_ctx.append(overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+
     from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes
@@ -47,6 +51,12 @@ def create_app(
     app.add_routes(health_routes)
     app.add_routes(evaluation_routes)
     app.add_routes(rating_routes)
+
+    from gateway.tickets.views import routes as ticket_routes
+    from gateway.web.openapi import routes as openapi_routes
+
+    app.add_routes(ticket_routes)
+    app.add_routes(openapi_routes)
     return app
 
 
@@ -120,6 +130,7 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
                 batch_size=settings.dispatch_batch_size, max_attempts=settings.dispatch_max_attempts,
                 lease_seconds=settings.dispatch_lease_seconds,
                 status_callback_url=f"{settings.public_url}/webhooks/twilio/status",
+                sms_rate_per_second=settings.sms_rate_per_second,
             ),
         )
         app[DISPATCHER] = dispatcher

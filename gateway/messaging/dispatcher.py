@@ -37,6 +37,8 @@ class DispatchPolicy:
     max_backoff_seconds: float = 900.0
     concurrency: int = 16
     status_callback_url: str | None = None
+    sms_rate_per_second: float = 10.0
+    telegram_rate_per_second: float = 30.0
 
 
 class Dispatcher:
@@ -157,12 +159,20 @@ class Dispatcher:
         if provider is None:
             await self._record(message_id, SendFailed(f"no provider for channel {message.channel}", permanent=True))
             return
-        await self.limiter.acquire(message.channel)
+        for key, rate in self._rates(outgoing):
+            await self.limiter.acquire(key, rate)
         try:
             result: Sent | SendFailed = await provider.send(outgoing)
         except SendFailed as failure:
             result = failure
         await self._record(message_id, result)
+
+    def _rates(self, outgoing: Outgoing) -> list[tuple[str, float]]:
+        """The send-rate buckets a message passes: per sender, and per chat for the bot."""
+        if outgoing.channel == "telegram":
+            # Telegram's limits: about 30 messages a second per bot, one a second per chat.
+            return [("telegram", self.policy.telegram_rate_per_second), (f"telegram:{outgoing.to}", 1.0)]
+        return [(outgoing.channel, self.policy.sms_rate_per_second)]
 
     def _outgoing(self, message: OutboundMessage, citizen: Citizen) -> Outgoing:
         assert message.id is not None

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 
 class RateLimiter(Protocol):
-    async def acquire(self, key: str) -> None: ...
+    async def acquire(self, key: str, rate_per_second: float | None = None) -> None: ...
 
 
 class LocalRateLimiter:
@@ -22,17 +22,19 @@ class LocalRateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = asyncio.Lock()
 
-    async def acquire(self, key: str) -> None:
+    async def acquire(self, key: str, rate_per_second: float | None = None) -> None:
+        rate = rate_per_second or self.rate
+        burst = max(1.0, rate) if rate_per_second else self.burst
         while True:
             async with self._lock:
                 now = self._monotonic()
-                tokens, last = self._buckets.get(key, (self.burst, now))
-                tokens = min(self.burst, tokens + (now - last) * self.rate)
+                tokens, last = self._buckets.get(key, (burst, now))
+                tokens = min(burst, tokens + (now - last) * rate)
                 if tokens >= 1:
                     self._buckets[key] = (tokens - 1, now)
                     return
                 self._buckets[key] = (tokens, now)
-                wait = (1 - tokens) / self.rate
+                wait = (1 - tokens) / rate
             await asyncio.sleep(wait)
 
 
@@ -52,11 +54,12 @@ class RedisRateLimiter:
         self.rate = max(1, int(rate_per_second))
         self._script = redis.register_script(_WINDOW_SCRIPT)
 
-    async def acquire(self, key: str) -> None:
+    async def acquire(self, key: str, rate_per_second: float | None = None) -> None:
+        limit = max(1, int(rate_per_second)) if rate_per_second else self.rate
         while True:
             now = time.time()
             second = int(now)
             count = await self._script(keys=[f"gw:rate:{key}:{second}"])
-            if int(count) <= self.rate:
+            if int(count) <= limit:
                 return
             await asyncio.sleep(max(0.005, second + 1 - now))

@@ -1,0 +1,332 @@
+"""The conversation runner shared by the SMS webhook and the bot (STYLE 3).
+
+For one input it: takes the sender's lock, loads the state and the Context (from the ticket store),
+calls the pure `conversations.advance`, then in ONE transaction records the inbound message id (dedup),
+carries out the effects and queues the replies in the outbox; after the commit it saves the state.
+A crash before the commit leaves nothing; a crash after it leaves an older state, which the Context
+(the truth) corrects on the next message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from conversations import (
+    AttachReasons,
+    AttachSurveyReason,
+    CancelTimer,
+    Context,
+    Inbound,
+    InvitationRef,
+    OptIn,
+    OptOut,
+    RatedInvitation,
+    RecordRating,
+    RecordStaffRating,
+    RecordSurveyAnswer,
+    Reply,
+    ScheduleTimer,
+    SurveyRef,
+    Transition,
+    advance,
+    button_label,
+    plain_text,
+    sender_key,
+    state_key,
+)
+from gateway.clock import as_utc
+from gateway.deps import Deps
+from gateway.evaluations.errors import EvaluationError
+from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
+from gateway.messaging.outbox import enqueue
+from gateway.store.db import Store
+from gateway.store.models import (
+    CampaignTarget,
+    Citizen,
+    ConversationTimer,
+    Evaluation,
+    EvaluationAddendum,
+    InboundMessage,
+    Invitation,
+    OutboundMessage,
+    Ticket,
+)
+
+log = logging.getLogger(__name__)
+
+# Bad ratings this recent without reasons still take late reasons (Art. 8), even if the state is gone.
+LATE_REASONS_WINDOW = timedelta(hours=48)
+OPEN_SURVEY_STATUSES = ("queued", "sent", "delivered")
+EVALUATION_CHANNEL = {"sms": "sms", "telegram": "bot"}
+
+
+class Locks(Protocol):
+    def hold(self, key: str) -> Any: ...
+
+
+class SurveyAnswers(Protocol):
+    """Where callback-survey answers go (gateway.callbacks); injected to keep the import direction."""
+
+    async def answer(self, session: AsyncSession, *, ticket_id: int, citizen_id: int, satisfied: bool, channel: str, deps: Deps) -> None: ...
+
+    async def reason(self, session: AsyncSession, *, ticket_id: int, citizen_id: int, text: str, channel: str, deps: Deps) -> None: ...
+
+
+@dataclass
+class Runner:
+    store: Store
+    states: Any  # conversations.StateStore
+    locks: Locks
+    deps: Deps
+    surveys: SurveyAnswers | None = None
+
+
+@dataclass
+class Outcome:
+    duplicate: bool = False
+    transition: Transition | None = None
+    replies: list[OutboundMessage] = field(default_factory=list)
+
+
+def conversation_key(deps: Deps, channel: str, citizen_id: int) -> str:
+    """The state key of a citizen's conversation on a channel (a keyed hash, never a number)."""
+    return state_key(channel, sender_key(deps.settings.effective_secret, channel, f"citizen:{citizen_id}"))
+
+
+async def converse(
+    runner: Runner,
+    *,
+    channel: str,
+    citizen_id: int,
+    inbound: Inbound,
+    provider: str | None = None,
+    provider_id: str | None = None,
+    source_message_id: int | None = None,
+    timer_id: int | None = None,
+) -> Outcome:
+    """Run one input through the conversation; see the module docstring for the guarantees."""
+    key = conversation_key(runner.deps, channel, citizen_id)
+    async with runner.locks.hold(key):
+        state = await runner.states.get(key)
+        try:
+            async with runner.store.transaction() as session:
+                if not await _first_time(session, provider, provider_id, citizen_id, timer_id, runner.deps):
+                    return Outcome(duplicate=True)
+                ctx = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
+                transition = advance(state, inbound, ctx)
+                citizen = await session.get(Citizen, citizen_id)
+                assert citizen is not None
+                await _apply(session, runner, transition, citizen, channel)
+                replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
+        except EvaluationError as exc:
+            # A rating raced with another channel (or the period ended meanwhile): nothing of the
+            # first attempt stays; the citizen gets a plain answer and the conversation starts over.
+            log.info("conversation effect refused", extra={"reason": exc.message, "channel": channel})
+            async with runner.store.transaction() as session:
+                if not await _first_time(session, provider, provider_id, citizen_id, None, runner.deps):
+                    return Outcome(duplicate=True)
+                citizen = await session.get(Citizen, citizen_id)
+                assert citizen is not None
+                transition = Transition(state={}, replies=(Reply(_refusal(exc)),))
+                replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
+        if transition.ttl_seconds > 0:
+            await runner.states.set(key, transition.state, transition.ttl_seconds)
+        else:
+            await runner.states.delete(key)
+    return Outcome(transition=transition, replies=replies)
+
+
+def _refusal(exc: EvaluationError) -> str:
+    from gateway.evaluations.errors import AlreadyRated, InvitationExpired
+
+    if isinstance(exc, AlreadyRated):
+        return "该服务已评价过，每项服务只能评价一次。感谢您的参与。"
+    if isinstance(exc, InvitationExpired):
+        return "该服务的评价期（办结后7个工作日）已结束。"
+    return "暂时无法记录，请稍后再试或点击短信中的链接评价。"
+
+
+async def _first_time(
+    session: AsyncSession, provider: str | None, provider_id: str | None, citizen_id: int, timer_id: int | None, deps: Deps
+) -> bool:
+    """Record the provider's message id; False when it was seen before (a retried webhook)."""
+    if timer_id is not None:
+        gone = await session.exec(delete(ConversationTimer).where(col(ConversationTimer.id) == timer_id))
+        return gone.rowcount == 1  # type: ignore[attr-defined]
+    if provider is None or provider_id is None:
+        return True
+    try:
+        async with session.begin_nested():
+            await session.exec(
+                insert(InboundMessage).values(provider=provider, provider_id=provider_id, citizen_id=citizen_id, received_at=deps.clock.now())
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> Context:
+    """What the flow needs to know about this citizen, read fresh for every input."""
+    now = deps.clock.now()
+    tz = ZoneInfo(deps.settings.timezone)
+
+    def ref(inv: Invitation) -> InvitationRef:
+        return InvitationRef(
+            id=inv.id, item_name=inv.item_name, office=inv.office_name,  # type: ignore[arg-type]
+            completed_on=as_utc(inv.completed_at).astimezone(tz).date(), window=inv.service_channel == "window",
+            sent_at=as_utc(inv.created_at),
+        )
+
+    open_rows = await session.exec(
+        select(Invitation).where(Invitation.citizen_id == citizen_id, Invitation.status == "open", col(Invitation.expires_at) > now)
+    )
+    open_invitations = tuple(ref(inv) for inv in open_rows.all())
+
+    recent = (
+        await session.exec(
+            select(Evaluation, Invitation)
+            .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
+            .where(Evaluation.citizen_id == citizen_id, col(Evaluation.created_at) > now - LATE_REASONS_WINDOW, Evaluation.scope == "all")
+        )
+    ).all()
+    awaiting_reasons: list[RatedInvitation] = []
+    awaiting_staff: list[InvitationRef] = []
+    if recent:
+        addenda = (
+            await session.exec(
+                select(EvaluationAddendum.evaluation_id, EvaluationAddendum.kind).where(
+                    col(EvaluationAddendum.evaluation_id).in_([e.id for e, _ in recent])
+                )
+            )
+        ).all()
+        has = {(eid, kind) for eid, kind in addenda}
+        for evaluation, inv in recent:
+            if evaluation.level <= 2 and not evaluation.reason_codes and not evaluation.content and (evaluation.id, "reasons") not in has:
+                awaiting_reasons.append(RatedInvitation(ref(inv), evaluation.level, as_utc(evaluation.created_at)))
+            if inv.service_channel == "window" and evaluation.staff_level is None and (evaluation.id, "staff") not in has:
+                awaiting_staff.append(ref(inv))
+
+    surveys = (
+        await session.exec(
+            select(CampaignTarget, Invitation.item_name)
+            .join(Ticket, col(Ticket.id) == CampaignTarget.ticket_id)
+            .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
+            .where(CampaignTarget.citizen_id == citizen_id, col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES))
+        )
+    ).all()
+    open_surveys = tuple(SurveyRef(ticket_id=t.ticket_id, item_name=name, sent_at=as_utc(t.created_at)) for t, name in surveys)
+    return Context(
+        open_invitations=open_invitations,
+        reasons_by_level={1: deps.catalogue.options(1), 2: deps.catalogue.options(2)},
+        open_surveys=open_surveys,
+        awaiting_reasons=tuple(awaiting_reasons),
+        awaiting_staff_rating=tuple(awaiting_staff),
+        reminder_after_seconds=deps.settings.reminder_after_seconds,
+    )
+
+
+async def _evaluation_of(session: AsyncSession, invitation_id: int, citizen_id: int) -> Evaluation | None:
+    return (
+        await session.exec(
+            select(Evaluation).where(Evaluation.invitation_id == invitation_id, Evaluation.citizen_id == citizen_id, Evaluation.scope == "all")
+        )
+    ).first()
+
+
+async def _apply(session: AsyncSession, runner: Runner, transition: Transition, citizen: Citizen, channel: str) -> None:
+    deps, now = runner.deps, runner.deps.clock.now()
+    rating_channel = EVALUATION_CHANNEL[channel]
+    assert citizen.id is not None
+    for effect in transition.effects:
+        if isinstance(effect, RecordRating):
+            invitation = await session.get(Invitation, effect.invitation_id)
+            if invitation is None or invitation.citizen_id != citizen.id:
+                raise EvaluationError("that service is not this citizen's")
+            await record_rating(session, invitation=invitation, level=effect.level, channel=rating_channel, deps=deps, require_content=False)
+        elif isinstance(effect, AttachReasons):
+            evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)
+            if evaluation is not None:
+                await add_reasons(session, evaluation=evaluation, codes=list(effect.codes), text=effect.text, channel=rating_channel, deps=deps)
+        elif isinstance(effect, RecordStaffRating):
+            evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)
+            if evaluation is not None and 1 <= effect.level <= 5:
+                await add_staff_rating(session, evaluation=evaluation, staff_level=effect.level, channel=rating_channel, deps=deps)
+        elif isinstance(effect, OptOut):
+            if channel == "sms":
+                citizen.sms_opted_out_at = citizen.sms_opted_out_at or now
+            else:
+                citizen.bot_blocked_at = citizen.bot_blocked_at or now
+            log.info("citizen opted out", extra={"citizen_id": citizen.id, "channel": channel})
+        elif isinstance(effect, OptIn):
+            if channel == "sms":
+                citizen.sms_opted_out_at = None
+            else:
+                citizen.bot_blocked_at = None
+        elif isinstance(effect, ScheduleTimer):
+            await session.exec(delete(ConversationTimer).where(ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id))  # type: ignore[arg-type]
+            session.add(ConversationTimer(channel=channel, citizen_id=citizen.id, due_at=now + timedelta(seconds=effect.after_seconds)))
+        elif isinstance(effect, CancelTimer):
+            await session.exec(delete(ConversationTimer).where(ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id))  # type: ignore[arg-type]
+        elif isinstance(effect, RecordSurveyAnswer):
+            if runner.surveys is not None:
+                await runner.surveys.answer(session, ticket_id=effect.ticket_id, citizen_id=citizen.id, satisfied=effect.satisfied, channel=rating_channel, deps=deps)
+        elif isinstance(effect, AttachSurveyReason):
+            if runner.surveys is not None:
+                await runner.surveys.reason(session, ticket_id=effect.ticket_id, citizen_id=citizen.id, text=effect.text, channel=rating_channel, deps=deps)
+    await session.flush()
+
+
+async def _queue_replies(
+    session: AsyncSession, deps: Deps, replies: tuple[Reply, ...], citizen: Citizen, channel: str, source_message_id: int | None
+) -> list[OutboundMessage]:
+    # Nothing goes to a sender who has just opted out (or had before): not even a confirmation.
+    if (channel == "sms" and citizen.sms_opted_out_at is not None) or (channel == "telegram" and citizen.bot_blocked_at is not None):
+        return []
+    queued = []
+    now = deps.clock.now()
+    for reply in replies:
+        if channel == "sms":
+            body, buttons, edit = f"{deps.settings.sms_signature}{plain_text(reply)}", None, None
+        else:
+            body = reply.text
+            buttons = [[{"text": button_label(c, reply.multi_select), "data": c.data}] for c in reply.choices] or None
+            edit = source_message_id if reply.edit_previous else None
+        message = await enqueue(session, channel=channel, citizen=citizen, purpose="reply", body=body, buttons=buttons,
+                                at=now, quiet=deps.quiet, edit_message_id=edit)
+        if message is not None:
+            queued.append(message)
+    return queued
+
+
+async def due_timers(store: Store, deps: Deps, limit: int = 100) -> list[tuple[int, str, int]]:
+    """Timers whose time has come: (timer id, channel, citizen id)."""
+    async with store.transaction() as session:
+        rows = await session.exec(
+            select(ConversationTimer.id, ConversationTimer.channel, ConversationTimer.citizen_id)
+            .where(col(ConversationTimer.due_at) <= deps.clock.now())
+            .order_by(col(ConversationTimer.due_at))
+            .limit(limit)
+        )
+        return [(i, ch, c) for i, ch, c in rows.all() if i is not None]
+
+
+async def fire_timers(runner: Runner) -> int:
+    """Deliver due timers to their conversations; each fires once even with several workers."""
+    fired = 0
+    for timer_id, channel, citizen_id in await due_timers(runner.store, runner.deps):
+        outcome = await converse(runner, channel=channel, citizen_id=citizen_id, timer_id=timer_id,
+                                 inbound=Inbound(kind="timer", at=runner.deps.clock.now()))
+        fired += 0 if outcome.duplicate else 1
+    return fired
+
+
+__all__ = ["Outcome", "Runner", "conversation_key", "converse", "fire_timers", "load_context"]

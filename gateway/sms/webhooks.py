@@ -1,0 +1,73 @@
+"""Twilio webhooks: inbound SMS and delivery status. Both verify X-Twilio-Signature before reading
+anything else (STYLE 6), against GATEWAY_PUBLIC_URL + path, and answer fast: replies go out through
+the outbox, never in the webhook's answer."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from multidict import MultiDictProxy
+from sqlmodel import select
+
+from gateway.sms.signature import verify_twilio_signature
+from gateway.sms.twilio_provider import classify_delivery_error
+from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
+from gateway.web.keys import DEPS, SETTINGS, STORE
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+# A status only moves forward: Twilio's callbacks can arrive out of order.
+_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 4, "undelivered": 4, "failed": 4}
+
+
+async def signed_form(request: web.Request) -> MultiDictProxy[str]:
+    """The posted form, once the signature over it has been verified; 403 otherwise."""
+    settings = request.app[SETTINGS]
+    url = settings.public_url + request.path_qs
+    form = await request.post()
+    params = MultiDictProxy(form)  # type: ignore[arg-type]
+    ok = verify_twilio_signature(
+        settings.twilio_auth_token.get_secret_value(), url, params, request.headers.get("X-Twilio-Signature")
+    )
+    if not ok:
+        log.warning("twilio webhook with a missing or wrong signature refused", extra={"path": request.path})
+        raise web.HTTPForbidden(text="invalid signature")
+    return params  # type: ignore[return-value]
+
+
+def twiml() -> web.Response:
+    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+
+@routes.post("/webhooks/twilio/status")
+async def delivery_status(request: web.Request) -> web.Response:
+    form = await signed_form(request)
+    sid, status = str(form.get("MessageSid", ""))[:64], str(form.get("MessageStatus", "")).lower()
+    if not sid or status not in _RANK:
+        return web.Response(status=400, text="MessageSid and a known MessageStatus are required")
+    code = str(form.get("ErrorCode", "") or "")[:32] or None
+    now = request.app[DEPS].clock.now()
+    async with request.app[STORE].transaction() as session:
+        message = (await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid))).first()
+        if message is None:
+            return web.Response(status=204)  # not ours, or long gone: nothing to do, nothing to retry
+        if _RANK.get(status, 0) <= _RANK.get(message.status, 0) or message.status in ("failed", "suppressed", "cancelled"):
+            return web.Response(status=204)
+        message.status, message.updated_at = ("delivered" if status == "read" else status), now
+        if code:
+            kind = classify_delivery_error(code)
+            message.error_code, message.last_error = code, kind.reason
+            if kind.opt_out:
+                citizen = await session.get(Citizen, message.citizen_id)
+                if citizen is not None and citizen.sms_opted_out_at is None:
+                    citizen.sms_opted_out_at = now
+        session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=f"status:{status}", error_code=code,  # type: ignore[arg-type]
+                                    detail="delivery status callback"))
+    return web.Response(status=204)
+
+
+
