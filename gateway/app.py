@@ -18,7 +18,7 @@ from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.store.migrate import upgrade
 from gateway.web.http import error_middleware
-from gateway.web.keys import DEPS, DISPATCHER, PROVIDERS, REDIS, SETTINGS, STATE_STORE, STORE, TASKS
+from gateway.web.keys import DEPS, DISPATCHER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ def create_app(
     app.add_routes(health_routes)
     app.add_routes(evaluation_routes)
     app.add_routes(rating_routes)
+    from gateway.sms.webhooks import routes as sms_routes
+
+    app.add_routes(sms_routes)
 
     from gateway.tickets.views import routes as ticket_routes
     from gateway.web.openapi import routes as openapi_routes
@@ -75,9 +78,12 @@ def _store_ctx(migrate: bool):  # type: ignore[no-untyped-def]
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     from conversations.state import MemoryStateStore
+    from gateway.dialogue import Runner
+    from gateway.store.locks import LocalLocks, RedisLocks
 
     if not settings.redis_url:
         app[STATE_STORE] = MemoryStateStore()
+        app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=LocalLocks(), deps=app[DEPS])
         yield
         return
     import redis.asyncio as aioredis
@@ -87,6 +93,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = aioredis.from_url(settings.redis_url, decode_responses=True)
     app[REDIS] = client
     app[STATE_STORE] = RedisStateStore(client)
+    app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=RedisLocks(client), deps=app[DEPS])
     yield
     await client.aclose()
 
@@ -135,7 +142,10 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
         )
         app[DISPATCHER] = dispatcher
         if run:
+            from gateway.dialogue import run_timers_forever
+
             start_task(app, dispatcher.run_forever(settings.dispatch_interval_seconds), name="dispatcher")
+            start_task(app, run_timers_forever(app[RUNNER], max(5.0, settings.dispatch_interval_seconds)), name="timers")
         yield
         await stop_tasks(app)
 

@@ -8,12 +8,18 @@ import logging
 
 from aiohttp import web
 from multidict import MultiDictProxy
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from conversations import Inbound
+from gateway.deps import Deps
+from gateway.dialogue import converse
+from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.sms.signature import verify_twilio_signature
 from gateway.sms.twilio_provider import classify_delivery_error
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
-from gateway.web.keys import DEPS, SETTINGS, STORE
+from gateway.store.db import Store
+from gateway.web.keys import DEPS, DISPATCHER, RUNNER, SETTINGS, STORE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -65,9 +71,59 @@ async def delivery_status(request: web.Request) -> web.Response:
                 citizen = await session.get(Citizen, message.citizen_id)
                 if citizen is not None and citizen.sms_opted_out_at is None:
                     citizen.sms_opted_out_at = now
-        session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=f"status:{status}", error_code=code,  # type: ignore[arg-type]
+        session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=status, error_code=code,  # type: ignore[arg-type]
                                     detail="delivery status callback"))
     return web.Response(status=204)
 
 
 
+
+# Twilio's Advanced Opt-Out reports what it did with a keyword; its own confirmation has been sent.
+_OPT_OUT_TYPES = {"STOP": "opt_out", "START": "opt_in"}
+
+
+@routes.post("/webhooks/twilio/sms")
+async def inbound_sms(request: web.Request) -> web.Response:
+    form = await signed_form(request)  # nothing is read or recorded before this passes
+    sid = str(form.get("MessageSid") or form.get("SmsMessageSid") or "")[:64]
+    sender = str(form.get("From", ""))
+    if not sid or not sender:
+        return web.Response(status=400, text="MessageSid and From are required")
+    deps = request.app[DEPS]
+    try:
+        phone = normalise_phone(sender)
+    except InvalidPhone:
+        log.info("inbound SMS from an unusable sender ignored", extra={"message_sid": sid})
+        return twiml()
+    body = str(form.get("Body", ""))
+    opt_type = _OPT_OUT_TYPES.get(str(form.get("OptOutType", "")).upper())
+    text = {"opt_out": "STOP", "opt_in": "START"}.get(opt_type or "", body)
+    citizen_id = await citizen_for_phone(request.app[STORE], deps, phone)
+    outcome = await converse(
+        request.app[RUNNER], channel="sms", citizen_id=citizen_id, provider="twilio", provider_id=sid,
+        inbound=Inbound(kind="text", at=deps.clock.now(), text=text),
+    )
+    if outcome.replies:
+        request.app[DISPATCHER].wake()
+    return twiml()
+
+
+async def citizen_for_phone(store: Store, deps: Deps, phone: str) -> int:
+    """The citizen behind a number, created on first contact (needed to answer through the outbox)."""
+    phone_hash = deps.vault.lookup_hash(phone)
+    for _ in range(2):
+        async with store.transaction() as session:
+            found = (await session.exec(select(Citizen.id).where(Citizen.phone_hash == phone_hash))).first()
+            if found is not None:
+                return found
+            try:
+                citizen = Citizen(phone_hash=phone_hash, phone_enc=deps.vault.encrypt(phone), phone_masked=mask_phone(phone),
+                                  created_at=deps.clock.now())
+                async with session.begin_nested():
+                    session.add(citizen)
+                    await session.flush()
+                assert citizen.id is not None
+                return citizen.id
+            except IntegrityError:
+                continue  # created by a concurrent message from the same number: read it
+    raise RuntimeError("could not resolve the sender")

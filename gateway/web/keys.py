@@ -20,3 +20,4 @@ PROVIDERS: web.AppKey[dict[str, Any]] = web.AppKey("providers")
 REDIS: web.AppKey[Any] = web.AppKey("redis")
 STATE_STORE: web.AppKey[Any] = web.AppKey("state_store")
 TASKS: web.AppKey[set[Any]] = web.AppKey("tasks")
+RUNNER: web.AppKey[Any] = web.AppKey("conversation_runner")  # gateway.dialogue.Runner
