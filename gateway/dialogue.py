@@ -15,8 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,6 +48,7 @@ from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
 from gateway.messaging.outbox import enqueue
 from gateway.store.db import Store
+from gateway.store.upsert import insert_if_absent
 from gateway.store.models import (
     CampaignTarget,
     Citizen,
@@ -88,6 +88,13 @@ class Runner:
     locks: Locks
     deps: Deps
     surveys: SurveyAnswers | None = None
+    # sender hash -> citizen id; the mapping never changes once made, so it can be cached.
+    citizen_ids: dict[str, int] = field(default_factory=dict)
+
+    def remember(self, sender_hash: str, citizen_id: int) -> None:
+        if len(self.citizen_ids) >= 100_000:
+            self.citizen_ids.pop(next(iter(self.citizen_ids)))
+        self.citizen_ids[sender_hash] = citizen_id
 
 
 @dataclass
@@ -164,14 +171,9 @@ async def _first_time(
         return gone.rowcount == 1  # type: ignore[attr-defined]
     if provider is None or provider_id is None:
         return True
-    try:
-        async with session.begin_nested():
-            await session.exec(
-                insert(InboundMessage).values(provider=provider, provider_id=provider_id, citizen_id=citizen_id, received_at=deps.clock.now())
-            )
-    except IntegrityError:
-        return False
-    return True
+    return await insert_if_absent(
+        session, InboundMessage, provider=provider, provider_id=provider_id, citizen_id=citizen_id, received_at=deps.clock.now()
+    )
 
 
 async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> Context:

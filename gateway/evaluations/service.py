@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -305,11 +306,14 @@ async def record_rating(
         created_at=at,
     )
     session.add(evaluation)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)") from None
+    if scope == "all":
+        await session.flush()  # the claim above already made this the only rating of the service
+    else:
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            raise AlreadyRated("this item has already been rated; each service is rated once (Art. 11)") from None
     ticket = None
     if level in BAD_LEVELS:
         scoped_cases = [case] if case else cases
@@ -332,7 +336,9 @@ async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, i
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")
-    await session.refresh(invitation)
+    # The row already holds these values: mirror them without another UPDATE at flush.
+    set_committed_value(invitation, "status", new_status)
+    set_committed_value(invitation, "rated_at", at)
     if scope != "all":
         rated_items = len((await session.exec(select(Evaluation.id).where(Evaluation.invitation_id == invitation.id))).all())
         if rated_items + 1 >= item_count:

@@ -98,9 +98,14 @@ async def inbound_sms(request: web.Request) -> web.Response:
     body = str(form.get("Body", ""))
     opt_type = _OPT_OUT_TYPES.get(str(form.get("OptOutType", "")).upper())
     text = {"opt_out": "STOP", "opt_in": "START"}.get(opt_type or "", body)
-    citizen_id = await citizen_for_phone(request.app[STORE], deps, phone)
+    runner = request.app[RUNNER]
+    phone_hash = deps.vault.lookup_hash(phone)
+    citizen_id = runner.citizen_ids.get(phone_hash)
+    if citizen_id is None:
+        citizen_id = await citizen_for_phone(request.app[STORE], deps, phone)
+        runner.remember(phone_hash, citizen_id)
     outcome = await converse(
-        request.app[RUNNER], channel="sms", citizen_id=citizen_id, provider="twilio", provider_id=sid,
+        runner, channel="sms", citizen_id=citizen_id, provider="twilio", provider_id=sid,
         inbound=Inbound(kind="text", at=deps.clock.now(), text=text),
     )
     if outcome.replies:

@@ -1,0 +1,102 @@
+"""Shared pieces of the benchmarks: a fresh PostgreSQL database, a gateway subprocess, latency stats."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    name = f"gw_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def flush_redis() -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+
+
+def gateway(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    full = {**os.environ, "GATEWAY_LOG_LEVEL": "WARNING", **env}
+    prefix: list[str] = []
+    profile = os.environ.get("BENCH_PYSPY_DIR")
+    if profile:  # record a flame graph of each gateway process (py-spy must be installed)
+        prefix = ["py-spy", "record", "--format", "speedscope", "-o", f"{profile}/{command[0]}.json", "--"]
+    log = open(f"/tmp/gateway-bench-{command[0]}.log", "wb")  # noqa: SIM115 (kept open for the child)
+    return subprocess.Popen([*prefix, sys.executable, "-m", "gateway", *command], cwd=ROOT, env=full,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(command: list[str], env: dict[str, str]) -> str:
+    full = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-m", "gateway", *command], cwd=ROOT, env=full, capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+async def wait_ready(url: str, timeout: float = 30) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("gateway did not become ready")
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_ms)
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": q[49], "p90": q[89], "p99": q[98], "max": ordered[-1]}

@@ -1,0 +1,17 @@
+"""INSERT … ON CONFLICT DO NOTHING for both dialects: a duplicate costs no savepoint round trips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+async def insert_if_absent(session: AsyncSession, model: Any, **values: Any) -> bool:
+    """Insert a row unless a unique key already holds it; True when this call inserted it."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(model).values(**values).on_conflict_do_nothing()
+    result = await session.exec(statement)  # type: ignore[call-overload]
+    return bool(result.rowcount)
