@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     reminder_after_seconds: int = Field(default=1800, ge=60, alias="GATEWAY_REMINDER_AFTER_SECONDS")
     conversation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, alias="GATEWAY_CONVERSATION_TTL_SECONDS")
     overdue_reminder_webhook: str = Field(default="", alias="GATEWAY_OVERDUE_WEBHOOK_URL")
+    overdue_sweep_interval_seconds: float = Field(default=300.0, gt=0, alias="GATEWAY_OVERDUE_SWEEP_INTERVAL_SECONDS")
     survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")

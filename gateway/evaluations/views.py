@@ -142,6 +142,8 @@ async def list_evaluations(request: web.Request) -> web.Response:
         .limit(limit)
     )
     if before_id is not None:
+        if not 1 <= before_id <= 2**31 - 1:
+            raise ApiError(422, "invalid", "before_id must be between 1 and 2147483647", field="before_id")
         query = query.where(col(Evaluation.id) < before_id)
     if caller.kind == "city_bureau":
         query = query.where(col(Invitation.region_code).startswith(caller.region_code[:4]))
