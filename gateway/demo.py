@@ -110,10 +110,7 @@ async def _scenario(client: TestClient) -> int:
 
 
 async def _walk_ticket(client: TestClient, ticket_id: int, auth: Any) -> None:
-    """Transfer, accept, resolve and reply, when the ticket workflow is available."""
-    probe = await client.get(f"/api/v1/tickets/{ticket_id}", headers=auth("hanbin"))
-    if probe.status == 404 and (await probe.text()).find("ticket") < 0:
-        return
+    """Transfer, accept, resolve and reply: the closed loop through the department API."""
     steps = [
         ("hanbin", {"action": "transfer"}, "the county department transfers it to the handling unit"),
         ("hanbin-market", {"action": "accept", "category": "general"}, "the unit accepts it as general (10 working days)"),
@@ -124,8 +121,11 @@ async def _walk_ticket(client: TestClient, ticket_id: int, auth: Any) -> None:
     for org, action, words in steps:
         resp = await client.post(f"/api/v1/tickets/{ticket_id}/actions", json=action, headers=auth(org))
         body = await resp.json()
-        status = body.get("status") if resp.status == 200 else body.get("error", {}).get("message")
-        say(f"   - {words}: {resp.status} → {status}")
+        if resp.status != 200:
+            say(f"   - {words}: refused ({resp.status}): {body.get('error', {}).get('message')}")
+            return
+        due = client.app[DEPS].calendar.describe_due(datetime.fromisoformat(body["due_at"]))
+        say(f"   - {words}: now {body['status']}, due {due}")
     await client.app[DISPATCHER].run_once()
     replies = [m for m in client.app[PROVIDERS]["sms"].sent if "整改" in m.body]
     for message in replies:
