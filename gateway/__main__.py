@@ -115,6 +115,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(database=args.database))
 
 
+def cmd_bot_set_webhook(args: argparse.Namespace) -> int:
+    from gateway.bot.webhook import WebhookSetupError, register_webhook
+
+    settings = _settings()
+    try:
+        url, updates = asyncio.run(register_webhook(settings, drop_pending_updates=args.drop_pending_updates))
+    except WebhookSetupError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"webhook set: {url}")
+    print(f"updates: {', '.join(updates)}")
+    return 0
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from gateway.logs import configure
+
+    settings = _settings()
+    configure(settings.log_level)
+    return int(args.campaign_func(settings, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="好差评 evaluation gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     due.add_argument("--working-days", type=int, required=True)
     due.add_argument("--file", help="operator schedule file (default: GATEWAY_CALENDAR_FILE)")
     due.set_defaults(func=cmd_calendar_due)
+
+    bot = sub.add_parser("bot", help="the Telegram bot").add_subparsers(dest="bot_command", required=True)
+    hook = bot.add_parser("set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram with Telegram, with the secret")
+    hook.add_argument("--drop-pending-updates", action="store_true", help="discard updates Telegram holds for the bot")
+    hook.set_defaults(func=cmd_bot_set_webhook)
+
+    from gateway.callbacks.cli import add_parser as add_campaign_parser
+
+    add_campaign_parser(sub, cmd_campaign)
 
     demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
     demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")

@@ -18,7 +18,7 @@ from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.store.migrate import upgrade
 from gateway.web.http import error_middleware
-from gateway.web.keys import DEPS, DISPATCHER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS
+from gateway.web.keys import BOT, DEPS, DISPATCHER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ def create_app(
 
     app.cleanup_ctx.append(overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
+    from gateway.callbacks.wiring import campaigns_ctx
+
+    app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+
     from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes
@@ -54,11 +58,17 @@ def create_app(
     from gateway.sms.webhooks import routes as sms_routes
 
     app.add_routes(sms_routes)
+    if settings.bot_enabled:  # without a token the bot is off: no route, and the rest works
+        from gateway.bot.webhook import mount as mount_bot
 
+        mount_bot(app)
+
+    from gateway.callbacks.views import routes as campaign_routes
     from gateway.tickets.views import routes as ticket_routes
     from gateway.web.openapi import routes as openapi_routes
 
     app.add_routes(ticket_routes)
+    app.add_routes(campaign_routes)
     app.add_routes(openapi_routes)
     return app
 
@@ -78,12 +88,14 @@ def _store_ctx(migrate: bool):  # type: ignore[no-untyped-def]
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     from conversations.state import MemoryStateStore
+    from gateway.callbacks.answers import SurveyRecorder
     from gateway.dialogue import Runner
     from gateway.store.locks import LocalLocks, RedisLocks
 
     if not settings.redis_url:
         app[STATE_STORE] = MemoryStateStore()
-        app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=LocalLocks(), deps=app[DEPS])
+        app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=LocalLocks(), deps=app[DEPS],
+                             surveys=SurveyRecorder())
         yield
         return
     import redis.asyncio as aioredis
@@ -93,7 +105,8 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = aioredis.from_url(settings.redis_url, decode_responses=True)
     app[REDIS] = client
     app[STATE_STORE] = RedisStateStore(client)
-    app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=RedisLocks(client), deps=app[DEPS])
+    app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=RedisLocks(client), deps=app[DEPS],
+                         surveys=SurveyRecorder())
     yield
     await client.aclose()
 
@@ -116,6 +129,7 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
         telegram = TelegramProvider.from_settings(settings)
         providers["telegram"] = telegram
         closers.append(telegram)
+        app[BOT] = telegram.bot  # one Bot (one HTTP session) for sending and for the webhook's answers
     app[PROVIDERS] = providers
     yield
     for closer in closers:

@@ -21,3 +21,7 @@ REDIS: web.AppKey[Any] = web.AppKey("redis")
 STATE_STORE: web.AppKey[Any] = web.AppKey("state_store")
 TASKS: web.AppKey[set[Any]] = web.AppKey("tasks")
 RUNNER: web.AppKey[Any] = web.AppKey("conversation_runner")  # gateway.dialogue.Runner
+# The Telegram bot, when TELEGRAM_BOT_TOKEN is set: the aiogram Bot shared by the outbox provider and the
+# webhook handlers (answerCallbackQuery), and the aiogram Dispatcher holding the bot's routers.
+BOT: web.AppKey[Any] = web.AppKey("telegram_bot")  # aiogram.Bot
+BOT_DISPATCHER: web.AppKey[Any] = web.AppKey("telegram_dispatcher")  # aiogram.Dispatcher

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from gateway.clock import as_utc
 from gateway.evaluations.errors import AlreadyRated, EvaluationError, InvitationExpired, InvitationNotFound
-from gateway.evaluations.prompts import LEVEL_BUTTONS
+from gateway.evaluations.prompts import LEVEL_BUTTONS, telegram_deep_link
 from gateway.evaluations.reasons import BAD_LEVELS, LEVEL_WORDS
 from gateway.evaluations.schemas import RatingIn
 from gateway.evaluations.service import cases_of, invitation_by_token, record_rating
@@ -55,6 +55,7 @@ async def _context(request: web.Request, invitation: Invitation, *, case_no: str
         "case_no": case_no,
         "rating_item": rating_item,
         "theme_items": theme_items,
+        "bot_link": telegram_deep_link(deps.settings.telegram_bot_username, invitation.token) if deps.settings.bot_enabled else None,
     }
 
 
