@@ -27,7 +27,7 @@ from gateway.evaluations.errors import (
     InvitationExpired,
     InvitationNotFound,
 )
-from gateway.evaluations.prompts import bot_prompt, sms_prompt
+from gateway.evaluations.prompts import bot_prompt, sms_prompt, telegram_deep_link
 from gateway.evaluations.reasons import BAD_LEVELS, UnknownReason
 from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import enqueue, reachable_channel
@@ -215,6 +215,7 @@ async def _queue_prompt(session: AsyncSession, invitation: Invitation, citizen: 
         body = sms_prompt(
             signature=deps.settings.sms_signature, item_name=invitation.item_name,
             completed_at=invitation.completed_at, tz=tz, link=deps.rating_url(invitation.token),
+            bot_link=telegram_deep_link(deps.settings.telegram_bot_username, invitation.token) if deps.settings.bot_enabled else None,
         )
     await enqueue(
         session, channel=channel, citizen=citizen, purpose="prompt", body=body, buttons=buttons, at=at,

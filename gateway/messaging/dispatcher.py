@@ -38,6 +38,7 @@ class DispatchPolicy:
     concurrency: int = 16
     status_callback_url: str | None = None
     sms_rate_per_second: float = 10.0
+    sms_signature: str = ""
     telegram_rate_per_second: float = 30.0
 
 
@@ -67,14 +68,17 @@ class Dispatcher:
         self._wake.set()
 
     async def claim(self) -> list[int]:
-        """Lease a batch of due messages to this dispatcher; returns their ids."""
+        """Lease a batch of due messages to this dispatcher; returns their ids in sending order."""
+        return [message_id for message_id, _ in await self._claim()]
+
+    async def _claim(self) -> list[tuple[int, int]]:
         now = self.clock.now()
         ready = or_(
             and_(col(OutboundMessage.status) == "queued", col(OutboundMessage.next_attempt_at) <= now),
             and_(col(OutboundMessage.status) == "sending", col(OutboundMessage.lease_until) < now),
         )
         query = (
-            select(OutboundMessage.id)
+            select(OutboundMessage.id, OutboundMessage.citizen_id)
             .where(ready)
             .order_by(col(OutboundMessage.priority), col(OutboundMessage.id))
             .limit(self.policy.batch_size)
@@ -82,7 +86,8 @@ class Dispatcher:
         async with self.store.transaction() as session:
             if self.store.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            ids = list((await session.exec(query)).all())
+            rows = list((await session.exec(query)).all())
+            ids = [row[0] for row in rows]
             if ids:
                 await session.exec(
                     update(OutboundMessage)
@@ -94,24 +99,32 @@ class Dispatcher:
                         updated_at=now,
                     )
                 )
-        return [i for i in ids if i is not None]
+        return [(i, c) for i, c in rows if i is not None]
 
     async def run_once(self) -> int:
-        """Claim and send one batch; returns how many messages were handled."""
-        ids = await self.claim()
-        if not ids:
+        """Claim and send one batch; returns how many messages were handled.
+
+        Different citizens are served concurrently; one citizen's messages go one after another, in
+        the order they were queued, so a question never overtakes the answer it follows.
+        """
+        claimed = await self._claim()
+        if not claimed:
             return 0
+        by_citizen: dict[int, list[int]] = {}
+        for message_id, citizen_id in sorted(claimed):
+            by_citizen.setdefault(citizen_id, []).append(message_id)
         gate = asyncio.Semaphore(self.policy.concurrency)
 
-        async def one(message_id: int) -> None:
+        async def in_order(message_ids: list[int]) -> None:
             async with gate:
-                try:
-                    await self._deliver(message_id)
-                except Exception:  # one bad row must not stop the batch; its lease brings it back
-                    log.exception("dispatch failed unexpectedly", extra={"message_id": message_id})
+                for message_id in message_ids:
+                    try:
+                        await self._deliver(message_id)
+                    except Exception:  # one bad row must not stop the batch; its lease brings it back
+                        log.exception("dispatch failed unexpectedly", extra={"message_id": message_id})
 
-        await asyncio.gather(*(one(i) for i in ids))
-        return len(ids)
+        await asyncio.gather(*(in_order(ids) for ids in by_citizen.values()))
+        return len(claimed)
 
     async def run_forever(self, interval_seconds: float) -> None:
         """The background loop owned by the app (and by `gateway worker`)."""
@@ -149,8 +162,9 @@ class Dispatcher:
             blocked = _blocked_reason(message, citizen)
             if blocked is not None:
                 if message.channel == "telegram" and citizen.phone_enc and citizen.sms_opted_out_at is None:
-                    message.channel = "sms"  # the bot is blocked; the citizen's SMS channel carries it
-                    message.buttons = None
+                    if not _to_sms(message, self.policy.sms_signature):
+                        _finish(session, message, now, "suppressed", detail="a keyboard edit has no SMS form")
+                        return
                 else:
                     _finish(session, message, now, "suppressed", detail=blocked)
                     return
@@ -210,9 +224,12 @@ class Dispatcher:
                 elif message.channel == "telegram" and citizen.bot_blocked_at is None:
                     citizen.bot_blocked_at = now
                     if citizen.phone_enc and citizen.sms_opted_out_at is None:
-                        # Send the same words by SMS instead of losing them (issue: bot blocked).
-                        message.channel, message.buttons = "sms", None
-                        _retry(session, message, now, result, delay=0.0)
+                        # Send the same words by SMS instead of losing them.
+                        if _to_sms(message, self.policy.sms_signature):
+                            _retry(session, message, now, result, delay=0.0)
+                        else:
+                            _finish(session, message, now, "suppressed", outcome="failed", code=result.code,
+                                    detail="the bot is blocked; a keyboard edit has no SMS form")
                         return
             if result.permanent or message.attempts >= self.policy.max_attempts:
                 _finish(session, message, now, "failed", outcome="failed", code=result.code, detail=result.detail)
@@ -228,6 +245,16 @@ class Dispatcher:
                     self.policy.base_backoff_seconds * 2 ** (message.attempts - 1),
                 ) * random.uniform(0.8, 1.2)
             _retry(session, message, now, result, delay=delay)
+
+
+def _to_sms(message: OutboundMessage, signature: str) -> bool:
+    """Turn a bot message into its SMS form (signed, buttons as text); False for a keyboard edit."""
+    if message.reply_to_chat_message_id is not None:
+        return False
+    labels = [str(button.get("text", "")) for row in message.buttons or [] for button in row if isinstance(button, dict)]
+    body = message.body + (" 回复：" + "；".join(labels) if labels else "")
+    message.channel, message.buttons, message.body = "sms", None, signature + body
+    return True
 
 
 def _blocked_reason(message: OutboundMessage, citizen: Citizen) -> str | None:

@@ -29,6 +29,7 @@ async def test_a_blocked_bot_is_recorded_and_the_words_go_by_sms(client, world, 
     assert message.channel == "sms" and message.status == "delivered" and message.buttons is None
     [sms] = sent_messages(client)  # the console SMS provider
     assert sms.to == "+8613812341234" and "个体工商户设立登记" in sms.body
+    assert sms.body.startswith("【政务服务好差评】") and "非常满意" in sms.body and "非常不满意" in sms.body  # buttons as text
     attempts = await rows(client, DeliveryAttempt, DeliveryAttempt.message_id == message.id)
     assert [(a.outcome, a.error_code) for a in attempts] == [("retry", "403"), ("sent", None)]
 
