@@ -152,6 +152,12 @@ async def _context(session: AsyncSession, ticket: Ticket, action: TicketAction) 
         ).first()
         days = request.data.get("working_days") if request is not None else None
         return Context(pending_extension_days=days if isinstance(days, int) else None)
+    if isinstance(action, Resolve) and ticket.category == "simple":
+        since = ticket.received_at
+        contact = select(TicketEvent.id).where(TicketEvent.ticket_id == ticket.id, TicketEvent.action == "contact")
+        if since is not None:
+            contact = contact.where(col(TicketEvent.at) >= since)
+        return Context(contacted=(await session.exec(contact)).first() is not None)
     return Context()
 
 

@@ -167,6 +167,7 @@ class Context:
     consulted: Sequence[OrgInfo] = field(default_factory=tuple)
     pending_extension_days: int | None = None  # the days asked for by the pending request, if any
     case_unit_id: int | None = None  # the unit that handled the rated case (谁办理、谁负责)
+    contacted: bool = False  # a contact step was recorded since the unit received the ticket
 
 
 def transition(
@@ -443,6 +444,11 @@ def _consult(ticket: Ticket, action: Consult, at: datetime, cal: WorkingCalendar
 
 
 def _resolve(ticket: Ticket, action: Resolve, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+    if ticket.category == "simple" and not ctx.contacted:
+        # 立整立改 means contacting the evaluator at once (Art. 15(一)); the step must be on record.
+        raise TransitionNotAllowed(
+            "a simple (立整立改) ticket records contacting the evaluator (action contact) before it is resolved"
+        )
     data.update(rectification=action.rectification, reply=action.reply, round=ticket.redo_count + 1)
     if at >= as_utc(ticket.due_at):
         data["late"] = True

@@ -126,6 +126,7 @@ async def test_the_phone_number_is_masked_except_for_the_handling_unit(api: Api,
         rows = (await session.exec(select(ContactAccess).where(ContactAccess.ticket_id == ticket_id))).all()
         unit = await org_by_code(session, "hanbin-market")
     assert len(rows) == 2 and {r.org_id for r in rows} == {unit.id}  # type: ignore[union-attr]
+    await api.ok("hanbin-market", ticket_id, "contact", method="phone", outcome="已电话联系评价人")
     await api.ok("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
     status, body = await contact("hanbin-market")
     assert status == 403  # once resolved, the unit no longer needs the number

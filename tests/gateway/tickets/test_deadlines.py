@@ -223,6 +223,17 @@ async def test_overdue_from_the_due_instant(api: Api, make_ticket, clock) -> Non
     assert (await api.ticket("hanbin-market", ticket_id))["overdue"] is False
     clock.set(due)
     assert (await api.ticket("hanbin-market", ticket_id))["overdue"] is True
+    await api.ok("hanbin-market", ticket_id, "contact", method="phone", outcome="已联系")
     ticket = await api.ok("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
     assert ticket["overdue"] is False
     assert ticket["events"][-1]["data"]["late"] is True
+
+
+async def test_a_simple_ticket_is_resolved_only_after_contacting_the_evaluator(api: Api, make_ticket) -> None:  # type: ignore[no-untyped-def]
+    ticket_id = await make_ticket()
+    await api.in_progress(ticket_id, category="simple")
+    status, body = await api.act("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
+    assert status == 409 and "contact" in body["error"]["message"]
+    await api.ok("hanbin-market", ticket_id, "contact", method="phone", outcome="已电话联系评价人，说明整改安排")
+    ticket = await api.ok("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
+    assert ticket["status"] == "resolved"
