@@ -152,6 +152,7 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
                 lease_seconds=settings.dispatch_lease_seconds,
                 status_callback_url=f"{settings.public_url}/webhooks/twilio/status",
                 sms_rate_per_second=settings.sms_rate_per_second,
+                sms_signature=settings.sms_signature,
             ),
         )
         app[DISPATCHER] = dispatcher

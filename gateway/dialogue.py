@@ -217,15 +217,23 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
             if inv.service_channel == "window" and evaluation.staff_level is None and (evaluation.id, "staff") not in has:
                 awaiting_staff.append(ref(inv))
 
+    # A callback question is open once its message has actually gone out, and it dates from then: a
+    # campaign's targets are created long before their turn to be sent comes.
     surveys = (
         await session.exec(
-            select(CampaignTarget, Invitation.item_name)
+            select(CampaignTarget.ticket_id, Invitation.item_name, OutboundMessage.sent_at)
+            .join(OutboundMessage, col(OutboundMessage.id) == CampaignTarget.message_id)
             .join(Ticket, col(Ticket.id) == CampaignTarget.ticket_id)
             .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
-            .where(CampaignTarget.citizen_id == citizen_id, col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES))
+            .where(
+                CampaignTarget.citizen_id == citizen_id, col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES),
+                col(OutboundMessage.sent_at).is_not(None),
+            )
         )
     ).all()
-    open_surveys = tuple(SurveyRef(ticket_id=t.ticket_id, item_name=name, sent_at=as_utc(t.created_at)) for t, name in surveys)
+    open_surveys = tuple(
+        SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at)) for ticket_id, name, sent_at in surveys
+    )
     return Context(
         open_invitations=open_invitations,
         reasons_by_level={1: deps.catalogue.options(1), 2: deps.catalogue.options(2)},

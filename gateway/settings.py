@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     overdue_reminder_webhook: str = Field(default="", alias="GATEWAY_OVERDUE_WEBHOOK_URL")
     overdue_sweep_interval_seconds: float = Field(default=300.0, gt=0, alias="GATEWAY_OVERDUE_SWEEP_INTERVAL_SECONDS")
     survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
+    campaign_queue_ahead: int = Field(default=0, ge=0, le=100_000, alias="GATEWAY_CAMPAIGN_QUEUE_AHEAD")
+    campaign_feed_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS")
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")

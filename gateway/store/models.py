@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 ORG_KINDS = ("operator", "city_bureau", "county_dept", "unit", "platform_builder")
@@ -281,15 +281,26 @@ class Campaign(SQLModel, table=True):
     finished_at: datetime | None = _ts(default=None)
 
 
+# A target in one of these statuses holds its ticket's callback for the round: no other campaign takes it.
+OPEN_TARGET_STATUSES = ("pending", "queued", "sent", "delivered")
+_OPEN_TARGET = text("status IN ('pending', 'queued', 'sent', 'delivered')")
+
+
 class CampaignTarget(SQLModel, table=True):
     __tablename__ = "campaign_target"
     __table_args__ = (
         UniqueConstraint("campaign_id", "ticket_id", name="uq_target_campaign_ticket"),
         Index("ix_target_campaign_status", "campaign_id", "status"),
+        # One open callback question per ticket and round across campaigns (Art. 15(五)): a second
+        # campaign started at the same moment skips the ticket instead of asking twice.
+        Index("uq_target_open_round", "ticket_id", "round", unique=True,
+              sqlite_where=_OPEN_TARGET, postgresql_where=_OPEN_TARGET),
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    # The ticket's rectification round surveyed: 1, or 2 after the one redo (ticket.redo_count + 1).
+    round: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)
     channel: str | None = Field(default=None, max_length=16)
     # pending | queued | sent | delivered | failed | satisfied | unsatisfied | no_answer | skipped

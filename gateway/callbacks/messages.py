@@ -1,0 +1,28 @@
+"""The callback question as it leaves: a neutral question (Art. 15(五)), within two SMS segments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from conversations import SurveyRef, button_label, plain_text, survey_prompt
+from gateway.sms.segments import segments
+
+OPT_OUT_HINT = "，回T退订"
+
+
+def survey_message(*, channel: str, signature: str, ticket_id: int, item_name: str, at: datetime) -> tuple[str, list[Any] | None]:
+    """(body, buttons) of the survey for a channel.
+
+    The text is the conversation's own question, so the reply grammar and the `sv:` buttons match what
+    the flow reads. The bot's message also lists the typed choices: if the citizen has blocked the bot,
+    the dispatcher sends the same body by SMS instead, and it must still say what to reply.
+    """
+    reply = survey_prompt(SurveyRef(ticket_id=ticket_id, item_name=item_name, sent_at=at))
+    text = plain_text(reply)
+    if channel == "telegram":
+        return text, [[{"text": button_label(choice), "data": choice.data} for choice in reply.choices]]
+    body = f"{signature}{text}{OPT_OUT_HINT}"
+    if segments(body) > 2:  # a long operator signature: the question and its choices come first
+        body = f"{signature}{text}"
+    return body, None

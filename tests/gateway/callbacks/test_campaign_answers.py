@@ -1,0 +1,166 @@
+"""Answers to a callback question, as citizens and phone staff give them; the one redo (Art. 15(五));
+no answer within the configured days."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.callbacks.wiring import CAMPAIGN_FEEDER
+from gateway.store.models import CampaignTarget, Ticket, TicketEvent
+from tests.gateway.callbacks.conftest import Campaigns, flush, phone_number, phone_of, rows, run_campaigns, targets
+
+
+async def _surveyed(client, make_resolved, campaigns: Campaigns, n: int = 1) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
+    tickets = [await make_resolved(phone=phone_number(i + 1)) for i in range(n)]
+    await flush(client)
+    created = await campaigns.started()
+    await run_campaigns(client)
+    return created["id"], tickets
+
+
+async def _ticket(client, ticket_id: int) -> Ticket:  # type: ignore[no-untyped-def]
+    (ticket,) = await rows(client, Ticket, Ticket.id == ticket_id)
+    return ticket
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "answer_text"),
+    [("满意", "satisfied", ""), ("１", "satisfied", ""), ("2", "unsatisfied", ""), ("不满意，还是没人管", "unsatisfied", "还是没人管")],
+)
+async def test_answers_by_sms(client, world, make_resolved, campaigns, fake_twilio, text, status, answer_text):
+    campaign_id, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    await phone_of(client, phone_number(1)).text(text)
+    await flush(client)
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answer_text, target.answer_channel) == (status, answer_text, "sms")
+    expected = {"satisfied": "closed_satisfied", "unsatisfied": "callback_unsatisfied"}[status]
+    assert (await _ticket(client, ticket_id)).status == expected
+    reply = fake_twilio.sent[-1].form["Body"]
+    if status == "satisfied":
+        assert "已记录您的回访意见：满意" in reply
+    elif answer_text:
+        assert "并已收到您的说明" in reply
+    else:
+        assert "请简要说明原因" in reply  # the flow asks for a short reason
+
+
+async def test_a_reason_asked_for_is_kept_for_the_judgment(client, world, make_resolved, campaigns, fake_twilio):
+    campaign_id, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    handset = phone_of(client, phone_number(1))
+    await handset.text("2")
+    await handset.text("窗口还是让我跑了三趟")
+    await flush(client)
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answer_text) == ("unsatisfied", "窗口还是让我跑了三趟")
+    events = await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id)
+    assert [e.action for e in events[-2:]] == ["callback_result", "callback_reason"]
+    assert events[-1].actor == "citizen" and events[-1].data["text"] == "窗口还是让我跑了三趟"
+    assert "已收到您的说明" in fake_twilio.sent[-1].form["Body"]
+
+
+@pytest.mark.parametrize("text", ["3", "满意度", "😀", "你们什么时候上班", ""])
+async def test_garbage_records_nothing(client, world, make_resolved, campaigns, fake_twilio, text):
+    campaign_id, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    resp = await phone_of(client, phone_number(1)).text(text)
+    assert resp.status == 200
+    await flush(client)
+    assert (await targets(client, campaign_id))[ticket_id].status == "sent"
+    assert (await _ticket(client, ticket_id)).status == "resolved"
+    assert "回访" not in fake_twilio.sent[-1].form["Body"]  # a short help text, not the question again
+
+
+async def test_an_answer_counts_once(client, world, make_resolved, campaigns, chat):
+    ticket_id = await make_resolved(phone=phone_number(1), chat_id=chat.user_id)
+    await flush(client)
+    created = await campaigns.started()
+    await run_campaigns(client)
+    await chat.tap(f"sv:{ticket_id}:2")
+    await chat.tap(f"sv:{ticket_id}:1")  # a second tap on the old keyboard: the question is closed
+    await flush(client)
+    assert (await targets(client, created["id"]))[ticket_id].status == "unsatisfied"
+    results = [e for e in await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id) if e.action == "callback_result"]
+    assert len(results) == 1
+
+
+async def test_phone_staff_enter_answers(client, world, make_resolved, campaigns, fake_twilio):
+    campaign_id, [reached, unreached] = await _surveyed(client, make_resolved, campaigns, n=2)
+    status, body = await campaigns.answer(campaign_id, ticket_id=unreached, satisfied=False, reason="电话回访：仍不满意，材料清单未更新")
+    assert status == 200, body
+    assert body == {"campaign_id": campaign_id, "ticket_id": unreached, "target_status": "unsatisfied", "ticket_status": "callback_unsatisfied"}
+    target = (await targets(client, campaign_id))[unreached]
+    assert (target.answer_channel, target.answer_text) == ("phone", "电话回访：仍不满意，材料清单未更新")
+    event = (await rows(client, TicketEvent, TicketEvent.ticket_id == unreached))[-1]
+    assert event.data["channel"] == "phone" and event.data["answer"] == "电话回访：仍不满意，材料清单未更新"
+
+    # Answered already (by phone): the citizen's SMS later finds no open question.
+    status, body = await campaigns.answer(campaign_id, ticket_id=unreached, satisfied=True)
+    assert status == 409 and body["error"]["code"] == "transition_not_allowed"
+    status, body = await campaigns.answer(campaign_id, ticket_id=999_999, satisfied=True)
+    assert status == 404 and body["error"]["field"] == "ticket_id"
+    status, body = await campaigns.answer(campaign_id, org="hanyin", ticket_id=reached, satisfied=True)
+    assert status == 404  # another department's campaign
+    status, body = await campaigns.answer(campaign_id, ticket_id=reached, satisfied="yes")
+    assert status == 422 and body["error"]["field"] == "satisfied"
+
+
+async def test_a_phone_answer_before_the_survey_goes_out_withdraws_it(client, world, make_resolved, campaigns, fake_twilio):
+    ticket_id = await make_resolved(phone=phone_number(1))
+    await flush(client)
+    created = await campaigns.started()
+    await client.app[CAMPAIGN_FEEDER].run_once()  # queued, not sent yet
+    status, _ = await campaigns.answer(created["id"], ticket_id=ticket_id, satisfied=True)
+    assert status == 200
+    before = len(fake_twilio.sent)
+    await run_campaigns(client)
+    assert len(fake_twilio.sent) == before  # the question is not asked after the answer
+    read = await campaigns.read(created["id"])
+    assert (read["counts"]["sent"], read["counts"]["satisfied"], read["status"]) == (0, 1, "finished")
+
+
+async def test_the_redo_limit_across_two_rounds(client, world, make_resolved, campaigns, api, clock):
+    first, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    await phone_of(client, phone_number(1)).text("不满意，还是没人管")
+    await api.ok("hanbin", ticket_id, "redo", reason="整改不到位")
+    clock.advance(days=1)
+    await api.ok("hanbin-market", ticket_id, "resolve", rectification="重新整改", reply="已重新整改，材料清单已更新。")
+    await flush(client)
+
+    second = await campaigns.started(name="第二轮回访")
+    assert second["counts"]["targets"] == 1
+    await run_campaigns(client)
+    (target,) = await rows(client, CampaignTarget, CampaignTarget.campaign_id == second["id"])
+    assert target.round == 2 and target.status == "sent"
+    await phone_of(client, phone_number(1)).text("不满意")
+    await flush(client)
+    assert (await _ticket(client, ticket_id)).status == "callback_unsatisfied"
+
+    status, body = await api.act("hanbin", ticket_id, "redo", reason="还要再整改")
+    assert status == 409 and "once only" in body["error"]["message"]
+    await api.ok("hanbin", ticket_id, "close", reason="经研判非承办单位原因")
+    assert (await _ticket(client, ticket_id)).status == "closed_unsatisfied"
+    assert {(t.campaign_id, t.round, t.status) for t in await rows(client, CampaignTarget)} == {
+        (first, 1, "unsatisfied"), (second["id"], 2, "unsatisfied"),
+    }
+
+
+async def test_no_answer_after_the_configured_days(client, world, make_resolved, campaigns, clock, settings):
+    campaign_id, [silent, answers_late] = await _surveyed(client, make_resolved, campaigns, n=2)
+    days = settings.survey_no_answer_days
+    feeder = client.app[CAMPAIGN_FEEDER]
+    clock.advance(days=days, seconds=-1)
+    assert (await feeder.run_once()).expired == 0
+    await phone_of(client, phone_number(2)).text("1")  # just in time
+    clock.advance(seconds=1)
+    assert (await feeder.run_once()).expired == 1
+    by_ticket = await targets(client, campaign_id)
+    assert (by_ticket[silent].status, by_ticket[answers_late].status) == ("no_answer", "satisfied")
+    assert (await _ticket(client, silent)).status == "closed_no_answer"
+    event = (await rows(client, TicketEvent, TicketEvent.ticket_id == silent))[-1]
+    assert event.data == {"outcome": "no_answer", "channel": "sms", "campaign_id": campaign_id}
+
+    # A late "1" finds the question closed: it is read as a new message, nothing is recorded.
+    clock.advance(hours=1)
+    await phone_of(client, phone_number(1)).text("1")
+    assert (await targets(client, campaign_id))[silent].status == "no_answer"
+    read = await campaigns.read(campaign_id)  # every question has its answer or its no-answer: done
+    assert (read["status"], read["counts"]["no_answer"], read["satisfaction_rate"]) == ("finished", 1, 1.0)
