@@ -271,9 +271,10 @@ async def _apply(session: AsyncSession, runner: Runner, transition: Transition, 
             if evaluation is not None and 1 <= effect.level <= 5:
                 await add_staff_rating(session, evaluation=evaluation, staff_level=effect.level, channel=rating_channel, deps=deps)
         elif isinstance(effect, OptOut):
-            if channel == "sms":
-                citizen.sms_opted_out_at = citizen.sms_opted_out_at or now
-            else:
+            # "退订" means no more invitations: on the bot it also stops the SMS fallback, which the
+            # blocked-bot rule would otherwise use (Messaging conduct: at once and for good).
+            citizen.sms_opted_out_at = citizen.sms_opted_out_at or now
+            if channel == "telegram":
                 citizen.bot_blocked_at = citizen.bot_blocked_at or now
             log.info("citizen opted out", extra={"citizen_id": citizen.id, "channel": channel})
         elif isinstance(effect, OptIn):

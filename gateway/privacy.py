@@ -87,6 +87,11 @@ class RedactingFilter(logging.Filter):
             message = str(record.msg)
         record.msg = redact(message)
         record.args = None
+        if record.exc_info and not record.exc_text:
+            # Tracebacks can quote provider errors that name the number: format and mask them here.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         for key, value in list(record.__dict__.items()):
             if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename", "module", "funcName", "threadName", "processName", "taskName"):
                 setattr(record, key, redact(value))

@@ -323,6 +323,12 @@ class CampaignFeeder:
                 campaign = await session.get(Campaign, campaign_id)
                 assert campaign is not None
                 for target in targets:
+                    ticket = await session.get(Ticket, target.ticket_id)
+                    if ticket is None or ticket.redo_count + 1 != target.round or ticket.status != "resolved":
+                        # The ticket moved on without this question (a result entered on the ticket
+                        # itself, a redo): this round's silence says nothing about it any more.
+                        target.status = "skipped"
+                        continue
                     try:
                         await record_callback_result(
                             session, ticket_id=target.ticket_id, outcome="no_answer", deps=self.deps,

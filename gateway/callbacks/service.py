@@ -129,7 +129,9 @@ async def _insert_targets(session: AsyncSession, *, campaign_id: int, caller: Ca
     source = select(
         literal(campaign_id, Integer), Ticket.id, Ticket.citizen_id, round_no, literal("pending", String),
         literal("", String), literal(at, DateTime(timezone=True)),
-    ).where(ticket_scope(caller), Ticket.status == RESOLVED, ~already_open, *conditions).order_by(col(Ticket.id))
+    ).where(
+        ticket_scope(caller), Ticket.approval_org_id == caller.org_id, Ticket.status == RESOLVED, ~already_open, *conditions
+    ).order_by(col(Ticket.id))
     # (In id order: two campaigns racing for the same tickets meet them in the same order, so one waits
     # for the other instead of deadlocking.)
     dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite

@@ -31,7 +31,7 @@ from gateway.evaluations.prompts import bot_prompt, sms_prompt, telegram_deep_li
 from gateway.evaluations.reasons import BAD_LEVELS, UnknownReason
 from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import enqueue, reachable_channel
-from gateway.orgs import Caller, approval_org_for, is_above, org_by_code
+from gateway.orgs import Caller, approval_org_for, city_of, is_above, is_city_level, org_by_code
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.store.models import Citizen, Evaluation, EvaluationAddendum, Invitation, OutboundMessage, ServiceCase, Ticket
 from gateway.tickets.service import open_ticket
@@ -68,6 +68,12 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
         raise InvalidCase(f"org_code {data.org_code!r} is not a registered organisation", field="org_code")
     if not await is_above(session, caller, unit):
         raise Forbidden("this API key may not report cases for that organisation", field="org_code")
+    if data.region_code != unit.region_code and not (is_city_level(unit.region_code) and city_of(data.region_code) == unit.region_code):
+        # The region decides which approval department gets the bad reviews (Art. 14): a unit reports
+        # for its own region only.
+        raise InvalidCase(
+            f"region_code {data.region_code} is outside the region of {data.org_code} ({unit.region_code})", field="region_code"
+        )
     if data.completed_at > at + CLOCK_SKEW:
         raise InvalidCase("completed_at is in the future", field="completed_at")
     if await approval_org_for(session, data.region_code) is None:

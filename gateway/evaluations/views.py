@@ -11,6 +11,7 @@ from gateway.evaluations.errors import Forbidden
 from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut, InvitationOut
 from gateway.evaluations.service import Intake, invitation_by_token, record_rating, report_case
 from gateway.orgs import Caller, is_above
+from gateway.privacy import redact
 from sqlalchemy.exc import IntegrityError
 from gateway.store.models import (
     Evaluation,
@@ -104,7 +105,7 @@ def _evaluation_out(
     return EvaluationOut(
         applies_to=applies_to,
         id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,  # type: ignore[arg-type]
-        reasons=evaluation.reason_codes, text=evaluation.content, staff_level=evaluation.staff_level,
+        reasons=evaluation.reason_codes, text=redact(evaluation.content), staff_level=evaluation.staff_level,
         channel=evaluation.channel, created_at=evaluation.created_at, ticket_id=ticket_id, counts=counts,
     )
 

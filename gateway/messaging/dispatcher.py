@@ -22,6 +22,7 @@ from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
 from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
 from gateway.privacy import PhoneVault
+from gateway.sms.segments import fit
 from gateway.store.db import Store
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 
@@ -252,8 +253,10 @@ def _to_sms(message: OutboundMessage, signature: str) -> bool:
     if message.reply_to_chat_message_id is not None:
         return False
     labels = [str(button.get("text", "")) for row in message.buttons or [] for button in row if isinstance(button, dict)]
-    body = message.body + (" 回复：" + "；".join(labels) if labels else "")
-    message.channel, message.buttons, message.body = "sms", None, signature + body
+    options = " 回复：" + "；".join(labels) if labels else ""
+    # An SMS stays within two segments (DESIGN §2): the words are shortened, never the options.
+    message.body = fit(lambda words: signature + words + options, message.body, max_segments=2)
+    message.channel, message.buttons = "sms", None
     return True
 
 

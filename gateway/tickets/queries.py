@@ -15,7 +15,7 @@ from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.messaging.outbox import reachable_channel
 from gateway.orgs import Caller, org_by_code, ticket_scope
-from gateway.privacy import mask_phone
+from gateway.privacy import mask_phone, redact
 from gateway.store.models import (
     Citizen,
     ContactAccess,
@@ -131,7 +131,7 @@ async def ticket_detail(session: AsyncSession, *, caller: Caller, ticket_id: int
         office_name=invitation.office_name,
         evaluation=EvaluationRef(
             id=evaluation.id,  # type: ignore[arg-type]
-            level=evaluation.level, reasons=evaluation.reason_codes, text=evaluation.content,
+            level=evaluation.level, reasons=evaluation.reason_codes, text=redact(evaluation.content),
             channel=evaluation.channel, created_at=as_utc(evaluation.created_at), counts=not voided,
         ),
         citizen=CitizenRef(

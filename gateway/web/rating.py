@@ -139,7 +139,7 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
 def _form_to_rating(form: Any) -> dict[str, Any]:
     def number(value: Any) -> Any:
         text = str(value).strip()
-        return int(text) if text.isdigit() and len(text) < 6 else text
+        return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else text
 
     data: dict[str, Any] = {"level": number(form.get("level", "")), "reasons": [number(v) for v in form.getall("reasons", [])]}
     if form.get("text"):

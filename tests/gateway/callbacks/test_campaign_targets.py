@@ -33,9 +33,12 @@ async def test_only_approval_departments_start_campaigns_within_their_jurisdicti
     assert (await campaigns.get(99_999))[0] == 404
     assert (await campaigns.get(10**12))[0] == 404
 
-    # The city bureau sees the whole city: the county's ticket is taken already, the other county's is not.
-    city = await campaigns.started("city")
-    assert set(await targets(client, city["id"])) == {hanyin}
+    # The city bureau reads the whole city but surveys only the tickets it holds itself (city-level
+    # offices, Art. 14): the counties' tickets are their own departments' to call back.
+    status, body = await campaigns.start("city")
+    assert status == 422, body
+    other = await campaigns.started("hanyin")
+    assert set(await targets(client, other["id"])) == {hanyin}
 
 
 async def test_filters(client, world, make_resolved, campaigns: Campaigns, clock):

@@ -150,6 +150,7 @@ BAD = [
     ("future time", dict(case_payload(), completed_at="2027-03-04T09:30:00+08:00"), "completed_at"),
     ("bad region", dict(case_payload(), region_code="61090"), "region_code"),
     ("region without department", dict(case_payload(), region_code="610999"), "region_code"),
+    ("another county's region", dict(case_payload(), region_code="610921"), "region_code"),
     ("sql in case_no", dict(case_payload(), case_no="1'; DROP TABLE ticket;--"), "case_no"),
     ("html in item code", dict(case_payload(), item_code="<script>alert(1)</script>"), "item_code"),
     ("bad phone", dict(case_payload(), citizen={"phone": "12345"}), "citizen.phone"),
