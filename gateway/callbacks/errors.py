@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from gateway.errors import DomainError
 
 
-class CampaignError(Exception):
-    """Base: `status` is the HTTP answer, `code` a stable machine word, `field` the input at fault."""
-
-    status = 400
-    code = "invalid"
-
-    def __init__(self, message: str, *, field: str | None = None, details: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.details = details
+class CampaignError(DomainError):
+    """Base of the campaign errors."""
 
 
 class CampaignNotFound(CampaignError):

@@ -5,20 +5,12 @@ Every message says what happened and what to do next, in words a department cler
 
 from __future__ import annotations
 
-from typing import Any
+
+from gateway.errors import DomainError
 
 
-class TicketError(Exception):
-    """Base: `status` is the HTTP answer, `code` a stable machine word, `field` the input at fault."""
-
-    status = 400
-    code = "invalid"
-
-    def __init__(self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.details = details
+class TicketError(DomainError):
+    """Base of the work-order errors."""
 
 
 class TicketNotFound(TicketError):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.evaluations.errors import EvaluationError
 from gateway.orgs import Caller, authenticate
-from gateway.tickets.errors import TicketError
+from gateway.errors import DomainError
 from gateway.web.keys import STORE
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = exc.response()
     except EvaluationError as exc:
         response = from_domain(exc).response()
-    except TicketError as exc:
+    except DomainError as exc:
         response = ApiError(exc.status, exc.code, exc.message, field=exc.field, details=exc.details).response()
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith(("/api/", "/webhooks/")):
