@@ -176,17 +176,30 @@ async def _first_time(
     )
 
 
+def invitation_ref(invitation: Invitation, timezone: str) -> InvitationRef:
+    """The flow's view of an invitation."""
+    assert invitation.id is not None
+    return InvitationRef(
+        id=invitation.id,
+        item_name=invitation.item_name,
+        office=invitation.office_name,
+        completed_on=as_utc(invitation.completed_at).astimezone(ZoneInfo(timezone)).date(),
+        window=invitation.service_channel == "window",
+        sent_at=as_utc(invitation.created_at),
+    )
+
+
+def render_buttons(reply: Reply) -> list[list[dict[str, str]]] | None:
+    """A reply's choices as outbox button rows for the bot, one per row."""
+    return [[{"text": button_label(c, reply.multi_select), "data": c.data}] for c in reply.choices] or None
+
+
 async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> Context:
     """What the flow needs to know about this citizen, read fresh for every input."""
     now = deps.clock.now()
-    tz = ZoneInfo(deps.settings.timezone)
 
     def ref(inv: Invitation) -> InvitationRef:
-        return InvitationRef(
-            id=inv.id, item_name=inv.item_name, office=inv.office_name,  # type: ignore[arg-type]
-            completed_on=as_utc(inv.completed_at).astimezone(tz).date(), window=inv.service_channel == "window",
-            sent_at=as_utc(inv.created_at),
-        )
+        return invitation_ref(inv, deps.settings.timezone)
 
     open_rows = await session.exec(
         select(Invitation).where(Invitation.citizen_id == citizen_id, Invitation.status == "open", col(Invitation.expires_at) > now)
@@ -308,8 +321,7 @@ async def _queue_replies(
         if channel == "sms":
             body, buttons, edit = f"{deps.settings.sms_signature}{plain_text(reply)}", None, None
         else:
-            body = reply.text
-            buttons = [[{"text": button_label(c, reply.multi_select), "data": c.data}] for c in reply.choices] or None
+            body, buttons = reply.text, render_buttons(reply)
             edit = source_message_id if reply.edit_previous else None
         message = await enqueue(session, channel=channel, citizen=citizen, purpose="reply", body=body, buttons=buttons,
                                 at=now, quiet=deps.quiet, edit_message_id=edit)

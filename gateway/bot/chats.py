@@ -12,20 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from conversations import InvitationRef, Reply, button_label
+from conversations import Reply
 from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.service import invitation_by_token
 from gateway.messaging.outbox import enqueue
+from gateway.dialogue import invitation_ref, render_buttons
 from gateway.store.db import Store
+from gateway.store.upsert import insert_if_absent
 from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
 
 PROVIDER = "telegram"  # InboundMessage.provider of Telegram updates; provider_id is the update_id
@@ -71,14 +71,9 @@ async def new_chat_citizen(session: AsyncSession, chat_id: int, at: datetime) ->
 
 async def first_delivery(session: AsyncSession, update_id: int, citizen_id: int | None, at: datetime) -> bool:
     """Record the update id; False when Telegram delivered this update before (it re-delivers)."""
-    try:
-        async with session.begin_nested():
-            await session.exec(
-                insert(InboundMessage).values(provider=PROVIDER, provider_id=str(update_id), citizen_id=citizen_id, received_at=at)
-            )
-    except IntegrityError:
-        return False
-    return True
+    return await insert_if_absent(
+        session, InboundMessage, provider=PROVIDER, provider_id=str(update_id), citizen_id=citizen_id, received_at=at
+    )
 
 
 @dataclass
@@ -135,24 +130,6 @@ async def is_blank(session: AsyncSession, citizen: Citizen) -> bool:
     if (await session.exec(select(Invitation.id).where(Invitation.citizen_id == citizen.id).limit(1))).first() is not None:
         return False
     return (await session.exec(select(Evaluation.id).where(Evaluation.citizen_id == citizen.id).limit(1))).first() is None
-
-
-def invitation_ref(invitation: Invitation, timezone: str) -> InvitationRef:
-    """The flow's view of an invitation (as the conversation runner loads it)."""
-    assert invitation.id is not None
-    return InvitationRef(
-        id=invitation.id,
-        item_name=invitation.item_name,
-        office=invitation.office_name,
-        completed_on=as_utc(invitation.completed_at).astimezone(ZoneInfo(timezone)).date(),
-        window=invitation.service_channel == "window",
-        sent_at=as_utc(invitation.created_at),
-    )
-
-
-def render_buttons(reply: Reply) -> list[list[dict[str, str]]] | None:
-    """A reply's choices as outbox button rows, one per row, captioned like the conversation runner's."""
-    return [[{"text": button_label(c, reply.multi_select), "data": c.data}] for c in reply.choices] or None
 
 
 async def queue_reply(

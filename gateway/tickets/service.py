@@ -9,12 +9,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.deps import Deps
 from gateway.store.models import Evaluation, Invitation, ServiceCase, Ticket, TicketEvent
 from gateway.tickets.routing import route
+from gateway.tickets.workflow import DISPATCHING, GENERAL_WORKING_DAYS
 
-# Until a department classifies it, a ticket is general (限时整改): 10 working days (Art. 15(一)).
-GENERAL_WORKING_DAYS = 10
-SIMPLE_WORKING_DAYS = 5
-# The status a new ticket starts in: waiting at the approval department to be transferred (Art. 14).
-INITIAL_STATUS = "dispatching"
+# Until a department classifies it, a ticket is general (限时整改, Art. 15(一)), and it starts waiting at
+# the approval department to be transferred (Art. 14).
+INITIAL_STATUS = DISPATCHING
 
 
 async def open_ticket(
