@@ -32,8 +32,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS_URL, flush_redis, free_port, fresh_database, gateway, machine, percentiles, run, wait_ready  # noqa: E402
-from gateway.privacy import PhoneVault, mask_phone  # noqa: E402
+from bench.common import REDIS_URL, copy_citizens, flush_redis, free_port, fresh_database, gateway, machine, percentiles, run, wait_ready  # noqa: E402
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, inbound_sms_params, signed_form  # noqa: E402
 
 SECRET = "campaign-bench-secret-key-0123456789"
@@ -48,19 +47,12 @@ def phone(i: int) -> str:
 async def seed(db_url: str, n: int) -> float:
     """N resolved tickets of 汉滨区 (610902), each with its own citizen; returns the seconds it took."""
     t0 = time.perf_counter()
-    vault = PhoneVault(SECRET)
     conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         hanbin = await conn.fetchval("SELECT id FROM organisation WHERE code = 'hanbin'")
         unit = await conn.fetchval("SELECT id FROM organisation WHERE code = 'unit'")
         now = datetime.now(timezone.utc)
-        records = []
-        for i in range(1, n + 1):
-            number = phone(i)
-            records.append((i, vault.lookup_hash(number), vault.encrypt(number), mask_phone(number), now))
-        await conn.copy_records_to_table(
-            "citizen", records=records, columns=["id", "phone_hash", "phone_enc", "phone_masked", "created_at"]
-        )
+        await copy_citizens(conn, [phone(i) for i in range(1, n + 1)], SECRET)
         done = now - timedelta(days=3)
         await conn.execute(
             """
@@ -91,7 +83,7 @@ async def seed(db_url: str, n: int) -> float:
             """,
             hanbin, unit, done, now - timedelta(hours=1), n,
         )
-        for table in ("citizen", "invitation", "evaluation", "ticket"):
+        for table in ("invitation", "evaluation", "ticket"):
             await conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {n})")
         await conn.execute("ANALYZE")
     finally:

@@ -100,3 +100,19 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
     ordered = sorted(latencies_ms)
     q = statistics.quantiles(ordered, n=100, method="inclusive")
     return {"p50": q[49], "p90": q[89], "p99": q[98], "max": ordered[-1]}
+
+
+SECRET = "bench-secret-key-0123456789-abcdef"
+
+
+async def copy_citizens(conn, numbers: list[str], secret: str = SECRET) -> None:  # type: ignore[no-untyped-def]
+    """Citizens 1..N by COPY, their numbers encrypted and hashed as the gateway does it."""
+    from datetime import datetime, timezone
+
+    from gateway.privacy import PhoneVault, mask_phone
+
+    vault = PhoneVault(secret)
+    now = datetime.now(timezone.utc)
+    records = [(i, vault.lookup_hash(n), vault.encrypt(n), mask_phone(n), now) for i, n in enumerate(numbers, start=1)]
+    await conn.copy_records_to_table("citizen", records=records, columns=["id", "phone_hash", "phone_enc", "phone_masked", "created_at"])
+    await conn.execute(f"SELECT setval(pg_get_serial_sequence('citizen', 'id'), {len(numbers)})")

@@ -18,7 +18,9 @@ from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.store.migrate import upgrade
 from gateway.web.http import error_middleware
-from gateway.web.keys import BOT, DEPS, DISPATCHER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS
+from gateway.web.keys import (
+    BOT, DEPS, DISPATCHER, INBOX, INBOX_WRITER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ def create_app(
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_providers_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
+    app.cleanup_ctx.append(_inbox_ctx(settings.run_dispatcher if run_background is None else run_background))
 
     from gateway.tickets.reminders import overdue_ctx
 
@@ -163,6 +166,25 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
             start_task(app, run_timers_forever(app[RUNNER], max(5.0, settings.dispatch_interval_seconds)), name="timers")
         yield
         await stop_tasks(app)
+
+    return ctx
+
+
+def _inbox_ctx(run: bool):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from gateway.sms.inbox import InboxDrainer, InboxPolicy, InboxWriter
+
+        settings = app[SETTINGS]
+        writer = InboxWriter(app[STORE])
+        app[INBOX_WRITER] = writer
+        policy = InboxPolicy(batch_size=settings.inbox_batch_size, lease_seconds=settings.inbox_lease_seconds,
+                             max_attempts=settings.inbox_max_attempts)
+        drainer = InboxDrainer(app[RUNNER], policy=policy, on_replies=app[DISPATCHER].wake)
+        app[INBOX] = drainer
+        if run:
+            start_task(app, drainer.run_forever(settings.dispatch_interval_seconds), name="sms-inbox")
+        yield
+        await writer.close()
 
     return ctx
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -119,6 +119,7 @@ async def converse(
     provider_id: str | None = None,
     source_message_id: int | None = None,
     timer_id: int | None = None,
+    inbox_id: int | None = None,
 ) -> Outcome:
     """Run one input through the conversation; see the module docstring for the guarantees."""
     key = conversation_key(runner.deps, channel, citizen_id)
@@ -126,7 +127,7 @@ async def converse(
         state = await runner.states.get(key)
         try:
             async with runner.store.transaction() as session:
-                if not await _first_time(session, provider, provider_id, citizen_id, timer_id, runner.deps):
+                if not await _first_time(session, provider, provider_id, citizen_id, timer_id, inbox_id, runner.deps):
                     return Outcome(duplicate=True)
                 ctx = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
                 transition = advance(state, inbound, ctx)
@@ -139,7 +140,7 @@ async def converse(
             # first attempt stays; the citizen gets a plain answer and the conversation starts over.
             log.info("conversation effect refused", extra={"reason": exc.message, "channel": channel})
             async with runner.store.transaction() as session:
-                if not await _first_time(session, provider, provider_id, citizen_id, None, runner.deps):
+                if not await _first_time(session, provider, provider_id, citizen_id, None, inbox_id, runner.deps):
                     return Outcome(duplicate=True)
                 citizen = await session.get(Citizen, citizen_id)
                 assert citizen is not None
@@ -163,16 +164,27 @@ def _refusal(exc: EvaluationError) -> str:
 
 
 async def _first_time(
-    session: AsyncSession, provider: str | None, provider_id: str | None, citizen_id: int, timer_id: int | None, deps: Deps
+    session: AsyncSession, provider: str | None, provider_id: str | None, citizen_id: int, timer_id: int | None,
+    inbox_id: int | None, deps: Deps,
 ) -> bool:
-    """Record the provider's message id; False when it was seen before (a retried webhook)."""
+    """Record the provider's message id (or mark the inbox message, or take the timer, processed);
+    False when that was done before (a retried webhook, a message or timer another process handled)."""
+    if inbox_id is not None:
+        # The stored text and number are not needed any more: what matters is in the effects.
+        done = await session.exec(
+            update(InboundMessage)  # type: ignore[call-overload]
+            .where(col(InboundMessage.id) == inbox_id, col(InboundMessage.processed_at).is_(None))
+            .values(processed_at=deps.clock.now(), citizen_id=citizen_id, body=None, sender_enc=None, lease_until=None, error=None)
+        )
+        return done.rowcount == 1  # type: ignore[no-any-return]
     if timer_id is not None:
         gone = await session.exec(delete(ConversationTimer).where(col(ConversationTimer.id) == timer_id))
         return gone.rowcount == 1  # type: ignore[attr-defined]
     if provider is None or provider_id is None:
         return True
     return await insert_if_absent(
-        session, InboundMessage, provider=provider, provider_id=provider_id, citizen_id=citizen_id, received_at=deps.clock.now()
+        session, InboundMessage, provider=provider, provider_id=provider_id, citizen_id=citizen_id, received_at=deps.clock.now(),
+        processed_at=deps.clock.now(),
     )
 
 

@@ -72,7 +72,7 @@ async def new_chat_citizen(session: AsyncSession, chat_id: int, at: datetime) ->
 async def first_delivery(session: AsyncSession, update_id: int, citizen_id: int | None, at: datetime) -> bool:
     """Record the update id; False when Telegram delivered this update before (it re-delivers)."""
     return await insert_if_absent(
-        session, InboundMessage, provider=PROVIDER, provider_id=str(update_id), citizen_id=citizen_id, received_at=at
+        session, InboundMessage, provider=PROVIDER, provider_id=str(update_id), citizen_id=citizen_id, received_at=at, processed_at=at
     )
 
 

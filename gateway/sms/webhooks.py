@@ -8,18 +8,14 @@ import logging
 
 from aiohttp import web
 from multidict import MultiDictProxy
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from conversations import Inbound
-from gateway.deps import Deps
-from gateway.dialogue import converse
-from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
+from gateway.privacy import InvalidPhone, normalise_phone
+from gateway.sms.inbox import Arrival, InboxUnavailable, storable_text
 from gateway.sms.signature import verify_twilio_signature
 from gateway.sms.twilio_provider import classify_delivery_error
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
-from gateway.store.db import Store
-from gateway.web.keys import DEPS, DISPATCHER, RUNNER, SETTINGS, STORE
+from gateway.web.keys import DEPS, INBOX, INBOX_WRITER, SETTINGS, STORE
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -84,6 +80,7 @@ _OPT_OUT_TYPES = {"STOP": "opt_out", "START": "opt_in"}
 
 @routes.post("/webhooks/twilio/sms")
 async def inbound_sms(request: web.Request) -> web.Response:
+    """Store the reply in the inbox and answer; the drainer processes it (gateway.sms.inbox)."""
     form = await signed_form(request)  # nothing is read or recorded before this passes
     sid = str(form.get("MessageSid") or form.get("SmsMessageSid") or "")[:64]
     sender = str(form.get("From", ""))
@@ -98,37 +95,12 @@ async def inbound_sms(request: web.Request) -> web.Response:
     body = str(form.get("Body", ""))
     opt_type = _OPT_OUT_TYPES.get(str(form.get("OptOutType", "")).upper())
     text = {"opt_out": "STOP", "opt_in": "START"}.get(opt_type or "", body)
-    runner = request.app[RUNNER]
-    phone_hash = deps.vault.lookup_hash(phone)
-    citizen_id = runner.citizen_ids.get(phone_hash)
-    if citizen_id is None:
-        citizen_id = await citizen_for_phone(request.app[STORE], deps, phone)
-        runner.remember(phone_hash, citizen_id)
-    outcome = await converse(
-        runner, channel="sms", citizen_id=citizen_id, provider="twilio", provider_id=sid,
-        inbound=Inbound(kind="text", at=deps.clock.now(), text=text),
-    )
-    if outcome.replies:
-        request.app[DISPATCHER].wake()
+    arrival = Arrival(provider_id=sid, sender_hash=deps.vault.lookup_hash(phone), sender_enc=deps.vault.encrypt(phone),
+                      body=storable_text(text), received_at=deps.clock.now())
+    try:
+        new = await request.app[INBOX_WRITER].accept(arrival)
+    except InboxUnavailable:
+        return web.Response(status=503, text="the message could not be stored; please retry")
+    if new:
+        request.app[INBOX].wake()
     return twiml()
-
-
-async def citizen_for_phone(store: Store, deps: Deps, phone: str) -> int:
-    """The citizen behind a number, created on first contact (needed to answer through the outbox)."""
-    phone_hash = deps.vault.lookup_hash(phone)
-    for _ in range(2):
-        async with store.transaction() as session:
-            found = (await session.exec(select(Citizen.id).where(Citizen.phone_hash == phone_hash))).first()
-            if found is not None:
-                return found
-            try:
-                citizen = Citizen(phone_hash=phone_hash, phone_enc=deps.vault.encrypt(phone), phone_masked=mask_phone(phone),
-                                  created_at=deps.clock.now())
-                async with session.begin_nested():
-                    session.add(citizen)
-                    await session.flush()
-                assert citizen.id is not None
-                return citizen.id
-            except IntegrityError:
-                continue  # created by a concurrent message from the same number: read it
-    raise RuntimeError("could not resolve the sender")

@@ -234,16 +234,38 @@ class DeliveryAttempt(SQLModel, table=True):
     detail: str = Field(default="", sa_type=Text)
 
 
+# An inbound message still to be processed: the inbox's claim query reads these, per sender in order.
+INBOX_PENDING = "processed_at IS NULL AND sender_hash IS NOT NULL"
+
+
 class InboundMessage(SQLModel, table=True):
-    """Inbound webhooks seen, by provider id: a retried delivery acts once."""
+    """Inbound webhooks seen, by provider id: a retried delivery acts once.
+
+    SMS replies are also the inbox: the webhook stores the message (sender encrypted, its keyed hash,
+    the text) and answers; a drainer processes it later and clears the text and the number in the same
+    transaction as its effects. A message that keeps failing is set aside with its error (dead letter),
+    keeping what an operator needs to look at it.
+    """
 
     __tablename__ = "inbound_message"
-    __table_args__ = (UniqueConstraint("provider", "provider_id", name="uq_inbound_provider_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_id", name="uq_inbound_provider_id"),
+        Index("ix_inbound_pending", "sender_hash", "id",
+              sqlite_where=text(INBOX_PENDING), postgresql_where=text(INBOX_PENDING)),
+        Index("ix_inbound_error", "id", sqlite_where=text("error IS NOT NULL"), postgresql_where=text("error IS NOT NULL")),
+    )
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(max_length=16)
     provider_id: str = Field(max_length=64)
     citizen_id: int | None = Field(default=None, foreign_key="citizen.id")
     received_at: datetime = _ts()
+    sender_hash: str | None = Field(default=None, max_length=64)
+    sender_enc: str | None = Field(default=None, sa_type=Text)
+    body: str | None = Field(default=None, sa_type=Text)
+    processed_at: datetime | None = _ts(default=None)
+    lease_until: datetime | None = _ts(default=None)
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    error: str | None = Field(default=None, max_length=200)
 
 
 class ConversationTimer(SQLModel, table=True):

@@ -8,10 +8,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
+def dialect_insert(session: AsyncSession, model: Any) -> Any:
+    """An INSERT for the session's dialect, which knows `on_conflict_do_nothing`."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
+
+
 async def insert_if_absent(session: AsyncSession, model: Any, **values: Any) -> bool:
     """Insert a row unless a unique key already holds it; True when this call inserted it."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(model).values(**values).on_conflict_do_nothing()
+    statement = dialect_insert(session, model).values(**values).on_conflict_do_nothing()
     result = await session.exec(statement)  # type: ignore[call-overload]
     return bool(result.rowcount)

@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func
-from sqlmodel import select
+from sqlalchemy import and_, func
+from sqlmodel import col, select
 
-from gateway.store.models import OutboundMessage, Ticket
+from gateway.store.models import InboundMessage, OutboundMessage, Ticket
 from gateway.web.keys import DEPS, REDIS, STORE
 
 routes = web.RouteTableDef()
@@ -40,17 +40,19 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
 
 
-def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge]:
+def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge, Gauge]:
     registry = CollectorRegistry()
+    inbox = Gauge("gateway_sms_inbox_messages", "Inbound SMS waiting to be processed, and set aside after repeated failures",
+                  ["state"], registry=registry)
     outbox = Gauge("gateway_outbox_messages", "Outbox messages by channel and status", ["channel", "status"], registry=registry)
     tickets = Gauge("gateway_tickets", "Tickets by status", ["status"], registry=registry)
     overdue = Gauge("gateway_tickets_overdue", "Open tickets past their due time", registry=registry)
-    return registry, outbox, tickets, overdue
+    return registry, outbox, tickets, overdue, inbox
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    registry, outbox, tickets, overdue = metrics_registry()
+    registry, outbox, tickets, overdue, inbox = metrics_registry()
     now = request.app[DEPS].clock.now()
     async with request.app[STORE].transaction() as session:
         for channel, status, count in (
@@ -63,4 +65,10 @@ async def metrics(request: web.Request) -> web.Response:
             select(func.count()).select_from(Ticket).where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
         )
         overdue.set(late.one())
+        m = InboundMessage
+        for state, where in (
+            ("pending", and_(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))),
+            ("failed", and_(col(m.error).is_not(None), col(m.processed_at).is_not(None))),
+        ):
+            inbox.labels(state).set((await session.exec(select(func.count()).select_from(m).where(where))).one())
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

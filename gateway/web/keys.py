@@ -21,6 +21,8 @@ REDIS: web.AppKey[Any] = web.AppKey("redis")
 STATE_STORE: web.AppKey[Any] = web.AppKey("state_store")
 TASKS: web.AppKey[set[Any]] = web.AppKey("tasks")
 RUNNER: web.AppKey[Any] = web.AppKey("conversation_runner")  # gateway.dialogue.Runner
+INBOX_WRITER: web.AppKey[Any] = web.AppKey("sms_inbox_writer")  # gateway.sms.inbox.InboxWriter
+INBOX: web.AppKey[Any] = web.AppKey("sms_inbox")  # gateway.sms.inbox.InboxDrainer
 # The Telegram bot, when TELEGRAM_BOT_TOKEN is set: the aiogram Bot shared by the outbox provider and the
 # webhook handlers (answerCallbackQuery), and the aiogram Dispatcher holding the bot's routers.
 BOT: web.AppKey[Any] = web.AppKey("telegram_bot")  # aiogram.Bot

@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from gateway.store.models import Evaluation, Invitation, Organisation, Ticket, TicketEvent
 from gateway.web.keys import STORE
-from tests.gateway.evaluations.helpers import count, counts, report
+from tests.gateway.evaluations.helpers import count, report
 
 
 async def _token(client, world, **overrides) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.settings import Settings, load_settings
+from gateway.web.keys import INBOX
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, inbound_sms_params, signed_form
 
 PUBLIC = "http://gateway.test"
@@ -28,11 +29,17 @@ class Phone:
         self.client, self.number = client, number
         self.count = 0
 
-    async def text(self, body: str, *, sid: str | None = None, opt_out_type: str | None = None, sign: bool = True) -> Any:
+    async def text(
+        self, body: str, *, sid: str | None = None, opt_out_type: str | None = None, sign: bool = True, drain: bool = True
+    ) -> Any:
+        """Post the signed webhook, then (unless drain=False) run the inbox as a worker would."""
         self.count += 1
         params = inbound_sms_params(from_=self.number, body=body, message_sid=sid or f"SM{self.count:032x}", opt_out_type=opt_out_type)
         headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/sms", params, AUTH_TOKEN if sign else "wrong-token")
-        return await self.client.post("/webhooks/twilio/sms", data=data, headers=headers)
+        response = await self.client.post("/webhooks/twilio/sms", data=data, headers=headers)
+        if drain:
+            await self.client.app[INBOX].drain()
+        return response
 
 
 @pytest.fixture

@@ -1,0 +1,316 @@
+"""The SMS inbox: an inbound reply is stored on arrival and processed by a drainer.
+
+Accepting (`InboxWriter`): once the webhook has checked Twilio's signature it hands the message over
+and waits until it is durable. The writer inserts the messages of every request waiting at that moment
+in one statement (group commit, `ON CONFLICT DO NOTHING` on the MessageSid) and tells each request
+whether its message was new. Twilio gets its answer then; nothing has been processed yet.
+
+Processing (`InboxDrainer`): a pass claims, under a lease, the earliest pending message of each sender
+(never a later one while an earlier is pending or being processed), so one citizen's messages run one
+at a time and in order whichever process drains. Each goes through the conversation; the
+conversation's transaction also marks the message processed and clears its text and number, so the
+effects and the mark commit together: a crash leaves the message pending, and the next claim after the
+lease acts once. A message that fails `max_attempts` times is set aside with its error (a dead letter
+for an operator), so it no longer holds back that sender's later messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+from sqlmodel import col, select
+
+from conversations import Inbound
+from gateway.clock import as_utc
+from gateway.dialogue import Runner, converse
+from gateway.deps import Deps
+from gateway.privacy import mask_phone, redact
+from gateway.store.db import Store
+from gateway.store.models import Citizen, InboundMessage
+from gateway.store.upsert import dialect_insert
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "twilio"
+
+
+class InboxUnavailable(Exception):
+    """The message could not be stored: nothing was recorded, the webhook answers 503."""
+
+
+# Longer than any SMS (Twilio joins at most 1,600 characters); the conversation reads fewer still.
+MAX_BODY_CHARS = 8000
+
+
+def storable_text(raw: str) -> str:
+    """The text as the database can hold it: no NUL (PostgreSQL refuses it), no lone surrogates, capped."""
+    return raw[:MAX_BODY_CHARS].replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A signed inbound SMS, ready to store: the number only encrypted and as its keyed hash."""
+
+    provider_id: str
+    sender_hash: str
+    sender_enc: str
+    body: str
+    received_at: datetime
+
+
+class InboxWriter:
+    """Stores arrivals; concurrent requests share one INSERT and one commit."""
+
+    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+        self.store, self.max_batch = store, max_batch
+        self._waiting: list[tuple[Arrival, asyncio.Future[bool]]] = []
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def accept(self, arrival: Arrival) -> bool:
+        """Store one message; True when its MessageSid is new. Raises InboxUnavailable when nothing was stored."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((arrival, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="sms-inbox-writer")
+        self._kick.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                try:
+                    self._settle(batch, await self._write([arrival for arrival, _ in batch]))
+                except Exception:
+                    if len(batch) == 1:
+                        log.exception("inbound SMS could not be stored; the webhook answers 503")
+                        self._refuse(batch)
+                        continue
+                    # One bad row must not refuse its neighbours: each is written on its own.
+                    for one in batch:
+                        try:
+                            self._settle([one], await self._write([one[0]]))
+                        except Exception:
+                            log.exception("inbound SMS could not be stored; the webhook answers 503")
+                            self._refuse([one])
+
+    @staticmethod
+    def _settle(batch: list[tuple[Arrival, asyncio.Future[bool]]], new: set[str]) -> None:
+        for arrival, future in batch:
+            fresh = arrival.provider_id in new
+            new.discard(arrival.provider_id)  # the same MessageSid twice in one batch: the first is new
+            if not future.done():
+                future.set_result(fresh)
+
+    @staticmethod
+    def _refuse(batch: list[tuple[Arrival, asyncio.Future[bool]]]) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(InboxUnavailable())
+
+    async def _write(self, arrivals: list[Arrival]) -> set[str]:
+        rows = [
+            {"provider": PROVIDER, "provider_id": a.provider_id, "received_at": a.received_at, "sender_hash": a.sender_hash,
+             "sender_enc": a.sender_enc, "body": a.body, "attempts": 0}
+            for a in arrivals
+        ]
+        async with self.store.transaction() as session:
+            statement = (
+                dialect_insert(session, InboundMessage).values(rows)
+                .on_conflict_do_nothing(index_elements=["provider", "provider_id"])
+                .returning(col(InboundMessage.provider_id))
+            )
+            result = await session.exec(statement)  # type: ignore[call-overload]
+            return set(result.scalars().all())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._refuse(self._waiting)
+        self._waiting.clear()
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: int
+    sender_hash: str
+    sender_enc: str | None
+    body: str
+    received_at: datetime
+    attempts: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class InboxPolicy:
+    batch_size: int = 32
+    lease_seconds: int = 60
+    max_attempts: int = 5
+
+
+class InboxDrainer:
+    """Processes stored inbound SMS through the conversation runner; see the module docstring."""
+
+    def __init__(self, runner: Runner, *, policy: InboxPolicy, on_replies: Callable[[], None] = lambda: None) -> None:
+        self.runner, self.policy, self.on_replies = runner, policy, on_replies
+        self._wake = asyncio.Event()
+
+    @property
+    def store(self) -> Store:
+        return self.runner.store
+
+    def wake(self) -> None:
+        """Ask the loop to look at the inbox now (after the webhook stored something)."""
+        self._wake.set()
+
+    async def claim(self) -> list[Pending]:
+        """Lease the earliest pending message of up to batch_size senders whose earlier messages are done."""
+        now = self.runner.deps.clock.now()
+        m = InboundMessage
+        earlier = aliased(InboundMessage)
+        pending = and_(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))
+        free = or_(col(m.lease_until).is_(None), col(m.lease_until) < now)
+        held_back = (
+            select(earlier.id)
+            .where(earlier.sender_hash == m.sender_hash, col(earlier.processed_at).is_(None), col(earlier.id) < m.id)
+            .exists()
+        )
+        async with self.store.transaction() as session:
+            ids = (
+                await session.exec(select(m.id).where(pending, free, ~held_back).order_by(col(m.id)).limit(self.policy.batch_size))
+            ).all()
+            if not ids:
+                return []
+            # Re-checked in the UPDATE: of two drainers that chose the same message, one gets it.
+            claimed = await session.exec(
+                update(m)  # type: ignore[call-overload]
+                .where(col(m.id).in_(ids), pending, free)
+                .values(lease_until=now + timedelta(seconds=self.policy.lease_seconds), attempts=m.attempts + 1)
+                .returning(m.id, m.sender_hash, m.sender_enc, m.body, m.received_at, m.attempts, m.error)
+            )
+            rows = claimed.all()
+        return sorted((Pending(*row) for row in rows), key=lambda p: p.id)
+
+    async def drain_once(self) -> int:
+        """One pass: claim a batch and process it (different senders side by side); returns how many."""
+        batch = await self.claim()
+        await asyncio.gather(*(self._process(p) for p in batch))
+        return len(batch)
+
+    async def drain(self) -> int:
+        """Passes until nothing is ready (messages waiting out a failure's lease stay for later)."""
+        total = 0
+        while handled := await self.drain_once():
+            total += handled
+        return total
+
+    async def run_forever(self, interval_seconds: float) -> None:
+        """The background loop owned by the app (and by `gateway worker`)."""
+        while True:
+            try:
+                handled = await self.drain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox pass failed; trying again")
+                handled = 0
+            if handled:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def _process(self, message: Pending) -> None:
+        if message.attempts > self.policy.max_attempts:
+            await self._set_aside(message)
+            return
+        try:
+            citizen_id = await self._citizen(message)
+            outcome = await converse(
+                self.runner, channel="sms", citizen_id=citizen_id, inbox_id=message.id,
+                inbound=Inbound(kind="text", at=as_utc(message.received_at), text=message.body),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("inbound SMS failed; it stays in the inbox for another try",
+                          extra={"inbox_id": message.id, "attempt": message.attempts})
+            await self._failed(message, redact(f"{type(exc).__name__}: {exc}"))
+            return
+        if outcome.replies:
+            self.on_replies()
+
+    async def _citizen(self, message: Pending) -> int:
+        runner = self.runner
+        citizen_id = runner.citizen_ids.get(message.sender_hash)
+        if citizen_id is None:
+            if message.sender_enc is None:
+                raise ValueError("pending message without its sender")
+            citizen_id = await citizen_for_phone(runner.store, runner.deps, runner.deps.vault.decrypt(message.sender_enc))
+            runner.remember(message.sender_hash, citizen_id)
+        return citizen_id
+
+    async def _failed(self, message: Pending, error: str) -> None:
+        """Keep the message pending; its next try comes after a backoff (shorter than the lease)."""
+        now = self.runner.deps.clock.now()
+        backoff = min(self.policy.lease_seconds, 5 * 2 ** (message.attempts - 1))
+        async with self.store.transaction() as session:
+            await session.exec(
+                update(InboundMessage)  # type: ignore[call-overload]
+                .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
+                .values(error=error[:200], lease_until=now + timedelta(seconds=backoff))
+            )
+
+    async def _set_aside(self, message: Pending) -> None:
+        now = self.runner.deps.clock.now()
+        reason = f"given up after {self.policy.max_attempts} attempts; last: {message.error or 'unknown'}"
+        log.error("inbound SMS set aside after repeated failures", extra={"inbox_id": message.id})
+        async with self.store.transaction() as session:
+            await session.exec(
+                update(InboundMessage)  # type: ignore[call-overload]
+                .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
+                .values(processed_at=now, lease_until=None, error=reason[:200])
+            )
+
+
+async def citizen_for_phone(store: Store, deps: Deps, phone: str) -> int:
+    """The citizen behind a number, created on first contact (needed to answer through the outbox)."""
+    phone_hash = deps.vault.lookup_hash(phone)
+    for _ in range(2):
+        async with store.transaction() as session:
+            found = (await session.exec(select(Citizen.id).where(Citizen.phone_hash == phone_hash))).first()
+            if found is not None:
+                return found
+            try:
+                citizen = Citizen(phone_hash=phone_hash, phone_enc=deps.vault.encrypt(phone), phone_masked=mask_phone(phone),
+                                  created_at=deps.clock.now())
+                async with session.begin_nested():
+                    session.add(citizen)
+                    await session.flush()
+                assert citizen.id is not None
+                return citizen.id
+            except IntegrityError:
+                continue  # created by a concurrent message from the same number: read it
+    raise RuntimeError("could not resolve the sender")
+
+
+async def backlog(store: Store) -> int:
+    """Inbound SMS stored and not yet processed (for /metrics and the benchmark)."""
+    async with store.transaction() as session:
+        m = InboundMessage
+        return (await session.exec(
+            select(func.count()).select_from(m).where(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))
+        )).one()

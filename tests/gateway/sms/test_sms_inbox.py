@@ -1,0 +1,187 @@
+"""The SMS inbox: the webhook stores a signed reply and answers; the drainer processes it, once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import event
+from sqlmodel import select
+
+from gateway.app import create_app
+from gateway.sms import inbox as inbox_module
+from gateway.sms.inbox import InboxDrainer, InboxPolicy, backlog
+from gateway.store.models import Evaluation, EvaluationAddendum, InboundMessage, OutboundMessage
+from gateway.web.keys import INBOX, INBOX_WRITER, RUNNER, STORE
+from tests.gateway.evaluations.helpers import count, report
+from tests.gateway.sms.conftest import Phone
+
+
+async def _rows(client, model, *where):
+    async with client.app[STORE].transaction() as session:
+        return list((await session.exec(select(model).where(*where).order_by(model.id))).all())
+
+
+async def test_the_webhook_stores_the_reply_and_the_drainer_processes_it(client, world, phone):
+    await report(client, world)
+    resp = await phone.text("2", drain=False)
+    assert resp.status == 200 and "<Response>" in await resp.text()
+
+    (stored,) = await _rows(client, InboundMessage)
+    assert stored.body == "2" and stored.processed_at is None and stored.sender_hash
+    assert stored.sender_enc and "13812341234" not in stored.sender_enc  # the number only encrypted
+    assert await count(client, Evaluation) == 0 and await backlog(client.app[STORE]) == 1
+
+    assert await client.app[INBOX].drain() == 1
+    (evaluation,) = await _rows(client, Evaluation)
+    assert (evaluation.level, evaluation.channel) == (2, "sms")
+    (done,) = await _rows(client, InboundMessage)
+    assert done.processed_at is not None and done.citizen_id == evaluation.citizen_id
+    assert done.body is None and done.sender_enc is None  # nothing of the message is kept beyond its effects
+    assert await backlog(client.app[STORE]) == 0
+    assert await client.app[INBOX].drain() == 0  # processed once
+
+
+async def test_one_senders_messages_are_processed_one_at_a_time_in_order(client, world, phone):
+    await report(client, world)
+    await report(client, world, case_no="HB-2026-0002", citizen={"phone": "13900001111"})
+    other = Phone(client, "+8613900001111")
+    await phone.text("2", drain=False)
+    await phone.text("1 3 窗口让我跑了三趟", drain=False)
+    await other.text("4", drain=False, sid="SM" + "c" * 32)
+
+    drainer = client.app[INBOX]
+    first = await drainer.claim()  # the second message of the first sender waits for the first
+    assert [p.body for p in first] == ["2", "4"]
+    assert await drainer.claim() == []  # leased: not claimed twice
+
+    client.app[RUNNER].deps.clock.advance(seconds=61)  # the lease runs out, as after a crashed drainer
+    assert await drainer.drain() == 3
+    evaluations = await _rows(client, Evaluation)
+    assert sorted(e.level for e in evaluations) == [2, 4]
+    (addendum,) = await _rows(client, EvaluationAddendum)
+    assert addendum.reason_codes == [207, 209] and addendum.content == "窗口让我跑了三趟"
+
+
+async def test_a_failure_mid_processing_leaves_the_message_for_a_later_try(client, world, phone, clock, monkeypatch):
+    await report(client, world)
+    real = inbox_module.converse
+    calls = {"n": 0}
+
+    async def crash_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database went away for 13812341234")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "converse", crash_once)
+    await phone.text("5")
+    (stored,) = await _rows(client, InboundMessage)
+    assert stored.processed_at is None and stored.body == "5" and stored.attempts == 1
+    assert stored.error.startswith("RuntimeError") and "13812341234" not in stored.error  # masked
+    assert await count(client, Evaluation) == 0
+    assert await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply") == []
+
+    assert await client.app[INBOX].drain() == 0  # it waits out its backoff
+    clock.advance(seconds=6)
+    assert await client.app[INBOX].drain() == 1
+    (evaluation,) = await _rows(client, Evaluation)
+    assert evaluation.level == 5
+    assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 1
+    (done,) = await _rows(client, InboundMessage)
+    assert done.processed_at is not None and done.error is None and done.attempts == 2
+
+
+async def test_a_message_that_keeps_failing_is_set_aside_and_the_next_goes_on(client, world, phone, clock, monkeypatch):
+    await report(client, world)
+    real = inbox_module.converse
+
+    async def refuse_fives(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["inbound"].text == "5":
+            raise ValueError("cannot process this one")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "converse", refuse_fives)
+    await phone.text("5", drain=False)
+    await phone.text("4", drain=False)
+    drainer = client.app[INBOX]
+    for _ in range(8):
+        await drainer.drain()
+        clock.advance(seconds=61)
+    first, second = await _rows(client, InboundMessage)
+    assert first.processed_at is not None and first.error.startswith("given up after 5 attempts")
+    assert first.body == "5" and first.sender_enc  # kept for an operator to look at
+    assert second.processed_at is not None and second.error is None
+    (evaluation,) = await _rows(client, Evaluation)
+    assert evaluation.level == 4
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_sms_inbox_messages{state="failed"} 1.0' in metrics
+    assert 'gateway_sms_inbox_messages{state="pending"} 0.0' in metrics
+
+
+async def test_concurrent_webhooks_share_one_write_and_duplicates_act_once(client, world):
+    phones = [Phone(client, f"+86139{i:08d}") for i in range(30)]
+    statements: list[str] = []
+    engine = client.app[STORE].engine.sync_engine
+
+    def seen(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO inbound_message"):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        posts = [p.text("你好", drain=False, sid=f"SM{i:032x}") for i, p in enumerate(phones)]
+        posts += [phones[i].text("你好", drain=False, sid=f"SM{i:032x}") for i in range(5)]  # Twilio's retries
+        responses = await asyncio.gather(*posts)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert {r.status for r in responses} == {200}
+    assert await count(client, InboundMessage) == 30
+    assert len(statements) < 35  # requests waiting together were written together
+    assert await client.app[INBOX].drain() == 30
+    assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 30
+
+
+async def test_a_message_that_cannot_be_stored_gets_503_and_spares_its_neighbours(client, world, monkeypatch):
+    writer = client.app[INBOX_WRITER]
+    real = writer._write
+
+    async def refuse_boom(arrivals):  # type: ignore[no-untyped-def]
+        if any(a.body == "boom" for a in arrivals):
+            raise OSError("disk full")
+        return await real(arrivals)
+
+    monkeypatch.setattr(writer, "_write", refuse_boom)
+    good = [Phone(client, f"+86139{i:08d}").text("你好", drain=False, sid=f"SM{i:032x}") for i in range(6)]
+    bad = Phone(client, "+8613900009999").text("boom", drain=False, sid="SM" + "f" * 32)
+    responses = await asyncio.gather(*good, bad)
+    assert [r.status for r in responses] == [200] * 6 + [503]  # Twilio may retry the one refused
+    stored = await _rows(client, InboundMessage)
+    assert len(stored) == 6 and all(m.body == "你好" for m in stored)
+
+
+async def test_a_stored_message_survives_a_gateway_restart(aiohttp_client, settings, clock):
+    from tests.conftest import register_world
+
+    first = await aiohttp_client(create_app(settings, clock=clock, migrate=False, run_background=False))
+    world = await register_world(first.app[STORE], clock)
+    await report(first, world)
+    await Phone(first).text("1", drain=False)
+    await first.close()  # stops before anything processed the message
+
+    second = await aiohttp_client(create_app(settings, clock=clock, migrate=False, run_background=False))
+    assert await second.app[INBOX].drain() == 1
+    (evaluation,) = await _rows(second, Evaluation)
+    assert evaluation.level == 1 and evaluation.channel == "sms"
+
+
+async def test_two_drainers_never_process_a_message_twice(client, world):
+    phones = [Phone(client, f"+86139{i:08d}") for i in range(12)]
+    for i, p in enumerate(phones):
+        await p.text("你好", drain=False, sid=f"SM{i:032x}")
+        await p.text("帮助", drain=False, sid=f"SM{100 + i:032x}")
+    app = client.app
+    other = InboxDrainer(app[RUNNER], policy=InboxPolicy(batch_size=5))
+    done = await asyncio.gather(app[INBOX].drain(), other.drain())
+    assert sum(done) == 24
+    assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 24
+    assert await backlog(app[STORE]) == 0
