@@ -116,3 +116,12 @@ async def copy_citizens(conn, numbers: list[str], secret: str = SECRET) -> None:
     records = [(i, vault.lookup_hash(n), vault.encrypt(n), mask_phone(n), now) for i, n in enumerate(numbers, start=1)]
     await conn.copy_records_to_table("citizen", records=records, columns=["id", "phone_hash", "phone_enc", "phone_masked", "created_at"])
     await conn.execute(f"SELECT setval(pg_get_serial_sequence('citizen', 'id'), {len(numbers)})")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     REDIS_URL,
     SECRET,
     copy_citizens,
+    cpu_seconds,
     flush_redis,
     free_port,
     fresh_database,
@@ -213,9 +214,9 @@ async def main() -> None:
         worker = gateway(["worker"], env)
         try:
             await asyncio.sleep(2)
-            t0, left0, sent0 = time.perf_counter(), await backlog(db), len(fake.sent)
+            t0, left0, sent0, cpu0 = time.perf_counter(), await backlog(db), len(fake.sent), cpu_seconds(worker.pid)
             await asyncio.sleep(args.drain_seconds)
-            elapsed, left1, sent1 = time.perf_counter() - t0, await backlog(db), len(fake.sent)
+            elapsed, left1, sent1, cpu1 = time.perf_counter() - t0, await backlog(db), len(fake.sent), cpu_seconds(worker.pid)
         finally:
             stop(worker)
         result = {
@@ -229,7 +230,10 @@ async def main() -> None:
                                  **summary(open_lat)},
             "processing": {"backlog_at_start": before, "seconds": round(elapsed, 1), "processed": left0 - left1,
                            "processed_per_second": round((left0 - left1) / elapsed, 1),
-                           "answers_sent_per_second": round((sent1 - sent0) / elapsed, 1), "sent_before": sent_before},
+                           "answers_sent_per_second": round((sent1 - sent0) / elapsed, 1), "sent_before": sent_before,
+                           # the worker's CPU per reply, processing and sending its answer included
+                           "worker_cpu_ms_per_reply": round(1000 * (cpu1 - cpu0) / max(1, left0 - left1), 2) if cpu0 is not None and cpu1 is not None else None,
+                           "worker_cpu_percent": round(100 * (cpu1 - cpu0) / elapsed, 1) if cpu0 is not None and cpu1 is not None else None},
         }
         print(json.dumps(result, indent=2, ensure_ascii=False))
 

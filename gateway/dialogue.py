@@ -129,11 +129,11 @@ async def converse(
             async with runner.store.transaction() as session:
                 if not await _first_time(session, provider, provider_id, citizen_id, timer_id, inbox_id, runner.deps):
                     return Outcome(duplicate=True)
-                ctx = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
+                ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
                 transition = advance(state, inbound, ctx)
                 citizen = await session.get(Citizen, citizen_id)
                 assert citizen is not None
-                await _apply(session, runner, transition, citizen, channel)
+                await _apply(session, runner, transition, citizen, channel, invitations)
                 replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
         except EvaluationError as exc:
             # A rating raced with another channel (or the period ended meanwhile): nothing of the
@@ -206,17 +206,20 @@ def render_buttons(reply: Reply) -> list[list[dict[str, str]]] | None:
     return [[{"text": button_label(c, reply.multi_select), "data": c.data}] for c in reply.choices] or None
 
 
-async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> Context:
-    """What the flow needs to know about this citizen, read fresh for every input."""
+async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> tuple[Context, dict[int, Invitation]]:
+    """What the flow needs to know about this citizen, read fresh for every input; and the open
+    invitations it read, which the effects use (the session's identity map holds rows only weakly)."""
     now = deps.clock.now()
 
     def ref(inv: Invitation) -> InvitationRef:
         return invitation_ref(inv, deps.settings.timezone)
 
-    open_rows = await session.exec(
-        select(Invitation).where(Invitation.citizen_id == citizen_id, Invitation.status == "open", col(Invitation.expires_at) > now)
-    )
-    open_invitations = tuple(ref(inv) for inv in open_rows.all())
+    open_rows = (
+        await session.exec(
+            select(Invitation).where(Invitation.citizen_id == citizen_id, Invitation.status == "open", col(Invitation.expires_at) > now)
+        )
+    ).all()
+    open_invitations = tuple(ref(inv) for inv in open_rows)
 
     recent = (
         await session.exec(
@@ -259,7 +262,7 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
     open_surveys = tuple(
         SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at)) for ticket_id, name, sent_at in surveys
     )
-    return Context(
+    context = Context(
         open_invitations=open_invitations,
         reasons_by_level={1: deps.catalogue.options(1), 2: deps.catalogue.options(2)},
         open_surveys=open_surveys,
@@ -267,6 +270,7 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
         awaiting_staff_rating=tuple(awaiting_staff),
         reminder_after_seconds=deps.settings.reminder_after_seconds,
     )
+    return context, {inv.id: inv for inv in open_rows if inv.id is not None}
 
 
 async def _evaluation_of(session: AsyncSession, invitation_id: int, citizen_id: int) -> Evaluation | None:
@@ -277,13 +281,15 @@ async def _evaluation_of(session: AsyncSession, invitation_id: int, citizen_id: 
     ).first()
 
 
-async def _apply(session: AsyncSession, runner: Runner, transition: Transition, citizen: Citizen, channel: str) -> None:
+async def _apply(
+    session: AsyncSession, runner: Runner, transition: Transition, citizen: Citizen, channel: str, invitations: dict[int, Invitation]
+) -> None:
     deps, now = runner.deps, runner.deps.clock.now()
     rating_channel = EVALUATION_CHANNEL[channel]
     assert citizen.id is not None
     for effect in transition.effects:
         if isinstance(effect, RecordRating):
-            invitation = await session.get(Invitation, effect.invitation_id)
+            invitation = invitations.get(effect.invitation_id) or await session.get(Invitation, effect.invitation_id)
             if invitation is None or invitation.citizen_id != citizen.id:
                 raise EvaluationError("that service is not this citizen's")
             await record_rating(session, invitation=invitation, level=effect.level, channel=rating_channel, deps=deps, require_content=False)

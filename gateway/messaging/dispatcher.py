@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 
 from gateway.clock import Clock
+from gateway.messaging.outbox import later_status
 from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
 from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
@@ -194,7 +195,8 @@ class Dispatcher:
         if message.channel == "sms":
             assert citizen.phone_enc is not None
             to = self.vault.decrypt(citizen.phone_enc)
-            callback = self.policy.status_callback_url
+            # Our id in the callback URL: a callback that beats the send's answer still finds its message.
+            callback = f"{self.policy.status_callback_url}?m={message.id}" if self.policy.status_callback_url else None
         else:
             to, callback = str(citizen.telegram_chat_id), None
         return Outgoing(
@@ -216,7 +218,9 @@ class Dispatcher:
             if isinstance(result, Sent):
                 message.provider_message_id = result.provider_message_id
                 message.sent_at = now
-                _finish(session, message, now, result.status, outcome="sent")
+                # A delivery callback may have come in first (it names the message by our id).
+                early = message.status if message.status != "sending" else None
+                _finish(session, message, now, later_status(early, result.status) if early else result.status, outcome="sent")
                 return
             citizen = await session.get(Citizen, message.citizen_id)
             if result.opt_out and citizen is not None:

@@ -16,6 +16,19 @@ PRIORITY_ANSWER = 0  # a reply to a citizen who just wrote
 PRIORITY_NOTICE = 5  # a department's reply to an evaluator
 PRIORITY_BULK = 10  # prompts and campaign surveys
 
+# A message's delivery status only moves forward: the provider's callbacks arrive out of order, and
+# one may arrive before the dispatcher has recorded the provider's answer to the send.
+STATUS_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 4, "undelivered": 4, "failed": 4}
+FINAL_STATUSES = ("delivered", "undelivered", "failed", "suppressed", "cancelled")
+
+
+def later_status(current: str, reported: str) -> str:
+    """The status a message has once `reported` comes in: never an earlier one than it has."""
+    if current in FINAL_STATUSES:
+        return current
+    return reported if STATUS_RANK.get(reported, 0) > STATUS_RANK.get(current, 0) else current
+
+
 _PRIORITY = {"reply": PRIORITY_ANSWER, "notice": PRIORITY_NOTICE, "prompt": PRIORITY_BULK, "survey": PRIORITY_BULK}
 
 

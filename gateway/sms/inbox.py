@@ -199,8 +199,15 @@ class InboxDrainer:
                 .values(lease_until=now + timedelta(seconds=self.policy.lease_seconds), attempts=m.attempts + 1)
                 .returning(m.id, m.sender_hash, m.sender_enc, m.body, m.received_at, m.attempts, m.error)
             )
-            rows = claimed.all()
-        return sorted((Pending(*row) for row in rows), key=lambda p: p.id)
+            batch = sorted((Pending(*row) for row in claimed.all()), key=lambda p: p.id)
+            # The senders' citizens in the same round trip budget: one query for the whole batch.
+            unknown = {p.sender_hash for p in batch} - self.runner.citizen_ids.keys()
+            if unknown:
+                found = await session.exec(select(Citizen.id, Citizen.phone_hash).where(col(Citizen.phone_hash).in_(unknown)))
+                for citizen_id, phone_hash in found.all():
+                    if citizen_id is not None and phone_hash is not None:
+                        self.runner.remember(phone_hash, citizen_id)
+        return batch
 
     async def drain_once(self) -> int:
         """One pass: claim a batch and process it (different senders side by side); returns how many."""

@@ -9,7 +9,9 @@ import logging
 from aiohttp import web
 from multidict import MultiDictProxy
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.messaging.outbox import STATUS_RANK, later_status
 from gateway.privacy import InvalidPhone, normalise_phone
 from gateway.sms.inbox import Arrival, InboxUnavailable, storable_text
 from gateway.sms.signature import verify_twilio_signature
@@ -21,9 +23,6 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-# A status only moves forward: Twilio's callbacks can arrive out of order.
-_RANK = {"queued": 1, "accepted": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 4, "undelivered": 4, "failed": 4}
 
 
 async def signed_form(request: web.Request) -> MultiDictProxy[str]:
@@ -47,19 +46,24 @@ def twiml() -> web.Response:
 
 @routes.post("/webhooks/twilio/status")
 async def delivery_status(request: web.Request) -> web.Response:
+    """A message's delivery status. The callback URL carries the message's id (`?m=`), so a callback
+    that arrives before the dispatcher has recorded Twilio's answer to the send still finds it; the
+    MessageSid is the fallback, and a status only moves forward."""
     form = await signed_form(request)
     sid, status = str(form.get("MessageSid", ""))[:64], str(form.get("MessageStatus", "")).lower()
-    if not sid or status not in _RANK:
+    if not sid or status not in STATUS_RANK:
         return web.Response(status=400, text="MessageSid and a known MessageStatus are required")
     code = str(form.get("ErrorCode", "") or "")[:32] or None
     now = request.app[DEPS].clock.now()
     async with request.app[STORE].transaction() as session:
-        message = (await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid))).first()
+        message = await _callback_message(session, request.query.get("m", ""), sid)
         if message is None:
             return web.Response(status=204)  # not ours, or long gone: nothing to do, nothing to retry
-        if _RANK.get(status, 0) <= _RANK.get(message.status, 0) or message.status in ("failed", "suppressed", "cancelled"):
+        moved = later_status(message.status, "delivered" if status == "read" else status)
+        if moved == message.status:
             return web.Response(status=204)
-        message.status, message.updated_at = ("delivered" if status == "read" else status), now
+        message.status, message.updated_at = moved, now
+        message.provider_message_id = message.provider_message_id or sid
         if code:
             kind = classify_delivery_error(code)
             message.error_code, message.last_error = code, kind.reason
@@ -72,6 +76,14 @@ async def delivery_status(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _callback_message(session: AsyncSession, message_id: str, sid: str) -> OutboundMessage | None:
+    if message_id.isdigit() and len(message_id) < 19:
+        message = await session.get(OutboundMessage, int(message_id))
+        # Another SMS's id with this SID would be a forged or misrouted callback: ignore it.
+        if message is not None and message.channel == "sms" and message.provider_message_id in (None, sid):
+            return message
+        return None
+    return (await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid))).first()
 
 
 # Twilio's Advanced Opt-Out reports what it did with a keyword; its own confirmation has been sent.

@@ -56,8 +56,8 @@ async def test_queued_prompt_is_sent_with_the_real_number(client, world):
     assert await client.app[DISPATCHER].run_once() == 1
     sent = client.app[PROVIDERS]["sms"].sent
     assert len(sent) == 1 and sent[0].to == "+8613812341234"
-    assert sent[0].status_callback == "http://gateway.test/webhooks/twilio/status"
     (message,) = await _messages(client)
+    assert sent[0].status_callback == f"http://gateway.test/webhooks/twilio/status?m={message.id}"
     assert message.status == "delivered" and message.provider_message_id and message.attempts == 1
     assert [a.outcome for a in await _attempts(client)] == ["sent"]
     assert await client.app[DISPATCHER].run_once() == 0  # nothing is sent twice

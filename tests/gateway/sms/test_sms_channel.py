@@ -39,7 +39,8 @@ async def test_the_whole_loop(client, world, phone, fake_twilio):
     await _send_all(client)
     prompt = fake_twilio.sent[-1].form
     assert prompt["To"] == "+8613812341234" and prompt["From"]
-    assert body["invitation"]["rating_url"] in prompt["Body"] and prompt["StatusCallback"] == f"{PUBLIC}/webhooks/twilio/status"
+    (sent,) = await _rows(client, OutboundMessage)
+    assert body["invitation"]["rating_url"] in prompt["Body"] and prompt["StatusCallback"] == f"{PUBLIC}/webhooks/twilio/status?m={sent.id}"
     assert prompt["Body"].startswith("【政务服务好差评】")
 
     resp = await phone.text("2")
@@ -77,6 +78,39 @@ async def test_status_callbacks_only_move_forward(client, world, fake_twilio):
     assert await callback("sent") == 204  # late and out of order: ignored
     (message,) = await _rows(client, OutboundMessage)
     assert message.status == "delivered"
+
+
+async def test_a_status_callback_that_beats_the_send_answer_is_kept(client, world, fake_twilio):
+    """Twilio may call back before its answer to the send has been recorded: the callback URL names the message."""
+    await report(client, world)
+    fake_twilio.delay_seconds = 0.5  # Twilio takes its time answering the send
+    sending = asyncio.create_task(client.app[DISPATCHER].run_once())
+    for _ in range(100):
+        (message,) = await _rows(client, OutboundMessage)
+        if message.status == "sending":
+            break
+        await asyncio.sleep(0.01)
+    assert message.status == "sending" and message.provider_message_id is None
+    url = f"{PUBLIC}/webhooks/twilio/status?m={message.id}"
+    params = status_callback_params(message_sid="SM" + "e" * 32, status="delivered", to="+8613812341234")
+    headers, data = signed_form(url, params, AUTH_TOKEN)
+    assert (await client.post(f"/webhooks/twilio/status?m={message.id}", data=data, headers=headers)).status == 204
+    await sending
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "delivered"  # the send's own answer ("sent") did not move it back
+    assert message.provider_message_id == fake_twilio.sent[-1].sid
+
+
+async def test_a_status_callback_naming_another_message_is_ignored(client, world, fake_twilio):
+    await report(client, world)
+    await _send_all(client)
+    (message,) = await _rows(client, OutboundMessage)
+    url = f"{PUBLIC}/webhooks/twilio/status?m={message.id}"
+    params = status_callback_params(message_sid="SM" + "0" * 32, status="failed", to="+8613812341234", error_code="30003")
+    headers, data = signed_form(url, params, AUTH_TOKEN)
+    assert (await client.post(f"/webhooks/twilio/status?m={message.id}", data=data, headers=headers)).status == 204
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "sent" and message.error_code is None
 
 
 async def test_undelivered_status_records_the_error_code(client, world, fake_twilio):
