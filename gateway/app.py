@@ -78,7 +78,7 @@ def create_app(
 
 def _store_ctx(migrate: bool):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        store = Store.connect(app[SETTINGS].database_url)
+        store = Store.connect(app[SETTINGS].database_url, pool_size=app[SETTINGS].db_pool_size)
         if migrate:
             await upgrade(store.engine)
         app[STORE] = store

@@ -171,9 +171,10 @@ async def _first_time(
     False when that was done before (a retried webhook, a message or timer another process handled)."""
     if inbox_id is not None:
         # The stored text and number are not needed any more: what matters is in the effects.
+        inbox = InboundMessage.__table__  # a Core UPDATE: no ORM bookkeeping on the hot path
         done = await session.exec(
-            update(InboundMessage)  # type: ignore[call-overload]
-            .where(col(InboundMessage.id) == inbox_id, col(InboundMessage.processed_at).is_(None))
+            update(inbox)  # type: ignore[call-overload]
+            .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
             .values(processed_at=deps.clock.now(), citizen_id=citizen_id, body=None, sender_enc=None, lease_until=None, error=None)
         )
         return done.rowcount == 1  # type: ignore[no-any-return]

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     dispatch_max_attempts: int = Field(default=8, ge=1, alias="GATEWAY_DISPATCH_MAX_ATTEMPTS")
     dispatch_lease_seconds: int = Field(default=120, ge=5, alias="GATEWAY_DISPATCH_LEASE_SECONDS")
     run_dispatcher: bool = Field(default=True, alias="GATEWAY_RUN_DISPATCHER")
+    db_pool_size: int = Field(default=25, ge=1, le=500, alias="GATEWAY_DB_POOL_SIZE")
     inbox_batch_size: int = Field(default=32, ge=1, le=500, alias="GATEWAY_INBOX_BATCH_SIZE")
     inbox_lease_seconds: int = Field(default=60, ge=5, alias="GATEWAY_INBOX_LEASE_SECONDS")
     inbox_max_attempts: int = Field(default=5, ge=1, alias="GATEWAY_INBOX_MAX_ATTEMPTS")

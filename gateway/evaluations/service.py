@@ -336,9 +336,10 @@ async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, i
         allowed, new_status = ("open",), "rated"
     else:
         allowed, new_status = ("open", "partly_rated"), "partly_rated"
+    table = Invitation.__table__  # a Core UPDATE: the ORM's bulk-update bookkeeping is not needed here
     result = await session.exec(
-        update(Invitation)
-        .where(col(Invitation.id) == invitation.id, col(Invitation.status).in_(allowed))
+        update(table)  # type: ignore[call-overload]
+        .where(table.c.id == invitation.id, table.c.status.in_(allowed))
         .values(status=new_status, rated_at=at)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]

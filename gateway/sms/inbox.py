@@ -157,6 +157,9 @@ class InboxPolicy:
     batch_size: int = 32
     lease_seconds: int = 60
     max_attempts: int = 5
+    # Conversations processed side by side: each holds a database connection while it runs, so more
+    # than the pool has only makes connections open and close.
+    concurrency: int = 8
 
 
 class InboxDrainer:
@@ -181,14 +184,19 @@ class InboxDrainer:
         earlier = aliased(InboundMessage)
         pending = and_(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))
         free = or_(col(m.lease_until).is_(None), col(m.lease_until) < now)
-        held_back = (
-            select(earlier.id)
-            .where(earlier.sender_hash == m.sender_hash, col(earlier.processed_at).is_(None), col(earlier.id) < m.id)
-            .exists()
+        # The sender's earliest pending message, as a correlated subquery: it is looked up per candidate
+        # in ix_inbound_pending whatever the planner believes about the table (a fresh inbox has no
+        # statistics, and an anti-join planned for one row would scan the whole backlog per candidate).
+        first_of_sender = (
+            select(func.min(earlier.id))
+            .where(earlier.sender_hash == m.sender_hash, col(earlier.processed_at).is_(None))
+            .scalar_subquery()
         )
         async with self.store.transaction() as session:
             ids = (
-                await session.exec(select(m.id).where(pending, free, ~held_back).order_by(col(m.id)).limit(self.policy.batch_size))
+                await session.exec(
+                    select(m.id).where(pending, free, col(m.id) == first_of_sender).order_by(col(m.id)).limit(self.policy.batch_size)
+                )
             ).all()
             if not ids:
                 return []
@@ -212,7 +220,13 @@ class InboxDrainer:
     async def drain_once(self) -> int:
         """One pass: claim a batch and process it (different senders side by side); returns how many."""
         batch = await self.claim()
-        await asyncio.gather(*(self._process(p) for p in batch))
+        gate = asyncio.Semaphore(self.policy.concurrency)
+
+        async def one(message: Pending) -> None:
+            async with gate:
+                await self._process(message)
+
+        await asyncio.gather(*(one(p) for p in batch))
         return len(batch)
 
     async def drain(self) -> int:

@@ -250,6 +250,9 @@ class InboundMessage(SQLModel, table=True):
     __tablename__ = "inbound_message"
     __table_args__ = (
         UniqueConstraint("provider", "provider_id", name="uq_inbound_provider_id"),
+        # The claim walks pending messages in order (ix_inbound_pending_id) and checks each sender for an
+        # earlier one (ix_inbound_pending): both stay as small as the backlog, however many were processed.
+        Index("ix_inbound_pending_id", "id", sqlite_where=text(INBOX_PENDING), postgresql_where=text(INBOX_PENDING)),
         Index("ix_inbound_pending", "sender_hash", "id",
               sqlite_where=text(INBOX_PENDING), postgresql_where=text(INBOX_PENDING)),
         Index("ix_inbound_error", "id", sqlite_where=text("error IS NOT NULL"), postgresql_where=text("error IS NOT NULL")),

@@ -31,6 +31,10 @@ def upgrade() -> None:
     # Everything recorded before the inbox was processed in the transaction that recorded it.
     op.execute("UPDATE inbound_message SET processed_at = received_at")
     op.create_index(
+        'ix_inbound_pending_id', 'inbound_message', ['id'],
+        sqlite_where=sa.text(_PENDING), postgresql_where=sa.text(_PENDING),
+    )
+    op.create_index(
         'ix_inbound_pending', 'inbound_message', ['sender_hash', 'id'],
         sqlite_where=sa.text(_PENDING), postgresql_where=sa.text(_PENDING),
     )
@@ -43,6 +47,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_inbound_error', table_name='inbound_message')
     op.drop_index('ix_inbound_pending', table_name='inbound_message')
+    op.drop_index('ix_inbound_pending_id', table_name='inbound_message')
     with op.batch_alter_table('inbound_message', schema=None) as batch_op:
         batch_op.drop_column('error')
         batch_op.drop_column('attempts')
