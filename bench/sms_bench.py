@@ -10,8 +10,11 @@ On a fresh PostgreSQL database with Redis, with the Twilio provider pointed at t
   2. intake, with the worker stopped: replies posted as fast as C concurrent senders can (closed loop),
      then at --rate for --seconds (open loop): webhook answers per second with p50/p99 — the reply is
      stored (deduplicated, sender encrypted) when the answer comes;
-  3. processing: one worker works through the stored backlog for --drain-seconds: replies processed
-     per second (rating recorded, answer queued, all in one transaction), and answers sent per second.
+  3. intake in the single-process default: a serve process that also drains and sends, posted at
+     --rate for --seconds (it processes the backlog meanwhile);
+  4. processing: one worker works through the stored backlog for --drain-seconds: replies processed
+     per second (rating recorded, answer queued, all in one transaction), answers sent per second, and
+     the worker's CPU time per reply.
 
     python bench/sms_bench.py --closed 6000 --rate 500 --seconds 8 --e2e-rate 20 --e2e-seconds 15
 """
@@ -165,7 +168,7 @@ async def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=30)
     args = parser.parse_args()
     e2e_n, open_n = int(args.e2e_rate * args.e2e_seconds), int(args.rate * args.seconds)
-    total = e2e_n + 200 + args.closed + open_n
+    total = e2e_n + 200 + args.closed + 2 * open_n
 
     await flush_redis()
     async with FakeTwilio() as fake, fresh_database() as db:
@@ -209,7 +212,20 @@ async def main() -> None:
         finally:
             stop(server)
 
-        # 3. processing: one worker works through the stored backlog
+        # 3. intake while the same serve process also processes, as in
+        #    the single-process default (GATEWAY_RUN_DISPATCHER=true)
+        both = gateway(["serve"], env)
+        try:
+            await wait_ready(public)
+            await asyncio.sleep(2)
+            mixed = signed_requests(public, start + 200 + args.closed + open_n, open_n)
+            backlog_before = await backlog(db)
+            mixed_rate, mixed_lat, _ = await open_loop(public, mixed, args.rate)
+            processed_meanwhile = backlog_before + len(mixed) - await backlog(db)
+        finally:
+            stop(both)
+
+        # 4. processing: one worker works through the stored backlog
         before, sent_before = await backlog(db), len(fake.sent)
         worker = gateway(["worker"], env)
         try:
@@ -228,6 +244,9 @@ async def main() -> None:
                                    **summary(closed_lat)},
             "intake_open_loop": {"requests": len(opened), "target_per_second": args.rate, "achieved_per_second": round(open_rate, 1),
                                  **summary(open_lat)},
+            "intake_open_loop_while_the_same_process_drains": {
+                "requests": len(mixed), "target_per_second": args.rate, "achieved_per_second": round(mixed_rate, 1), **summary(mixed_lat),
+                "processed_meanwhile": processed_meanwhile, "seconds": round(len(mixed) / mixed_rate, 1)},
             "processing": {"backlog_at_start": before, "seconds": round(elapsed, 1), "processed": left0 - left1,
                            "processed_per_second": round((left0 - left1) / elapsed, 1),
                            "answers_sent_per_second": round((sent1 - sent0) / elapsed, 1), "sent_before": sent_before,

@@ -179,7 +179,7 @@ def _inbox_ctx(run: bool):  # type: ignore[no-untyped-def]
         app[INBOX_WRITER] = writer
         policy = InboxPolicy(batch_size=settings.inbox_batch_size, lease_seconds=settings.inbox_lease_seconds,
                              max_attempts=settings.inbox_max_attempts)
-        drainer = InboxDrainer(app[RUNNER], policy=policy, on_replies=app[DISPATCHER].wake)
+        drainer = InboxDrainer(app[RUNNER], policy=policy, on_replies=app[DISPATCHER].wake, intake_busy=writer.busy)
         app[INBOX] = drainer
         if run:
             start_task(app, drainer.run_forever(settings.dispatch_interval_seconds), name="sms-inbox")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,14 +69,23 @@ class Arrival:
 class InboxWriter:
     """Stores arrivals; concurrent requests share one INSERT and one commit."""
 
+    # How long after an arrival the process counts as busy taking messages in (see InboxDrainer).
+    BUSY_SECONDS = 0.25
+
     def __init__(self, store: Store, *, max_batch: int = 500) -> None:
         self.store, self.max_batch = store, max_batch
         self._waiting: list[tuple[Arrival, asyncio.Future[bool]]] = []
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last_arrival = float("-inf")
+
+    def busy(self) -> bool:
+        """Whether a message came in during the last moment."""
+        return time.monotonic() - self._last_arrival < self.BUSY_SECONDS
 
     async def accept(self, arrival: Arrival) -> bool:
         """Store one message; True when its MessageSid is new. Raises InboxUnavailable when nothing was stored."""
+        self._last_arrival = time.monotonic()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((arrival, future))
         if self._task is None or self._task.done():
@@ -165,9 +175,16 @@ class InboxPolicy:
 class InboxDrainer:
     """Processes stored inbound SMS through the conversation runner; see the module docstring."""
 
-    def __init__(self, runner: Runner, *, policy: InboxPolicy, on_replies: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, runner: Runner, *, policy: InboxPolicy, on_replies: Callable[[], None] = lambda: None,
+        intake_busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.runner, self.policy, self.on_replies = runner, policy, on_replies
+        # Webhooks first: while the same process is taking messages in, one conversation at a time.
+        self.intake_busy = intake_busy
         self._wake = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._running = 0
 
     @property
     def store(self) -> Store:
@@ -220,14 +237,22 @@ class InboxDrainer:
     async def drain_once(self) -> int:
         """One pass: claim a batch and process it (different senders side by side); returns how many."""
         batch = await self.claim()
-        gate = asyncio.Semaphore(self.policy.concurrency)
-
-        async def one(message: Pending) -> None:
-            async with gate:
-                await self._process(message)
-
-        await asyncio.gather(*(one(p) for p in batch))
+        await asyncio.gather(*(self._in_turn(p) for p in batch))
         return len(batch)
+
+    def _limit(self) -> int:
+        return 1 if self.intake_busy() else self.policy.concurrency
+
+    async def _in_turn(self, message: Pending) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self._running < self._limit())
+            self._running += 1
+        try:
+            await self._process(message)
+        finally:
+            async with self._room:
+                self._running -= 1
+                self._room.notify_all()
 
     async def drain(self) -> int:
         """Passes until nothing is ready (messages waiting out a failure's lease stay for later)."""

@@ -185,3 +185,26 @@ async def test_two_drainers_never_process_a_message_twice(client, world):
     assert sum(done) == 24
     assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 24
     assert await backlog(app[STORE]) == 0
+
+
+async def test_while_webhooks_come_in_the_same_process_runs_one_conversation_at_a_time(client, world, monkeypatch):
+    for i in range(12):
+        await Phone(client, f"+86139{i:08d}").text("你好", drain=False, sid=f"SM{i:032x}")
+    assert client.app[INBOX_WRITER].busy()  # it has just taken a message in
+    assert not inbox_module.InboxWriter(client.app[STORE]).busy()
+    real, running, most = inbox_module.converse, [0], [0]
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            await asyncio.sleep(0.01)
+            return await real(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(inbox_module, "converse", counted)
+    busy = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(batch_size=6, concurrency=4), intake_busy=lambda: True)
+    assert await busy.drain_once() == 6 and most[0] == 1  # webhooks first
+    idle = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(batch_size=6, concurrency=4))
+    assert await idle.drain_once() == 6 and most[0] > 1
