@@ -18,7 +18,6 @@ from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 
 from gateway.clock import Clock
-from gateway.messaging.outbox import later_status
 from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
 from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
@@ -212,15 +211,27 @@ class Dispatcher:
     async def _record(self, message_id: int, result: Sent | SendFailed) -> None:
         now = self.clock.now()
         async with self.store.transaction() as session:
-            message = await session.get(OutboundMessage, message_id)
+            # Locked: a delivery callback for this message may be committing at the same moment.
+            message = await session.get(OutboundMessage, message_id, with_for_update=True)
             if message is None:
+                return
+            if message.status != "sending":
+                # A delivery callback named this message before the send's own answer came back (it
+                # carries our id): the provider has it, and what the callback said stands, even when our
+                # side of the send timed out or failed. No retry, no status moved back.
+                if isinstance(result, Sent):
+                    message.provider_message_id = message.provider_message_id or result.provider_message_id
+                    message.sent_at = message.sent_at or now
+                session.add(DeliveryAttempt(
+                    message_id=message_id, at=now, outcome="sent" if isinstance(result, Sent) else "failed",
+                    error_code=None if isinstance(result, Sent) else result.code,
+                    detail=f"the send's answer came after a delivery callback ({message.status})",
+                ))
                 return
             if isinstance(result, Sent):
                 message.provider_message_id = result.provider_message_id
                 message.sent_at = now
-                # A delivery callback may have come in first (it names the message by our id).
-                early = message.status if message.status != "sending" else None
-                _finish(session, message, now, later_status(early, result.status) if early else result.status, outcome="sent")
+                _finish(session, message, now, result.status, outcome="sent")
                 return
             citizen = await session.get(Citizen, message.citizen_id)
             if result.opt_out and citizen is not None:

@@ -30,8 +30,8 @@ from sqlmodel import col, select
 
 from conversations import Inbound
 from gateway.clock import as_utc
-from gateway.dialogue import Runner, converse
 from gateway.deps import Deps
+from gateway.dialogue import Runner, converse
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
 from gateway.store.models import Citizen, InboundMessage
@@ -69,23 +69,38 @@ class Arrival:
 class InboxWriter:
     """Stores arrivals; concurrent requests share one INSERT and one commit."""
 
-    # How long after an arrival the process counts as busy taking messages in (see InboxDrainer).
-    BUSY_SECONDS = 0.25
+    # The process counts as busy taking messages in (see InboxDrainer) while they come at this rate or
+    # faster, over windows of this length: a trickle does not slow processing down.
+    BUSY_PER_SECOND = 100
+    WINDOW_SECONDS = 0.25
 
-    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
-        self.store, self.max_batch = store, max_batch
+    def __init__(self, store: Store, *, max_batch: int = 500, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.max_batch, self.monotonic = store, max_batch, monotonic
         self._waiting: list[tuple[Arrival, asyncio.Future[bool]]] = []
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._last_arrival = float("-inf")
+        self._window = (0, 0, 0)  # (window number, arrivals in it, arrivals in the one before)
+
+    def _count_arrival(self) -> None:
+        now = int(self.monotonic() / self.WINDOW_SECONDS)
+        number, current, before = self._window
+        if now == number:
+            self._window = (number, current + 1, before)
+        else:
+            self._window = (now, 1, current if now == number + 1 else 0)
 
     def busy(self) -> bool:
-        """Whether a message came in during the last moment."""
-        return time.monotonic() - self._last_arrival < self.BUSY_SECONDS
+        """Whether messages came in at BUSY_PER_SECOND or faster in the current or the last window."""
+        now = int(self.monotonic() / self.WINDOW_SECONDS)
+        number, current, before = self._window
+        threshold = self.BUSY_PER_SECOND * self.WINDOW_SECONDS
+        if now == number:
+            return max(current, before) >= threshold
+        return now == number + 1 and current >= threshold
 
     async def accept(self, arrival: Arrival) -> bool:
         """Store one message; True when its MessageSid is new. Raises InboxUnavailable when nothing was stored."""
-        self._last_arrival = time.monotonic()
+        self._count_arrival()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((arrival, future))
         if self._task is None or self._task.done():
@@ -101,6 +116,9 @@ class InboxWriter:
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
                 try:
                     self._settle(batch, await self._write([arrival for arrival, _ in batch]))
+                except asyncio.CancelledError:
+                    self._refuse(batch)  # shutting down mid-write: the requests must not wait for ever
+                    raise
                 except Exception:
                     if len(batch) == 1:
                         log.exception("inbound SMS could not be stored; the webhook answers 503")
@@ -183,7 +201,7 @@ class InboxDrainer:
         # Webhooks first: while the same process is taking messages in, one conversation at a time.
         self.intake_busy = intake_busy
         self._wake = asyncio.Event()
-        self._room = asyncio.Condition()
+        self._freed = asyncio.Event()
         self._running = 0
 
     @property
@@ -194,8 +212,8 @@ class InboxDrainer:
         """Ask the loop to look at the inbox now (after the webhook stored something)."""
         self._wake.set()
 
-    async def claim(self) -> list[Pending]:
-        """Lease the earliest pending message of up to batch_size senders whose earlier messages are done."""
+    async def claim(self, limit: int | None = None) -> list[Pending]:
+        """Lease the earliest pending message of up to `limit` (batch_size) senders whose earlier messages are done."""
         now = self.runner.deps.clock.now()
         m = InboundMessage
         earlier = aliased(InboundMessage)
@@ -212,7 +230,7 @@ class InboxDrainer:
         async with self.store.transaction() as session:
             ids = (
                 await session.exec(
-                    select(m.id).where(pending, free, col(m.id) == first_of_sender).order_by(col(m.id)).limit(self.policy.batch_size)
+                    select(m.id).where(pending, free, col(m.id) == first_of_sender).order_by(col(m.id)).limit(limit or self.policy.batch_size)
                 )
             ).all()
             if not ids:
@@ -236,23 +254,27 @@ class InboxDrainer:
 
     async def drain_once(self) -> int:
         """One pass: claim a batch and process it (different senders side by side); returns how many."""
-        batch = await self.claim()
-        await asyncio.gather(*(self._in_turn(p) for p in batch))
+        # While webhooks come in, a small batch: its messages wait their turn one by one, and a lease
+        # must not run out on a message still waiting.
+        batch = await self.claim(min(self.policy.batch_size, 4) if self.intake_busy() else None)
+        for outcome in await asyncio.gather(*(self._in_turn(p) for p in batch), return_exceptions=True):
+            if isinstance(outcome, Exception):  # the message stays leased and comes back after the lease
+                log.error("inbox message could not be handled", exc_info=outcome)
         return len(batch)
 
     def _limit(self) -> int:
         return 1 if self.intake_busy() else self.policy.concurrency
 
     async def _in_turn(self, message: Pending) -> None:
-        async with self._room:
-            await self._room.wait_for(lambda: self._running < self._limit())
-            self._running += 1
+        while self._running >= self._limit():
+            self._freed.clear()
+            await self._freed.wait()
+        self._running += 1
         try:
             await self._process(message)
         finally:
-            async with self._room:
-                self._running -= 1
-                self._room.notify_all()
+            self._running -= 1
+            self._freed.set()
 
     async def drain(self) -> int:
         """Passes until nothing is ready (messages waiting out a failure's lease stay for later)."""

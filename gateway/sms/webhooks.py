@@ -5,17 +5,21 @@ the outbox, never in the webhook's answer."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from aiohttp import web
 from multidict import MultiDictProxy
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from conversations.parsing import keyword
 from gateway.messaging.outbox import STATUS_RANK, later_status
 from gateway.privacy import InvalidPhone, normalise_phone
 from gateway.sms.inbox import Arrival, InboxUnavailable, storable_text
 from gateway.sms.signature import verify_twilio_signature
 from gateway.sms.twilio_provider import classify_delivery_error
+from gateway.store.db import Store
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 from gateway.web.keys import DEPS, INBOX, INBOX_WRITER, SETTINGS, STORE
 
@@ -59,7 +63,7 @@ async def delivery_status(request: web.Request) -> web.Response:
         message = await _callback_message(session, request.query.get("m", ""), sid)
         if message is None:
             return web.Response(status=204)  # not ours, or long gone: nothing to do, nothing to retry
-        moved = later_status(message.status, "delivered" if status == "read" else status)
+        moved = later_status(message.status, _AS_OUTBOX_STATUS.get(status, status))
         if moved == message.status:
             return web.Response(status=204)
         message.status, message.updated_at = moved, now
@@ -76,14 +80,20 @@ async def delivery_status(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# Twilio's states before "sent" all mean that Twilio has the message: for the outbox it is sent (and
+# a retry waiting in "queued" must not go out again). "read" is as good as delivered.
+_AS_OUTBOX_STATUS = {"queued": "sent", "accepted": "sent", "scheduled": "sent", "sending": "sent", "read": "delivered"}
+
+
 async def _callback_message(session: AsyncSession, message_id: str, sid: str) -> OutboundMessage | None:
+    """The message a callback is about, locked (the dispatcher may be recording its send right now)."""
     if message_id.isdigit() and len(message_id) < 19:
-        message = await session.get(OutboundMessage, int(message_id))
+        message = await session.get(OutboundMessage, int(message_id), with_for_update=True)
         # Another SMS's id with this SID would be a forged or misrouted callback: ignore it.
         if message is not None and message.channel == "sms" and message.provider_message_id in (None, sid):
             return message
         return None
-    return (await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid))).first()
+    return (await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid).with_for_update())).first()
 
 
 # Twilio's Advanced Opt-Out reports what it did with a keyword; its own confirmation has been sent.
@@ -111,8 +121,24 @@ async def inbound_sms(request: web.Request) -> web.Response:
                       body=storable_text(text), received_at=deps.clock.now())
     try:
         new = await request.app[INBOX_WRITER].accept(arrival)
+        if keyword(text) == "opt_out":
+            # At once, not in its turn: nothing may go to the number from now on, even while earlier
+            # messages wait or fail. The conversation records it again (harmlessly) when it comes.
+            await opt_out_now(request.app[STORE], arrival.sender_hash, arrival.received_at)
     except InboxUnavailable:
-        return web.Response(status=503, text="the message could not be stored; please retry")
+        return web.Response(status=503, text="the message could not be stored")
     if new:
         request.app[INBOX].wake()
     return twiml()
+
+
+async def opt_out_now(store: Store, sender_hash: str, at: datetime) -> None:
+    try:
+        async with store.transaction() as session:
+            await session.exec(
+                update(Citizen)  # type: ignore[call-overload]
+                .where(col(Citizen.phone_hash) == sender_hash, col(Citizen.sms_opted_out_at).is_(None))
+                .values(sms_opted_out_at=at)
+            )
+    except Exception:
+        log.exception("opt-out could not be recorded at once; the inbox will record it")

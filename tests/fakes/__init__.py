@@ -51,6 +51,15 @@ class LoopbackServer:
         except asyncio.TimeoutError:
             pass
 
+    async def until(self, event: asyncio.Event) -> None:
+        """Wait in a handler for a test's signal, cut short when the server closes."""
+        waits = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(self._closing.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

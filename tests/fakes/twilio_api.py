@@ -7,6 +7,7 @@ resource as JSON, and Twilio's error JSON (`code`, `message`, `more_info`, `stat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -80,7 +81,9 @@ class FakeTwilio(LoopbackServer):
     """Twilio's REST Messages endpoint on loopback, recording every form it receives.
 
     `fail_next(n, status, code=…)` makes the next n create calls fail; `delay_seconds` holds every
-    answer back that long (a hung provider, for timeouts).
+    answer back that long (a hung provider, for timeouts); `hold_answers()` creates messages but holds
+    the answers to the create calls back until `release_answers()` (a slow answer on the way back,
+    while the message is already on its way and its status callbacks may come first).
     """
 
     def __init__(self, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN, *, delay_seconds: float = 0.0):
@@ -91,6 +94,15 @@ class FakeTwilio(LoopbackServer):
         self.received: list[Received] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self._failures: list[_Failure] = []
+        self._answers_held: asyncio.Event | None = None
+
+    def hold_answers(self) -> None:
+        self._answers_held = asyncio.Event()
+
+    def release_answers(self) -> None:
+        if self._answers_held is not None:
+            self._answers_held.set()
+            self._answers_held = None
 
     # -- test controls ----------------------------------------------------------------------------
 
@@ -143,6 +155,13 @@ class FakeTwilio(LoopbackServer):
         return app
 
     async def _create(self, request: web.Request) -> web.Response:
+        response = await self._answer_create(request)
+        held = self._answers_held
+        if held is not None:  # the answer, whatever it is, waits; what was recorded stays recorded
+            await self.until(held)
+        return response
+
+    async def _answer_create(self, request: web.Request) -> web.Response:
         form = dict((await request.post()).items())
         form = {k: v for k, v in form.items() if isinstance(v, str)}
         at = datetime.now(timezone.utc)

@@ -80,25 +80,65 @@ async def test_status_callbacks_only_move_forward(client, world, fake_twilio):
     assert message.status == "delivered"
 
 
-async def test_a_status_callback_that_beats_the_send_answer_is_kept(client, world, fake_twilio):
-    """Twilio may call back before its answer to the send has been recorded: the callback URL names the message."""
-    await report(client, world)
-    fake_twilio.delay_seconds = 0.5  # Twilio takes its time answering the send
-    sending = asyncio.create_task(client.app[DISPATCHER].run_once())
-    for _ in range(100):
-        (message,) = await _rows(client, OutboundMessage)
-        if message.status == "sending":
-            break
-        await asyncio.sleep(0.01)
-    assert message.status == "sending" and message.provider_message_id is None
-    url = f"{PUBLIC}/webhooks/twilio/status?m={message.id}"
-    params = status_callback_params(message_sid="SM" + "e" * 32, status="delivered", to="+8613812341234")
+async def _callback(client, message_id: int, sid: str, status: str, error_code: str | None = None) -> int:
+    """A signed delivery callback to the URL the gateway gave Twilio for this message."""
+    url = f"{PUBLIC}/webhooks/twilio/status?m={message_id}"
+    params = status_callback_params(message_sid=sid, status=status, to="+8613812341234", error_code=error_code)
     headers, data = signed_form(url, params, AUTH_TOKEN)
-    assert (await client.post(f"/webhooks/twilio/status?m={message.id}", data=data, headers=headers)).status == 204
+    return (await client.post(f"/webhooks/twilio/status?m={message_id}", data=data, headers=headers)).status
+
+
+async def _send_with_callback_first(client, fake_twilio, status: str):  # type: ignore[no-untyped-def]
+    """Twilio creates the message and calls back before its answer to the send reaches the gateway."""
+    fake_twilio.hold_answers()
+    sending = asyncio.create_task(client.app[DISPATCHER].run_once())
+    while not fake_twilio.sent:
+        await asyncio.sleep(0.01)
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "sending" and message.provider_message_id is None
+    assert await _callback(client, message.id, fake_twilio.sent[-1].sid, status) == 204
+    fake_twilio.release_answers()
     await sending
     (message,) = await _rows(client, OutboundMessage)
+    return message
+
+
+async def test_a_status_callback_that_beats_the_send_answer_is_kept(client, world, fake_twilio):
+    await report(client, world)
+    message = await _send_with_callback_first(client, fake_twilio, "delivered")
     assert message.status == "delivered"  # the send's own answer ("sent") did not move it back
     assert message.provider_message_id == fake_twilio.sent[-1].sid
+
+
+async def test_a_send_that_failed_on_our_side_is_not_retried_once_twilio_reported_it(client, world, fake_twilio, clock):
+    """Our side of the send errs (here: the answer is an error), yet Twilio had taken the message and said so."""
+    await report(client, world)
+    fake_twilio.hold_answers()
+    fake_twilio.fail_next(1, 500)
+    sending = asyncio.create_task(client.app[DISPATCHER].run_once())
+    while not fake_twilio.received:
+        await asyncio.sleep(0.01)
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "sending"  # the error answer has not reached the gateway yet
+    assert await _callback(client, message.id, "SM" + "d" * 32, "sent") == 204
+    fake_twilio.release_answers()
+    await sending
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "sent"  # not "queued" for a retry: the citizen would get it twice
+    clock.advance(hours=1)
+    assert await client.app[DISPATCHER].run_once() == 0
+    assert len(fake_twilio.received) == 1
+
+
+async def test_a_sending_callback_for_a_message_waiting_to_retry_means_sent(client, world, fake_twilio):
+    await report(client, world)
+    fake_twilio.fail_next(1, 500)
+    await client.app[DISPATCHER].run_once()
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "queued" and message.lease_until is None  # waiting for its retry
+    assert await _callback(client, message.id, "SM" + "d" * 32, "sending") == 204
+    (message,) = await _rows(client, OutboundMessage)
+    assert message.status == "sent"  # Twilio has it: no retry, and not stuck in "sending" without a lease
 
 
 async def test_a_status_callback_naming_another_message_is_ignored(client, world, fake_twilio):
