@@ -1,4 +1,4 @@
-"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | campaign`."""
+"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | inbox | campaign`."""
 
 from __future__ import annotations
 
@@ -137,6 +137,15 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     return int(args.campaign_func(settings, args))
 
 
+def cmd_inbox(args: argparse.Namespace) -> int:
+    from gateway.logs import configure
+    from gateway.sms.cli import run
+
+    settings = _settings()
+    configure(settings.log_level)
+    return run(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="好差评 evaluation gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true", help="migrate a PostgreSQL schema first (SQLite always is)")
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("worker", help="run the dispatcher and the timers only").set_defaults(func=cmd_worker)
+    sub.add_parser("worker", help="run the dispatcher, the SMS inbox and the timers only").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
 
     org = sub.add_parser("org", help="organisations").add_subparsers(dest="org_command", required=True)
@@ -170,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     hook = bot.add_parser("set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram with Telegram, with the secret")
     hook.add_argument("--drop-pending-updates", action="store_true", help="discard updates Telegram holds for the bot")
     hook.set_defaults(func=cmd_bot_set_webhook)
+
+    from gateway.sms.cli import add_parser as add_inbox_parser
+
+    add_inbox_parser(sub, cmd_inbox)
 
     from gateway.callbacks.cli import add_parser as add_campaign_parser
 

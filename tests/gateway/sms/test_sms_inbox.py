@@ -281,3 +281,30 @@ async def test_closing_the_writer_answers_the_requests_still_waiting(client):
     await writer.close()
     with pytest.raises(inbox_module.InboxUnavailable):  # never told its message was stored
         await waiting
+
+
+async def test_a_set_aside_message_can_be_listed_and_retried(client, world, phone, clock, monkeypatch):
+    from gateway.sms.cli import inbox_status, retry, set_aside
+
+    await report(client, world)
+    real = inbox_module.converse
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug, since fixed")
+
+    monkeypatch.setattr(inbox_module, "converse", broken)
+    await phone.text("2", drain=False)
+    for _ in range(7):
+        await client.app[INBOX].drain()
+        clock.advance(seconds=61)
+    store, deps = client.app[STORE], client.app[RUNNER].deps
+    assert (await inbox_status(store, deps.clock.now()))["set_aside"] == 1
+    (row,) = await set_aside(store, deps)
+    assert row["sender"] == "138****1234" and row["text"] == "2" and "RuntimeError" in str(row["error"])
+
+    monkeypatch.setattr(inbox_module, "converse", real)  # the fix is deployed
+    assert await retry(store, [row["id"]]) == 1
+    assert await client.app[INBOX].drain() == 1
+    (evaluation,) = await _rows(client, Evaluation)
+    assert evaluation.level == 2
+    assert (await inbox_status(store, deps.clock.now()))["set_aside"] == 0
