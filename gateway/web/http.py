@@ -62,10 +62,33 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         raise ApiError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object")
+    where = _nul_at(data)
+    if where is not None:  # PostgreSQL cannot store it, and no field of ours has a use for it
+        raise ApiError(422, "invalid", f"{where or 'body'}: must not contain the NUL character (\\u0000)", field=where or None)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def _nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (key or value) holding a NUL character, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return inner
+            found = _nul_at(item, inner)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def validation_error(exc: ValidationError) -> ApiError:

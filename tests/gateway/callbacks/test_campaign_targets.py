@@ -126,3 +126,15 @@ async def test_a_scheduled_campaign_waits_for_its_start(client, world, make_reso
     await run_campaigns(client)
     assert [m.status for m in await surveys(client)] == ["sent"]
     assert (await campaigns.read(created["id"]))["status"] == "running"
+
+
+async def test_a_nul_character_anywhere_in_a_body_is_a_field_error(client, world, make_resolved, campaigns: Campaigns):
+    from gateway.store.models import Campaign
+
+    await make_resolved(phone=phone_number(1))
+    status, body = await campaigns.start(name="\f\x00V\x07", level=2)
+    assert status == 422 and body["error"]["field"] == "name" and "NUL" in body["error"]["message"]
+    resp = await client.post("/api/v1/campaigns", json={"name": "x", "extra": {"deep": ["a", "b\x00"]}}, headers=world.auth("hanbin"))
+    assert resp.status == 422 and (await resp.json())["error"]["field"] == "extra.deep.1"
+    assert await rows(client, Campaign) == []  # nothing was started
+    assert (await campaigns.start(name="\f回访 V", level=2))[0] == 201  # other control characters are the schema's business
