@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -40,6 +40,7 @@ from gateway.store.upsert import dialect_insert
 log = logging.getLogger(__name__)
 
 PROVIDER = "twilio"
+NOTIFY_CHANNEL = "gw_sms_inbox"  # PostgreSQL NOTIFY channel: "new messages are in the inbox"
 
 
 class InboxUnavailable(Exception):
@@ -159,7 +160,11 @@ class InboxWriter:
                 .returning(col(InboundMessage.provider_id))
             )
             result = await session.exec(statement)  # type: ignore[call-overload]
-            return set(result.scalars().all())
+            new = set(result.scalars().all())
+            if new and self.store.dialect == "postgresql":
+                # Delivered at commit to every drainer listening, in whichever process.
+                await session.exec(text(f"NOTIFY {NOTIFY_CHANNEL}"))  # type: ignore[call-overload]
+            return new
 
     async def close(self) -> None:
         if self._task is not None:
@@ -284,7 +289,43 @@ class InboxDrainer:
         return total
 
     async def run_forever(self, interval_seconds: float) -> None:
-        """The background loop owned by the app (and by `gateway worker`)."""
+        """The background loop owned by the app (and by `gateway worker`). On PostgreSQL it also
+        listens for the writers' NOTIFY, so a worker starts on a new message at once instead of at
+        its next poll; polling stays, for a lost listening connection and for retries coming due."""
+        listening = asyncio.create_task(self._listen(), name="sms-inbox-listen") if self.store.dialect == "postgresql" else None
+        try:
+            await self._drain_forever(interval_seconds)
+        finally:
+            if listening is not None:
+                listening.cancel()
+                await asyncio.gather(listening, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.store.engine.connect() as connection:
+                    raw = (await connection.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    lost = asyncio.Event()
+
+                    def notified(*_args: object) -> None:
+                        self.wake()
+
+                    raw.add_termination_listener(lambda _conn: lost.set())
+                    await raw.add_listener(NOTIFY_CHANNEL, notified)
+                    try:
+                        await lost.wait()
+                    finally:
+                        # UNLISTEN before the connection goes back to the pool (not possible once it is lost).
+                        if not raw.is_closed():
+                            await asyncio.shield(raw.remove_listener(NOTIFY_CHANNEL, notified))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("inbox listener lost its connection; polling meanwhile", exc_info=True)
+            await asyncio.sleep(5)
+
+    async def _drain_forever(self, interval_seconds: float) -> None:
         while True:
             try:
                 handled = await self.drain_once()

@@ -308,3 +308,32 @@ async def test_a_set_aside_message_can_be_listed_and_retried(client, world, phon
     (evaluation,) = await _rows(client, Evaluation)
     assert evaluation.level == 2
     assert (await inbox_status(store, deps.clock.now()))["set_aside"] == 0
+
+
+async def test_a_worker_on_postgresql_starts_on_a_new_message_at_once(aiohttp_client, pg_database, fake_twilio, clock):
+    """A worker polls rarely here (60 s); the webhook's NOTIFY wakes it (PostgreSQL only: on SQLite
+    one process does everything and wakes its own drainer)."""
+    from gateway.settings import load_settings
+    from tests.conftest import _truncate, register_world
+    from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+    from tests.gateway.sms.conftest import PUBLIC
+
+    await _truncate(pg_database)
+    settings = load_settings(
+        database_url=pg_database, public_url=PUBLIC, run_dispatcher=False, sms_provider="twilio",
+        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from_number=FROM_NUMBER,
+        twilio_api_base=fake_twilio.url, dispatch_interval_seconds=60.0,
+    )
+    web = await aiohttp_client(create_app(settings, clock=clock, migrate=False, run_background=False))
+    world = await register_world(web.app[STORE], clock)
+    await report(web, world)
+    worker = await aiohttp_client(create_app(settings, clock=clock, migrate=False, run_background=True))
+    await asyncio.sleep(0.5)  # its first pass is over: it waits for the next poll, a minute away
+    await Phone(web).text("4", drain=False)
+    for _ in range(50):
+        if await count(web, Evaluation):
+            break
+        await asyncio.sleep(0.1)
+    (evaluation,) = await _rows(web, Evaluation)
+    assert evaluation.level == 4
+    await worker.close()
