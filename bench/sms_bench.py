@@ -179,7 +179,6 @@ async def main() -> None:
             "GATEWAY_SECRET_KEY": SECRET, "GATEWAY_SMS_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM_NUMBER": FROM_NUMBER, "TWILIO_API_BASE": fake.url,
             "GATEWAY_QUIET_HOURS": "", "GATEWAY_SMS_RATE_PER_SECOND": "100000", "GATEWAY_DISPATCH_BATCH_SIZE": "200",
-            "GATEWAY_DISPATCH_INTERVAL_SECONDS": "0.2",
         }
         run(["migrate"], env)
         run(["org", "add", "--code", "hanbin", "--name", "汉滨区行政审批服务局", "--kind", "county_dept", "--region", "610902"], env)
