@@ -178,7 +178,9 @@ def _inbox_ctx(run: bool):  # type: ignore[no-untyped-def]
         writer = InboxWriter(app[STORE])
         app[INBOX_WRITER] = writer
         policy = InboxPolicy(batch_size=settings.inbox_batch_size, lease_seconds=settings.inbox_lease_seconds,
-                             max_attempts=settings.inbox_max_attempts)
+                             max_attempts=settings.inbox_max_attempts,
+                             # SQLite has one writer at a time: side-by-side conversations would only queue.
+                             concurrency=1 if app[STORE].dialect == "sqlite" else InboxPolicy.concurrency)
         drainer = InboxDrainer(app[RUNNER], policy=policy, on_replies=app[DISPATCHER].wake, intake_busy=writer.busy)
         app[INBOX] = drainer
         if run:
