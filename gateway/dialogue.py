@@ -1,8 +1,9 @@
-"""The conversation runner shared by the SMS webhook and the bot (STYLE 3).
+"""The conversation runner shared by the SMS inbox and the bot (STYLE 3).
 
 For one input it: takes the sender's lock, loads the state and the Context (from the ticket store),
-calls the pure `conversations.advance`, then in ONE transaction records the inbound message id (dedup),
-carries out the effects and queues the replies in the outbox; after the commit it saves the state.
+calls the pure `conversations.advance`, then in ONE transaction records the input as handled (the
+bot's update id, the SMS inbox row's "processed" mark, or the timer's removal: the dedup), carries
+out the effects and queues the replies in the outbox; after the commit it saves the state.
 A crash before the commit leaves nothing; a crash after it leaves an older state, which the Context
 (the truth) corrects on the next message.
 """
