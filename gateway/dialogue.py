@@ -374,16 +374,9 @@ async def fire_timers(runner: Runner) -> int:
 
 async def run_timers_forever(runner: Runner, interval_seconds: float) -> None:
     """The timer loop owned by the app: fires due conversation timers; a failed pass is retried."""
-    import asyncio
+    from gateway.passes import run_passes
 
-    while True:
-        try:
-            await fire_timers(runner)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("conversation timer pass failed; trying again")
-        await asyncio.sleep(interval_seconds)
+    await run_passes(lambda: fire_timers(runner), interval_seconds=interval_seconds, what="conversation timer")
 
 
 __all__ = ["Outcome", "Runner", "conversation_key", "converse", "fire_timers", "load_context", "run_timers_forever"]

@@ -19,7 +19,6 @@ finish the running campaigns with nothing left to send or to answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from gateway.callbacks.answers import ASKED_STATUSES, campaign_actor
 from gateway.callbacks.messages import survey_message
 from gateway.deps import Deps
 from gateway.messaging.outbox import PRIORITY_BULK, reachable_channel
+from gateway.passes import run_passes
 from gateway.store.db import Store
 from gateway.store.models import Campaign, CampaignTarget, Citizen, Invitation, OutboundMessage, Ticket
 from gateway.tickets.actions import record_callback_result
@@ -138,14 +138,11 @@ class CampaignFeeder:
 
     async def run_forever(self, interval_seconds: float) -> None:
         """The loop owned by the app (STYLE 12): a failed pass is logged and the next one runs."""
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("campaign feeder pass failed; trying again")
-            await asyncio.sleep(interval_seconds)
+
+        async def one_pass() -> None:
+            await self.run_once()
+
+        await run_passes(one_pass, interval_seconds=interval_seconds, what="campaign feeder")
 
     # --- one campaign ------------------------------------------------------------------------------
 

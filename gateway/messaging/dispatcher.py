@@ -21,6 +21,7 @@ from gateway.clock import Clock
 from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
 from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
+from gateway.passes import run_passes
 from gateway.privacy import PhoneVault
 from gateway.sms.segments import fit
 from gateway.store.db import Store
@@ -129,21 +130,7 @@ class Dispatcher:
 
     async def run_forever(self, interval_seconds: float) -> None:
         """The background loop owned by the app (and by `gateway worker`)."""
-        while True:
-            try:
-                handled = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("dispatcher pass failed; trying again")
-                handled = 0
-            if handled:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_seconds)
-            except TimeoutError:
-                pass
+        await run_passes(self.run_once, interval_seconds=interval_seconds, what="dispatcher", wake=self._wake)
 
     async def _deliver(self, message_id: int) -> None:
         async with self.store.transaction() as session:

@@ -32,6 +32,7 @@ from conversations import Inbound
 from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.dialogue import Runner, converse
+from gateway.passes import run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
 from gateway.store.models import Citizen, InboundMessage
@@ -294,7 +295,7 @@ class InboxDrainer:
         its next poll; polling stays, for a lost listening connection and for retries coming due."""
         listening = asyncio.create_task(self._listen(), name="sms-inbox-listen") if self.store.dialect == "postgresql" else None
         try:
-            await self._drain_forever(interval_seconds)
+            await run_passes(self.drain_once, interval_seconds=interval_seconds, what="inbox", wake=self._wake)
         finally:
             if listening is not None:
                 listening.cancel()
@@ -324,23 +325,6 @@ class InboxDrainer:
             except Exception:
                 log.warning("inbox listener lost its connection; polling meanwhile", exc_info=True)
             await asyncio.sleep(5)
-
-    async def _drain_forever(self, interval_seconds: float) -> None:
-        while True:
-            try:
-                handled = await self.drain_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inbox pass failed; trying again")
-                handled = 0
-            if handled:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_seconds)
-            except TimeoutError:
-                pass
 
     async def _process(self, message: Pending) -> None:
         if message.attempts > self.policy.max_attempts:

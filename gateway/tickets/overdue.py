@@ -9,7 +9,6 @@ tried again on the next pass.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from sqlmodel import col, select
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.passes import run_passes
 from gateway.store.db import Store
 from gateway.store.models import Organisation, Ticket, TicketEvent
 from gateway.tickets.workflow import OPEN_STATUSES, local_deadline
@@ -108,16 +108,14 @@ async def sweep(store: Store, deps: Deps, notifier: Notifier) -> int:
 
 async def run_forever(store: Store, deps: Deps, notifier: Notifier, interval_seconds: float) -> None:
     """The background loop owned by the app; a failed pass is logged and the loop carries on."""
-    while True:
-        try:
-            count = await sweep(store, deps, notifier)
-            if count:
-                log.info("overdue reminders sent", extra={"tickets": count})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("overdue sweep failed; trying again")
-        await asyncio.sleep(interval_seconds)
+
+    async def one_pass() -> int:
+        count = await sweep(store, deps, notifier)
+        if count:
+            log.info("overdue reminders sent", extra={"tickets": count})
+        return count
+
+    await run_passes(one_pass, interval_seconds=interval_seconds, what="overdue sweep")
 
 
 async def _flag(store: Store, now: datetime) -> None:

@@ -1,0 +1,47 @@
+"""The background loops' common shape: a failed pass does not end the loop; work goes on at once; a wake
+cuts the idle wait short."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.passes import run_passes
+
+
+async def test_a_failed_pass_is_followed_by_the_next():
+    calls: list[int] = []
+
+    async def one_pass() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a database hiccup")
+        return 0
+
+    loop = asyncio.create_task(run_passes(one_pass, interval_seconds=0.01, what="test"))
+    await asyncio.sleep(0.1)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    assert len(calls) >= 3 and loop.cancelled()
+
+
+async def test_work_goes_on_at_once_and_a_wake_ends_the_idle_wait():
+    wake = asyncio.Event()
+    backlog = [3]
+    passes: list[float] = []
+
+    async def one_pass() -> int:
+        passes.append(asyncio.get_running_loop().time())
+        if backlog[0]:
+            backlog[0] -= 1
+            return 1
+        return 0
+
+    loop = asyncio.create_task(run_passes(one_pass, interval_seconds=60, what="test", wake=wake))
+    await asyncio.sleep(0.05)
+    assert len(passes) == 4  # three with work, back to back, then one that found nothing: now it waits
+    backlog[0] = 1
+    wake.set()
+    await asyncio.sleep(0.05)
+    assert len(passes) == 6  # woken long before the minute: the work, then idle again
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
