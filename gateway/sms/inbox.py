@@ -312,12 +312,16 @@ class InboxDrainer:
                     def notified(*_args: object) -> None:
                         self.wake()
 
-                    raw.add_termination_listener(lambda _conn: lost.set())
+                    def terminated(_conn: object) -> None:
+                        lost.set()
+
+                    raw.add_termination_listener(terminated)
                     await raw.add_listener(NOTIFY_CHANNEL, notified)
                     try:
                         await lost.wait()
                     finally:
                         # UNLISTEN before the connection goes back to the pool (not possible once it is lost).
+                        raw.remove_termination_listener(terminated)
                         if not raw.is_closed():
                             await asyncio.shield(raw.remove_listener(NOTIFY_CHANNEL, notified))
             except asyncio.CancelledError:
