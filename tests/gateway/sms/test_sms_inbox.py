@@ -337,3 +337,67 @@ async def test_a_worker_on_postgresql_starts_on_a_new_message_at_once(aiohttp_cl
     (evaluation,) = await _rows(web, Evaluation)
     assert evaluation.level == 4
     await worker.close()
+
+
+async def test_a_killed_serve_process_loses_no_reply_it_answered(pg_database, tmp_path):
+    """SIGKILL in the middle of a burst: every reply that got its 200 is in the inbox."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import aiohttp
+    import asyncpg
+
+    from tests.conftest import _truncate
+    from tests.fakes.twilio_api import AUTH_TOKEN, inbound_sms_params, signed_form
+
+    await _truncate(pg_database)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    public = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "GATEWAY_PORT": str(port), "GATEWAY_DATABASE_URL": pg_database, "GATEWAY_PUBLIC_URL": public,
+           "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "GATEWAY_RUN_DISPATCHER": "false", "GATEWAY_LOG_LEVEL": "WARNING"}
+    env.pop("GATEWAY_REDIS_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    answered: list[str] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"{public}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+
+            async def post(i: int) -> None:
+                sid = f"SM{i:032x}"
+                params = inbound_sms_params(from_=f"+86139{i:08d}", body="5", message_sid=sid)
+                headers, data = signed_form(f"{public}/webhooks/twilio/sms", params, AUTH_TOKEN)
+                try:
+                    async with session.post(f"{public}/webhooks/twilio/sms", data=data, headers=headers) as resp:
+                        if resp.status == 200:
+                            answered.append(sid)
+                except aiohttp.ClientError:
+                    pass  # the process is gone: Twilio would try the fallback URL
+
+            async def kill_midway() -> None:
+                while len(answered) < 100:
+                    await asyncio.sleep(0.001)
+                server.send_signal(signal.SIGKILL)
+
+            await asyncio.gather(kill_midway(), *(post(i) for i in range(600)))
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    assert 100 <= len(answered) < 600  # killed in the middle of the burst
+    conn = await asyncpg.connect(pg_database.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        stored = {r["provider_id"] for r in await conn.fetch("SELECT provider_id FROM inbound_message")}
+    finally:
+        await conn.close()
+    assert set(answered) <= stored
