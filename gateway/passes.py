@@ -17,6 +17,8 @@ async def run_passes(
     followed at once by the next, and an idle loop waits for `wake` or the interval, whichever comes
     first; without it, passes are spaced by the interval."""
     while True:
+        if wake is not None:
+            wake.clear()  # before the pass: a wake that comes during it starts the next one
         try:
             handled = await one_pass()
         except asyncio.CancelledError:
@@ -29,7 +31,6 @@ async def run_passes(
             continue
         if handled:
             continue
-        wake.clear()
         try:
             await asyncio.wait_for(wake.wait(), timeout=interval_seconds)
         except TimeoutError:

@@ -2,11 +2,13 @@
 
     gateway inbox                 # pending (with the oldest one's age) and set-aside counts
     gateway inbox failed          # the messages set aside: id, when, sender (masked), tries, error, text
-    gateway inbox retry ID …      # back into the inbox, as new, in their original place
+    gateway inbox retry ID …      # back into the inbox: processed next, as if it had just come in
     gateway inbox purge ID …      # clear the text and the encrypted number of a set-aside message
 
 A set-aside message keeps its text and encrypted number until it is retried (and then processed) or
-purged. The row itself stays: its MessageSid keeps Twilio's retries from acting twice.
+purged. The row itself stays: its MessageSid keeps Twilio's retries from acting twice. A retried
+message is read against the conversation as it stands now (its sender may have written since); it
+is refused while that sender has messages waiting, so one citizen's messages still run one at a time.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import and_, func, update
+from sqlalchemy import func, text, update
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
-from gateway.privacy import mask_phone
+from gateway.privacy import mask_phone, redact
 from gateway.settings import Settings
 from gateway.store.db import Store
-from gateway.store.models import InboundMessage
+from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, InboundMessage
 
 m = InboundMessage
-PENDING = and_(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))
-SET_ASIDE = and_(col(m.processed_at).is_not(None), col(m.error).is_not(None))
+PENDING = text(INBOX_PENDING)
+SET_ASIDE = text(INBOX_SET_ASIDE)
 
 
 async def inbox_status(store: Store, now: datetime) -> dict[str, object]:
@@ -50,17 +53,22 @@ async def set_aside(store: Store, deps: Deps, limit: int = 100) -> list[dict[str
             sender = "(unreadable with this GATEWAY_SECRET_KEY)"
         out.append({
             "id": row.id, "received_at": as_utc(row.received_at).isoformat(), "sender": sender, "attempts": row.attempts,
-            "error": row.error, "text": (row.body or "")[:70],
+            "error": row.error, "text": redact((row.body or "")[:70]),
         })
     return out
 
 
 async def retry(store: Store, ids: list[int]) -> int:
-    """Put set-aside messages back as new; a purged one (no number left) cannot be."""
+    """Put set-aside messages back as new. Refused for a purged one (no number left to answer), and
+    while its sender has messages waiting (they would run side by side)."""
+    waiting = aliased(InboundMessage)
+    sender_busy = (
+        select(waiting.id).where(waiting.sender_hash == m.sender_hash, col(waiting.processed_at).is_(None)).exists()
+    )
     async with store.transaction() as session:
         done = await session.exec(
             update(m)  # type: ignore[call-overload]
-            .where(col(m.id).in_(ids), SET_ASIDE, col(m.sender_enc).is_not(None))
+            .where(col(m.id).in_(ids), SET_ASIDE, ~sender_busy)
             .values(processed_at=None, attempts=0, error=None, lease_until=None)
         )
         return int(done.rowcount)
@@ -96,7 +104,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 if not rows:
                     print("no message set aside")
             elif action == "retry":
-                print(f"{await retry(store, args.ids)} of {len(args.ids)} back in the inbox")
+                done = await retry(store, args.ids)
+                print(f"{done} of {len(args.ids)} back in the inbox")
+                if done < len(args.ids):
+                    print("the others are not set aside, were purged, or their sender has messages waiting (try again later)")
             elif action == "purge":
                 print(f"{await purge(store, args.ids)} of {len(args.ids)} purged")
             return 0
@@ -113,6 +124,6 @@ def add_parser(sub: argparse._SubParsersAction, handler: Callable[[argparse.Name
     actions.add_parser("status", help="pending and set-aside counts (the default)")
     failed = actions.add_parser("failed", help="list the messages set aside after repeated failures")
     failed.add_argument("--limit", type=int, default=100)
-    for name, text in (("retry", "put set-aside messages back into the inbox"), ("purge", "clear a set-aside message's text and number")):
-        action = actions.add_parser(name, help=text)
+    for name, summary in (("retry", "put set-aside messages back into the inbox"), ("purge", "clear a set-aside message's text and number")):
+        action = actions.add_parser(name, help=summary)
         action.add_argument("ids", nargs="+", type=int)

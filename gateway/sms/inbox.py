@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "twilio"
 NOTIFY_CHANNEL = "gw_sms_inbox"  # PostgreSQL NOTIFY channel: "new messages are in the inbox"
+LISTEN_CHECK_SECONDS = 60.0  # how often the listening connection proves it is still there
 
 
 class InboxUnavailable(Exception):
@@ -316,9 +317,15 @@ class InboxDrainer:
                         lost.set()
 
                     raw.add_termination_listener(terminated)
-                    await raw.add_listener(NOTIFY_CHANNEL, notified)
                     try:
-                        await lost.wait()
+                        await raw.add_listener(NOTIFY_CHANNEL, notified)
+                        while not lost.is_set():
+                            try:
+                                await asyncio.wait_for(lost.wait(), timeout=LISTEN_CHECK_SECONDS)
+                            except TimeoutError:
+                                # A connection dropped without a word (a NAT, a failover) is found here.
+                                await asyncio.wait_for(raw.fetchval("SELECT 1"), timeout=10)
+                        log.warning("inbox listener lost its connection; polling meanwhile")
                     finally:
                         # UNLISTEN before the connection goes back to the pool (not possible once it is lost).
                         raw.remove_termination_listener(terminated)

@@ -236,6 +236,8 @@ class DeliveryAttempt(SQLModel, table=True):
 
 # An inbound message still to be processed: the inbox's claim query reads these, per sender in order.
 INBOX_PENDING = "processed_at IS NULL AND sender_hash IS NOT NULL"
+# Set aside after repeated failures, and not purged yet (a purged one has no number left).
+INBOX_SET_ASIDE = "error IS NOT NULL AND processed_at IS NOT NULL AND sender_enc IS NOT NULL"
 
 
 class InboundMessage(SQLModel, table=True):

@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import and_, func
-from sqlmodel import col, select
+from sqlalchemy import func, text
+from sqlmodel import select
 
-from gateway.store.models import InboundMessage, OutboundMessage, Ticket
+from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, InboundMessage, OutboundMessage, Ticket
 from gateway.web.keys import DEPS, REDIS, STORE
 
 routes = web.RouteTableDef()
@@ -65,10 +65,7 @@ async def metrics(request: web.Request) -> web.Response:
             select(func.count()).select_from(Ticket).where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
         )
         overdue.set(late.one())
-        m = InboundMessage
-        for state, where in (
-            ("pending", and_(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))),
-            ("failed", and_(col(m.error).is_not(None), col(m.processed_at).is_not(None))),
-        ):
-            inbox.labels(state).set((await session.exec(select(func.count()).select_from(m).where(where))).one())
+        for state, where in (("pending", INBOX_PENDING), ("failed", INBOX_SET_ASIDE)):
+            count = (await session.exec(select(func.count()).select_from(InboundMessage).where(text(where)))).one()
+            inbox.labels(state).set(count)
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

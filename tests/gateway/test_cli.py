@@ -63,5 +63,6 @@ def test_inbox_status_and_set_aside_messages(tmp_path):
     assert "given up after 5 attempts" in listed.stdout and "unreadable" in listed.stdout
     assert "1 of 1 purged" in _run("inbox", "purge", "1", cwd=tmp_path).stdout
     assert db.execute("SELECT body, sender_enc FROM inbound_message").fetchone() == (None, None)
+    assert "set_aside: 0" in _run("inbox", cwd=tmp_path).stdout  # a purged message is dealt with
     assert "0 of 1 back in the inbox" in _run("inbox", "retry", "1", cwd=tmp_path).stdout  # no number left to answer
     assert _run("inbox", "retry", "x", cwd=tmp_path).returncode == 2

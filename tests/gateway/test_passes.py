@@ -45,3 +45,20 @@ async def test_work_goes_on_at_once_and_a_wake_ends_the_idle_wait():
     assert len(passes) == 6  # woken long before the minute: the work, then idle again
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_wake_during_an_idle_pass_is_not_lost():
+    wake = asyncio.Event()
+    passes: list[int] = []
+
+    async def one_pass() -> int:
+        passes.append(1)
+        if len(passes) == 1:
+            wake.set()  # a message arrives while this pass is finding nothing
+        return 0
+
+    loop = asyncio.create_task(run_passes(one_pass, interval_seconds=60, what="test", wake=wake))
+    await asyncio.sleep(0.05)
+    assert len(passes) == 2  # the second pass came at once, not a minute later
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)

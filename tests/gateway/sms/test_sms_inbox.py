@@ -303,11 +303,33 @@ async def test_a_set_aside_message_can_be_listed_and_retried(client, world, phon
     assert row["sender"] == "138****1234" and row["text"] == "2" and "RuntimeError" in str(row["error"])
 
     monkeypatch.setattr(inbox_module, "converse", real)  # the fix is deployed
+    await phone.text("帮助", drain=False)
+    assert await retry(store, [row["id"]]) == 0  # not while its sender has a message waiting
+    assert await client.app[INBOX].drain() == 1
     assert await retry(store, [row["id"]]) == 1
     assert await client.app[INBOX].drain() == 1
     (evaluation,) = await _rows(client, Evaluation)
     assert evaluation.level == 2
     assert (await inbox_status(store, deps.clock.now()))["set_aside"] == 0
+
+
+async def _until_listening(database_url: str) -> None:
+    import asyncpg
+
+    from gateway.sms.inbox import NOTIFY_CHANNEL
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        for _ in range(100):
+            rows = await conn.fetch(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query = $1", f'LISTEN "{NOTIFY_CHANNEL}"'
+            )
+            if rows:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the worker never started listening")
+    finally:
+        await conn.close()
 
 
 async def test_a_worker_on_postgresql_starts_on_a_new_message_at_once(aiohttp_client, pg_database, fake_twilio, clock):
@@ -328,7 +350,7 @@ async def test_a_worker_on_postgresql_starts_on_a_new_message_at_once(aiohttp_cl
     world = await register_world(web.app[STORE], clock)
     await report(web, world)
     worker = await aiohttp_client(create_app(settings, clock=clock, migrate=False, run_background=True))
-    await asyncio.sleep(0.5)  # its first pass is over: it waits for the next poll, a minute away
+    await _until_listening(pg_database)  # its first pass is over: it waits for the next poll, a minute away
     await Phone(web).text("4", drain=False)
     for _ in range(50):
         if await count(web, Evaluation):
@@ -366,13 +388,16 @@ async def test_a_killed_serve_process_loses_no_reply_it_answered(pg_database, tm
     answered: list[str] = []
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
+            for _ in range(150):
                 try:
                     async with session.get(f"{public}/readyz") as resp:
                         if resp.status == 200:
                             break
                 except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("gateway serve did not become ready")
 
             async def post(i: int) -> None:
                 sid = f"SM{i:032x}"
@@ -390,7 +415,7 @@ async def test_a_killed_serve_process_loses_no_reply_it_answered(pg_database, tm
                     await asyncio.sleep(0.001)
                 server.send_signal(signal.SIGKILL)
 
-            await asyncio.gather(kill_midway(), *(post(i) for i in range(600)))
+            await asyncio.wait_for(asyncio.gather(kill_midway(), *(post(i) for i in range(600))), timeout=60)
     finally:
         server.kill()
         server.wait(timeout=30)
