@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -337,6 +337,8 @@ async def _queue_replies(
         return []
     queued = []
     now = deps.clock.now()
+    if channel == "sms" and replies:
+        replies = replies[: await _sms_answers_left(session, deps, citizen, now)]
     for reply in replies:
         if channel == "sms":
             body, buttons, edit = f"{deps.settings.sms_signature}{plain_text(reply)}", None, None
@@ -348,6 +350,24 @@ async def _queue_replies(
         if message is not None:
             queued.append(message)
     return queued
+
+
+async def _sms_answers_left(session: AsyncSession, deps: Deps, citizen: Citizen, now: datetime) -> int:
+    """How many more answers this number may get this hour: an auto-responder answering every answer
+    would otherwise keep an endless, paid exchange going. Beyond the limit the gateway stays silent
+    (what the citizen wrote is still processed and recorded)."""
+    sent = (
+        await session.exec(
+            select(func.count()).select_from(OutboundMessage).where(
+                OutboundMessage.citizen_id == citizen.id, OutboundMessage.purpose == "reply", OutboundMessage.channel == "sms",
+                col(OutboundMessage.created_at) > now - timedelta(hours=1),
+            )
+        )
+    ).one()
+    left = max(0, deps.settings.sms_replies_per_hour - int(sent))
+    if left == 0:
+        log.warning("SMS answer limit reached; staying silent", extra={"citizen_id": citizen.id})
+    return left
 
 
 async def due_timers(store: Store, deps: Deps, limit: int = 100) -> list[tuple[int, str, int]]:

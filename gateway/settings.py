@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     inbox_batch_size: int = Field(default=32, ge=1, le=500, alias="GATEWAY_INBOX_BATCH_SIZE")
     inbox_lease_seconds: int = Field(default=60, ge=5, alias="GATEWAY_INBOX_LEASE_SECONDS")
     inbox_max_attempts: int = Field(default=5, ge=1, alias="GATEWAY_INBOX_MAX_ATTEMPTS")
+    sms_replies_per_hour: int = Field(default=20, ge=1, alias="GATEWAY_SMS_REPLIES_PER_HOUR")
     reminder_after_seconds: int = Field(default=1800, ge=60, alias="GATEWAY_REMINDER_AFTER_SECONDS")
     conversation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, alias="GATEWAY_CONVERSATION_TTL_SECONDS")
     overdue_reminder_webhook: str = Field(default="", alias="GATEWAY_OVERDUE_WEBHOOK_URL")

@@ -18,7 +18,7 @@ from gateway.store.models import (
     Ticket,
     TicketEvent,
 )
-from gateway.web.keys import DISPATCHER, STORE
+from gateway.web.keys import DISPATCHER, SETTINGS, STORE
 from tests.fakes.twilio_api import AUTH_TOKEN, status_callback_params, signed_form
 from tests.gateway.evaluations.helpers import count, report
 from tests.gateway.sms.conftest import PUBLIC
@@ -347,3 +347,16 @@ async def test_rate_limit_is_shared_through_redis(redis_url):
     finally:
         await a_client.aclose()
         await b_client.aclose()
+
+
+async def test_an_auto_responder_cannot_keep_an_endless_exchange_going(client, world, phone, clock):
+    """Every answer is answered (an auto-reply): after the hourly limit the gateway stays silent."""
+    limit = client.app[SETTINGS].sms_replies_per_hour
+    for i in range(limit + 3):
+        await phone.text(f"自动回复：我正在开会 {i}")
+    replies = await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")
+    assert len(replies) == limit
+    assert await count(client, InboundMessage) == limit + 3  # every message was still taken in and processed
+    clock.advance(hours=1, seconds=1)
+    await phone.text("5")
+    assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == limit + 1
