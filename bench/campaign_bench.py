@@ -28,11 +28,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REDIS_URL, copy_citizens, flush_redis, free_port, fresh_database, gateway, machine, percentiles, run, wait_ready  # noqa: E402
+from bench.common import REDIS_URL, copy_citizens, flush_redis, pg_connect, free_port, fresh_database, gateway, machine, percentiles, run, wait_ready  # noqa: E402
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, inbound_sms_params, signed_form  # noqa: E402
 
 SECRET = "campaign-bench-secret-key-0123456789"
@@ -47,7 +46,7 @@ def phone(i: int) -> str:
 async def seed(db_url: str, n: int) -> float:
     """N resolved tickets of 汉滨区 (610902), each with its own citizen; returns the seconds it took."""
     t0 = time.perf_counter()
-    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await pg_connect(db_url)
     try:
         hanbin = await conn.fetchval("SELECT id FROM organisation WHERE code = 'hanbin'")
         unit = await conn.fetchval("SELECT id FROM organisation WHERE code = 'unit'")

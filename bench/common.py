@@ -125,3 +125,8 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def pg_connect(db_url: str) -> asyncpg.Connection:
+    """A plain asyncpg connection to the gateway's database (its URL names the SQLAlchemy driver)."""
+    return await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))

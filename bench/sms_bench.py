@@ -32,7 +32,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,6 +46,7 @@ from bench.common import (  # noqa: E402
     gateway,
     machine,
     percentiles,
+    pg_connect,
     run,
     wait_ready,
 )
@@ -62,7 +62,7 @@ def phone(i: int) -> str:
 async def seed(db_url: str, n: int) -> float:
     """N citizens, each with an open invitation of 汉滨区市场监督管理局; returns the seconds it took."""
     t0 = time.perf_counter()
-    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await pg_connect(db_url)
     try:
         unit = await conn.fetchval("SELECT id FROM organisation WHERE code = 'unit'")
         await copy_citizens(conn, [phone(i) for i in range(1, n + 1)])
@@ -141,7 +141,7 @@ async def open_loop(url: str, requests: Requests, rate: float) -> tuple[float, l
 
 
 async def backlog(db_url: str) -> int:
-    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await pg_connect(db_url)
     try:
         return int(await conn.fetchval("SELECT count(*) FROM inbound_message WHERE processed_at IS NULL AND sender_hash IS NOT NULL"))
     finally:
