@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
 
-from sqlalchemy import func, text, update
+from sqlalchemy import text, update
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
@@ -26,20 +25,12 @@ from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.privacy import mask_phone, redact
 from gateway.settings import Settings
+from gateway.sms.inbox import inbox_status
 from gateway.store.db import Store
-from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, InboundMessage
+from gateway.store.models import INBOX_SET_ASIDE, InboundMessage
 
 m = InboundMessage
-PENDING = text(INBOX_PENDING)
 SET_ASIDE = text(INBOX_SET_ASIDE)
-
-
-async def inbox_status(store: Store, now: datetime) -> dict[str, object]:
-    async with store.transaction() as session:
-        pending, oldest = (await session.exec(select(func.count(), func.min(m.received_at)).where(PENDING))).one()
-        failed = (await session.exec(select(func.count()).select_from(m).where(SET_ASIDE))).one()
-    age = round((now - as_utc(oldest)).total_seconds(), 1) if oldest is not None else None
-    return {"pending": pending, "oldest_pending_seconds": age, "set_aside": failed}
 
 
 async def set_aside(store: Store, deps: Deps, limit: int = 100) -> list[dict[str, object]]:

@@ -35,7 +35,7 @@ from gateway.dialogue import Runner, converse
 from gateway.passes import run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
-from gateway.store.models import Citizen, InboundMessage
+from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, Citizen, InboundMessage
 from gateway.store.upsert import dialect_insert
 
 log = logging.getLogger(__name__)
@@ -411,10 +411,18 @@ async def citizen_for_phone(store: Store, deps: Deps, phone: str) -> int:
     raise RuntimeError("could not resolve the sender")
 
 
-async def backlog(store: Store) -> int:
-    """Inbound SMS stored and not yet processed (for /metrics and the benchmark)."""
+async def inbox_status(store: Store, now: datetime) -> dict[str, int | float | None]:
+    """The backlog, the age of its oldest message (None when empty) and the messages set aside: what
+    `/metrics` and `gateway inbox` show."""
+    m = InboundMessage
     async with store.transaction() as session:
-        m = InboundMessage
-        return (await session.exec(
-            select(func.count()).select_from(m).where(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))
-        )).one()
+        pending, oldest = (await session.exec(select(func.count(), func.min(m.received_at)).where(text(INBOX_PENDING)))).one()
+        failed = (await session.exec(select(func.count()).select_from(m).where(text(INBOX_SET_ASIDE)))).one()
+    age = round(max(0.0, (now - as_utc(oldest)).total_seconds()), 1) if oldest is not None else None
+    return {"pending": int(pending), "oldest_pending_seconds": age, "set_aside": int(failed)}
+
+
+async def backlog(store: Store) -> int:
+    """Inbound SMS stored and not yet processed."""
+    async with store.transaction() as session:
+        return int((await session.exec(select(func.count()).select_from(InboundMessage).where(text(INBOX_PENDING)))).one())

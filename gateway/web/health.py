@@ -6,10 +6,11 @@ import asyncio
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, text
+from sqlalchemy import func
 from sqlmodel import select
 
-from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, InboundMessage, OutboundMessage, Ticket
+from gateway.sms.inbox import inbox_status
+from gateway.store.models import OutboundMessage, Ticket
 from gateway.web.keys import DEPS, REDIS, STORE
 
 routes = web.RouteTableDef()
@@ -40,19 +41,21 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
 
 
-def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge, Gauge]:
+def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge, Gauge, Gauge]:
     registry = CollectorRegistry()
     inbox = Gauge("gateway_sms_inbox_messages", "Inbound SMS waiting to be processed, and set aside after repeated failures",
                   ["state"], registry=registry)
+    inbox_age = Gauge("gateway_sms_inbox_oldest_pending_seconds",
+                      "How long the oldest inbound SMS still waiting has waited (0 when none waits)", registry=registry)
     outbox = Gauge("gateway_outbox_messages", "Outbox messages by channel and status", ["channel", "status"], registry=registry)
     tickets = Gauge("gateway_tickets", "Tickets by status", ["status"], registry=registry)
     overdue = Gauge("gateway_tickets_overdue", "Open tickets past their due time", registry=registry)
-    return registry, outbox, tickets, overdue, inbox
+    return registry, outbox, tickets, overdue, inbox, inbox_age
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    registry, outbox, tickets, overdue, inbox = metrics_registry()
+    registry, outbox, tickets, overdue, inbox, inbox_age = metrics_registry()
     now = request.app[DEPS].clock.now()
     async with request.app[STORE].transaction() as session:
         for channel, status, count in (
@@ -65,7 +68,8 @@ async def metrics(request: web.Request) -> web.Response:
             select(func.count()).select_from(Ticket).where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
         )
         overdue.set(late.one())
-        for state, where in (("pending", INBOX_PENDING), ("failed", INBOX_SET_ASIDE)):
-            count = (await session.exec(select(func.count()).select_from(InboundMessage).where(text(where)))).one()
-            inbox.labels(state).set(count)
+    status = await inbox_status(request.app[STORE], now)
+    inbox.labels("pending").set(status["pending"] or 0)
+    inbox.labels("failed").set(status["set_aside"] or 0)
+    inbox_age.set(status["oldest_pending_seconds"] or 0)
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

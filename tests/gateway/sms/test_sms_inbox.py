@@ -117,6 +117,16 @@ async def test_a_message_that_keeps_failing_is_set_aside_and_the_next_goes_on(cl
     metrics = await (await client.get("/metrics")).text()
     assert 'gateway_sms_inbox_messages{state="failed"} 1.0' in metrics
     assert 'gateway_sms_inbox_messages{state="pending"} 0.0' in metrics
+    assert "gateway_sms_inbox_oldest_pending_seconds 0.0" in metrics
+
+
+async def test_metrics_show_how_long_the_oldest_waiting_reply_has_waited(client, world, phone, clock):
+    await phone.text("你好", drain=False)
+    clock.advance(seconds=42)
+    await phone.text("你好", drain=False)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'gateway_sms_inbox_messages{state="pending"} 2.0' in metrics
+    assert "gateway_sms_inbox_oldest_pending_seconds 42.0" in metrics
 
 
 async def test_concurrent_webhooks_share_one_write_and_duplicates_act_once(client, world):
@@ -284,7 +294,8 @@ async def test_closing_the_writer_answers_the_requests_still_waiting(client):
 
 
 async def test_a_set_aside_message_can_be_listed_and_retried(client, world, phone, clock, monkeypatch):
-    from gateway.sms.cli import inbox_status, retry, set_aside
+    from gateway.sms.cli import retry, set_aside
+    from gateway.sms.inbox import inbox_status
 
     await report(client, world)
     real = inbox_module.converse
