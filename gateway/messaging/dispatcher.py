@@ -209,6 +209,7 @@ class Dispatcher:
                 if isinstance(result, Sent):
                     message.provider_message_id = message.provider_message_id or result.provider_message_id
                     message.sent_at = message.sent_at or now
+                message.lease_until = None
                 session.add(DeliveryAttempt(
                     message_id=message_id, at=now, outcome="sent" if isinstance(result, Sent) else "failed",
                     error_code=None if isinstance(result, Sent) else result.code,

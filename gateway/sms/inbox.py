@@ -420,9 +420,3 @@ async def inbox_status(store: Store, now: datetime) -> dict[str, int | float | N
         failed = (await session.exec(select(func.count()).select_from(m).where(text(INBOX_SET_ASIDE)))).one()
     age = round(max(0.0, (now - as_utc(oldest)).total_seconds()), 1) if oldest is not None else None
     return {"pending": int(pending), "oldest_pending_seconds": age, "set_aside": int(failed)}
-
-
-async def backlog(store: Store) -> int:
-    """Inbound SMS stored and not yet processed."""
-    async with store.transaction() as session:
-        return int((await session.exec(select(func.count()).select_from(InboundMessage).where(text(INBOX_PENDING)))).one())

@@ -108,6 +108,7 @@ async def test_a_status_callback_that_beats_the_send_answer_is_kept(client, worl
     message = await _send_with_callback_first(client, fake_twilio, "delivered")
     assert message.status == "delivered"  # the send's own answer ("sent") did not move it back
     assert message.provider_message_id == fake_twilio.sent[-1].sid
+    assert message.lease_until is None  # done with: no lease left behind
 
 
 async def test_a_send_that_failed_on_our_side_is_not_retried_once_twilio_reported_it(client, world, fake_twilio, clock):

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from gateway.app import create_app
 from gateway.sms import inbox as inbox_module
-from gateway.sms.inbox import InboxDrainer, InboxPolicy, backlog
+from gateway.sms.inbox import InboxDrainer, InboxPolicy, inbox_status
 from gateway.store.models import Evaluation, EvaluationAddendum, InboundMessage, OutboundMessage
 from gateway.web.keys import INBOX, INBOX_WRITER, RUNNER, STORE
 from tests.gateway.evaluations.helpers import count, report
@@ -22,7 +22,7 @@ async def _rows(client, model, *where):
         return list((await session.exec(select(model).where(*where).order_by(model.id))).all())
 
 
-async def test_the_webhook_stores_the_reply_and_the_drainer_processes_it(client, world, phone):
+async def test_the_webhook_stores_the_reply_and_the_drainer_processes_it(client, world, phone, clock):
     await report(client, world)
     resp = await phone.text("2", drain=False)
     assert resp.status == 200 and "<Response>" in await resp.text()
@@ -30,7 +30,7 @@ async def test_the_webhook_stores_the_reply_and_the_drainer_processes_it(client,
     (stored,) = await _rows(client, InboundMessage)
     assert stored.body == "2" and stored.processed_at is None and stored.sender_hash
     assert stored.sender_enc and "13812341234" not in stored.sender_enc  # the number only encrypted
-    assert await count(client, Evaluation) == 0 and await backlog(client.app[STORE]) == 1
+    assert await count(client, Evaluation) == 0 and (await inbox_status(client.app[STORE], clock.now()))["pending"] == 1
 
     assert await client.app[INBOX].drain() == 1
     (evaluation,) = await _rows(client, Evaluation)
@@ -38,7 +38,7 @@ async def test_the_webhook_stores_the_reply_and_the_drainer_processes_it(client,
     (done,) = await _rows(client, InboundMessage)
     assert done.processed_at is not None and done.citizen_id == evaluation.citizen_id
     assert done.body is None and done.sender_enc is None  # nothing of the message is kept beyond its effects
-    assert await backlog(client.app[STORE]) == 0
+    assert (await inbox_status(client.app[STORE], clock.now()))["pending"] == 0
     assert await client.app[INBOX].drain() == 0  # processed once
 
 
@@ -195,7 +195,7 @@ async def test_two_drainers_never_process_a_message_twice(client, world):
     done = await asyncio.gather(app[INBOX].drain(), other.drain())
     assert sum(done) == 24
     assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 24
-    assert await backlog(app[STORE]) == 0
+    assert (await inbox_status(app[STORE], app[RUNNER].deps.clock.now()))["pending"] == 0
 
 
 async def test_while_webhooks_come_in_the_same_process_runs_one_conversation_at_a_time(client, world, monkeypatch):
@@ -295,7 +295,6 @@ async def test_closing_the_writer_answers_the_requests_still_waiting(client):
 
 async def test_a_set_aside_message_can_be_listed_and_retried(client, world, phone, clock, monkeypatch):
     from gateway.sms.cli import retry, set_aside
-    from gateway.sms.inbox import inbox_status
 
     await report(client, world)
     real = inbox_module.converse
