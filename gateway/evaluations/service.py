@@ -29,6 +29,7 @@ from gateway.evaluations.errors import (
 )
 from gateway.evaluations.prompts import bot_prompt, sms_prompt, telegram_deep_link
 from gateway.evaluations.reasons import BAD_LEVELS, UnknownReason
+from gateway.evaluations.records import record_written
 from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import enqueue, reachable_channel
 from gateway.orgs import Caller, approval_org_for, city_of, is_above, is_city_level, org_by_code
@@ -321,6 +322,7 @@ async def record_rating(
                 await session.flush()
         except IntegrityError:
             raise AlreadyRated("this item has already been rated; each service is rated once (Art. 11)") from None
+    await record_written(session, kind="evaluation", record=evaluation, deps=deps, at=at)
     ticket = None
     if level in BAD_LEVELS:
         scoped_cases = [case] if case else cases
@@ -368,6 +370,7 @@ async def add_reasons(
     )
     session.add(addendum)
     await session.flush()
+    await record_written(session, kind="addendum", record=addendum, deps=deps, at=at)
     ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
     if ticket is not None:
         from gateway.tickets.service import note_reasons
@@ -388,4 +391,5 @@ async def add_staff_rating(
     )
     session.add(addendum)
     await session.flush()
+    await record_written(session, kind="addendum", record=addendum, deps=deps, at=addendum.created_at)
     return addendum

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.deps import Deps
+from gateway.evaluations.records import record_written
 from gateway.messaging.outbox import enqueue, reachable_channel
 from gateway.orgs import Caller, can_see_ticket, org_by_code
 from gateway.store.models import (
@@ -195,13 +196,13 @@ async def _effects(
     if isinstance(action, DecideAppeal) and action.decision != "valid":
         # Art. 15(三), 19: the rating stays as given; a decision row makes it stop counting.
         assert actor.org_id is not None
-        session.add(
-            EvaluationDecision(
-                evaluation_id=ticket.evaluation_id, ticket_id=ticket.id, decision=action.decision,
-                org_id=actor.org_id, note=action.reason, created_at=event.at,
-            )
+        decision = EvaluationDecision(
+            evaluation_id=ticket.evaluation_id, ticket_id=ticket.id, decision=action.decision,
+            org_id=actor.org_id, note=action.reason, created_at=event.at,
         )
+        session.add(decision)
         await session.flush()
+        await record_written(session, kind="decision", record=decision, deps=deps, at=event.at)
     if isinstance(action, Resolve):
         data = dict(event.data)
         if reply is None:

@@ -1,0 +1,29 @@
+"""What follows the writing of an evaluation record, in the writer's own transaction.
+
+An evaluation, an addendum (reasons, a staff rating) and a decision (an appeal or fraud ruling) are
+the records that statistics count and the provincial platform receives (Art. 18, 19). Every place
+that writes one calls `record_written` right after flushing it, so whatever must accompany such a
+record (the tamper-evident evaluation log, the upload feed) is added in one place and commits or
+rolls back with it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision
+
+if TYPE_CHECKING:
+    from gateway.deps import Deps
+
+RecordKind = Literal["evaluation", "addendum", "decision"]
+Record = Evaluation | EvaluationAddendum | EvaluationDecision
+
+
+async def record_written(session: AsyncSession, *, kind: RecordKind, record: Record, deps: "Deps", at: datetime) -> None:
+    """Called once per evaluation record, after it is flushed (it has its id), before the commit."""
+    if record.id is None:
+        raise ValueError(f"flush the {kind} before record_written: it has no id yet")
