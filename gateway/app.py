@@ -51,6 +51,11 @@ def create_app(
 
     app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
+    from gateway.upload.wiring import upload_ctx
+
+    run_upload = settings.run_dispatcher if run_background is None else run_background
+    app.cleanup_ctx.append(upload_ctx(run_upload, start_task))
+
     from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes

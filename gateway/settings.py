@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from gateway.upload.profile import ProvinceProfile
 
 # A well-known key for development only: data encrypted with it is not protected.
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
@@ -56,6 +59,18 @@ class Settings(BaseSettings):
     survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
     campaign_queue_ahead: int = Field(default=0, ge=0, le=100_000, alias="GATEWAY_CAMPAIGN_QUEUE_AHEAD")
     campaign_feed_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS")
+
+    # The upward feed to the provincial platform (docs/upload.md). No profile: nothing is queued.
+    province_profile: str = Field(default="", alias="GATEWAY_PROVINCE_PROFILE")
+    province_base_url: str = Field(default="", alias="GATEWAY_PROVINCE_BASE_URL")
+    province_app_key: str = Field(default="", alias="GATEWAY_PROVINCE_APP_KEY")
+    province_app_secret: SecretStr = Field(default=SecretStr(""), alias="GATEWAY_PROVINCE_APP_SECRET")
+    province_token: SecretStr = Field(default=SecretStr(""), alias="GATEWAY_PROVINCE_TOKEN")
+    upload_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_UPLOAD_INTERVAL_SECONDS")
+    upload_lease_seconds: int = Field(default=60, ge=1, alias="GATEWAY_UPLOAD_LEASE_SECONDS")
+    upload_max_attempts: int = Field(default=0, ge=0, alias="GATEWAY_UPLOAD_MAX_ATTEMPTS")
+    upload_concurrency: int = Field(default=4, ge=1, le=64, alias="GATEWAY_UPLOAD_CONCURRENCY")
+    _province: object = PrivateAttr(default=None)
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")
@@ -105,7 +120,32 @@ class Settings(BaseSettings):
                 raise SettingsError(
                     "GATEWAY_SMS_PROVIDER=twilio needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
                 )
+        self._check_province()
         return self
+
+    def _check_province(self) -> None:
+        """An unusable province profile stops the gateway at start-up, saying which key is wrong."""
+        if not self.province_profile.strip():
+            return
+        from gateway.upload.profile import ProfileError, load_profile
+
+        try:
+            profile = load_profile(self.province_profile.strip())
+        except ProfileError as exc:
+            raise SettingsError(f"GATEWAY_PROVINCE_PROFILE: {exc}") from None
+        if profile.auth.kind == "hmac" and not (self.province_app_key and self.province_app_secret.get_secret_value()):
+            raise SettingsError(
+                f"province profile {profile.name!r} signs with HMAC: "
+                "set GATEWAY_PROVINCE_APP_KEY and GATEWAY_PROVINCE_APP_SECRET"
+            )
+        if profile.auth.kind == "bearer" and not self.province_token.get_secret_value():
+            raise SettingsError(f"province profile {profile.name!r} uses a bearer token: set GATEWAY_PROVINCE_TOKEN")
+        self._province = profile
+
+    @property
+    def province(self) -> "ProvinceProfile | None":
+        """The parsed province profile, or None when no upload is configured."""
+        return self._province  # type: ignore[return-value]
 
     @property
     def effective_secret(self) -> str:

@@ -27,3 +27,9 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
     """Called once per evaluation record, after it is flushed (it has its id), before the commit."""
     if record.id is None:
         raise ValueError(f"flush the {kind} before record_written: it has no id yet")
+    if deps.settings.province is not None:  # no profile configured: nothing is queued for upload
+        from gateway.upload.records import queue_upload
+
+        evaluation_id = record.id if isinstance(record, Evaluation) else record.evaluation_id
+        change = record.kind if isinstance(record, EvaluationAddendum) else kind
+        await queue_upload(session, evaluation_id=evaluation_id, change=change, at=at)

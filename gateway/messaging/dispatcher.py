@@ -244,11 +244,15 @@ class Dispatcher:
                 return
             delay = result.retry_after_seconds
             if delay is None:
-                delay = min(
-                    self.policy.max_backoff_seconds,
-                    self.policy.base_backoff_seconds * 2 ** (message.attempts - 1),
-                ) * random.uniform(0.8, 1.2)
+                policy = self.policy
+                delay = backoff_seconds(message.attempts, policy.base_backoff_seconds, policy.max_backoff_seconds)
             _retry(session, message, now, result, delay=delay)
+
+
+def backoff_seconds(attempts: int, base_seconds: float, max_seconds: float) -> float:
+    """The wait before the next try after `attempts` tries: doubling, capped, with a fifth of jitter so
+    that rows failed together do not all come back at the same moment (the upload feed uses it too)."""
+    return min(max_seconds, base_seconds * 2 ** max(0, attempts - 1)) * random.uniform(0.8, 1.2)
 
 
 def _to_sms(message: OutboundMessage, signature: str) -> bool:

@@ -41,6 +41,7 @@ from gateway.tickets.schemas import (
     Transfer,
 )
 from gateway.tickets.workflow import Actor, Context, OrgInfo, SystemActor, check_allowed, transition
+from gateway.upload.records import TICKET_CHANGES, queue_upload
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,10 @@ async def _effects(
             data["message_id"] = message.id if message is not None else None
         event.data = data
         await session.flush()
+    if event.action in TICKET_CHANGES and deps.settings.province is not None:
+        # The rectification and the callback's outcome go up with the evaluation (Art. 18).
+        change = TICKET_CHANGES[event.action]
+        await queue_upload(session, evaluation_id=ticket.evaluation_id, change=change, at=event.at)
 
 
 async def record_callback_result(

@@ -72,4 +72,7 @@ async def metrics(request: web.Request) -> web.Response:
     inbox.labels("pending").set(status["pending"] or 0)
     inbox.labels("failed").set(status["set_aside"] or 0)
     inbox_age.set(status["oldest_pending_seconds"] or 0)
+    from gateway.upload.metrics import upload_gauges
+
+    await upload_gauges(registry, request.app[STORE], now)
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

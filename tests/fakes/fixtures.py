@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
+from gateway.upload.profile import load_profile
+
+from .province_api import FakeProvince
 from .telegram_api import FakeTelegram
 from .twilio_api import FakeTwilio
 
@@ -21,4 +24,11 @@ async def fake_twilio() -> AsyncIterator[FakeTwilio]:
 async def fake_telegram() -> AsyncIterator[FakeTelegram]:
     """A FakeTelegram on a loopback port, answering for the default test bot token."""
     async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def fake_province() -> AsyncIterator[FakeProvince]:
+    """A FakeProvince on a loopback port, speaking the shipped `provincial` profile."""
+    async with FakeProvince(profile=load_profile("provincial")) as fake:
         yield fake
