@@ -43,6 +43,7 @@ class FakeProvince(LoopbackServer):
     app_key: str = APP_KEY
     app_secret: str = APP_SECRET
     token: str = TOKEN
+    latency_seconds: float = 0.0  # how long each accepted request takes to be answered
     requests: int = 0  # every request that reached the endpoint, whatever it was answered
     unauthorised: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)  # records of requests answered with success
@@ -138,6 +139,8 @@ class FakeProvince(LoopbackServer):
         for record in records:
             self.received.append(record)
             self.accepted[self._id(record)] = record
+        # Stored before the answer: a client that dies now has delivered without hearing so.
+        await self.pause(self.latency_seconds)
         return self._answer(200, self.profile.response.ok_codes[0], "成功")
 
     async def _counts(self, request: web.Request) -> web.Response:
