@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -38,6 +39,9 @@ async def run_demo(database: str | None = None) -> int:
         settings = load_settings(
             database_url=f"sqlite+aiosqlite:///{db}", run_dispatcher=False, quiet_hours="", sms_provider="console",
             redis_url="", telegram_bot_token="",
+            # The upload feed with the shipped provincial profile, sent to the console instead of a province.
+            province_profile="provincial", province_base_url="console",
+            province_app_key="demo", province_app_secret="demo",
         )
         app = create_app(settings, migrate=True, run_background=False)
         client = TestClient(TestServer(app))
@@ -105,7 +109,9 @@ async def _scenario(client: TestClient) -> int:
     say(f"   due {local_due} Asia/Shanghai (10 working days, general){' — provisional' if ticket.due_provisional else ''}")
     say(f"   messages still queued: {len(queued)}")
     await _walk_ticket(client, ticket.id, auth)  # type: ignore[arg-type]
-    say("\nDone. Everything above ran on a throwaway SQLite database with the console SMS provider.")
+    await _upload(client)
+    say("\nDone. Everything above ran on a throwaway SQLite database with the console SMS provider")
+    say("and a console province.")
     return 0
 
 
@@ -130,3 +136,22 @@ async def _walk_ticket(client: TestClient, ticket_id: int, auth: Any) -> None:
     replies = [m for m in client.app[PROVIDERS]["sms"].sent if "整改" in m.body]
     for message in replies:
         say(f"   reply sent to {mask_phone(message.to)}: {message.body}")
+
+
+async def _upload(client: TestClient) -> None:
+    """The feed to the provincial platform: the evaluation and its rectification, as the province sees them."""
+    from gateway.upload.transport import ConsoleProvince
+    from gateway.upload.wiring import UPLOAD_FEED
+
+    feed = client.app[UPLOAD_FEED]
+    if feed is None or not isinstance(feed.transport, ConsoleProvince):
+        return
+    while await feed.run_once():
+        pass
+    bodies = [json.loads(body) for body in feed.transport.received]
+    say(f"\n7. The upload feed sent {len(bodies)} records to the provincial platform (Art. 18), in the field names")
+    say(f"   of the shipped profile '{feed.profile.name}' (a console stands in for the province):")
+    for line in json.dumps(bodies[0], ensure_ascii=False, indent=2).splitlines():
+        say(f"   {line}")
+    for body in bodies[1:]:
+        say(f"   then {body['assessId']} (assessNumber {body['assessNumber']} 追加): rectifyInfo {body.get('rectifyInfo')!r}")

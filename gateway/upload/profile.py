@@ -73,21 +73,21 @@ class Fields(_Strict):
     """The province's name for each of the gateway's fields; a field left out is not sent."""
 
     record_id: str  # "<evaluation id>:<version>": the same for every retry of one record
-    level: str
-    channel: str
-    evaluated_at: str
     version: str | None = None
     occasion: str | None = None  # 首次 for the evaluation, 追加 for each later change
-    changed_at: str | None = None
     case_no: str | None = None
     item_code: str | None = None
     item_name: str | None = None
     org_code: str | None = None
     region_code: str | None = None
+    channel: str
+    level: str
     staff_id: str | None = None
     staff_level: str | None = None
     reason_codes: str | None = None
     content: str | None = None
+    evaluated_at: str
+    changed_at: str | None = None
     evaluator_type: str | None = None
     valid: str | None = None
     rectification: str | None = None
@@ -188,7 +188,7 @@ def load_profile(name_or_path: str) -> ProvinceProfile:
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}: {what}")
+            where = ".".join(str(p) for p in err["loc"])
+            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {what}" if where else what)
         raise ProfileError(f"province profile {path}: " + "; ".join(problems)) from None

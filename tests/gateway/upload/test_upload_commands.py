@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from datetime import date, datetime, timedelta, timezone
 
@@ -82,3 +83,13 @@ async def test_the_commands(client, rate, feed, fake_province, database_url, clo
     clock.set(datetime.now(timezone.utc) + timedelta(seconds=1))  # the command put it back at the real time
     await drain(feed)
     assert {r.status for r in await upload_rows(client)} == {"acknowledged"}
+
+
+def test_the_demo_shows_an_uploaded_record(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "TWILIO_", "TELEGRAM_"))}
+    result = subprocess.run([sys.executable, "-m", "gateway", "demo"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "The upload feed sent 2 records" in result.stdout
+    assert '"assessId": "1:1"' in result.stdout and '"satisfaction": 2' in result.stdout
+    assert "then 1:2 (assessNumber 2 追加)" in result.stdout
