@@ -218,3 +218,15 @@ async def test_the_record_is_written_in_the_ratings_transaction(client, world, r
     rows = await upload_rows(client)
     assert [(r.version, r.level) for r in rows] == [(1, 5)]
     assert isinstance(rows[0], UploadRecord)
+
+
+async def test_a_later_version_waits_while_an_earlier_one_is_retried(client, world, rate, feed, fake_province, clock):
+    rated = await rate(2, reasons=[213])
+    await Api(client, world).resolved(rated["ticket_id"])
+    fake_province.fail_next(1, status=503)
+    await drain(feed)
+    assert fake_province.received == []  # version 1 failed once; version 2 is not sent ahead of it
+    assert [r.status for r in await upload_rows(client)] == ["pending", "pending"]
+    clock.advance(seconds=5)
+    await drain(feed)
+    assert [r["assessId"].split(":")[1] for r in fake_province.received] == ["1", "2"]
