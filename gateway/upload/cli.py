@@ -41,8 +41,9 @@ async def _status(store: Store, settings: Settings) -> int:
     base = settings.province_base_url or (profile.endpoint.base_url if profile else "")
     target = f"{profile.name} ({base})" if profile else "none configured"
     print(f"province: {target}")
-    print(f"pending {status['pending']} (being sent {status['sending']}), acknowledged {status['acknowledged']}, "
-          f"failed {status['failed']}; oldest pending {_age(status['oldest_pending_seconds'])}")
+    print(f"pending {status['pending']} (being sent {status['sending']}), "
+          f"sent and acknowledged {status['acknowledged']}, failed {status['failed']}; "
+          f"oldest pending {_age(status['oldest_pending_seconds'])}")
     rows = await set_aside(store)
     if rows:
         print("set aside (retry with `gateway upload retry ID…` once the cause is fixed):")

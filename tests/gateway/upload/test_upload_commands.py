@@ -64,7 +64,7 @@ async def test_the_commands(client, rate, feed, fake_province, database_url, clo
     await drain(feed)
     code, out = await gateway(database_url, fake_province.url, "status")
     assert code == 0, out
-    assert "pending 0 (being sent 0), acknowledged 1, failed 1" in out
+    assert "pending 0 (being sent 0), sent and acknowledged 1, failed 1" in out
     bad = next(r for r in await upload_rows(client) if r.status == "failed")
     assert f"{bad.id}\t{bad.record_key}" in out and "http_400: 事项编码不存在" in out
 
