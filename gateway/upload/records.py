@@ -34,15 +34,24 @@ TICKET_CHANGES = {"resolve": "rectification", "callback_result": "callback", "cl
 
 async def queue_upload(session: AsyncSession, *, evaluation_id: int, change: str, at: datetime) -> UploadRecord:
     """Write the next version of the evaluation's upload record; call inside the change's transaction."""
-    # Versions of one evaluation are numbered one after another: on PostgreSQL the evaluation's row lock
-    # serialises two changes to the same evaluation (SQLite's writers are serialised already).
-    locked = select(Evaluation).where(col(Evaluation.id) == evaluation_id).with_for_update()
-    evaluation = (await session.exec(locked)).one()
-    last = (await session.exec(
-        select(func.max(UploadRecord.version)).where(UploadRecord.evaluation_id == evaluation_id)
-    )).one()
-    version = (last or 0) + 1
-    payload = await snapshot(session, evaluation, version=version, change=change, at=at)
+    first = change == "evaluation"
+    if first:
+        # Written right after the evaluation itself, in its transaction: nobody else sees it yet, and
+        # nothing (addenda, rulings, a ticket) hangs off it yet.
+        evaluation = await session.get(Evaluation, evaluation_id)
+        if evaluation is None:
+            raise LookupError(f"evaluation {evaluation_id} is not flushed")
+        version = 1
+    else:
+        # Versions of one evaluation are numbered one after another: on PostgreSQL the evaluation's row
+        # lock serialises two changes to the same evaluation (SQLite's writers are serialised already).
+        locked = select(Evaluation).where(col(Evaluation.id) == evaluation_id).with_for_update()
+        evaluation = (await session.exec(locked)).one()
+        last = (await session.exec(
+            select(func.max(UploadRecord.version)).where(UploadRecord.evaluation_id == evaluation_id)
+        )).one()
+        version = (last or 0) + 1
+    payload = await snapshot(session, evaluation, version=version, change=change, at=at, fresh=first)
     record = UploadRecord(
         evaluation_id=evaluation_id, version=version, record_key=payload["record_id"], change=change,
         level=evaluation.level, channel=evaluation.channel, evaluated_at=as_utc(evaluation.created_at),
@@ -54,9 +63,10 @@ async def queue_upload(session: AsyncSession, *, evaluation_id: int, change: str
 
 
 async def snapshot(
-    session: AsyncSession, evaluation: Evaluation, *, version: int, change: str, at: datetime
+    session: AsyncSession, evaluation: Evaluation, *, version: int, change: str, at: datetime, fresh: bool = False,
 ) -> dict[str, Any]:
-    """The evaluation as the province should now see it, in the gateway's own terms (JSON-ready)."""
+    """The evaluation as the province should now see it, in the gateway's own terms (JSON-ready).
+    `fresh`: the evaluation was written in this transaction and has nothing added to it yet."""
     invitation = await session.get(Invitation, evaluation.invitation_id)
     if invitation is None:  # a foreign key: cannot happen short of a broken database
         raise LookupError(f"evaluation {evaluation.id} has no invitation {evaluation.invitation_id}")
@@ -66,15 +76,18 @@ async def snapshot(
             select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id))
         )).first()
     org = await session.get(Organisation, case.org_id if case is not None else invitation.org_id)
-    addenda = (await session.exec(
-        select(EvaluationAddendum).where(EvaluationAddendum.evaluation_id == evaluation.id)
-        .order_by(col(EvaluationAddendum.id))
-    )).all()
-    decision = (await session.exec(
-        select(EvaluationDecision).where(EvaluationDecision.evaluation_id == evaluation.id)
-        .order_by(col(EvaluationDecision.id).desc())
-    )).first()
-    ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
+    addenda: list[EvaluationAddendum] = []
+    decision, ticket = None, None
+    if not fresh:
+        addenda = list((await session.exec(
+            select(EvaluationAddendum).where(EvaluationAddendum.evaluation_id == evaluation.id)
+            .order_by(col(EvaluationAddendum.id))
+        )).all())
+        decision = (await session.exec(
+            select(EvaluationDecision).where(EvaluationDecision.evaluation_id == evaluation.id)
+            .order_by(col(EvaluationDecision.id).desc())
+        )).first()
+        ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
 
     reasons = list(evaluation.reason_codes)
     texts = [evaluation.content] if evaluation.content else []
