@@ -14,7 +14,7 @@ from gateway.upload.profile import load_profile
 from gateway.upload.wiring import UPLOAD_FEED
 from gateway.web.keys import STORE
 from tests.conftest import register_world
-from tests.fakes.province_api import FakeProvince
+from tests.fakes.province_api import TOKEN, FakeProvince
 from tests.gateway.tickets.helpers import Api
 from tests.gateway.upload.conftest import profile_variant, province_settings, upload_rows
 
@@ -230,3 +230,22 @@ async def test_a_later_version_waits_while_an_earlier_one_is_retried(client, wor
     clock.advance(seconds=5)
     await drain(feed)
     assert [r["assessId"].split(":")[1] for r in fake_province.received] == ["1", "2"]
+
+
+async def test_a_bearer_token_profile(aiohttp_client, database_url, clock, tmp_path):
+    path = profile_variant(tmp_path, **{'kind = "hmac"': 'kind = "bearer"'})
+    async with FakeProvince(profile=load_profile(path)) as bearer_fake:
+        settings = province_settings(database_url, bearer_fake.url, province_profile=path, province_token=TOKEN)
+        client = await aiohttp_client(create_app(settings, clock=clock, migrate=False, run_background=False))
+        world = await register_world(client.app[STORE], clock)
+        from tests.conftest import case_payload
+
+        body = await (await client.post("/api/v1/cases", json=case_payload(), headers=world.auth("hanbin-market"))).json()
+        await client.post(f"/r/{body['invitation']['token']}", json={"level": 5})
+        bearer_fake.token = "another-token"
+        await client.app[UPLOAD_FEED].run_once()
+        assert bearer_fake.unauthorised == 1 and bearer_fake.received == []
+        bearer_fake.token = TOKEN
+        clock.advance(seconds=5)
+        await client.app[UPLOAD_FEED].run_once()
+        assert [r["satisfaction"] for r in bearer_fake.received] == [5]

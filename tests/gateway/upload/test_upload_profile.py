@@ -101,14 +101,18 @@ def test_no_profile_means_no_upload():
     assert load_settings().province is None
 
 
-def test_serve_refuses_to_start_with_a_missing_channel_mapping(tmp_path):
-    path = profile_variant(tmp_path, **{'qr = "3"          # 二维码\n': ""})
+@pytest.mark.parametrize("old,new,says", [
+    ('qr = "3"          # 二维码\n', "", "no mapping for channel(s) ['qr']"),
+    ("[levels]", "[levels]\nreverse = true", "levels.reverse: unknown key"),
+])
+def test_the_worker_refuses_to_start_with_a_wrong_profile(tmp_path, old, new, says):
+    path = profile_variant(tmp_path, **{old: new})
     env = {**os.environ, "GATEWAY_PROVINCE_PROFILE": path, "GATEWAY_PROVINCE_APP_KEY": "k",
            "GATEWAY_PROVINCE_APP_SECRET": "s", "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"}
     result = subprocess.run([sys.executable, "-m", "gateway", "worker"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "no mapping for channel(s) ['qr']" in result.stderr and "cannot start" in result.stderr
+    assert says in result.stderr and "cannot start" in result.stderr
 
 
 def test_times_follow_the_profile(tmp_path):
