@@ -43,7 +43,8 @@ ORGS = [
 def profile_with_batch(batch: int, directory: Path) -> str:
     if batch == 1:
         return "provincial"
-    text = (PROFILES_DIR / "provincial.toml").read_text(encoding="utf-8").replace("batch_size = 1", f"batch_size = {batch}")
+    text = (PROFILES_DIR / "provincial.toml").read_text(encoding="utf-8")
+    text = text.replace("batch_size = 1", f"batch_size = {batch}")
     path = directory / f"provincial-batch{batch}.toml"
     path.write_text(text, encoding="utf-8")
     return str(path)
@@ -77,7 +78,8 @@ async def intake(url: str, key: str, n: int) -> float:
 async def upload(db: str, n: int, concurrency: int, batch: int, directory: Path) -> dict[str, float]:
     profile_ref = profile_with_batch(batch, directory)
     async with FakeProvince(profile=load_profile(profile_ref)) as fake:
-        env = {"GATEWAY_DATABASE_URL": db, "GATEWAY_PROVINCE_PROFILE": profile_ref, "GATEWAY_PROVINCE_BASE_URL": fake.url,
+        env = {"GATEWAY_DATABASE_URL": db, "GATEWAY_PROVINCE_PROFILE": profile_ref,
+               "GATEWAY_PROVINCE_BASE_URL": fake.url,
                "GATEWAY_PROVINCE_APP_KEY": APP_KEY, "GATEWAY_PROVINCE_APP_SECRET": APP_SECRET,
                "GATEWAY_UPLOAD_CONCURRENCY": str(concurrency), "GATEWAY_QUIET_HOURS": ""}
         worker = gateway(["worker"], env)
@@ -111,7 +113,8 @@ async def main() -> None:
         keys = {}
         for code, name, kind, region, parent in ORGS:
             command = ["org", "add", "--code", code, "--name", name, "--kind", kind, "--region", region]
-            keys[code] = run(command + (["--parent", parent] if parent else []), {"GATEWAY_DATABASE_URL": db}).split()[-1]
+            command += ["--parent", parent] if parent else []
+            keys[code] = run(command, {"GATEWAY_DATABASE_URL": db}).split()[-1]
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {"GATEWAY_DATABASE_URL": db, "GATEWAY_PORT": str(port), "GATEWAY_PUBLIC_URL": url,

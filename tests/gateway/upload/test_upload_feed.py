@@ -240,7 +240,8 @@ async def test_a_bearer_token_profile(aiohttp_client, database_url, clock, tmp_p
         world = await register_world(client.app[STORE], clock)
         from tests.conftest import case_payload
 
-        body = await (await client.post("/api/v1/cases", json=case_payload(), headers=world.auth("hanbin-market"))).json()
+        resp = await client.post("/api/v1/cases", json=case_payload(), headers=world.auth("hanbin-market"))
+        body = await resp.json()
         await client.post(f"/r/{body['invitation']['token']}", json={"level": 5})
         bearer_fake.token = "another-token"
         await client.app[UPLOAD_FEED].run_once()

@@ -26,7 +26,8 @@ def _worker(database_url: str, province_url: str, cwd: Path) -> subprocess.Popen
     env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_PROVINCE_PROFILE": "provincial",
            "GATEWAY_PROVINCE_BASE_URL": province_url, "GATEWAY_PROVINCE_APP_KEY": APP_KEY,
            "GATEWAY_PROVINCE_APP_SECRET": APP_SECRET, "GATEWAY_UPLOAD_CONCURRENCY": "1",
-           "GATEWAY_UPLOAD_LEASE_SECONDS": "2", "GATEWAY_UPLOAD_INTERVAL_SECONDS": "0.1", "GATEWAY_LOG_LEVEL": "WARNING",
+           "GATEWAY_UPLOAD_LEASE_SECONDS": "2", "GATEWAY_UPLOAD_INTERVAL_SECONDS": "0.1",
+           "GATEWAY_LOG_LEVEL": "WARNING",
            "GATEWAY_QUIET_HOURS": ""}
     env.pop("GATEWAY_REDIS_URL", None)
     with open(cwd / "worker.log", "ab") as log:
