@@ -53,7 +53,7 @@ async def test_a_killed_worker_loses_nothing_and_repeats_only_the_record_in_flig
     fake_province.latency_seconds = 0.05  # a kill lands in the middle of a request now and then
     first = _worker(database_url, fake_province.url, tmp_path)
     try:
-        await _wait(lambda: len(fake_province.accepted) >= RECORDS // 3 or first.poll() is not None, 60, "uploads")
+        await _wait(lambda: len(fake_province.accepted) >= RECORDS // 3 or first.poll() is not None, 120, "uploads")
         assert first.poll() is None, (tmp_path / "worker.log").read_text()
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
@@ -63,7 +63,7 @@ async def test_a_killed_worker_loses_nothing_and_repeats_only_the_record_in_flig
     assert at_kill < RECORDS  # killed in the middle of the stream
     second = _worker(database_url, fake_province.url, tmp_path)
     try:
-        await _wait(lambda: len(fake_province.accepted) == RECORDS, 60, "the rest of the uploads")
+        await _wait(lambda: len(fake_province.accepted) == RECORDS, 120, "the rest of the uploads")
         async with client.app[STORE].transaction() as session:
             async def acknowledged() -> int:
                 query = select(func.count()).select_from(UploadRecord).where(UploadRecord.status == "acknowledged")
