@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left, bisect_right
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -26,7 +27,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import any_, bindparam, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import col
 from sqlmodel import select as sqlmodel_select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -178,6 +180,18 @@ def robust_z(values: list[float]) -> list[float] | None:
     return [(v - median) / (1.253314 * mean_ad) for v in values]
 
 
+def _members(session: AsyncSession, values: list[Any]) -> Iterable[Any]:
+    """Conditions `column IN values`, as few as the database allows: on PostgreSQL one `= ANY(array)`
+    with a single parameter (nothing to expand and compile per value), on SQLite lists of _CHUNK."""
+    if not values:
+        return
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        yield lambda column: column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+        return
+    for chunk in _chunks(values):
+        yield lambda column, chunk=chunk: column.in_(chunk)
+
+
 def _chunks(values: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -297,17 +311,18 @@ class Detector:
         since = min(r.at for r in rows) - self.t.burst_window
         e, i = Evaluation, Invitation
         past: dict[int, list[Past]] = defaultdict(list)
-        for chunk in _chunks(citizens):
+        for chunk in _members(session, citizens):
             query = (
                 select(e.id, e.citizen_id, e.created_at, i.region_code, e.invitation_id)
                 .join(i, col(i.id) == col(e.invitation_id))
-                .where(col(e.citizen_id).in_(chunk), col(e.created_at) >= since, col(e.id) <= max_id)
+                .where(chunk(col(e.citizen_id)), col(e.created_at) >= since, col(e.id) <= max_id)
             )
             for r in await session.exec(query):  # type: ignore[call-overload]
                 past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
         findings = []
+        mine = _group(rows, lambda r: r.citizen_id)
         for citizen, entries in past.items():
-            hit = _windows(entries, [r for r in rows if r.citizen_id == citizen], self.t.burst_window,
+            hit = _windows(entries, mine.get(citizen, []), self.t.burst_window,
                            self.t.burst_count, distinct=lambda p: p.invitation_id)
             if hit:
                 findings.append(Finding(
@@ -325,11 +340,11 @@ class Detector:
             return []
         contacts: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
         sc, o = StaffContact, Organisation
-        for chunk in _chunks(hashes):
+        for chunk in _members(session, hashes):
             query = (
                 select(sc.phone_hash, sc.org_id, sc.staff_id, o.region_code, o.code)
                 .join(o, col(o.id) == col(sc.org_id))
-                .where(col(sc.phone_hash).in_(chunk))
+                .where(chunk(col(sc.phone_hash)))
             )
             for r in await session.exec(query):  # type: ignore[call-overload]
                 contacts[r[0]].append((r[1], r[2], r[3], r[4]))
@@ -362,9 +377,8 @@ class Detector:
         prompts: dict[int, list[datetime]] = defaultdict(list)
         messaged = sorted({r.invitation_id for r in rows if r.channel in ("sms", "bot") and r.opened_at is None})
         m = OutboundMessage
-        for chunk in _chunks(messaged):
-            query = select(m.invitation_id, m.sent_at, m.status, m.updated_at).where(
-                col(m.dedupe_key).in_([f"prompt:{n}" for n in chunk]))
+        for chunk in _members(session, [f"prompt:{n}" for n in messaged]):
+            query = select(m.invitation_id, m.sent_at, m.status, m.updated_at).where(chunk(col(m.dedupe_key)))
             for invitation_id, sent_at, status, updated_at in await session.exec(query):  # type: ignore[call-overload]
                 if sent_at is not None:
                     prompts[invitation_id].append(as_utc(sent_at))
@@ -401,17 +415,18 @@ class Detector:
                 continue
             since = min(r.at for r in rows if getattr(r, attr)) - self.t.device_window
             past: dict[str, list[Past]] = defaultdict(list)
-            for chunk in _chunks(keys):
+            for chunk in _members(session, keys):
                 query = (
                     select(s.evaluation_id, column, s.created_at, i.region_code, e.invitation_id)
                     .join(e, col(e.id) == col(s.evaluation_id))
                     .join(i, col(i.id) == col(e.invitation_id))
-                    .where(col(column).in_(chunk), col(s.created_at) >= since, col(s.evaluation_id) <= max_id)
+                    .where(chunk(col(column)), col(s.created_at) >= since, col(s.evaluation_id) <= max_id)
                 )
                 for r in await session.exec(query):  # type: ignore[call-overload]
                     past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
+            mine = _group(rows, lambda r: getattr(r, attr))  # noqa: B023 (used at once)
             for key, entries in past.items():
-                hit = _windows(entries, [r for r in rows if getattr(r, attr) == key], self.t.device_window, limit,
+                hit = _windows(entries, mine.get(key, []), self.t.device_window, limit,
                                distinct=lambda p: p.id)
                 if hit:
                     findings.append(Finding(
@@ -430,11 +445,11 @@ class Detector:
         since = min(r.at for r in bad) - self.t.targeted_window
         e, i = Evaluation, Invitation
         past: dict[tuple[int, int, str], list[Past]] = defaultdict(list)
-        for chunk in _chunks(citizens):
+        for chunk in _members(session, citizens):
             query = (
                 select(e.id, e.citizen_id, i.org_id, e.staff_id, e.created_at, i.region_code, e.invitation_id)
                 .join(i, col(i.id) == col(e.invitation_id))
-                .where(col(e.citizen_id).in_(chunk), col(e.level).in_(BAD_LEVELS), col(e.staff_id).is_not(None),
+                .where(chunk(col(e.citizen_id)), col(e.level).in_(BAD_LEVELS), col(e.staff_id).is_not(None),
                        col(e.created_at) >= since, col(e.id) <= max_id)
             )
             for r in await session.exec(query):  # type: ignore[call-overload]
@@ -442,9 +457,9 @@ class Detector:
                 past[key].append(Past(id=r[0], key=key, at=as_utc(r[4]), region_code=r[5], invitation_id=r[6]))
         codes = await _org_codes(session, {k[1] for k in past})
         findings = []
+        grouped = _group(bad, lambda r: (r.citizen_id, r.org_id, r.staff_id))
         for key, entries in past.items():
-            mine = [r for r in bad if (r.citizen_id, r.org_id, r.staff_id) == key]
-            hit = _windows(entries, mine, self.t.targeted_window, self.t.targeted_count, distinct=lambda p: p.invitation_id)
+            hit = _windows(entries, grouped.get(key, []), self.t.targeted_window, self.t.targeted_count, distinct=lambda p: p.invitation_id)
             if hit:
                 citizen, org_id, staff = key
                 findings.append(Finding(
@@ -468,13 +483,12 @@ class Detector:
         table = StaffTally.__table__  # type: ignore[attr-defined]
         values = [{"org_id": k[0], "staff_id": k[1], "region_code": k[2], "period": k[3], "n": v[0], "n5": v[1]}
                   for k, v in deltas.items()]
-        for chunk in _chunks(values, 200):
-            statement = dialect_insert(session, table).values(chunk)
-            statement = statement.on_conflict_do_update(
-                index_elements=["org_id", "staff_id", "period"],
-                set_={"n": table.c.n + statement.excluded.n, "n5": table.c.n5 + statement.excluded.n5},
-            )
-            await session.exec(statement)  # type: ignore[call-overload]
+        statement = dialect_insert(session, table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["org_id", "staff_id", "period"],
+            set_={"n": table.c.n + statement.excluded.n, "n5": table.c.n5 + statement.excluded.n5},
+        )
+        await _execute_many(session, statement, values)
         findings = []
         t = StaffTally
         for region, period in sorted({(k[2], k[3]) for k in deltas}):
@@ -530,9 +544,9 @@ class Detector:
         b = TextBand
         candidates: dict[int, set[int]] = defaultdict(set)  # band key -> evaluation ids stored before
         citizens: dict[int, int | None] = {}
-        for chunk in _chunks(all_keys):
+        for chunk in _members(session, all_keys):
             query = select(b.band_key, b.evaluation_id, b.citizen_id).where(
-                col(b.band_key).in_(chunk), col(b.created_at) >= since)
+                chunk(col(b.band_key)), col(b.created_at) >= since)
             for key, evaluation_id, citizen_id in await session.exec(query):  # type: ignore[call-overload]
                 candidates[key].add(evaluation_id)
                 citizens[evaluation_id] = citizen_id
@@ -591,8 +605,7 @@ class Detector:
             {"band_key": key, "band": band, "evaluation_id": item[0], "citizen_id": item[1], "created_at": item[3]}
             for item, keys in keyed for band, key in enumerate(keys)
         ]
-        for chunk in _chunks(bands):
-            await session.exec(insert(TextBand.__table__).values(chunk))  # type: ignore[attr-defined, call-overload]
+        await _execute_many(session, insert(TextBand.__table__), bands)  # type: ignore[attr-defined]
         return findings
 
     # --- writing --------------------------------------------------------------------------------
@@ -604,9 +617,9 @@ class Detector:
         taken: dict[str, set[int]] = defaultdict(set)
         for rule in {f.rule for f in findings}:
             ids = sorted({i for f in findings if f.rule == rule for i in f.evaluation_ids})
-            for chunk in _chunks(ids):
+            for chunk in _members(session, ids):
                 query = select(FlagEvaluation.evaluation_id).where(
-                    FlagEvaluation.rule == rule, col(FlagEvaluation.evaluation_id).in_(chunk))
+                    FlagEvaluation.rule == rule, chunk(col(FlagEvaluation.evaluation_id)))
                 taken[rule].update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
         written = 0
         for finding in findings:
@@ -622,8 +635,7 @@ class Detector:
             session.add(flag)
             await session.flush()
             links = [{"flag_id": flag.id, "evaluation_id": i, "rule": finding.rule} for i in fresh]
-            for chunk in _chunks(links):
-                await session.exec(insert(FlagEvaluation.__table__).values(chunk))  # type: ignore[attr-defined, call-overload]
+            await _execute_many(session, insert(FlagEvaluation.__table__), links)  # type: ignore[attr-defined]
             written += 1
         return written
 
@@ -637,14 +649,31 @@ class Detector:
         return start, end
 
 
+async def _execute_many(session: AsyncSession, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """One statement for many rows (executemany: compiled once, sent in batches by the driver)."""
+    if rows:
+        connection = await session.connection()
+        await connection.execute(statement, rows)
+
+
+def _group(rows: list[Rated], key: Any) -> dict[Any, list[Rated]]:
+    grouped: dict[Any, list[Rated]] = defaultdict(list)
+    for r in rows:
+        grouped[key(r)].append(r)
+    return grouped
+
+
 def _windows(entries: list[Past], new: list[Rated], window: timedelta, threshold: int, *, distinct: Any) -> list[Past]:
     """The entries of every window of length `window` ending at one of the new ratings that holds at least
     `threshold` distinct items (services, ratings)."""
+    if len(entries) < threshold or not new:
+        return []
     ordered = sorted(entries, key=lambda p: (p.at, p.id))
+    times = [p.at for p in ordered]
     hit: dict[int, Past] = {}
     for rating in new:
-        inside = [p for p in ordered if rating.at - window <= p.at <= rating.at]
-        if len({distinct(p) for p in inside}) >= threshold:
+        inside = ordered[bisect_left(times, rating.at - window):bisect_right(times, rating.at)]
+        if len(inside) >= threshold and len({distinct(p) for p in inside}) >= threshold:
             hit.update((p.id, p) for p in inside)
     return list(hit.values())
 
@@ -673,12 +702,12 @@ async def _texts_of(session: AsyncSession, evaluation_ids: list[int]) -> dict[in
     """The shingle sets of the evaluations' own texts and of their addenda, with the region."""
     out: dict[int, tuple[str, list[frozenset[str]]]] = {}
     e, i, a = Evaluation, Invitation, EvaluationAddendum
-    for chunk in _chunks(evaluation_ids):
+    for chunk in _members(session, evaluation_ids):
         rows = await session.exec(
-            select(e.id, e.content, i.region_code).join(i, col(i.id) == col(e.invitation_id)).where(col(e.id).in_(chunk)))
+            select(e.id, e.content, i.region_code).join(i, col(i.id) == col(e.invitation_id)).where(chunk(col(e.id))))
         for evaluation_id, content, region in rows:
             out[evaluation_id] = (region, [texts.shingles(texts.normalise(content or ""))])
-        extra = await session.exec(select(a.evaluation_id, a.content).where(col(a.evaluation_id).in_(chunk), a.content != ""))
+        extra = await session.exec(select(a.evaluation_id, a.content).where(chunk(col(a.evaluation_id)), a.content != ""))
         for evaluation_id, content in extra:
             if evaluation_id in out:
                 out[evaluation_id][1].append(texts.shingles(texts.normalise(content)))
