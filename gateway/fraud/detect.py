@@ -33,7 +33,7 @@ from sqlmodel import col
 from sqlmodel import select as sqlmodel_select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.clock import as_utc
+from gateway.clock import Clock, as_utc
 from gateway.fraud import texts
 from gateway.fraud.models import FlagEvaluation, FraudCursor, RatingSignal, StaffContact, StaffTally, TextBand
 from gateway.privacy import redact
@@ -69,12 +69,12 @@ class Thresholds:
     address_count: int = 30
     device_window: timedelta = timedelta(hours=24)
     share_min_sample: int = 30
-    share_min_peers: int = 5
+    share_min_peers: int = 10
     share_z: float = 3.5
     targeted_count: int = 3
     targeted_window: timedelta = timedelta(days=30)
     text_min_chars: int = 12
-    text_similarity: float = 0.8
+    text_similarity: float = 0.7
     text_numbers: int = 3
     text_window: timedelta = timedelta(days=30)
     timezone: str = "Asia/Shanghai"
@@ -82,14 +82,23 @@ class Thresholds:
     @classmethod
     def from_settings(cls, s: Settings) -> "Thresholds":
         return cls(
-            burst_count=s.fraud_burst_count, burst_window=timedelta(minutes=s.fraud_burst_minutes),
-            staff_rater_scope=s.fraud_staff_rater_scope, fast_seconds=s.fraud_fast_seconds,
-            device_count=s.fraud_device_count, address_count=s.fraud_address_count,
-            device_window=timedelta(hours=s.fraud_device_hours), share_min_sample=s.fraud_share_min_sample,
-            share_min_peers=s.fraud_share_min_peers, share_z=s.fraud_share_z, targeted_count=s.fraud_targeted_count,
-            targeted_window=timedelta(days=s.fraud_targeted_days), text_min_chars=s.fraud_text_min_chars,
-            text_similarity=s.fraud_text_similarity, text_numbers=s.fraud_text_numbers,
-            text_window=timedelta(days=s.fraud_text_days), timezone=s.timezone,
+            burst_count=s.fraud_burst_count,
+            burst_window=timedelta(minutes=s.fraud_burst_minutes),
+            staff_rater_scope=s.fraud_staff_rater_scope,
+            fast_seconds=s.fraud_fast_seconds,
+            device_count=s.fraud_device_count,
+            address_count=s.fraud_address_count,
+            device_window=timedelta(hours=s.fraud_device_hours),
+            share_min_sample=s.fraud_share_min_sample,
+            share_min_peers=s.fraud_share_min_peers,
+            share_z=s.fraud_share_z,
+            targeted_count=s.fraud_targeted_count,
+            targeted_window=timedelta(days=s.fraud_targeted_days),
+            text_min_chars=s.fraud_text_min_chars,
+            text_similarity=s.fraud_text_similarity,
+            text_numbers=s.fraud_text_numbers,
+            text_window=timedelta(days=s.fraud_text_days),
+            timezone=s.timezone,
         )
 
 
@@ -166,18 +175,23 @@ def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
     return (centre - spread) / (1 + z * z / n)
 
 
-def robust_z(values: list[float]) -> list[float] | None:
-    """Modified z-scores (Iglewicz and Hoaglin): 0.6745 (x - median) / MAD; None when the values do not
-    spread (every one equal), as then nobody stands out."""
+def robust_z(values: list[float], floors: list[float] | None = None) -> list[float] | None:
+    """Modified z-scores (Iglewicz and Hoaglin): (x - median) / (MAD / 0.6745), the MAD replaced by the mean
+    absolute deviation when more than half the values are equal. `floors` bound each value's scale from
+    below by its own sampling noise: five peers that happen to agree closely must not make noise look
+    extreme. None when nothing spreads at all."""
     median = statistics.median(values)
-    mad = statistics.median([abs(v - median) for v in values])
-    if mad > 0:
-        return [0.6745 * (v - median) / mad for v in values]
-    # More than half share one value: fall back to the mean absolute deviation (scaled to σ).
-    mean_ad = statistics.fmean([abs(v - median) for v in values])
-    if mean_ad == 0:
-        return None
-    return [(v - median) / (1.253314 * mean_ad) for v in values]
+    deviations = [abs(v - median) for v in values]
+    scale = statistics.median(deviations) / 0.6745
+    if scale == 0:
+        scale = 1.253314 * statistics.fmean(deviations)
+    out = []
+    for index, value in enumerate(values):
+        bound = max(scale, floors[index] if floors else 0.0)
+        if bound == 0:
+            return None
+        out.append((value - median) / bound)
+    return out
 
 
 def _members(session: AsyncSession, values: list[Any]) -> Iterable[Any]:
@@ -194,13 +208,13 @@ def _members(session: AsyncSession, values: list[Any]) -> Iterable[Any]:
 
 def _chunks(values: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 class Detector:
     """Runs passes over the store; `run_once` is one pass, `run_forever` the app's loop."""
 
-    def __init__(self, store: Store, settings: Settings, clock: Any, *, thresholds: Thresholds | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, clock: Clock, *, thresholds: Thresholds | None = None) -> None:
         self.store = store
         self.clock = clock
         self.batch_size = settings.fraud_batch_size
@@ -264,8 +278,22 @@ class Detector:
     async def _read_evaluations(self, session: AsyncSession, after: int, cutoff: datetime) -> list[Rated]:
         e, i, c, s = Evaluation, Invitation, Citizen, RatingSignal
         query = (
-            select(e.id, e.citizen_id, c.phone_hash, e.level, e.staff_id, e.channel, e.created_at, e.content,
-                   e.invitation_id, i.org_id, i.region_code, s.address_hash, s.device_hash, s.opened_at)
+            select(
+                e.id,
+                e.citizen_id,
+                c.phone_hash,
+                e.level,
+                e.staff_id,
+                e.channel,
+                e.created_at,
+                e.content,
+                e.invitation_id,
+                i.org_id,
+                i.region_code,
+                s.address_hash,
+                s.device_hash,
+                s.opened_at,
+            )
             .join(i, col(i.id) == col(e.invitation_id))
             .outerjoin(c, col(c.id) == col(e.citizen_id))
             .outerjoin(s, col(s.evaluation_id) == col(e.id))
@@ -278,12 +306,29 @@ class Detector:
             at = as_utc(r[6])
             if at > cutoff:
                 break  # in id order: stop at the first one too recent, read it next time
-            rows.append(Rated(id=r[0], citizen_id=r[1], phone_hash=r[2], level=r[3], staff_id=r[4], channel=r[5],
-                              at=at, content=r[7] or "", invitation_id=r[8], org_id=r[9], region_code=r[10],
-                              address_hash=r[11], device_hash=r[12], opened_at=as_utc(r[13]) if r[13] else None))
+            rows.append(
+                Rated(
+                    id=r[0],
+                    citizen_id=r[1],
+                    phone_hash=r[2],
+                    level=r[3],
+                    staff_id=r[4],
+                    channel=r[5],
+                    at=at,
+                    content=r[7] or "",
+                    invitation_id=r[8],
+                    org_id=r[9],
+                    region_code=r[10],
+                    address_hash=r[11],
+                    device_hash=r[12],
+                    opened_at=as_utc(r[13]) if r[13] else None,
+                )
+            )
         return rows
 
-    async def _read_addenda(self, session: AsyncSession, after: int, cutoff: datetime) -> list[tuple[int, int, str, datetime, int | None, str]]:
+    async def _read_addenda(
+        self, session: AsyncSession, after: int, cutoff: datetime
+    ) -> list[tuple[int, int, str, datetime, int | None, str]]:
         a, e, i = EvaluationAddendum, Evaluation, Invitation
         query = (
             select(a.id, a.evaluation_id, a.content, a.created_at, e.citizen_id, i.region_code)
@@ -322,15 +367,29 @@ class Detector:
         findings = []
         mine = _group(rows, lambda r: r.citizen_id)
         for citizen, entries in past.items():
-            hit = _windows(entries, mine.get(citizen, []), self.t.burst_window,
-                           self.t.burst_count, distinct=lambda p: p.invitation_id)
+            hit = _windows(
+                entries,
+                mine.get(citizen, []),
+                self.t.burst_window,
+                self.t.burst_count,
+                distinct=lambda p: p.invitation_id,
+            )
             if hit:
-                findings.append(Finding(
-                    "burst", f"citizen {citizen}", {p.id for p in hit}, {p.region_code for p in hit},
-                    {"services": len({p.invitation_id for p in hit}), "threshold": self.t.burst_count,
-                     "window_minutes": self.t.burst_window.total_seconds() / 60,
-                     "first_at": min(p.at for p in hit).isoformat(), "last_at": max(p.at for p in hit).isoformat()},
-                ))
+                findings.append(
+                    Finding(
+                        "burst",
+                        f"citizen {citizen}",
+                        {p.id for p in hit},
+                        {p.region_code for p in hit},
+                        {
+                            "services": len({p.invitation_id for p in hit}),
+                            "threshold": self.t.burst_count,
+                            "window_minutes": self.t.burst_window.total_seconds() / 60,
+                            "first_at": min(p.at for p in hit).isoformat(),
+                            "last_at": max(p.at for p in hit).isoformat(),
+                        },
+                    )
+                )
         return findings
 
     async def _staff_rater(self, session: AsyncSession, rows: list[Rated]) -> list[Finding]:
@@ -363,12 +422,14 @@ class Detector:
                 finding = by_citizen.get(r.citizen_id)
                 if finding is None:
                     finding = by_citizen[r.citizen_id] = Finding(
-                        "staff_rater", f"citizen {r.citizen_id}", set(), set(), {"scope": scope, "matches": []})
+                        "staff_rater", f"citizen {r.citizen_id}", set(), set(), {"scope": scope, "matches": []}
+                    )
                 if r.id not in finding.evaluation_ids:
                     finding.evaluation_ids.add(r.id)
                     finding.regions.add(r.region_code)
                     finding.evidence["matches"].append(
-                        {"evaluation_id": r.id, "staff_org": code, "staff_id": staff_id, "same_unit": same_unit})
+                        {"evaluation_id": r.id, "staff_org": code, "staff_id": staff_id, "same_unit": same_unit}
+                    )
                 break
         return list(by_citizen.values())
 
@@ -397,18 +458,25 @@ class Detector:
                 continue
             seconds = (r.at - reference).total_seconds()
             if 0 <= seconds < limit:
-                findings.append(Finding(
-                    "fast", f"evaluation {r.id}", {r.id}, {r.region_code},
-                    {"seconds": round(seconds, 3), "after": what, "threshold_seconds": limit, "channel": r.channel},
-                ))
+                findings.append(
+                    Finding(
+                        "fast",
+                        f"evaluation {r.id}",
+                        {r.id},
+                        {r.region_code},
+                        {"seconds": round(seconds, 3), "after": what, "threshold_seconds": limit, "channel": r.channel},
+                    )
+                )
         return findings
 
     async def _devices(self, session: AsyncSession, rows: list[Rated], max_id: int) -> list[Finding]:
         """Many page ratings from one device cookie or one client address (a rating farm)."""
         findings = []
         s, e, i = RatingSignal, Evaluation, Invitation
-        for rule, column, limit in (("device", s.device_hash, self.t.device_count),
-                                    ("address", s.address_hash, self.t.address_count)):
+        for rule, column, limit in (
+            ("device", s.device_hash, self.t.device_count),
+            ("address", s.address_hash, self.t.address_count),
+        ):
             attr = "device_hash" if rule == "device" else "address_hash"
             keys = sorted({getattr(r, attr) for r in rows if getattr(r, attr)})
             if not keys:
@@ -426,14 +494,22 @@ class Detector:
                     past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
             mine = _group(rows, lambda r: getattr(r, attr))  # noqa: B023 (used at once)
             for key, entries in past.items():
-                hit = _windows(entries, mine.get(key, []), self.t.device_window, limit,
-                               distinct=lambda p: p.id)
+                hit = _windows(entries, mine.get(key, []), self.t.device_window, limit, distinct=lambda p: p.id)
                 if hit:
-                    findings.append(Finding(
-                        rule, f"{rule} {key[:12]}", {p.id for p in hit}, {p.region_code for p in hit},
-                        {"ratings": len(hit), "threshold": limit, "window_hours": self.t.device_window.total_seconds() / 3600,
-                         "hash_prefix": key[:12]},
-                    ))
+                    findings.append(
+                        Finding(
+                            rule,
+                            f"{rule} {key[:12]}",
+                            {p.id for p in hit},
+                            {p.region_code for p in hit},
+                            {
+                                "ratings": len(hit),
+                                "threshold": limit,
+                                "window_hours": self.t.device_window.total_seconds() / 3600,
+                                "hash_prefix": key[:12],
+                            },
+                        )
+                    )
         return findings
 
     async def _targeted(self, session: AsyncSession, rows: list[Rated], max_id: int) -> list[Finding]:
@@ -449,8 +525,13 @@ class Detector:
             query = (
                 select(e.id, e.citizen_id, i.org_id, e.staff_id, e.created_at, i.region_code, e.invitation_id)
                 .join(i, col(i.id) == col(e.invitation_id))
-                .where(chunk(col(e.citizen_id)), col(e.level).in_(BAD_LEVELS), col(e.staff_id).is_not(None),
-                       col(e.created_at) >= since, col(e.id) <= max_id)
+                .where(
+                    chunk(col(e.citizen_id)),
+                    col(e.level).in_(BAD_LEVELS),
+                    col(e.staff_id).is_not(None),
+                    col(e.created_at) >= since,
+                    col(e.id) <= max_id,
+                )
             )
             for r in await session.exec(query):  # type: ignore[call-overload]
                 key = (r[1], r[2], r[3])
@@ -459,15 +540,30 @@ class Detector:
         findings = []
         grouped = _group(bad, lambda r: (r.citizen_id, r.org_id, r.staff_id))
         for key, entries in past.items():
-            hit = _windows(entries, grouped.get(key, []), self.t.targeted_window, self.t.targeted_count, distinct=lambda p: p.invitation_id)
+            hit = _windows(
+                entries,
+                grouped.get(key, []),
+                self.t.targeted_window,
+                self.t.targeted_count,
+                distinct=lambda p: p.invitation_id,
+            )
             if hit:
                 citizen, org_id, staff = key
-                findings.append(Finding(
-                    "targeted", f"citizen {citizen} → staff {codes.get(org_id, org_id)}/{staff}",
-                    {p.id for p in hit}, {p.region_code for p in hit},
-                    {"bad_reviews": len(hit), "threshold": self.t.targeted_count, "staff_id": staff,
-                     "staff_org": codes.get(org_id), "window_days": self.t.targeted_window.total_seconds() / 86400},
-                ))
+                findings.append(
+                    Finding(
+                        "targeted",
+                        f"citizen {citizen} → staff {codes.get(org_id, org_id)}/{staff}",
+                        {p.id for p in hit},
+                        {p.region_code for p in hit},
+                        {
+                            "bad_reviews": len(hit),
+                            "threshold": self.t.targeted_count,
+                            "staff_id": staff,
+                            "staff_org": codes.get(org_id),
+                            "window_days": self.t.targeted_window.total_seconds() / 86400,
+                        },
+                    )
+                )
         return findings
 
     async def _staff_share(self, session: AsyncSession, rows: list[Rated], max_id: int) -> list[Finding]:
@@ -481,8 +577,10 @@ class Detector:
         if not deltas:
             return []
         table = StaffTally.__table__  # type: ignore[attr-defined]
-        values = [{"org_id": k[0], "staff_id": k[1], "region_code": k[2], "period": k[3], "n": v[0], "n5": v[1]}
-                  for k, v in deltas.items()]
+        values = [
+            {"org_id": k[0], "staff_id": k[1], "region_code": k[2], "period": k[3], "n": v[0], "n5": v[1]}
+            for k, v in deltas.items()
+        ]
         statement = dialect_insert(session, table)
         statement = statement.on_conflict_do_update(
             index_elements=["org_id", "staff_id", "period"],
@@ -493,40 +591,73 @@ class Detector:
         t = StaffTally
         for region, period in sorted({(k[2], k[3]) for k in deltas}):
             query = select(t.org_id, t.staff_id, t.n, t.n5).where(
-                t.region_code == region, t.period == period, col(t.n) >= self.t.share_min_sample)
+                t.region_code == region, t.period == period, col(t.n) >= self.t.share_min_sample
+            )
             tallies = list(await session.exec(query))  # type: ignore[call-overload]
             if len(tallies) < self.t.share_min_peers:
                 continue
             bounds = [wilson_lower(n5, n) for _, _, n, n5 in tallies]
-            scores = robust_z(bounds)
+            # A share's own sampling noise at the peers' typical share: sqrt(m (1 - m) / n).
+            typical = statistics.median([n5 / n for _, _, n, n5 in tallies])
+            scores = robust_z(bounds, [math.sqrt(typical * (1 - typical) / n) for _, _, n, _ in tallies])
             if scores is None:
                 continue
             median = statistics.median(bounds)
-            high = [(tally, bound, z) for tally, bound, z in zip(tallies, bounds, scores, strict=True) if z >= self.t.share_z]
+            high = [
+                (tally, bound, z)
+                for tally, bound, z in zip(tallies, bounds, scores, strict=True)
+                if z >= self.t.share_z
+            ]
             if not high:
                 continue
             codes = await _org_codes(session, {tally[0] for tally, _, _ in high})
             start, end = self._period_bounds(period)
             for (org_id, staff_id, n, n5), bound, z in high:
                 subject = f"staff {codes.get(org_id, org_id)}/{staff_id} {period}"
-                seen = await session.exec(select(FraudFlag.id).where(FraudFlag.rule == "staff_share", FraudFlag.subject == subject))  # type: ignore[call-overload]
+                seen = await session.exec(
+                    select(FraudFlag.id).where(FraudFlag.rule == "staff_share", FraudFlag.subject == subject)
+                )  # type: ignore[call-overload]
                 if seen.first() is not None:
                     continue  # one flag per staff member and month
                 e, i = Evaluation, Invitation
                 ids = await session.exec(
-                    select(e.id).join(i, col(i.id) == col(e.invitation_id))
-                    .where(i.org_id == org_id, e.staff_id == staff_id, e.level == 5, col(e.created_at) >= start,
-                           col(e.created_at) < end, col(e.id) <= max_id)
+                    select(e.id)
+                    .join(i, col(i.id) == col(e.invitation_id))
+                    .where(
+                        i.org_id == org_id,
+                        e.staff_id == staff_id,
+                        e.level == 5,
+                        col(e.created_at) >= start,
+                        col(e.created_at) < end,
+                        col(e.id) <= max_id,
+                    )
                 )
-                findings.append(Finding(
-                    "staff_share", subject, set(ids.scalars().all()), {region},
-                    {"staff_org": codes.get(org_id), "staff_id": staff_id, "period": period, "ratings": n, "fives": n5,
-                     "share": round(n5 / n, 4), "wilson_lower": round(bound, 4), "peers_median": round(median, 4),
-                     "robust_z": round(z, 2), "threshold_z": self.t.share_z, "peers": len(tallies)},
-                ))
+                findings.append(
+                    Finding(
+                        "staff_share",
+                        subject,
+                        set(ids.scalars().all()),
+                        {region},
+                        {
+                            "staff_org": codes.get(org_id),
+                            "staff_id": staff_id,
+                            "period": period,
+                            "ratings": n,
+                            "fives": n5,
+                            "share": round(n5 / n, 4),
+                            "wilson_lower": round(bound, 4),
+                            "peers_median": round(median, 4),
+                            "robust_z": round(z, 2),
+                            "threshold_z": self.t.share_z,
+                            "peers": len(tallies),
+                        },
+                    )
+                )
         return findings
 
-    async def _near_duplicates(self, session: AsyncSession, rows: list[Rated], addenda: list[tuple[int, int, str, datetime, int | None, str]]) -> list[Finding]:
+    async def _near_duplicates(
+        self, session: AsyncSession, rows: list[Rated], addenda: list[tuple[int, int, str, datetime, int | None, str]]
+    ) -> list[Finding]:
         """The same text, give or take a few characters, from several numbers (a script or a template)."""
         items: list[tuple[int, int | None, str, datetime, frozenset[str]]] = []
         for evaluation_id, citizen_id, text, at, region in (
@@ -546,7 +677,8 @@ class Detector:
         citizens: dict[int, int | None] = {}
         for chunk in _members(session, all_keys):
             query = select(b.band_key, b.evaluation_id, b.citizen_id).where(
-                chunk(col(b.band_key)), col(b.created_at) >= since)
+                chunk(col(b.band_key)), col(b.created_at) >= since
+            )
             for key, evaluation_id, citizen_id in await session.exec(query):  # type: ignore[call-overload]
                 candidates[key].add(evaluation_id)
                 citizens[evaluation_id] = citizen_id
@@ -596,14 +728,25 @@ class Detector:
                 continue
             first = min(members)
             sample = await _sample_text(session, first)
-            findings.append(Finding(
-                "near_duplicate", f"texts like evaluation {first}", set(members), {regions[m] for m in members if m in regions},
-                {"numbers": len(numbers), "threshold_numbers": self.t.text_numbers, "similarity": self.t.text_similarity,
-                 "sample": redact(sample[:80]), "window_days": self.t.text_window.total_seconds() / 86400},
-            ))
+            findings.append(
+                Finding(
+                    "near_duplicate",
+                    f"texts like evaluation {first}",
+                    set(members),
+                    {regions[m] for m in members if m in regions},
+                    {
+                        "numbers": len(numbers),
+                        "threshold_numbers": self.t.text_numbers,
+                        "similarity": self.t.text_similarity,
+                        "sample": redact(sample[:80]),
+                        "window_days": self.t.text_window.total_seconds() / 86400,
+                    },
+                )
+            )
         bands = [
             {"band_key": key, "band": band, "evaluation_id": item[0], "citizen_id": item[1], "created_at": item[3]}
-            for item, keys in keyed for band, key in enumerate(keys)
+            for item, keys in keyed
+            for band, key in enumerate(keys)
         ]
         await _execute_many(session, insert(TextBand.__table__), bands)  # type: ignore[attr-defined]
         return findings
@@ -619,7 +762,8 @@ class Detector:
             ids = sorted({i for f in findings if f.rule == rule for i in f.evaluation_ids})
             for chunk in _members(session, ids):
                 query = select(FlagEvaluation.evaluation_id).where(
-                    FlagEvaluation.rule == rule, chunk(col(FlagEvaluation.evaluation_id)))
+                    FlagEvaluation.rule == rule, chunk(col(FlagEvaluation.evaluation_id))
+                )
                 taken[rule].update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
         written = 0
         for finding in findings:
@@ -629,8 +773,12 @@ class Detector:
             taken[finding.rule].update(fresh)
             evidence = {**finding.evidence, "evaluation_ids": sorted(finding.evaluation_ids)[:200]}
             flag = FraudFlag(
-                rule=finding.rule, subject=finding.subject[:128], region_code=common_region(finding.regions),
-                evidence=evidence, evaluation_count=len(fresh), created_at=at,
+                rule=finding.rule,
+                subject=finding.subject[:128],
+                region_code=common_region(finding.regions),
+                evidence=evidence,
+                evaluation_count=len(fresh),
+                created_at=at,
             )
             session.add(flag)
             await session.flush()
@@ -672,7 +820,7 @@ def _windows(entries: list[Past], new: list[Rated], window: timedelta, threshold
     times = [p.at for p in ordered]
     hit: dict[int, Past] = {}
     for rating in new:
-        inside = ordered[bisect_left(times, rating.at - window):bisect_right(times, rating.at)]
+        inside = ordered[bisect_left(times, rating.at - window) : bisect_right(times, rating.at)]
         if len(inside) >= threshold and len({distinct(p) for p in inside}) >= threshold:
             hit.update((p.id, p) for p in inside)
     return list(hit.values())
@@ -680,21 +828,30 @@ def _windows(entries: list[Past], new: list[Rated], window: timedelta, threshold
 
 async def _lock_cursor(session: AsyncSession, name: str, at: datetime) -> FraudCursor:
     await insert_if_absent(session, FraudCursor, name=name, last_id=0, updated_at=at)
-    query = sqlmodel_select(FraudCursor).where(FraudCursor.name == name).with_for_update().execution_options(populate_existing=True)
+    query = (
+        sqlmodel_select(FraudCursor)
+        .where(FraudCursor.name == name)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return (await session.exec(query)).one()
 
 
 async def _org_regions(session: AsyncSession, org_ids: set[int]) -> dict[int, str]:
     if not org_ids:
         return {}
-    rows = await session.exec(select(Organisation.id, Organisation.region_code).where(col(Organisation.id).in_(sorted(org_ids))))
+    rows = await session.exec(
+        select(Organisation.id, Organisation.region_code).where(col(Organisation.id).in_(sorted(org_ids)))
+    )
     return {r[0]: r[1] for r in rows}
 
 
 async def _org_codes(session: AsyncSession, org_ids: set[int]) -> dict[int, str]:
     if not org_ids:
         return {}
-    rows = await session.exec(select(Organisation.id, Organisation.code).where(col(Organisation.id).in_(sorted(org_ids))))
+    rows = await session.exec(
+        select(Organisation.id, Organisation.code).where(col(Organisation.id).in_(sorted(org_ids)))
+    )
     return {r[0]: r[1] for r in rows}
 
 
@@ -704,10 +861,13 @@ async def _texts_of(session: AsyncSession, evaluation_ids: list[int]) -> dict[in
     e, i, a = Evaluation, Invitation, EvaluationAddendum
     for chunk in _members(session, evaluation_ids):
         rows = await session.exec(
-            select(e.id, e.content, i.region_code).join(i, col(i.id) == col(e.invitation_id)).where(chunk(col(e.id))))
+            select(e.id, e.content, i.region_code).join(i, col(i.id) == col(e.invitation_id)).where(chunk(col(e.id)))
+        )
         for evaluation_id, content, region in rows:
             out[evaluation_id] = (region, [texts.shingles(texts.normalise(content or ""))])
-        extra = await session.exec(select(a.evaluation_id, a.content).where(chunk(col(a.evaluation_id)), a.content != ""))
+        extra = await session.exec(
+            select(a.evaluation_id, a.content).where(chunk(col(a.evaluation_id)), a.content != "")
+        )
         for evaluation_id, content in extra:
             if evaluation_id in out:
                 out[evaluation_id][1].append(texts.shingles(texts.normalise(content)))
@@ -715,11 +875,16 @@ async def _texts_of(session: AsyncSession, evaluation_ids: list[int]) -> dict[in
 
 
 async def _sample_text(session: AsyncSession, evaluation_id: int) -> str:
-    content = (await session.exec(select(Evaluation.content).where(Evaluation.id == evaluation_id))).scalars().first() or ""  # type: ignore[call-overload]
+    content = (
+        await session.exec(select(Evaluation.content).where(Evaluation.id == evaluation_id))
+    ).scalars().first() or ""  # type: ignore[call-overload]
     if texts.normalise(content):
         return content
     extra = await session.exec(
-        select(EvaluationAddendum.content).where(EvaluationAddendum.evaluation_id == evaluation_id, EvaluationAddendum.content != ""))
+        select(EvaluationAddendum.content).where(
+            EvaluationAddendum.evaluation_id == evaluation_id, EvaluationAddendum.content != ""
+        )
+    )
     return extra.scalars().first() or ""
 
 

@@ -14,7 +14,9 @@ MAX_ID = 2**31 - 1
 
 class FlagQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    status: Literal["open", "confirmed", "dismissed"] | None = Field(default=None, description="only flags in this state")
+    status: Literal["open", "confirmed", "dismissed"] | None = Field(
+        default=None, description="only flags in this state"
+    )
     rule: RuleName | None = Field(default=None, description="only flags of this rule")
     limit: int = Field(default=50, ge=1, le=500)
     before_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="id of the last flag of the previous page")

@@ -96,7 +96,9 @@ def _scope(caller: Caller) -> ColumnElement[bool]:
 async def list_flags(session: AsyncSession, *, caller: Caller, query: FlagQuery) -> FlagPage:
     """Flags in the caller's jurisdiction, newest first."""
     _may_read(caller)
-    statement = select(FraudFlag, Organisation.code).outerjoin(Organisation, col(Organisation.id) == col(FraudFlag.ruled_by_org_id))
+    statement = select(FraudFlag, Organisation.code).outerjoin(
+        Organisation, col(Organisation.id) == col(FraudFlag.ruled_by_org_id)
+    )
     if caller.kind != "operator":
         statement = statement.where(_scope(caller))
     if query.status:
@@ -114,8 +116,15 @@ def _out(flag: FraudFlag, ruled_by: str | None) -> FlagOut:
     if flag.id is None:
         raise ValueError("flag without id")
     return FlagOut(
-        id=flag.id, rule=flag.rule, subject=flag.subject, region_code=flag.region_code, status=flag.status,
-        evaluation_count=flag.evaluation_count, created_at=flag.created_at, ruled_at=flag.ruled_at, ruled_by=ruled_by,
+        id=flag.id,
+        rule=flag.rule,
+        subject=flag.subject,
+        region_code=flag.region_code,
+        status=flag.status,
+        evaluation_count=flag.evaluation_count,
+        created_at=flag.created_at,
+        ruled_at=flag.ruled_at,
+        ruled_by=ruled_by,
         ruling_note=flag.ruling_note,
     )
 
@@ -153,12 +162,25 @@ async def _detail(session: AsyncSession, flag: FraudFlag, decisions_written: int
     ids = [row[0].id for row in listed]
     stopped = set()
     if ids:
-        stopped = set((await session.exec(select(EvaluationDecision.evaluation_id).where(
-            col(EvaluationDecision.evaluation_id).in_(ids)))).all())
+        stopped = set(
+            (
+                await session.exec(
+                    select(EvaluationDecision.evaluation_id).where(col(EvaluationDecision.evaluation_id).in_(ids))
+                )
+            ).all()
+        )
     evaluations = [
         FlaggedEvaluation(
-            id=ev.id, level=ev.level, channel=ev.channel, created_at=ev.created_at, item_name=item, org_code=code,  # type: ignore[arg-type]
-            region_code=region, staff_id=ev.staff_id, citizen=masked or ("Telegram" if chat else None), ticket_id=ticket_id,
+            id=ev.id,
+            level=ev.level,
+            channel=ev.channel,
+            created_at=ev.created_at,
+            item_name=item,
+            org_code=code,  # type: ignore[arg-type]
+            region_code=region,
+            staff_id=ev.staff_id,
+            citizen=masked or ("Telegram" if chat else None),
+            ticket_id=ticket_id,
             counts=ev.id not in stopped,
         )
         for ev, item, code, region, masked, chat, ticket_id in listed
@@ -168,7 +190,9 @@ async def _detail(session: AsyncSession, flag: FraudFlag, decisions_written: int
         org = await session.get(Organisation, flag.ruled_by_org_id)
         ruled_by = org.code if org else None
     base = _out(flag, ruled_by)
-    return FlagDetail(**base.model_dump(), evidence=flag.evidence, evaluations=evaluations, decisions_written=decisions_written)
+    return FlagDetail(
+        **base.model_dump(), evidence=flag.evidence, evaluations=evaluations, decisions_written=decisions_written
+    )
 
 
 async def rule_flag(session: AsyncSession, *, caller: Caller, flag_id: int, ruling: RulingIn, deps: Deps) -> FlagDetail:
@@ -181,7 +205,8 @@ async def rule_flag(session: AsyncSession, *, caller: Caller, flag_id: int, ruli
     at = deps.clock.now()
     # The conditional UPDATE is the race guard: of two rulings at the same moment only one lands.
     moved = await session.exec(
-        update(FraudFlag).where(col(FraudFlag.id) == flag_id, col(FraudFlag.status) == "open")  # type: ignore[call-overload]
+        update(FraudFlag)
+        .where(col(FraudFlag.id) == flag_id, col(FraudFlag.status) == "open")  # type: ignore[call-overload]
         .values(status=ruling.outcome, ruled_at=at, ruled_by_org_id=caller.org_id, ruling_note=ruling.note)
     )
     if moved.rowcount != 1:
@@ -194,25 +219,40 @@ async def rule_flag(session: AsyncSession, *, caller: Caller, flag_id: int, ruli
     return await _detail(session, flag, decisions_written=written)
 
 
-async def _stop_counting(session: AsyncSession, *, flag: FraudFlag, caller: Caller, note: str, deps: Deps, at: datetime) -> int:
+async def _stop_counting(
+    session: AsyncSession, *, flag: FraudFlag, caller: Caller, note: str, deps: Deps, at: datetime
+) -> int:
     """Art. 19: the good reviews of a confirmed flag stop counting, each by one decision row; the rating
     itself stays as given. One already ruled out (by an appeal or another flag) gets no second row."""
     e = Evaluation
-    good = list(await session.exec(
-        select(e.id).join(FlagEvaluation, col(FlagEvaluation.evaluation_id) == col(e.id))
-        .where(FlagEvaluation.flag_id == flag.id, col(e.level).in_(GOOD_LEVELS)).order_by(col(e.id))
-    ))
+    good = list(
+        await session.exec(
+            select(e.id)
+            .join(FlagEvaluation, col(FlagEvaluation.evaluation_id) == col(e.id))
+            .where(FlagEvaluation.flag_id == flag.id, col(e.level).in_(GOOD_LEVELS))
+            .order_by(col(e.id))
+        )
+    )
     if not good:
         return 0
-    ruled = set((await session.exec(select(EvaluationDecision.evaluation_id).where(
-        col(EvaluationDecision.evaluation_id).in_(good)))).all())
+    ruled = set(
+        (
+            await session.exec(
+                select(EvaluationDecision.evaluation_id).where(col(EvaluationDecision.evaluation_id).in_(good))
+            )
+        ).all()
+    )
     written = 0
     for evaluation_id in good:
         if evaluation_id in ruled:
             continue
         decision = EvaluationDecision(
-            evaluation_id=evaluation_id, ticket_id=None, decision=FRAUD_DECISION, org_id=caller.org_id,
-            note=f"fraud flag #{flag.id} ({flag.rule}): {note}"[:2000], created_at=at,
+            evaluation_id=evaluation_id,
+            ticket_id=None,
+            decision=FRAUD_DECISION,
+            org_id=caller.org_id,
+            note=f"fraud flag #{flag.id} ({flag.rule}): {note}"[:2000],
+            created_at=at,
         )
         session.add(decision)
         await session.flush()
@@ -221,14 +261,18 @@ async def _stop_counting(session: AsyncSession, *, flag: FraudFlag, caller: Call
     return written
 
 
-async def replace_staff_contacts(session: AsyncSession, *, caller: Caller, data: StaffContactsIn, deps: Deps) -> StaffContactsOut:
+async def replace_staff_contacts(
+    session: AsyncSession, *, caller: Caller, data: StaffContactsIn, deps: Deps
+) -> StaffContactsOut:
     """Replace a unit's staff phone list (hashed like citizens' numbers). The approval department over the
     unit or the operator uploads it: the unit itself is the one the rule watches."""
     unit = await org_by_code(session, data.org_code)
     if unit is None or unit.id is None:
         raise InvalidStaffList(f"org_code {data.org_code!r} is not a registered organisation", field="org_code")
     if not (caller.kind == "operator" or (caller.is_approval and caller.covers_region(unit.region_code))):
-        raise FraudForbidden("staff contact lists are uploaded by the approval department over the unit", field="org_code")
+        raise FraudForbidden(
+            "staff contact lists are uploaded by the approval department over the unit", field="org_code"
+        )
     hashes: dict[str, str] = {}
     for index, contact in enumerate(data.contacts):
         try:
@@ -236,13 +280,16 @@ async def replace_staff_contacts(session: AsyncSession, *, caller: Caller, data:
         except InvalidPhone as exc:
             raise InvalidStaffList(f"contacts.{index}.phone: {exc}", field=f"contacts.{index}.phone") from None
         if "\x00" in contact.staff_id:
-            raise InvalidStaffList(f"contacts.{index}.staff_id: must not contain NUL", field=f"contacts.{index}.staff_id")
+            raise InvalidStaffList(
+                f"contacts.{index}.staff_id: must not contain NUL", field=f"contacts.{index}.staff_id"
+            )
         hashes[deps.vault.lookup_hash(phone)] = contact.staff_id
     at = deps.clock.now()
     await session.exec(delete(StaffContact).where(col(StaffContact.org_id) == unit.id))  # type: ignore[call-overload]
     rows = [{"org_id": unit.id, "staff_id": staff, "phone_hash": h, "created_at": at} for h, staff in hashes.items()]
     for start in range(0, len(rows), 500):
-        await session.exec(insert(StaffContact.__table__).values(rows[start:start + 500]))  # type: ignore[attr-defined, call-overload]
+        statement = insert(StaffContact.__table__).values(rows[start : start + 500])  # type: ignore[attr-defined]
+        await session.exec(statement)  # type: ignore[call-overload]
     log.info("staff contacts replaced", extra={"org": unit.code, "contacts": len(rows)})
     return StaffContactsOut(org_code=unit.code, contacts=len(rows))
 
@@ -262,7 +309,11 @@ class FlagCounts:
 
 
 async def flag_counts(
-    session: AsyncSession, *, start: datetime | None = None, end: datetime | None = None, region_prefix: str | None = None,
+    session: AsyncSession,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    region_prefix: str | None = None,
 ) -> FlagCounts:
     """How many evaluations (rated in [start, end), in regions starting with region_prefix) fraud flags
     hold, by the flags' state; statistics show them apart from the valid ones."""
@@ -285,4 +336,3 @@ async def flag_counts(
     rows = await session.exec(select(sub.c.rank, func.count(distinct(sub.c.evaluation_id))).group_by(sub.c.rank))
     counts = {rank_value: n for rank_value, n in rows}
     return FlagCounts(open=counts.get(2, 0), confirmed=counts.get(3, 0), dismissed=counts.get(1, 0))
-

@@ -25,7 +25,9 @@ _DEVICE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 
 def _derive(secret: str, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"haochaping-gateway", info=info).derive(secret.encode("utf-8"))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"haochaping-gateway", info=info).derive(
+        secret.encode("utf-8")
+    )
 
 
 class PageSignals:
@@ -76,13 +78,22 @@ def valid_device_id(value: str | None) -> str | None:
 
 
 async def record_signal(
-    session: AsyncSession, *, evaluation_id: int, signals: PageSignals, address: str | None, device_id: str | None,
-    opened_at: datetime | None, at: datetime,
+    session: AsyncSession,
+    *,
+    evaluation_id: int,
+    signals: PageSignals,
+    address: str | None,
+    device_id: str | None,
+    opened_at: datetime | None,
+    at: datetime,
 ) -> RatingSignal:
     """Store the page's signals for a rating, in the rating's own transaction."""
     row = RatingSignal(
-        evaluation_id=evaluation_id, address_hash=signals.address_hash(address), device_hash=signals.device_hash(device_id),
-        opened_at=opened_at if opened_at is not None and opened_at <= at else None, created_at=at,
+        evaluation_id=evaluation_id,
+        address_hash=signals.address_hash(address),
+        device_hash=signals.device_hash(device_id),
+        opened_at=opened_at if opened_at is not None and opened_at <= at else None,
+        created_at=at,
     )
     session.add(row)
     await session.flush()

@@ -3,7 +3,7 @@
 Chinese has no spaces between words, so a text is compared by its overlapping 3-character pieces
 (shingles); MinHash estimates the Jaccard similarity of two shingle sets, and texts whose signatures
 agree on one whole band (4 of the 64 values) become candidates, which are then compared exactly. With
-16 bands of 4 rows a pair at similarity 0.8 is a candidate with probability 1 - (1 - 0.8^4)^16 ≈ 0.9999,
+16 bands of 4 rows a pair at similarity 0.7 is a candidate with probability 1 - (1 - 0.7^4)^16 ≈ 0.99,
 one at 0.3 with about 0.12: few candidates to check, almost no pair above the threshold missed.
 """
 
@@ -28,7 +28,7 @@ def normalise(text: str) -> str:
 def shingles(normalised: str) -> frozenset[str]:
     if len(normalised) <= SHINGLE:
         return frozenset((normalised,)) if normalised else frozenset()
-    return frozenset(normalised[i:i + SHINGLE] for i in range(len(normalised) - SHINGLE + 1))
+    return frozenset(normalised[i : i + SHINGLE] for i in range(len(normalised) - SHINGLE + 1))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -55,7 +55,7 @@ def band_keys(pieces: frozenset[str]) -> list[int]:
     values = signature.hashvalues
     keys = []
     for band in range(BANDS):
-        chunk = values[band * ROWS:(band + 1) * ROWS].tobytes()
+        chunk = values[band * ROWS : (band + 1) * ROWS].tobytes()
         digest = hashlib.blake2b(chunk, digest_size=8, person=b"fraud-band" + bytes([band])).digest()
         keys.append(int.from_bytes(digest, "big", signed=True))
     return keys

@@ -65,18 +65,36 @@ async def staff_contacts_view(request: web.Request) -> web.Response:
 
 OPERATIONS = [
     Operation(
-        "GET", "/api/v1/fraud/flags", "List fraud flags in your jurisdiction", tag="fraud", operation_id="listFraudFlags",
-        query=FlagQuery, response=FlagPage, errors=(401, 403, 422),
+        "GET",
+        "/api/v1/fraud/flags",
+        "List fraud flags in your jurisdiction",
+        tag="fraud",
+        operation_id="listFraudFlags",
+        query=FlagQuery,
+        response=FlagPage,
+        errors=(401, 403, 422),
         description="Approval departments and the operator; newest first, page with `before_id`. Units get 403.",
     ),
     Operation(
-        "GET", "/api/v1/fraud/flags/{id}", "Read one fraud flag with its evidence and evaluations", tag="fraud",
-        operation_id="getFraudFlag", path_params=(_FLAG_ID,), response=FlagDetail, errors=(401, 403, 404),
+        "GET",
+        "/api/v1/fraud/flags/{id}",
+        "Read one fraud flag with its evidence and evaluations",
+        tag="fraud",
+        operation_id="getFraudFlag",
+        path_params=(_FLAG_ID,),
+        response=FlagDetail,
+        errors=(401, 403, 404),
         description="Raters' numbers are masked. Another region's flag is 404.",
     ),
     Operation(
-        "POST", "/api/v1/fraud/flags/{id}/ruling", "Confirm or dismiss a fraud flag", tag="fraud",
-        operation_id="ruleFraudFlag", path_params=(_FLAG_ID,), body=RulingIn, response=FlagDetail,
+        "POST",
+        "/api/v1/fraud/flags/{id}/ruling",
+        "Confirm or dismiss a fraud flag",
+        tag="fraud",
+        operation_id="ruleFraudFlag",
+        path_params=(_FLAG_ID,),
+        body=RulingIn,
+        response=FlagDetail,
         errors=(400, 401, 403, 404, 409, 415, 422),
         description=(
             "The approval department of the flag's region rules once (409 after). Confirming writes one "
@@ -85,9 +103,16 @@ OPERATIONS = [
         ),
     ),
     Operation(
-        "POST", "/api/v1/fraud/staff-contacts", "Replace a unit's staff phone list", tag="fraud",
-        operation_id="replaceStaffContacts", body=StaffContactsIn, response=StaffContactsOut,
+        "POST",
+        "/api/v1/fraud/staff-contacts",
+        "Replace a unit's staff phone list",
+        tag="fraud",
+        operation_id="replaceStaffContacts",
+        body=StaffContactsIn,
+        response=StaffContactsOut,
         errors=(400, 401, 403, 415, 422),
-        description="Numbers are stored only as keyed hashes; a rater whose number is on a list is flagged (staff_rater).",
+        description=(
+            "Numbers are stored only as keyed hashes; a rater whose number is on a list is flagged (staff_rater)."
+        ),
     ),
 ]

@@ -17,7 +17,14 @@ from gateway.evaluations.prompts import LEVEL_BUTTONS, telegram_deep_link
 from gateway.evaluations.reasons import BAD_LEVELS, LEVEL_WORDS
 from gateway.evaluations.schemas import RatingIn
 from gateway.evaluations.service import cases_of, invitation_by_token, record_rating
-from gateway.fraud.signals import DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE, new_device_id, record_signal, signals_for, valid_device_id
+from gateway.fraud.signals import (
+    DEVICE_COOKIE,
+    DEVICE_COOKIE_MAX_AGE,
+    new_device_id,
+    record_signal,
+    signals_for,
+    valid_device_id,
+)
 from gateway.store.models import Invitation
 from gateway.web.http import read_json, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE

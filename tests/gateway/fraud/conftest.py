@@ -27,8 +27,14 @@ _tokens = itertools.count(1)
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return load_settings(
-        database_url=database_url, public_url="http://gateway.test", run_dispatcher=False, fraud_lag_seconds=0,
-        fraud_share_min_sample=10, fraud_address_count=6, fraud_client_address_header="X-Real-IP",
+        database_url=database_url,
+        public_url="http://gateway.test",
+        run_dispatcher=False,
+        fraud_lag_seconds=0,
+        fraud_share_min_sample=10,
+        fraud_share_min_peers=5,
+        fraud_address_count=6,
+        fraud_client_address_header="X-Real-IP",
     )
 
 
@@ -42,14 +48,25 @@ class Seeder:
             row = Citizen(created_at=deps.clock.now(), telegram_chat_id=chat)
             if phone:
                 e164 = normalise_phone(phone)
-                row.phone_hash, row.phone_enc, row.phone_masked = deps.vault.lookup_hash(e164), deps.vault.encrypt(e164), mask_phone(e164)
+                row.phone_hash, row.phone_enc, row.phone_masked = (
+                    deps.vault.lookup_hash(e164),
+                    deps.vault.encrypt(e164),
+                    mask_phone(e164),
+                )
             session.add(row)
             await session.flush()
             return row.id  # type: ignore[return-value]
 
     async def rating(
-        self, *, citizen_id: int | None, level: int = 5, at: datetime | None = None, org: str = "hanbin-market",
-        staff_id: str | None = "HB-017", content: str = "", channel: str = "web",
+        self,
+        *,
+        citizen_id: int | None,
+        level: int = 5,
+        at: datetime | None = None,
+        org: str = "hanbin-market",
+        staff_id: str | None = "HB-017",
+        content: str = "",
+        channel: str = "web",
     ) -> int:
         deps = self.client.app[DEPS]
         at = at or deps.clock.now()
@@ -57,15 +74,34 @@ class Seeder:
             unit = (await session.exec(select(Organisation).where(Organisation.code == org))).one()
             n = next(_tokens)
             invitation = Invitation(
-                token=f"seed{n:08d}", org_id=unit.id, citizen_id=citizen_id, kind="single", group_no=f"SEED-{n}",  # type: ignore[arg-type]
-                region_code=unit.region_code, item_name="个体工商户设立登记", office_name=unit.name, service_channel="window",
-                completed_at=at, expires_at=at.replace(year=at.year + 1), status="rated", rated_at=at, created_at=at,
+                token=f"seed{n:08d}",
+                org_id=unit.id,
+                citizen_id=citizen_id,
+                kind="single",
+                group_no=f"SEED-{n}",  # type: ignore[arg-type]
+                region_code=unit.region_code,
+                item_name="个体工商户设立登记",
+                office_name=unit.name,
+                service_channel="window",
+                completed_at=at,
+                expires_at=at.replace(year=at.year + 1),
+                status="rated",
+                rated_at=at,
+                created_at=at,
             )
             session.add(invitation)
             await session.flush()
-            evaluation = Evaluation(invitation_id=invitation.id, scope="all", citizen_id=citizen_id, level=level,  # type: ignore[arg-type]
-                                    reason_codes=[213] if level <= 2 else [], content=content, staff_id=staff_id,
-                                    channel=channel, created_at=at)
+            evaluation = Evaluation(
+                invitation_id=invitation.id,
+                scope="all",
+                citizen_id=citizen_id,
+                level=level,  # type: ignore[arg-type]
+                reason_codes=[213] if level <= 2 else [],
+                content=content,
+                staff_id=staff_id,
+                channel=channel,
+                created_at=at,
+            )
             session.add(evaluation)
             await session.flush()
             return evaluation.id  # type: ignore[return-value]
@@ -90,6 +126,8 @@ async def flags(client: Any, rule: str | None = None) -> list[tuple[FraudFlag, l
             query = query.where(FraudFlag.rule == rule)
         out = []
         for flag in (await session.exec(query)).all():
-            ids = (await session.exec(select(FlagEvaluation.evaluation_id).where(FlagEvaluation.flag_id == flag.id))).all()
+            ids = (
+                await session.exec(select(FlagEvaluation.evaluation_id).where(FlagEvaluation.flag_id == flag.id))
+            ).all()
             out.append((flag, sorted(ids)))
         return out

@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlmodel import select
 
 from gateway.app import create_app
+from gateway.clock import FrozenClock
 from gateway.fraud.models import FraudCursor
 from gateway.fraud.service import flag_counts
 from gateway.store.models import Evaluation, EvaluationDecision
@@ -16,10 +17,14 @@ from gateway.web.keys import STORE
 from tests.gateway.fraud.conftest import Seeder, detect, flags
 
 
-async def _burst(seed: Seeder, clock, phone: str, *, level: int = 5, org: str = "hanbin-market") -> list[int]:  # type: ignore[no-untyped-def]
+async def _burst(
+    seed: Seeder, clock: FrozenClock, phone: str, *, level: int = 5, org: str = "hanbin-market"
+) -> list[int]:
     citizen = await seed.citizen(phone)
     start = clock.now() - timedelta(hours=1)
-    return [await seed.rating(citizen_id=citizen, level=level, org=org, at=start + timedelta(minutes=n)) for n in range(5)]
+    return [
+        await seed.rating(citizen_id=citizen, level=level, org=org, at=start + timedelta(minutes=n)) for n in range(5)
+    ]
 
 
 async def _rows(client, model, **where):  # type: ignore[no-untyped-def]
@@ -35,8 +40,12 @@ async def test_listing_and_reading_follow_jurisdiction(client, world, seed: Seed
     await _burst(seed, clock, "13800000042", org="hanyin-market")
     await detect(client)
     hanbin_flag, hanyin_flag = [f.id for f, _ in await flags(client, "burst")]
-    for org, visible in (("hanbin", [hanbin_flag]), ("hanyin", [hanyin_flag]), ("city", [hanyin_flag, hanbin_flag]),
-                         ("operator", [hanyin_flag, hanbin_flag])):
+    for org, visible in (
+        ("hanbin", [hanbin_flag]),
+        ("hanyin", [hanyin_flag]),
+        ("city", [hanyin_flag, hanbin_flag]),
+        ("operator", [hanyin_flag, hanbin_flag]),
+    ):
         resp = await client.get("/api/v1/fraud/flags", headers=world.auth(org))
         assert resp.status == 200
         assert [f["id"] for f in (await resp.json())["items"]] == visible, org
@@ -54,7 +63,9 @@ async def test_listing_and_reading_follow_jurisdiction(client, world, seed: Seed
     assert [f["id"] for f in page["items"]] == [hanyin_flag] and page["next_before_id"] == hanyin_flag
 
 
-async def test_only_the_approval_department_of_the_region_rules_and_only_once(client, world, seed: Seeder, clock) -> None:
+async def test_only_the_approval_department_of_the_region_rules_and_only_once(
+    client, world, seed: Seeder, clock
+) -> None:
     await _burst(seed, clock, "13800000043")
     await detect(client)
     [(flag, _)] = await flags(client)
@@ -76,13 +87,18 @@ async def test_only_the_approval_department_of_the_region_rules_and_only_once(cl
     assert again.status == 409
 
 
-async def test_a_confirmed_good_review_flag_writes_one_decision_and_leaves_the_rating_alone(client, world, seed: Seeder, clock) -> None:
+async def test_a_confirmed_good_review_flag_writes_one_decision_and_leaves_the_rating_alone(
+    client, world, seed: Seeder, clock
+) -> None:
     ids = await _burst(seed, clock, "13800000044")
     await detect(client)
     [(flag, _)] = await flags(client)
     before = [e.model_dump() for e in await _rows(client, Evaluation)]
-    resp = await client.post(f"/api/v1/fraud/flags/{flag.id}/ruling", json={"outcome": "confirmed", "note": "刷好评，已核实"},
-                             headers=world.auth("city"))
+    resp = await client.post(
+        f"/api/v1/fraud/flags/{flag.id}/ruling",
+        json={"outcome": "confirmed", "note": "刷好评，已核实"},
+        headers=world.auth("city"),
+    )
     detail = await resp.json()
     assert resp.status == 200 and detail["decisions_written"] == 5
     assert [e["counts"] for e in detail["evaluations"]] == [False] * 5
@@ -102,13 +118,18 @@ async def test_a_confirmed_flag_on_bad_reviews_writes_no_decision(client, world,
     await detect(client)
     assert {f.rule for f, _ in await flags(client)} == {"burst", "targeted"}  # five bad reviews of HB-017 too
     [(flag, _)] = await flags(client, "burst")
-    resp = await client.post(f"/api/v1/fraud/flags/{flag.id}/ruling", json={"outcome": "confirmed", "note": "恶意差评"},
-                             headers=world.auth("hanbin"))
+    resp = await client.post(
+        f"/api/v1/fraud/flags/{flag.id}/ruling",
+        json={"outcome": "confirmed", "note": "恶意差评"},
+        headers=world.auth("hanbin"),
+    )
     assert resp.status == 200 and (await resp.json())["decisions_written"] == 0
     assert await _rows(client, EvaluationDecision) == []  # the work order's appeal decides how it counts
 
 
-async def test_a_restart_resumes_from_the_cursor_without_double_flags(client, world, seed: Seeder, clock, settings, aiohttp_client) -> None:
+async def test_a_restart_resumes_from_the_cursor_without_double_flags(
+    client, world, seed: Seeder, clock, settings, aiohttp_client
+) -> None:
     first = await _burst(seed, clock, "13800000046")
     await detect(client)
     citizen = await seed.citizen("13800000047")
@@ -126,7 +147,9 @@ async def test_a_restart_resumes_from_the_cursor_without_double_flags(client, wo
     assert len(await flags(restarted)) == 2
 
 
-async def test_the_app_runs_the_detector_in_the_background(world, seed: Seeder, clock, settings, aiohttp_client) -> None:
+async def test_the_app_runs_the_detector_in_the_background(
+    world, seed: Seeder, clock, settings, aiohttp_client
+) -> None:
     ids = await _burst(seed, clock, "13800000048")
     background = settings.model_copy(update={"fraud_interval_seconds": 0.05})
     worker = await aiohttp_client(create_app(background, clock=clock, migrate=False, run_background=True))

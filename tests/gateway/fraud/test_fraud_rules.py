@@ -13,8 +13,14 @@ from tests.conftest import case_payload
 from tests.gateway.fraud.conftest import Seeder, detect, flags
 
 
-async def test_burst_flags_one_number_rating_many_services_and_not_a_slower_one(client, world, seed: Seeder, clock) -> None:
-    fast, slow, chat = await seed.citizen("13800000001"), await seed.citizen("13800000002"), await seed.citizen(chat=4242)
+async def test_burst_flags_one_number_rating_many_services_and_not_a_slower_one(
+    client, world, seed: Seeder, clock
+) -> None:
+    fast, slow, chat = (
+        await seed.citizen("13800000001"),
+        await seed.citizen("13800000002"),
+        await seed.citizen(chat=4242),
+    )
     start = clock.now() - timedelta(hours=2)
     planted = [await seed.rating(citizen_id=fast, at=start + timedelta(minutes=5 * n)) for n in range(5)]
     # Near miss: five services too, but the fifth comes 31 minutes after the first, and never 5 in 30.
@@ -28,8 +34,11 @@ async def test_burst_flags_one_number_rating_many_services_and_not_a_slower_one(
 
 
 async def test_staff_rater_flags_a_number_on_the_unit_or_county_staff_list(client, world, seed: Seeder) -> None:
-    resp = await client.post("/api/v1/fraud/staff-contacts", headers=world.auth("hanbin"), json={
-        "org_code": "hanbin-market", "contacts": [{"staff_id": "HB-017", "phone": "138 0000 0011"}]})
+    resp = await client.post(
+        "/api/v1/fraud/staff-contacts",
+        headers=world.auth("hanbin"),
+        json={"org_code": "hanbin-market", "contacts": [{"staff_id": "HB-017", "phone": "138 0000 0011"}]},
+    )
     assert resp.status == 200, await resp.text()
     assert (await resp.json()) == {"org_code": "hanbin-market", "contacts": 1}
     staff, other = await seed.citizen("+8613800000011"), await seed.citizen("13800000012")
@@ -46,7 +55,9 @@ async def test_staff_rater_flags_a_number_on_the_unit_or_county_staff_list(clien
 
 async def test_staff_lists_are_uploaded_by_the_approval_department_and_checked(client, world) -> None:
     body = {"org_code": "hanbin-market", "contacts": [{"staff_id": "A", "phone": "13800000011"}]}
-    assert (await client.post("/api/v1/fraud/staff-contacts", headers=world.auth("hanbin-market"), json=body)).status == 403
+    assert (
+        await client.post("/api/v1/fraud/staff-contacts", headers=world.auth("hanbin-market"), json=body)
+    ).status == 403
     assert (await client.post("/api/v1/fraud/staff-contacts", headers=world.auth("hanyin"), json=body)).status == 403
     bad = {"org_code": "hanbin-market", "contacts": [{"staff_id": "A", "phone": "13800000011"}, {"phone": "12"}]}
     resp = await client.post("/api/v1/fraud/staff-contacts", headers=world.auth("hanbin"), json=bad)
@@ -58,10 +69,22 @@ async def test_staff_lists_are_uploaded_by_the_approval_department_and_checked(c
     assert (await resp.json())["contacts"] == 0
 
 
-async def _page_rating(client, world, n: int, *, wait_seconds: float, clock, cookie: str | None = None,
-                       address: str = "203.0.113.9", level: str = "5") -> int:  # type: ignore[no-untyped-def]
-    resp = await client.post("/api/v1/cases", json=case_payload(f"PG-{n:04d}", citizen={"phone": f"1390000{n:04d}"}),
-                             headers=world.auth("hanbin-market"))
+async def _page_rating(
+    client,
+    world,
+    n: int,
+    *,
+    wait_seconds: float,
+    clock,
+    cookie: str | None = None,
+    address: str = "203.0.113.9",
+    level: str = "5",
+) -> int:  # type: ignore[no-untyped-def]
+    resp = await client.post(
+        "/api/v1/cases",
+        json=case_payload(f"PG-{n:04d}", citizen={"phone": f"1390000{n:04d}"}),
+        headers=world.auth("hanbin-market"),
+    )
     token = (await resp.json())["invitation"]["token"]
     client.session.cookie_jar.clear()
     headers = {"X-Real-IP": address}
@@ -74,7 +97,8 @@ async def _page_rating(client, world, n: int, *, wait_seconds: float, clock, coo
     resp = await client.post(f"/r/{token}", data={"level": level, "via": "", "opened": opened}, headers=headers)
     assert resp.status == 201, await resp.text()
     async with client.app[STORE].transaction() as session:
-        signal = (await session.exec(select(RatingSignal).order_by(RatingSignal.evaluation_id.desc()))).first()  # type: ignore[union-attr]
+        newest = select(RatingSignal).order_by(RatingSignal.evaluation_id.desc())  # type: ignore[union-attr]
+        signal = (await session.exec(newest)).first()
     assert signal is not None
     return signal.evaluation_id
 
@@ -97,24 +121,39 @@ async def test_fast_flags_an_sms_answer_seconds_after_the_prompt(client, world, 
             from gateway.store.models import Evaluation
 
             invitation_id = (await session.get(Evaluation, evaluation_id)).invitation_id  # type: ignore[union-attr]
-            session.add(OutboundMessage(channel="sms", citizen_id=citizen, purpose="prompt", body="…", status="delivered",
-                                        next_attempt_at=sent, sent_at=sent, created_at=sent,
-                                        updated_at=sent + timedelta(seconds=1), dedupe_key=f"prompt:{invitation_id}",
-                                        invitation_id=invitation_id))
+            session.add(
+                OutboundMessage(
+                    channel="sms",
+                    citizen_id=citizen,
+                    purpose="prompt",
+                    body="…",
+                    status="delivered",
+                    next_attempt_at=sent,
+                    sent_at=sent,
+                    created_at=sent,
+                    updated_at=sent + timedelta(seconds=1),
+                    dedupe_key=f"prompt:{invitation_id}",
+                    invitation_id=invitation_id,
+                )
+            )
     assert await detect(client) == 1
     [(flag, ids)] = await flags(client, "fast")
     assert ids == [quick] and flag.evidence["after"] == "prompt_sent"
 
 
 async def test_device_and_address_flag_many_page_ratings_from_one_browser_or_address(client, world, clock) -> None:
-    device = [await _page_rating(client, world, n, wait_seconds=30, clock=clock, cookie="D" * 22, address=f"198.51.100.{n}")
-              for n in range(1, 6)]
+    device = [
+        await _page_rating(client, world, n, wait_seconds=30, clock=clock, cookie="D" * 22, address=f"198.51.100.{n}")
+        for n in range(1, 6)
+    ]
     # Near miss for the device rule: four from one cookie, the fifth from another.
     for n in range(6, 10):
         await _page_rating(client, world, n, wait_seconds=30, clock=clock, cookie="E" * 22, address=f"198.51.100.{n}")
     await _page_rating(client, world, 10, wait_seconds=30, clock=clock, cookie="F" * 22, address="198.51.100.10")
-    # Address: six ratings from one address with fresh cookies (GATEWAY_FRAUD_ADDRESS_COUNT=6 here), and five from another.
-    address = [await _page_rating(client, world, n, wait_seconds=30, clock=clock, address="192.0.2.7") for n in range(11, 17)]
+    # Address: six ratings from one address with fresh cookies (GATEWAY_FRAUD_ADDRESS_COUNT=6 here), five from another.
+    address = [
+        await _page_rating(client, world, n, wait_seconds=30, clock=clock, address="192.0.2.7") for n in range(11, 17)
+    ]
     for n in range(17, 22):
         await _page_rating(client, world, n, wait_seconds=30, clock=clock, address="192.0.2.8")
     await detect(client)
@@ -129,27 +168,35 @@ async def test_device_and_address_flag_many_page_ratings_from_one_browser_or_add
 
 async def test_staff_share_flags_a_staff_member_far_above_peers(client, world, seed: Seeder, clock) -> None:
     at = clock.now() - timedelta(days=1)
-    fives = {"S1": 6, "S2": 7, "S3": 5, "S4": 6, "S5": 8, "S6": 12, "S7": 9}  # of 12 each; S6 all fives
+    fives = {"S1": 8, "S2": 9, "S3": 7, "S4": 8, "S5": 10, "S6": 16, "S7": 11}  # of 16 each; S6 all fives
     ids: dict[str, list[int]] = {}
     citizen = None
     for staff, n5 in fives.items():
-        for k in range(12):
+        for k in range(16):
             ids.setdefault(staff, []).append(
-                await seed.rating(citizen_id=citizen, level=5 if k < n5 else 4, staff_id=staff, at=at + timedelta(minutes=k)))
+                await seed.rating(
+                    citizen_id=citizen, level=5 if k < n5 else 4, staff_id=staff, at=at + timedelta(minutes=k)
+                )
+            )
     await detect(client)
     [(flag, flagged)] = await flags(client, "staff_share")
     assert flag.subject == "staff hanbin-market/S6 2026-03" and flagged == ids["S6"]
     assert flag.evidence["robust_z"] >= 3.5 and flag.evidence["peers"] == 7
-    # S7 (9 of 12) is high but within the spread: no flag. More ratings for S6 raise no second flag this month.
+    # S7 (11 of 16) is high but within the spread: no flag. More ratings for S6 raise no second flag this month.
     await seed.rating(citizen_id=None, level=5, staff_id="S6")
     await detect(client)
     assert len(await flags(client, "staff_share")) == 1
 
 
-async def test_targeted_flags_repeated_bad_reviews_of_one_staff_member_by_one_number(client, world, seed: Seeder, clock) -> None:
+async def test_targeted_flags_repeated_bad_reviews_of_one_staff_member_by_one_number(
+    client, world, seed: Seeder, clock
+) -> None:
     grudge, other = await seed.citizen("13800000031"), await seed.citizen("13800000032")
     start = clock.now() - timedelta(days=20)
-    planted = [await seed.rating(citizen_id=grudge, level=1, staff_id="HB-009", at=start + timedelta(days=3 * n)) for n in range(3)]
+    planted = [
+        await seed.rating(citizen_id=grudge, level=1, staff_id="HB-009", at=start + timedelta(days=3 * n))
+        for n in range(3)
+    ]
     # Near miss: three bad reviews from one number, but of two staff members.
     for n, staff in enumerate(("HB-009", "HB-009", "HB-010")):
         await seed.rating(citizen_id=other, level=2, staff_id=staff, at=start + timedelta(days=3 * n))
@@ -188,7 +235,14 @@ async def test_near_duplicates_across_passes_and_in_addenda(client, world, seed:
     third = await seed.rating(citizen_id=people[2], level=1)
     async with client.app[STORE].transaction() as session:
         evaluation = await session.get(Evaluation, third)
-        await add_reasons(session, evaluation=evaluation, codes=[115], text=text, channel="sms", deps=client.app[DEPS])  # type: ignore[arg-type]
+        await add_reasons(
+            session,
+            evaluation=evaluation,  # type: ignore[arg-type]
+            codes=[115],
+            text=text,
+            channel="sms",
+            deps=client.app[DEPS],
+        )
     assert await detect(client) == 1
     [(_, ids)] = await flags(client, "near_duplicate")
     assert ids == [first, second, third]
