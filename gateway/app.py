@@ -56,6 +56,10 @@ def create_app(
     run_upload = settings.run_dispatcher if run_background is None else run_background
     app.cleanup_ctx.append(upload_ctx(run_upload, start_task))
 
+    from gateway.fraud.wiring import fraud_ctx
+
+    app.cleanup_ctx.append(fraud_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+
     from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes
@@ -77,6 +81,9 @@ def create_app(
 
     app.add_routes(ticket_routes)
     app.add_routes(campaign_routes)
+    from gateway.fraud.views import routes as fraud_routes
+
+    app.add_routes(fraud_routes)
     app.add_routes(openapi_routes)
     return app
 

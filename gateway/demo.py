@@ -110,6 +110,7 @@ async def _scenario(client: TestClient) -> int:
     say(f"   messages still queued: {len(queued)}")
     await _walk_ticket(client, ticket.id, auth)  # type: ignore[arg-type]
     await _upload(client)
+    await _fraud_flag(client, auth)
     say("\nDone. Everything above ran on a throwaway SQLite database with the console SMS provider")
     say("and a console province.")
     return 0
@@ -155,3 +156,34 @@ async def _upload(client: TestClient) -> None:
         say(f"   {line}")
     for body in bodies[1:]:
         say(f"   then {body['assessId']} (assessNumber {body['assessNumber']} 追加): rectifyInfo {body.get('rectifyInfo')!r}")
+async def _fraud_flag(client: TestClient, auth: Any) -> None:
+    """One number rates five services at once: the detector flags it for the county to rule."""
+    from gateway.fraud.wiring import FRAUD_DETECTOR
+
+    say("\n8. Fraud detection (Art. 19): one number rates five more services at once, from one browser.")
+    now = client.app[DEPS].clock.now()
+    for n in range(5):
+        case = {
+            "case_no": f"HB-2026-00020{n}", "item_code": "11610902MB0001", "item_name": "个体工商户设立登记",
+            "org_code": "hanbin-market", "region_code": "610902", "service_channel": "online",
+            "completed_at": (now - timedelta(hours=2)).astimezone(timezone.utc).isoformat(), "citizen": {"phone": "13900001111"},
+        }
+        resp = await client.post("/api/v1/cases", json=case, headers=auth("hanbin-market"))
+        token = (await resp.json())["invitation"]["token"]
+        await client.post(f"/r/{token}", json={"level": 5})
+    detector = client.app[FRAUD_DETECTOR]
+    detector.lag = timedelta(0)  # the demo does not wait for the read lag
+    await detector.run_until_idle()
+    resp = await client.get("/api/v1/fraud/flags", headers=auth("hanbin"))
+    page = await resp.json()
+    for flag in page["items"]:
+        say(f"   flag #{flag['id']}: rule {flag['rule']}, {flag['subject']}, {flag['evaluation_count']} ratings, {flag['status']}")
+    burst = [f for f in page["items"] if f["rule"] == "burst"]
+    if burst:
+        flag_id = burst[0]["id"]
+        resp = await client.post(f"/api/v1/fraud/flags/{flag_id}/ruling", headers=auth("hanbin"),
+                                 json={"outcome": "confirmed", "note": "同一号码十分钟内评价五项服务，经核实为刷好评"})
+        ruled = await resp.json()
+        say("   (the same browser rated the first service too: hence the device flag)")
+        say(f"   the county department confirms flag #{flag_id}: {ruled['decisions_written']} ratings stop counting; "
+            "they stay stored, unchanged (an evaluation_decision each).")

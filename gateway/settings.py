@@ -59,6 +59,29 @@ class Settings(BaseSettings):
     survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
     campaign_queue_ahead: int = Field(default=0, ge=0, le=100_000, alias="GATEWAY_CAMPAIGN_QUEUE_AHEAD")
     campaign_feed_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS")
+    # Fraud detection (Art. 19, docs/fraud.md): the pass, then each rule's thresholds.
+    fraud_interval_seconds: float = Field(default=10.0, gt=0, alias="GATEWAY_FRAUD_INTERVAL_SECONDS")
+    fraud_batch_size: int = Field(default=2000, ge=1, le=10_000, alias="GATEWAY_FRAUD_BATCH_SIZE")
+    fraud_lag_seconds: float = Field(default=10.0, ge=0, alias="GATEWAY_FRAUD_LAG_SECONDS")
+    fraud_burst_count: int = Field(default=5, ge=2, alias="GATEWAY_FRAUD_BURST_COUNT")
+    fraud_burst_minutes: float = Field(default=30.0, gt=0, alias="GATEWAY_FRAUD_BURST_MINUTES")
+    fraud_staff_rater_scope: Literal["unit", "region", "any"] = Field(
+        default="region", alias="GATEWAY_FRAUD_STAFF_RATER_SCOPE"
+    )
+    fraud_fast_seconds: float = Field(default=5.0, gt=0, alias="GATEWAY_FRAUD_FAST_SECONDS")
+    fraud_device_count: int = Field(default=5, ge=2, alias="GATEWAY_FRAUD_DEVICE_COUNT")
+    fraud_address_count: int = Field(default=30, ge=2, alias="GATEWAY_FRAUD_ADDRESS_COUNT")
+    fraud_device_hours: float = Field(default=24.0, gt=0, alias="GATEWAY_FRAUD_DEVICE_HOURS")
+    fraud_client_address_header: str = Field(default="", alias="GATEWAY_FRAUD_CLIENT_ADDRESS_HEADER")
+    fraud_share_min_sample: int = Field(default=30, ge=1, alias="GATEWAY_FRAUD_SHARE_MIN_SAMPLE")
+    fraud_share_min_peers: int = Field(default=10, ge=3, alias="GATEWAY_FRAUD_SHARE_MIN_PEERS")
+    fraud_share_z: float = Field(default=3.5, gt=0, alias="GATEWAY_FRAUD_SHARE_Z")
+    fraud_targeted_count: int = Field(default=3, ge=2, alias="GATEWAY_FRAUD_TARGETED_COUNT")
+    fraud_targeted_days: float = Field(default=30.0, gt=0, alias="GATEWAY_FRAUD_TARGETED_DAYS")
+    fraud_text_min_chars: int = Field(default=12, ge=4, alias="GATEWAY_FRAUD_TEXT_MIN_CHARS")
+    fraud_text_similarity: float = Field(default=0.7, gt=0, le=1, alias="GATEWAY_FRAUD_TEXT_SIMILARITY")
+    fraud_text_numbers: int = Field(default=3, ge=2, alias="GATEWAY_FRAUD_TEXT_NUMBERS")
+    fraud_text_days: float = Field(default=30.0, gt=0, alias="GATEWAY_FRAUD_TEXT_DAYS")
 
     # The upward feed to the provincial platform (docs/upload.md). No profile: nothing is queued.
     province_profile: str = Field(default="", alias="GATEWAY_PROVINCE_PROFILE")

@@ -340,15 +340,23 @@ class CampaignTarget(SQLModel, table=True):
 
 
 class FraudFlag(SQLModel, table=True):
-    """A suspicion for a human to review (Art. 19); nothing is deleted automatically."""
+    """A suspicion for a human to rule (Art. 19): the rule, its evidence and (in fraud_flag_evaluation) the
+    evaluations involved. A flag never changes, hides or deletes a rating; only a confirmed ruling on a
+    good review adds an evaluation_decision (gateway.fraud)."""
 
     __tablename__ = "fraud_flag"
+    __table_args__ = (Index("ix_fraud_flag_region_status", "region_code", "status"),)
     id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(max_length=32)
-    evaluation_id: int | None = Field(default=None, foreign_key="evaluation.id", index=True)
-    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    rule: str = Field(max_length=32, index=True)
+    subject: str = Field(max_length=128)  # what the rule fired on: "citizen 12", "staff hanbin-market/HB-017", …
+    region_code: str = Field(max_length=12)  # the jurisdiction: the evaluations' common region
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    evaluation_count: int = 0
+    status: str = Field(default="open", max_length=16)  # open | confirmed | dismissed
     created_at: datetime = _ts()
-    reviewed_at: datetime | None = _ts(default=None)
+    ruled_at: datetime | None = _ts(default=None)
+    ruled_by_org_id: int | None = Field(default=None, foreign_key="organisation.id")
+    ruling_note: str = Field(default="", sa_type=Text)
 
 
 # Tables kept in their own packages, registered here so the metadata (and Alembic) sees every table.

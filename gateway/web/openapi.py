@@ -117,9 +117,10 @@ def _evaluation_operations() -> list[Operation]:
 def operations() -> list[Operation]:
     """Every documented operation of the department API."""
     from gateway.callbacks.views import OPERATIONS as campaign_operations
+    from gateway.fraud.views import OPERATIONS as fraud_operations
     from gateway.tickets.views import OPERATIONS as ticket_operations
 
-    return [*_evaluation_operations(), *ticket_operations, *campaign_operations, OPENAPI_OPERATION]
+    return [*_evaluation_operations(), *ticket_operations, *campaign_operations, *fraud_operations, OPENAPI_OPERATION]
 
 
 class OpenApiDocument(BaseModel):

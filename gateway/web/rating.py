@@ -17,6 +17,14 @@ from gateway.evaluations.prompts import LEVEL_BUTTONS, telegram_deep_link
 from gateway.evaluations.reasons import BAD_LEVELS, LEVEL_WORDS
 from gateway.evaluations.schemas import RatingIn
 from gateway.evaluations.service import cases_of, invitation_by_token, record_rating
+from gateway.fraud.signals import (
+    DEVICE_COOKIE,
+    DEVICE_COOKIE_MAX_AGE,
+    new_device_id,
+    record_signal,
+    signals_for,
+    valid_device_id,
+)
 from gateway.store.models import Invitation
 from gateway.web.http import read_json, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
@@ -85,7 +93,11 @@ async def rating_page(request: web.Request) -> web.Response:
     if invitation.status == "rated":
         return _closed_page(AlreadyRated(""))
     case_no = request.query.get("item") or None
-    return render("rate.html", **await _context(request, invitation, case_no=case_no, via=via))
+    signals = signals_for(deps.settings.effective_secret)
+    response = render("rate.html", opened=signals.opened_value(invitation.token, deps.clock.now()),
+                      **await _context(request, invitation, case_no=case_no, via=via))
+    _keep_device_cookie(request, response)
+    return response
 
 
 @routes.post("/r/{token}")
@@ -99,19 +111,23 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
         if wants_json:
             raise
         return _closed_page(exc)
+    opened = ""
     if wants_json:
         rating = await read_json(request, RatingIn)
         via = request.query.get("c")
     else:
         form = await request.post()
         via = str(form.get("via") or "")
+        opened = str(form.get("opened") or "")
         try:
             rating = RatingIn.model_validate(_form_to_rating(form))
         except ValidationError as exc:
             return render("message.html", status=422, heading="无法提交", message=validation_error(exc).message)
         if rating.level in BAD_LEVELS and not rating.reasons and not rating.text:
             # Art. 8: a bad rating needs content; ask for it before anything is recorded.
-            return _reasons_page(request, invitation, rating, via=via, error=None)
+            return _reasons_page(request, invitation, rating, via=via, error=None, opened=opened)
+    signals = signals_for(deps.settings.effective_secret)
+    device_id = valid_device_id(request.cookies.get(DEVICE_COOKIE)) or new_device_id()
     try:
         async with store.transaction() as session:
             fresh = await invitation_by_token(session, invitation.token)
@@ -119,21 +135,49 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
                 session, invitation=fresh, level=rating.level, channel=_channel(via), deps=deps,
                 reasons=rating.reasons, text=rating.text, staff_level=rating.staff_level, case_no=rating.case_no,
             )
+            # Art. 19: what fraud detection needs of a page rating, in the rating's transaction.
+            await record_signal(
+                session, evaluation_id=rated.evaluation.id,  # type: ignore[arg-type]
+                signals=signals, address=_client_address(request), device_id=device_id,
+                opened_at=signals.opened_at(invitation.token, opened), at=rated.evaluation.created_at,
+            )
     except EvaluationError as exc:
         if wants_json:
             raise
         if exc.field in ("reasons", "text"):
-            return _reasons_page(request, invitation, rating, via=via, error=exc.message)
+            return _reasons_page(request, invitation, rating, via=via, error=exc.message, opened=opened)
         return _closed_page(exc)
     request.app[DISPATCHER].wake()
+    response: web.Response
     if wants_json:
-        return web.json_response(
+        response = web.json_response(
             {"evaluation_id": rated.evaluation.id, "level": rated.evaluation.level,
              "ticket_id": rated.ticket.id if rated.ticket else None},
             status=201,
         )
-    extra = "您的意见已转交相关部门办理，办理结果将回复给您。" if rated.ticket else None
-    return render("message.html", status=201, heading="评价已提交", message=f"感谢您的评价：{LEVEL_WORDS[rating.level]}。", extra=extra)
+    else:
+        extra = "您的意见已转交相关部门办理，办理结果将回复给您。" if rated.ticket else None
+        response = render("message.html", status=201, heading="评价已提交", message=f"感谢您的评价：{LEVEL_WORDS[rating.level]}。",
+                          extra=extra)
+    _keep_device_cookie(request, response, device_id)
+    return response
+
+
+def _client_address(request: web.Request) -> str | None:
+    """The client's address: the configured proxy header's first entry, else the peer (hashed before storing)."""
+    header = request.app[DEPS].settings.fraud_client_address_header
+    if header and request.headers.get(header):
+        return request.headers[header].split(",", 1)[0].strip()[:64] or None
+    return request.remote
+
+
+def _keep_device_cookie(request: web.Request, response: web.StreamResponse, device_id: str | None = None) -> None:
+    """A random device id in a first-party cookie: many ratings from one browser show (Art. 19)."""
+    current = valid_device_id(request.cookies.get(DEVICE_COOKIE))
+    value = current or device_id or new_device_id()
+    if value != current:
+        response.set_cookie(DEVICE_COOKIE, value, max_age=DEVICE_COOKIE_MAX_AGE, httponly=True, samesite="Lax",
+                            secure=request.app[DEPS].settings.public_url.startswith("https://"), path="/r/")
 
 
 def _form_to_rating(form: Any) -> dict[str, Any]:
@@ -151,7 +195,9 @@ def _form_to_rating(form: Any) -> dict[str, Any]:
     return data
 
 
-def _reasons_page(request: web.Request, invitation: Invitation, rating: RatingIn, *, via: str, error: str | None) -> web.Response:
+def _reasons_page(
+    request: web.Request, invitation: Invitation, rating: RatingIn, *, via: str, error: str | None, opened: str = "",
+) -> web.Response:
     deps = request.app[DEPS]
     return render(
         "reasons.html",
@@ -167,6 +213,7 @@ def _reasons_page(request: web.Request, invitation: Invitation, rating: RatingIn
         action=f"/r/{invitation.token}",
         via=via,
         error=error,
+        opened=opened,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from schemathesis.checks import not_a_server_error
 
 from gateway.app import create_app
 from gateway.clock import FrozenClock
+from gateway.fraud.wiring import FRAUD_DETECTOR
 from gateway.settings import Settings
 from gateway.web.keys import STORE
 from tests.conftest import START, World, case_payload, register_world
@@ -78,6 +80,17 @@ def live(settings: Settings) -> Iterator[tuple[LiveServer, World]]:
             token = answer.json()["invitation"]["token"]
             rated = requests.post(f"{server.url}/r/{token}", json={"level": 2, "reasons": [213]}, timeout=10)
             assert rated.status_code == 201, rated.text
+        # A fraud flag, so that generated flag ids reach a real one: the rater's number is on the staff list.
+        contacts = {"org_code": "hanbin-market", "contacts": [{"staff_id": "HB-017", "phone": "13812341234"}]}
+        assert requests.post(f"{server.url}/api/v1/fraud/staff-contacts", json=contacts, headers=world.auth("hanbin"),
+                             timeout=10).status_code == 200
+        answer = requests.post(f"{server.url}/api/v1/cases", json=case_payload("FZ-9"),
+                               headers=world.auth("hanbin-market"), timeout=10)
+        token = answer.json()["invitation"]["token"]
+        assert requests.post(f"{server.url}/r/{token}", json={"level": 5}, timeout=10).status_code == 201
+        detector = server.app[FRAUD_DETECTOR]
+        detector.lag = timedelta(0)
+        assert server.run(detector.run_until_idle()).flags >= 1
         yield server, world
     finally:
         server.stop()
@@ -89,6 +102,7 @@ def test_no_input_makes_a_server_error(live: tuple[LiveServer, World]) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = {o.label for o in operations}
     assert {"POST /api/v1/cases", "GET /api/v1/evaluations", "POST /api/v1/tickets/{id}/actions"} <= labels
+    assert {"GET /api/v1/fraud/flags/{id}", "POST /api/v1/fraud/flags/{id}/ruling"} <= labels
     with requests.Session() as session:
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
