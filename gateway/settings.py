@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
     campaign_queue_ahead: int = Field(default=0, ge=0, le=100_000, alias="GATEWAY_CAMPAIGN_QUEUE_AHEAD")
     campaign_feed_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS")
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60, alias="GATEWAY_CONSOLE_IDLE_MINUTES")
+    console_session_hours: int = Field(default=12, ge=1, le=24 * 30, alias="GATEWAY_CONSOLE_SESSION_HOURS")
+    console_signin_failures_per_account: int = Field(default=5, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ACCOUNT")
+    console_signin_failures_per_address: int = Field(default=20, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ADDRESS")
+    console_signin_window_seconds: int = Field(default=900, ge=60, alias="GATEWAY_CONSOLE_SIGNIN_WINDOW_SECONDS")
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")

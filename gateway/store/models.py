@@ -349,3 +349,7 @@ class FraudFlag(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
     reviewed_at: datetime | None = _ts(default=None)
+
+
+# The console's tables (accounts, sessions, audit) live with the console; registered here with the metadata.
+from gateway.console import models as _console_models  # noqa: E402,F401
