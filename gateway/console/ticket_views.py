@@ -104,6 +104,9 @@ async def _extras(session: AsyncSession, p: Person, detail: TicketDetail, deps: 
     assert evaluation is not None and ticket is not None
     reasons = [(code, (deps.catalogue.get(code).label if deps.catalogue.get(code) else "")) for code in detail.evaluation.reasons]
     people = await audit.people_of_events(session, [e.id for e in detail.events])
+    codes = {e.actor_org for e in detail.events if e.actor_org}
+    org_names = {o.code: o.name for o in (await session.exec(
+        select(Organisation).where(col(Organisation.code).in_(codes)))).all()} if codes else {}
     units: list[Organisation] = []
     consultable: list[Organisation] = []
     if "transfer" in detail.allowed_actions:
@@ -129,7 +132,7 @@ async def _extras(session: AsyncSession, p: Person, detail: TicketDetail, deps: 
         )).all())
     requested = next((e.data.get("working_days") for e in reversed(detail.events) if e.action == "request_extension"), None)
     return {
-        "reasons": reasons, "staff_id": evaluation.staff_id, "staff_level": evaluation.staff_level, "people": people,
+        "org_names": org_names, "reasons": reasons, "staff_id": evaluation.staff_id, "staff_level": evaluation.staff_level, "people": people,
         "units": units, "proposed_unit_id": ticket.unit_org_id, "consultable": consultable,
         "requested_days": requested if isinstance(requested, int) else None,
     }

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from aiohttp.test_utils import TestClient
 
 import pytest
 
@@ -75,6 +78,22 @@ class Browser:
 @pytest.fixture
 def browser(client) -> Browser:  # type: ignore[no-untyped-def]
     return Browser(client)
+
+
+@pytest.fixture
+async def new_browser(client) -> AsyncIterator[Callable[[], Awaitable[Browser]]]:  # type: ignore[no-untyped-def]
+    """Another person's browser: a client of its own (its own cookies) on the same server."""
+    opened: list[TestClient] = []
+
+    async def open_one() -> Browser:
+        other = TestClient(client.server)
+        await other.start_server()
+        opened.append(other)
+        return Browser(other)
+
+    yield open_one
+    for other in opened:
+        await other.close()
 
 
 async def make_ticket(client: Any, world: World, case_no: str, *, org: str = "hanbin-market", region: str = "610902",
