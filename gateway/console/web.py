@@ -265,7 +265,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     except PageError as exc:
         response = _error_page(request, exc.status, exc.title, exc.message)
     except DomainError as exc:
-        response = _error_page(request, exc.status, "无法完成", texts.refusal(exc))
+        response = _error_page(request, exc.status, "未找到" if exc.status == 404 else "无法完成", texts.refusal(exc))
     except web.HTTPException as exc:
         if exc.status == 404:
             response = _error_page(request, 404, "页面不存在", "页面不存在。请从导航栏重新进入。")
