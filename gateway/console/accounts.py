@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -26,8 +27,12 @@ MAX_PASSWORD = 128
 
 # argon2id with the library's defaults (RFC 9106's second recommended option: 64 MiB, 3 passes).
 _HASHER = PasswordHasher()
-# Verified against when the name is unknown, so a wrong name takes as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so a wrong name takes as long as a wrong password."""
+    return _HASHER.hash("not a password of anyone")
 
 
 class AccountError(DomainError):
@@ -107,7 +112,7 @@ def verify_password(user: ConsoleUser | None, password: str) -> bool:
     """Whether the password is the account's; runs a full hash check even without an account."""
     stored = user.password_hash if user is not None and user.password_hash else None
     try:
-        _HASHER.verify(stored or _DUMMY_HASH, password[:MAX_PASSWORD * 4])
+        _HASHER.verify(stored or _dummy_hash(), password[:MAX_PASSWORD * 4])
     except (VerificationError, InvalidHashError):
         return False
     if stored is None or user is None:
