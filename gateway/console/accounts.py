@@ -52,7 +52,9 @@ def _new_setup_token(user: ConsoleUser, at: datetime) -> str:
     return token
 
 
-async def add_user(session: AsyncSession, *, org_code: str, login: str, role: str, at: datetime) -> tuple[ConsoleUser, str]:
+async def add_user(
+    session: AsyncSession, *, org_code: str, login: str, role: str, at: datetime
+) -> tuple[ConsoleUser, str]:
     """Create an account with a one-time set-up token (returned once; stored only hashed)."""
     if not LOGIN.match(login):
         raise AccountError("登录名为 2-64 个字母、数字或 . _ @ -，以字母或数字开头", field="login")
@@ -112,7 +114,7 @@ def verify_password(user: ConsoleUser | None, password: str) -> bool:
     """Whether the password is the account's; runs a full hash check even without an account."""
     stored = user.password_hash if user is not None and user.password_hash else None
     try:
-        _HASHER.verify(stored or _dummy_hash(), password[:MAX_PASSWORD * 4])
+        _HASHER.verify(stored or _dummy_hash(), password[: MAX_PASSWORD * 4])
     except (VerificationError, InvalidHashError):
         return False
     if stored is None or user is None:
@@ -160,7 +162,8 @@ async def reset_user(session: AsyncSession, *, login: str, at: datetime) -> tupl
 
 async def list_users(session: AsyncSession) -> list[tuple[ConsoleUser, Organisation]]:
     rows = await session.exec(
-        select(ConsoleUser, Organisation).join(Organisation, col(Organisation.id) == ConsoleUser.org_id)
+        select(ConsoleUser, Organisation)
+        .join(Organisation, col(Organisation.id) == ConsoleUser.org_id)
         .order_by(col(Organisation.code), col(ConsoleUser.login))
     )
     return list(rows.all())

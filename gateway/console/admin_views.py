@@ -6,7 +6,15 @@ from aiohttp import web
 from sqlmodel import col, select
 
 from gateway.console import audit
-from gateway.console.accounts import AccountError, add_user, disable_user, enable_user, list_users, reset_user, setup_link
+from gateway.console.accounts import (
+    AccountError,
+    add_user,
+    disable_user,
+    enable_user,
+    list_users,
+    reset_user,
+    setup_link,
+)
 from gateway.console.models import ROLES, ConsoleUser
 from gateway.console.web import CONSOLE, PageError, client_address, form, person, render, require_admin
 from gateway.orgs import OrgError, add_org, issue_key
@@ -16,11 +24,16 @@ from gateway.web.keys import DEPS, SETTINGS, STORE
 routes = web.RouteTableDef()
 
 
-async def _orgs_page(request: web.Request, *, status: int = 200, error: str = "", key: str = "", values: dict[str, str] | None = None) -> web.Response:
+async def _orgs_page(
+    request: web.Request, *, status: int = 200, error: str = "", key: str = "", values: dict[str, str] | None = None
+) -> web.Response:
     async with request.config_dict[STORE].transaction() as session:
-        orgs = (await session.exec(select(Organisation).order_by(col(Organisation.region_code), col(Organisation.code)))).all()
-    return render(request, "admin_orgs.html", status=status, orgs=orgs, kinds=ORG_KINDS, error=error, key=key,
-                  values=values or {})
+        orgs = (
+            await session.exec(select(Organisation).order_by(col(Organisation.region_code), col(Organisation.code)))
+        ).all()
+    return render(
+        request, "admin_orgs.html", status=status, orgs=orgs, kinds=ORG_KINDS, error=error, key=key, values=values or {}
+    )
 
 
 @routes.get("/admin/orgs")
@@ -38,8 +51,15 @@ async def org_add(request: web.Request) -> web.StreamResponse:
     now = request.config_dict[DEPS].clock.now()
     try:
         async with request.config_dict[STORE].transaction() as session:
-            org = await add_org(session, code=values["code"], name=values["name"], kind=values["kind"],
-                                region_code=values["region"], parent_code=values["parent"] or None, at=now)
+            org = await add_org(
+                session,
+                code=values["code"],
+                name=values["name"],
+                kind=values["kind"],
+                region_code=values["region"],
+                parent_code=values["parent"] or None,
+                at=now,
+            )
             key = await issue_key(session, org=org, label="created in the console", at=now)
             audit.record(session, kind="org_added", at=now, user=p.user, address=client_address(request), code=org.code)
     except OrgError as exc:
@@ -47,13 +67,30 @@ async def org_add(request: web.Request) -> web.StreamResponse:
     return await _orgs_page(request, key=key)
 
 
-async def _users_page(request: web.Request, *, status: int = 200, error: str = "", link: str = "", link_for: str = "",
-                      values: dict[str, str] | None = None) -> web.Response:
+async def _users_page(
+    request: web.Request,
+    *,
+    status: int = 200,
+    error: str = "",
+    link: str = "",
+    link_for: str = "",
+    values: dict[str, str] | None = None,
+) -> web.Response:
     async with request.config_dict[STORE].transaction() as session:
         users = await list_users(session)
         orgs = (await session.exec(select(Organisation).order_by(col(Organisation.code)))).all()
-    return render(request, "admin_users.html", status=status, users=users, orgs=orgs, roles=ROLES, error=error,
-                  link=link, link_for=link_for, values=values or {})
+    return render(
+        request,
+        "admin_users.html",
+        status=status,
+        users=users,
+        orgs=orgs,
+        roles=ROLES,
+        error=error,
+        link=link,
+        link_for=link_for,
+        values=values or {},
+    )
 
 
 @routes.get("/admin/users")
@@ -71,11 +108,17 @@ async def user_add(request: web.Request) -> web.StreamResponse:
     now = request.config_dict[DEPS].clock.now()
     try:
         async with request.config_dict[STORE].transaction() as session:
-            user, token = await add_user(session, org_code=values["org"], login=values["login"], role=values["role"], at=now)
-            audit.record(session, kind="user_added", at=now, user=p.user, address=client_address(request), login_added=user.login)
+            user, token = await add_user(
+                session, org_code=values["org"], login=values["login"], role=values["role"], at=now
+            )
+            audit.record(
+                session, kind="user_added", at=now, user=p.user, address=client_address(request), login_added=user.login
+            )
     except AccountError as exc:
         return await _users_page(request, status=422, error=exc.message, values=values)
-    return await _users_page(request, link=setup_link(request.config_dict[SETTINGS].public_url, token), link_for=user.login)
+    return await _users_page(
+        request, link=setup_link(request.config_dict[SETTINGS].public_url, token), link_for=user.login
+    )
 
 
 @routes.post(r"/admin/users/{action:(disable|enable|reset)}")
@@ -97,14 +140,22 @@ async def user_change(request: web.Request) -> web.StreamResponse:
                 user = await enable_user(session, login=login)
             else:
                 user, token = await reset_user(session, login=login, at=now)
-            audit.record(session, kind=f"user_{action}d" if action != "reset" else "user_reset", at=now, user=p.user,
-                         address=client_address(request), target=login)
+            audit.record(
+                session,
+                kind=f"user_{action}d" if action != "reset" else "user_reset",
+                at=now,
+                user=p.user,
+                address=client_address(request),
+                target=login,
+            )
     except AccountError as exc:
         return await _users_page(request, status=422, error=exc.message)
     if action in ("disable", "reset") and user.id is not None:
         await request.config_dict[CONSOLE].sessions.end_all(user.id)
     if token:
-        return await _users_page(request, link=setup_link(request.config_dict[SETTINGS].public_url, token), link_for=login)
+        return await _users_page(
+            request, link=setup_link(request.config_dict[SETTINGS].public_url, token), link_for=login
+        )
     raise web.HTTPSeeOther("/console/admin/users")
 
 

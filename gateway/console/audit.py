@@ -32,16 +32,34 @@ KINDS = {
 
 
 def record(
-    session: AsyncSession, *, kind: str, at: datetime, user: ConsoleUser | None = None, login: str = "",
-    address: str = "", ticket_id: int | None = None, event_id: int | None = None, **detail: Any,
+    session: AsyncSession,
+    *,
+    kind: str,
+    at: datetime,
+    user: ConsoleUser | None = None,
+    login: str = "",
+    address: str = "",
+    ticket_id: int | None = None,
+    event_id: int | None = None,
+    **detail: Any,
 ) -> None:
     """Add an audit row to the caller's transaction (so it commits, or not, with what it records)."""
-    session.add(ConsoleAudit(
-        at=at, kind=kind, user_id=user.id if user else None, org_id=user.org_id if user else None,
-        login=(user.login if user else login)[:64], address=address[:64], ticket_id=ticket_id, event_id=event_id,
-        detail=detail,
-    ))
-    log.info("console audit", extra={"kind": kind, "login": (user.login if user else login)[:64], "ticket_id": ticket_id})
+    session.add(
+        ConsoleAudit(
+            at=at,
+            kind=kind,
+            user_id=user.id if user else None,
+            org_id=user.org_id if user else None,
+            login=(user.login if user else login)[:64],
+            address=address[:64],
+            ticket_id=ticket_id,
+            event_id=event_id,
+            detail=detail,
+        )
+    )
+    log.info(
+        "console audit", extra={"kind": kind, "login": (user.login if user else login)[:64], "ticket_id": ticket_id}
+    )
 
 
 async def recent(session: AsyncSession, *, org_id: int | None, limit: int = 200) -> list[ConsoleAudit]:
@@ -56,7 +74,8 @@ async def people_of_events(session: AsyncSession, event_ids: list[int]) -> dict[
     if not event_ids:
         return {}
     rows = await session.exec(
-        select(ConsoleAudit.event_id, ConsoleAudit.login)
-        .where(ConsoleAudit.kind == "ticket_action", col(ConsoleAudit.event_id).in_(event_ids))
+        select(ConsoleAudit.event_id, ConsoleAudit.login).where(
+            ConsoleAudit.kind == "ticket_action", col(ConsoleAudit.event_id).in_(event_ids)
+        )
     )
     return {event_id: login for event_id, login in rows.all() if event_id is not None}

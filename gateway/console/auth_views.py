@@ -42,9 +42,16 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def _signin_page(request: web.Request, *, status: int = 200, error: str = "", login: str = "") -> web.Response:
-    return signin_page(request, "signin.html", status=status, error=error, login=login,
-                       next=local_path(request.query.get("next")), expired=request.get(EXPIRED, False),
-                       password_set=request.query.get("set") == "1")
+    return signin_page(
+        request,
+        "signin.html",
+        status=status,
+        error=error,
+        login=login,
+        next=local_path(request.query.get("next")),
+        expired=request.get(EXPIRED, False),
+        password_set=request.query.get("set") == "1",
+    )
 
 
 @routes.get("/signin")
@@ -68,8 +75,12 @@ async def signin(request: web.Request) -> web.StreamResponse:
         async with request.config_dict[STORE].transaction() as session:
             audit.record(session, kind="sign_in_throttled", at=now, login=login, address=address)
         minutes = max(1, request.config_dict[DEPS].settings.console_signin_window_seconds // 60)
-        return _signin_page(request, status=429, login=login,
-                            error=f"登录失败次数过多，请 {minutes} 分钟后再试。如忘记密码，请联系管理员重置。")
+        return _signin_page(
+            request,
+            status=429,
+            login=login,
+            error=f"登录失败次数过多，请 {minutes} 分钟后再试。如忘记密码，请联系管理员重置。",
+        )
     async with request.config_dict[STORE].transaction() as session:
         user = await user_by_login(session, login)
         ok = verify_password(user, password)
@@ -83,7 +94,9 @@ async def signin(request: web.Request) -> web.StreamResponse:
         await state.throttle.failed(login, address, now)
         return _signin_page(request, status=401, error="登录名或密码不正确。", login=login)
     if user.disabled_at is not None:
-        return _signin_page(request, status=403, error="该账号已停用。如需恢复，请联系本单位负责人或平台管理员。", login=login)
+        return _signin_page(
+            request, status=403, error="该账号已停用。如需恢复，请联系本单位负责人或平台管理员。", login=login
+        )
     await state.throttle.succeeded(login, now)
     assert user.id is not None
     token, _ = await state.sessions.create(user.id, now)
@@ -100,8 +113,13 @@ async def signout(request: web.Request) -> web.StreamResponse:
     state = request.config_dict[CONSOLE]
     await state.sessions.end(p.token)
     async with request.config_dict[STORE].transaction() as session:
-        audit.record(session, kind="sign_out", at=request.config_dict[DEPS].clock.now(), user=p.user,
-                     address=client_address(request))
+        audit.record(
+            session,
+            kind="sign_out",
+            at=request.config_dict[DEPS].clock.now(),
+            user=p.user,
+            address=client_address(request),
+        )
     response = web.HTTPSeeOther("/console/signin")
     response.del_cookie(SESSION_COOKIE, path="/console")
     raise response
@@ -112,7 +130,9 @@ async def _setup_user(request: web.Request) -> ConsoleUser:
     async with request.config_dict[STORE].transaction() as session:
         user = await user_by_setup_token(session, token, request.config_dict[DEPS].clock.now())
     if user is None:
-        raise PageError(404, "这个链接无效或已过期（链接只能使用一次，72 小时内有效）。请联系管理员重新生成。", title="链接无效")
+        raise PageError(
+            404, "这个链接无效或已过期（链接只能使用一次，72 小时内有效）。请联系管理员重新生成。", title="链接无效"
+        )
     return user
 
 

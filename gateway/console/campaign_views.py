@@ -50,15 +50,29 @@ async def _preview(request: web.Request, p: Person, filters: CampaignFilters) ->
     async with request.config_dict[STORE].transaction() as session:
         conditions = await campaign_conditions(session, filters, deps.calendar.tz)
         rows = await session.exec(
-            select(Ticket, Invitation.item_name).join(Invitation, col(Invitation.id) == Ticket.invitation_id)
-            .where(ticket_scope(p.caller), Ticket.approval_org_id == p.caller.org_id, Ticket.status == RESOLVED, *conditions)
-            .order_by(col(Ticket.resolved_at)).limit(PREVIEW_LIMIT)
+            select(Ticket, Invitation.item_name)
+            .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
+            .where(
+                ticket_scope(p.caller),
+                Ticket.approval_org_id == p.caller.org_id,
+                Ticket.status == RESOLVED,
+                *conditions,
+            )
+            .order_by(col(Ticket.resolved_at))
+            .limit(PREVIEW_LIMIT)
         )
         return list(rows.all())
 
 
-async def _list_page(request: web.Request, p: Person, *, status: int = 200, error: str = "",
-                     raw: dict[str, str] | None = None, name: str = "") -> web.Response:
+async def _list_page(
+    request: web.Request,
+    p: Person,
+    *,
+    status: int = 200,
+    error: str = "",
+    raw: dict[str, str] | None = None,
+    name: str = "",
+) -> web.Response:
     raw = raw if raw is not None else {k: request.query.get(k, "").strip() for k in _FILTER_FIELDS}
     candidates: list[tuple[Ticket, str]] = []
     try:
@@ -71,12 +85,23 @@ async def _list_page(request: web.Request, p: Person, *, status: int = 200, erro
         error = error or texts.campaign_refusal(exc)
         status = exc.status
     async with request.config_dict[STORE].transaction() as session:
-        campaigns = (await session.exec(
-            select(Campaign).where(Campaign.org_id == p.caller.org_id).order_by(col(Campaign.id).desc()).limit(50)
-        )).all()
+        campaigns = (
+            await session.exec(
+                select(Campaign).where(Campaign.org_id == p.caller.org_id).order_by(col(Campaign.id).desc()).limit(50)
+            )
+        ).all()
         reads = [await campaign_read(session, campaign=c) for c in campaigns]
-    return render(request, "campaigns.html", status=status, campaigns=reads, candidates=candidates, filters=raw,
-                  error=error, name=name, limit=PREVIEW_LIMIT)
+    return render(
+        request,
+        "campaigns.html",
+        status=status,
+        campaigns=reads,
+        candidates=candidates,
+        filters=raw,
+        error=error,
+        name=name,
+        limit=PREVIEW_LIMIT,
+    )
 
 
 @routes.get("/campaigns")
@@ -106,8 +131,15 @@ async def start(request: web.Request) -> web.StreamResponse:
     try:
         async with request.config_dict[STORE].transaction() as session:
             campaign, _ = await create_campaign(session, caller=p.caller, body=body, deps=deps)
-            audit.record(session, kind="campaign_action", at=deps.clock.now(), user=p.user,
-                         address=client_address(request), campaign_id=campaign.id, action="start")
+            audit.record(
+                session,
+                kind="campaign_action",
+                at=deps.clock.now(),
+                user=p.user,
+                address=client_address(request),
+                campaign_id=campaign.id,
+                action="start",
+            )
     except CampaignError as exc:
         return await _list_page(request, p, status=exc.status, error=texts.campaign_refusal(exc), raw=raw, name=name)
     raise web.HTTPSeeOther(f"/console/campaigns/{campaign.id}")
@@ -151,12 +183,25 @@ async def campaign_action(request: web.Request) -> web.StreamResponse:
     try:
         async with request.config_dict[STORE].transaction() as session:
             await _ACTIONS[name](session, caller=p.caller, campaign_id=campaign_id, deps=deps)
-            audit.record(session, kind="campaign_action", at=deps.clock.now(), user=p.user,
-                         address=client_address(request), campaign_id=campaign_id, action=name)
+            audit.record(
+                session,
+                kind="campaign_action",
+                at=deps.clock.now(),
+                user=p.user,
+                address=client_address(request),
+                campaign_id=campaign_id,
+                action=name,
+            )
     except CampaignNotFound:
         raise
     except CampaignError as exc:
         read = await _read(request, p, campaign_id)
-        return render(request, "campaign.html", status=exc.status, c=read, live=read.status in LIVE_STATUSES,
-                      error=texts.campaign_refusal(exc, action=name))
+        return render(
+            request,
+            "campaign.html",
+            status=exc.status,
+            c=read,
+            live=read.status in LIVE_STATUSES,
+            error=texts.campaign_refusal(exc, action=name),
+        )
     raise web.HTTPSeeOther(f"/console/campaigns/{campaign_id}")

@@ -13,7 +13,15 @@ from gateway.settings import Settings
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.console.accounts import AccountError, add_user, disable_user, enable_user, list_users, reset_user, setup_link
+    from gateway.console.accounts import (
+        AccountError,
+        add_user,
+        disable_user,
+        enable_user,
+        list_users,
+        reset_user,
+        setup_link,
+    )
     from gateway.console.sessions import DatabaseSessions, Lifetime, RedisSessions, Sessions
     from gateway.store.db import Store
     from gateway.store.migrate import upgrade
@@ -29,7 +37,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             async with store.transaction() as session:
                 if args.user_command == "list":
                     for user, org in await list_users(session):
-                        state = "disabled" if user.disabled_at else ("awaiting password" if not user.password_hash else "active")
+                        state = (
+                            "disabled"
+                            if user.disabled_at
+                            else ("awaiting password" if not user.password_hash else "active")
+                        )
                         print(f"{user.login}\t{org.code}\t{user.role}\t{state}")
                     return 0
                 if args.user_command == "add":
@@ -79,10 +91,15 @@ def add_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     add = user.add_parser("add", help="add an account and print its one-time sign-in link")
     add.add_argument("--org", required=True, help="code of the person's organisation")
     add.add_argument("--name", required=True, help="the sign-in name")
-    add.add_argument("--role", required=True, choices=["clerk", "supervisor", "admin"], help="admin: operator staff only")
+    add.add_argument(
+        "--role", required=True, choices=["clerk", "supervisor", "admin"], help="admin: operator staff only"
+    )
     add.set_defaults(func=func)
-    for name, text in (("disable", "disable an account and end its sessions"), ("enable", "enable a disabled account"),
-                       ("reset", "forget the password, end the sessions, print a new sign-in link")):
+    for name, text in (
+        ("disable", "disable an account and end its sessions"),
+        ("enable", "enable a disabled account"),
+        ("reset", "forget the password, end the sessions, print a new sign-in link"),
+    ):
         cmd = user.add_parser(name, help=text)
         cmd.add_argument("--name", required=True, help="the sign-in name")
         cmd.set_defaults(func=func)

@@ -51,7 +51,9 @@ class Lifetime:
 
 
 def _new(user_id: int, at: datetime) -> tuple[str, SessionData]:
-    return secrets.token_urlsafe(32), SessionData(user_id=user_id, csrf=secrets.token_urlsafe(32), created_at=at, last_seen_at=at)
+    return secrets.token_urlsafe(32), SessionData(
+        user_id=user_id, csrf=secrets.token_urlsafe(32), created_at=at, last_seen_at=at
+    )
 
 
 class DatabaseSessions:
@@ -61,7 +63,9 @@ class DatabaseSessions:
     async def create(self, user_id: int, at: datetime) -> tuple[str, SessionData]:
         token, data = _new(user_id, at)
         async with self.store.transaction() as session:
-            session.add(ConsoleSession(id=token_hash(token), user_id=user_id, csrf=data.csrf, created_at=at, last_seen_at=at))
+            session.add(
+                ConsoleSession(id=token_hash(token), user_id=user_id, csrf=data.csrf, created_at=at, last_seen_at=at)
+            )
         return token, data
 
     async def get(self, token: str, at: datetime) -> SessionData | None:
@@ -71,8 +75,12 @@ class DatabaseSessions:
             row = await session.get(ConsoleSession, token_hash(token))
             if row is None:
                 return None
-            data = SessionData(user_id=row.user_id, csrf=row.csrf, created_at=as_utc(row.created_at),
-                               last_seen_at=as_utc(row.last_seen_at))
+            data = SessionData(
+                user_id=row.user_id,
+                csrf=row.csrf,
+                created_at=as_utc(row.created_at),
+                last_seen_at=as_utc(row.last_seen_at),
+            )
             if not self.lifetime.alive(data, at):
                 await session.delete(row)
                 return None
@@ -82,11 +90,13 @@ class DatabaseSessions:
 
     async def end(self, token: str) -> None:
         async with self.store.transaction() as session:
-            await session.exec(delete(ConsoleSession).where(col(ConsoleSession.id) == token_hash(token)))  # type: ignore[call-overload]
+            statement = delete(ConsoleSession).where(col(ConsoleSession.id) == token_hash(token))
+            await session.exec(statement)  # type: ignore[call-overload]
 
     async def end_all(self, user_id: int) -> None:
         async with self.store.transaction() as session:
-            await session.exec(delete(ConsoleSession).where(col(ConsoleSession.user_id) == user_id))  # type: ignore[call-overload]
+            statement = delete(ConsoleSession).where(col(ConsoleSession.user_id) == user_id)
+            await session.exec(statement)  # type: ignore[call-overload]
 
 
 class RedisSessions:
@@ -105,8 +115,14 @@ class RedisSessions:
 
     @staticmethod
     def _dump(data: SessionData) -> str:
-        return json.dumps({"user_id": data.user_id, "csrf": data.csrf, "created_at": data.created_at.isoformat(),
-                           "last_seen_at": data.last_seen_at.isoformat()})
+        return json.dumps(
+            {
+                "user_id": data.user_id,
+                "csrf": data.csrf,
+                "created_at": data.created_at.isoformat(),
+                "last_seen_at": data.last_seen_at.isoformat(),
+            }
+        )
 
     async def create(self, user_id: int, at: datetime) -> tuple[str, SessionData]:
         token, data = _new(user_id, at)
@@ -126,9 +142,12 @@ class RedisSessions:
         if raw is None:
             return None
         stored = json.loads(raw)
-        data = SessionData(user_id=int(stored["user_id"]), csrf=stored["csrf"],
-                           created_at=datetime.fromisoformat(stored["created_at"]),
-                           last_seen_at=datetime.fromisoformat(stored["last_seen_at"]))
+        data = SessionData(
+            user_id=int(stored["user_id"]),
+            csrf=stored["csrf"],
+            created_at=datetime.fromisoformat(stored["created_at"]),
+            last_seen_at=datetime.fromisoformat(stored["last_seen_at"]),
+        )
         if not self.lifetime.alive(data, at):
             await self.redis.delete(key)
             return None

@@ -36,23 +36,49 @@ async def stats(request: web.Request) -> web.StreamResponse:
     now = request.config_dict[DEPS].clock.now()
     voided = select(EvaluationDecision.evaluation_id).scalar_subquery()
     async with request.config_dict[STORE].transaction() as session:
-        levels = dict((await session.exec(
-            select(Evaluation.level, func.count()).join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
-            .where(evaluation_scope(p.caller), col(Evaluation.id).not_in(voided)).group_by(Evaluation.level)
-        )).all())
-        voided_count = (await session.exec(
-            select(func.count()).select_from(Evaluation).join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
-            .where(evaluation_scope(p.caller), col(Evaluation.id).in_(voided))
-        )).one()
-        statuses = dict((await session.exec(
-            select(Ticket.status, func.count()).where(ticket_scope(p.caller)).group_by(Ticket.status)
-        )).all())
-        overdue = (await session.exec(
-            select(func.count()).select_from(Ticket)
-            .where(ticket_scope(p.caller), and_(col(Ticket.status).in_(OPEN_STATUSES), col(Ticket.due_at) <= now))
-        )).one()
+        levels = dict(
+            (
+                await session.exec(
+                    select(Evaluation.level, func.count())
+                    .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
+                    .where(evaluation_scope(p.caller), col(Evaluation.id).not_in(voided))
+                    .group_by(Evaluation.level)
+                )
+            ).all()
+        )
+        voided_count = (
+            await session.exec(
+                select(func.count())
+                .select_from(Evaluation)
+                .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
+                .where(evaluation_scope(p.caller), col(Evaluation.id).in_(voided))
+            )
+        ).one()
+        statuses = dict(
+            (
+                await session.exec(
+                    select(Ticket.status, func.count()).where(ticket_scope(p.caller)).group_by(Ticket.status)
+                )
+            ).all()
+        )
+        overdue = (
+            await session.exec(
+                select(func.count())
+                .select_from(Ticket)
+                .where(ticket_scope(p.caller), and_(col(Ticket.status).in_(OPEN_STATUSES), col(Ticket.due_at) <= now))
+            )
+        ).one()
     total = sum(levels.values())
     rows = [(level, LEVEL_WORDS[level], levels.get(level, 0)) for level in (5, 4, 3, 2, 1)]
     good = sum(n for level, _, n in rows if level >= 3)
-    return render(request, "stats.html", rows=rows, total=total, voided=voided_count, good=good,
-                  statuses=[(s, statuses.get(s, 0)) for s in STATUSES], tickets=sum(statuses.values()), overdue=overdue)
+    return render(
+        request,
+        "stats.html",
+        rows=rows,
+        total=total,
+        voided=voided_count,
+        good=good,
+        statuses=[(s, statuses.get(s, 0)) for s in STATUSES],
+        tickets=sum(statuses.values()),
+        overdue=overdue,
+    )

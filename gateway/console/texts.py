@@ -60,16 +60,31 @@ ACTION = {
 CATEGORY = {"simple": "立整立改（5个工作日）", "general": "限时整改（10个工作日）"}
 RESPONSIBILITY = {"handling": "谁办理、谁负责", "platform": "谁建设、谁负责（平台问题）"}
 EVALUATION_CHANNEL = {
-    "web": "网页", "qr": "二维码", "sms": "短信", "bot": "Telegram", "evaluator": "评价器",
-    "department": "部门系统", "phone": "电话", "app": "移动端",
+    "web": "网页",
+    "qr": "二维码",
+    "sms": "短信",
+    "bot": "Telegram",
+    "evaluator": "评价器",
+    "department": "部门系统",
+    "phone": "电话",
+    "app": "移动端",
 }
 SERVICE_CHANNEL = {"window": "窗口", "online": "网上", "self_service": "自助终端", "app": "移动端"}
 ORG_KIND = {
-    "operator": "平台运营方", "city_bureau": "市行政审批服务局", "county_dept": "县区行政审批部门",
-    "unit": "承办单位", "platform_builder": "平台建设单位",
+    "operator": "平台运营方",
+    "city_bureau": "市行政审批服务局",
+    "county_dept": "县区行政审批部门",
+    "unit": "承办单位",
+    "platform_builder": "平台建设单位",
 }
 ROLE = {"clerk": "经办人", "supervisor": "科室负责人", "admin": "平台管理员"}
-CAMPAIGN_STATUS = {"scheduled": "待开始", "running": "进行中", "paused": "已暂停", "cancelled": "已取消", "finished": "已完成"}
+CAMPAIGN_STATUS = {
+    "scheduled": "待开始",
+    "running": "进行中",
+    "paused": "已暂停",
+    "cancelled": "已取消",
+    "finished": "已完成",
+}
 CAMPAIGN_ACTION = {"pause": "暂停", "resume": "继续", "cancel": "取消"}
 CONTACT_METHOD = {"phone": "电话", "sms": "短信", "visit": "上门", "other": "其他"}
 GROUNDS = {"mistaken": "误评", "malicious": "恶意差评"}
@@ -78,11 +93,27 @@ EXTENSION_DECISION = {"approve": "同意", "deny": "不同意"}
 CALLBACK_OUTCOME = {"satisfied": "满意", "unsatisfied": "不满意", "no_answer": "未答复"}
 
 FIELD = {
-    "unit": "承办单位", "category": "办理类型", "method": "联系方式", "outcome": "联系情况",
-    "working_days": "工作日数", "reason": "理由", "decision": "决定", "grounds": "申诉类型", "evidence": "证据说明",
-    "orgs": "会商单位", "rectification": "整改情况", "reply": "答复内容", "note": "备注", "expected_version": "版本",
-    "name": "活动名称", "resolved_from": "办结日期（起）", "resolved_to": "办结日期（止）", "region_code": "行政区划",
-    "level": "评价等级", "ticket_ids": "工单", "starts_at": "开始时间",
+    "unit": "承办单位",
+    "category": "办理类型",
+    "method": "联系方式",
+    "outcome": "联系情况",
+    "working_days": "工作日数",
+    "reason": "理由",
+    "decision": "决定",
+    "grounds": "申诉类型",
+    "evidence": "证据说明",
+    "orgs": "会商单位",
+    "rectification": "整改情况",
+    "reply": "答复内容",
+    "note": "备注",
+    "expected_version": "版本",
+    "name": "活动名称",
+    "resolved_from": "办结日期（起）",
+    "resolved_to": "办结日期（止）",
+    "region_code": "行政区划",
+    "level": "评价等级",
+    "ticket_ids": "工单",
+    "starts_at": "开始时间",
 }
 
 NOT_FOUND = "工单不存在，或不在您的管辖范围内。"
@@ -114,7 +145,11 @@ def refusal(exc: DomainError, *, action: str | None = None, ticket: Ticket | Non
     if isinstance(exc, Forbidden):
         if exc.field == "unit":
             return "所选单位不在本工单审批部门的管辖范围内，请选择本辖区的承办单位。"
-        if action == "contact" or exc.message.startswith("the number") or exc.message.startswith("only the handling unit reads"):
+        if (
+            action == "contact"
+            or exc.message.startswith("the number")
+            or exc.message.startswith("only the handling unit reads")
+        ):
             return "评价人完整号码只向承办单位提供，且仅在办理期间（签收后至办结前）可以查看。"
         if action and RULES.get(action) is not None and RULES[action].role == "approval":
             return f"只有持有本工单的审批部门可以{verb}（第十四条）。"

@@ -41,20 +41,34 @@ class DatabaseThrottle:
     async def blocked(self, login: str, address: str, at: datetime) -> bool:
         since = at - timedelta(seconds=self.limits.window_seconds)
         async with self.store.transaction() as session:
-            last_ok = (await session.exec(
-                select(func.max(ConsoleAudit.at)).where(ConsoleAudit.kind == "sign_in", ConsoleAudit.login == login)
-            )).first()
+            last_ok = (
+                await session.exec(
+                    select(func.max(ConsoleAudit.at)).where(ConsoleAudit.kind == "sign_in", ConsoleAudit.login == login)
+                )
+            ).first()
             account_since = max(since, as_utc(last_ok)) if last_ok is not None else since
-            by_account = (await session.exec(
-                select(func.count()).select_from(ConsoleAudit)
-                .where(ConsoleAudit.kind == "sign_in_failed", ConsoleAudit.login == login[:64],
-                       col(ConsoleAudit.at) > account_since)
-            )).one()
-            by_address = (await session.exec(
-                select(func.count()).select_from(ConsoleAudit)
-                .where(ConsoleAudit.kind == "sign_in_failed", ConsoleAudit.address == address[:64],
-                       col(ConsoleAudit.at) > since)
-            )).one()
+            by_account = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(ConsoleAudit)
+                    .where(
+                        ConsoleAudit.kind == "sign_in_failed",
+                        ConsoleAudit.login == login[:64],
+                        col(ConsoleAudit.at) > account_since,
+                    )
+                )
+            ).one()
+            by_address = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(ConsoleAudit)
+                    .where(
+                        ConsoleAudit.kind == "sign_in_failed",
+                        ConsoleAudit.address == address[:64],
+                        col(ConsoleAudit.at) > since,
+                    )
+                )
+            ).one()
         return by_account >= self.limits.per_account or by_address >= self.limits.per_address
 
     async def failed(self, login: str, address: str, at: datetime) -> None:

@@ -86,15 +86,27 @@ async def inbox(request: web.Request) -> web.StreamResponse:
     if query is not None:
         try:
             async with request.config_dict[STORE].transaction() as session:
-                items, more = await list_by_urgency(session, caller=p.caller, query=query, deps=deps,
-                                                    offset=(page_no - 1) * PER_PAGE)
+                items, more = await list_by_urgency(
+                    session, caller=p.caller, query=query, deps=deps, offset=(page_no - 1) * PER_PAGE
+                )
         except DomainError as exc:
             error = texts.refusal(exc) if exc.field != "unit" else "筛选的承办单位未登记。"
     now = deps.clock.now()
     rows = [(t, *days_left(t.due_at, t.overdue, now, deps.calendar)) for t in items]
     base = {k: v for k, v in raw.items() if v}
-    return render(request, "inbox.html", status=422 if error else 200, rows=rows, filters=raw,
-                  status_choice=status_choice, statuses=STATUSES, error=error, page=page_no, more=more, base=base)
+    return render(
+        request,
+        "inbox.html",
+        status=422 if error else 200,
+        rows=rows,
+        filters=raw,
+        status_choice=status_choice,
+        statuses=STATUSES,
+        error=error,
+        page=page_no,
+        more=more,
+        base=base,
+    )
 
 
 async def _extras(session: AsyncSession, p: Person, detail: TicketDetail, deps: Any) -> dict[str, Any]:
@@ -102,38 +114,71 @@ async def _extras(session: AsyncSession, p: Person, detail: TicketDetail, deps: 
     evaluation = await session.get(Evaluation, detail.evaluation.id)
     ticket = await session.get(Ticket, detail.id)
     assert evaluation is not None and ticket is not None
-    reasons = [(code, (deps.catalogue.get(code).label if deps.catalogue.get(code) else "")) for code in detail.evaluation.reasons]
+    reasons = [
+        (code, (deps.catalogue.get(code).label if deps.catalogue.get(code) else ""))
+        for code in detail.evaluation.reasons
+    ]
     people = await audit.people_of_events(session, [e.id for e in detail.events])
     codes = {e.actor_org for e in detail.events if e.actor_org}
-    org_names = {o.code: o.name for o in (await session.exec(
-        select(Organisation).where(col(Organisation.code).in_(codes)))).all()} if codes else {}
+    org_names = (
+        {
+            o.code: o.name
+            for o in (await session.exec(select(Organisation).where(col(Organisation.code).in_(codes)))).all()
+        }
+        if codes
+        else {}
+    )
     units: list[Organisation] = []
     consultable: list[Organisation] = []
     if "transfer" in detail.allowed_actions:
         region = detail.region_code
         where = (
-            col(Organisation.region_code).startswith(region[:4]) if is_city_level(region)
-            else or_(Organisation.region_code == region,
-                     (Organisation.kind == "platform_builder") & (Organisation.region_code == city_of(region)))
+            col(Organisation.region_code).startswith(region[:4])
+            if is_city_level(region)
+            else or_(
+                Organisation.region_code == region,
+                (Organisation.kind == "platform_builder") & (Organisation.region_code == city_of(region)),
+            )
         )
-        units = list((await session.exec(
-            select(Organisation).where(col(Organisation.kind).in_(("unit", "platform_builder")), where)
-            .order_by(col(Organisation.code))
-        )).all())
+        units = list(
+            (
+                await session.exec(
+                    select(Organisation)
+                    .where(col(Organisation.kind).in_(("unit", "platform_builder")), where)
+                    .order_by(col(Organisation.code))
+                )
+            ).all()
+        )
         if ticket.unit_org_id is not None and all(u.id != ticket.unit_org_id for u in units):
             proposed = await session.get(Organisation, ticket.unit_org_id)
             if proposed is not None:
                 units.insert(0, proposed)
     if "consult" in detail.allowed_actions:
-        consultable = list((await session.exec(
-            select(Organisation).where(col(Organisation.region_code).startswith(detail.region_code[:4]),
-                                       Organisation.kind != "operator", Organisation.id != p.org.id)
-            .order_by(col(Organisation.code))
-        )).all())
-    requested = next((e.data.get("working_days") for e in reversed(detail.events) if e.action == "request_extension"), None)
+        consultable = list(
+            (
+                await session.exec(
+                    select(Organisation)
+                    .where(
+                        col(Organisation.region_code).startswith(detail.region_code[:4]),
+                        Organisation.kind != "operator",
+                        Organisation.id != p.org.id,
+                    )
+                    .order_by(col(Organisation.code))
+                )
+            ).all()
+        )
+    requested = next(
+        (e.data.get("working_days") for e in reversed(detail.events) if e.action == "request_extension"), None
+    )
     return {
-        "org_names": org_names, "reasons": reasons, "staff_id": evaluation.staff_id, "staff_level": evaluation.staff_level, "people": people,
-        "units": units, "proposed_unit_id": ticket.unit_org_id, "consultable": consultable,
+        "org_names": org_names,
+        "reasons": reasons,
+        "staff_id": evaluation.staff_id,
+        "staff_level": evaluation.staff_level,
+        "people": people,
+        "units": units,
+        "proposed_unit_id": ticket.unit_org_id,
+        "consultable": consultable,
         "requested_days": requested if isinstance(requested, int) else None,
     }
 
@@ -147,8 +192,15 @@ def _room(detail: TicketDetail, signature: str, reply: str) -> dict[str, Any]:
 
 
 async def _page(
-    request: web.Request, p: Person, ticket_id: int, *, status: int = 200, errors: dict[str, str] | None = None,
-    values: dict[str, Any] | None = None, revealed: str | None = None, done: str | None = None,
+    request: web.Request,
+    p: Person,
+    ticket_id: int,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+    revealed: str | None = None,
+    done: str | None = None,
 ) -> web.Response:
     deps = request.config_dict[DEPS]
     async with request.config_dict[STORE].transaction() as session:
@@ -158,11 +210,22 @@ async def _page(
     left, overdue = days_left(detail.due_at, detail.overdue, now, deps.calendar)
     values = values or {}
     return render(
-        request, "ticket.html", status=status, t=detail, errors=errors or {}, values=values, revealed=revealed,
-        done=done if done in texts.ACTION or done == "reveal" else None, days=left, overdue=overdue,
+        request,
+        "ticket.html",
+        status=status,
+        t=detail,
+        errors=errors or {},
+        values=values,
+        revealed=revealed,
+        done=done if done in texts.ACTION or done == "reveal" else None,
+        days=left,
+        overdue=overdue,
         room=_room(detail, deps.settings.sms_signature, str(values.get("reply", ""))),
-        may_reveal=p.caller.org_id is not None and detail.unit_org is not None and detail.unit_org.code == p.org.code
-        and detail.status in ("accepted", "in_progress", "extension_requested") and detail.citizen is not None,
+        may_reveal=p.caller.org_id is not None
+        and detail.unit_org is not None
+        and detail.unit_org.code == p.org.code
+        and detail.status in ("accepted", "in_progress", "extension_requested")
+        and detail.citizen is not None,
         **extras,
     )
 
@@ -211,15 +274,29 @@ async def act(request: web.Request) -> web.StreamResponse:
     try:
         async with request.config_dict[STORE].transaction() as session:
             event = await apply_action(session, ticket_id=ticket_id, action=action, actor=p.caller, deps=deps)
-            audit.record(session, kind="ticket_action", at=event.at, user=p.user, address=client_address(request),
-                         ticket_id=ticket_id, event_id=event.id, action=name)
+            audit.record(
+                session,
+                kind="ticket_action",
+                at=event.at,
+                user=p.user,
+                address=client_address(request),
+                ticket_id=ticket_id,
+                event_id=event.id,
+                action=name,
+            )
     except TicketNotFound:
         raise
     except DomainError as exc:
         async with request.config_dict[STORE].transaction() as session:
             ticket = await session.get(Ticket, ticket_id)
-        return await _page(request, p, ticket_id, status=exc.status, values=values,
-                           errors={name: texts.refusal(exc, action=name, ticket=ticket)})
+        return await _page(
+            request,
+            p,
+            ticket_id,
+            status=exc.status,
+            values=values,
+            errors={name: texts.refusal(exc, action=name, ticket=ticket)},
+        )
     if event.action == "resolve":
         request.config_dict[DISPATCHER].wake()
     raise web.HTTPSeeOther(f"/console/tickets/{ticket_id}?done={name}")
@@ -235,12 +312,21 @@ async def reveal(request: web.Request) -> web.StreamResponse:
     try:
         async with request.config_dict[STORE].transaction() as session:
             contact = await read_contact(session, caller=p.caller, ticket_id=ticket_id, deps=deps)
-            audit.record(session, kind="number_reveal", at=deps.clock.now(), user=p.user,
-                         address=client_address(request), ticket_id=ticket_id, masked=contact.phone_masked)
+            audit.record(
+                session,
+                kind="number_reveal",
+                at=deps.clock.now(),
+                user=p.user,
+                address=client_address(request),
+                ticket_id=ticket_id,
+                masked=contact.phone_masked,
+            )
     except TicketNotFound:
         raise
     except DomainError as exc:
-        return await _page(request, p, ticket_id, status=exc.status, errors={"reveal": texts.refusal(exc, action="contact")})
+        return await _page(
+            request, p, ticket_id, status=exc.status, errors={"reveal": texts.refusal(exc, action="contact")}
+        )
     return await _page(request, p, ticket_id, revealed=contact.phone, done="reveal")
 
 

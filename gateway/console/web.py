@@ -92,10 +92,14 @@ class PageError(Exception):
 async def console_ctx(app: web.Application) -> AsyncIterator[None]:
     """Sessions and throttling on Redis when configured, else on the database (shared by every process)."""
     settings = app[SETTINGS]
-    lifetime = Lifetime(idle_seconds=settings.console_idle_minutes * 60, max_seconds=settings.console_session_hours * 3600)
-    limits = Limits(per_account=settings.console_signin_failures_per_account,
-                    per_address=settings.console_signin_failures_per_address,
-                    window_seconds=settings.console_signin_window_seconds)
+    lifetime = Lifetime(
+        idle_seconds=settings.console_idle_minutes * 60, max_seconds=settings.console_session_hours * 3600
+    )
+    limits = Limits(
+        per_account=settings.console_signin_failures_per_account,
+        per_address=settings.console_signin_failures_per_address,
+        window_seconds=settings.console_signin_window_seconds,
+    )
     redis = app.get(REDIS)
     sessions: Sessions
     throttle: Throttle
@@ -120,7 +124,10 @@ def environment(timezone: str = "Asia/Shanghai") -> Environment:
             value = datetime.fromisoformat(value)
         return as_utc(value).astimezone(tz).strftime(fmt) if value is not None else ""
 
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True))
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True, default_for_string=True)
+    )
+
     def deadline(value: str) -> str:
         """A due instant (24:00 of its last working day) as that day and 24:00, as the rules state it."""
         day = as_utc(datetime.fromisoformat(value)).astimezone(tz) - timedelta(days=1)
@@ -129,11 +136,22 @@ def environment(timezone: str = "Asia/Shanghai") -> Environment:
     env.filters["local"] = local
     env.filters["deadline"] = deadline
     env.globals.update(
-        STATUS=texts.STATUS, ACTION=texts.ACTION, CATEGORY=texts.CATEGORY, RESPONSIBILITY=texts.RESPONSIBILITY,
-        EVALUATION_CHANNEL=texts.EVALUATION_CHANNEL, SERVICE_CHANNEL=texts.SERVICE_CHANNEL, ORG_KIND=texts.ORG_KIND,
-        ROLE=texts.ROLE, CAMPAIGN_STATUS=texts.CAMPAIGN_STATUS, CONTACT_METHOD=texts.CONTACT_METHOD,
-        GROUNDS=texts.GROUNDS, APPEAL_DECISION=texts.APPEAL_DECISION, EXTENSION_DECISION=texts.EXTENSION_DECISION,
-        CALLBACK_OUTCOME=texts.CALLBACK_OUTCOME, AUDIT=KINDS, HTMX_VERSION=HTMX_VERSION,
+        STATUS=texts.STATUS,
+        ACTION=texts.ACTION,
+        CATEGORY=texts.CATEGORY,
+        RESPONSIBILITY=texts.RESPONSIBILITY,
+        EVALUATION_CHANNEL=texts.EVALUATION_CHANNEL,
+        SERVICE_CHANNEL=texts.SERVICE_CHANNEL,
+        ORG_KIND=texts.ORG_KIND,
+        ROLE=texts.ROLE,
+        CAMPAIGN_STATUS=texts.CAMPAIGN_STATUS,
+        CONTACT_METHOD=texts.CONTACT_METHOD,
+        GROUNDS=texts.GROUNDS,
+        APPEAL_DECISION=texts.APPEAL_DECISION,
+        EXTENSION_DECISION=texts.EXTENSION_DECISION,
+        CALLBACK_OUTCOME=texts.CALLBACK_OUTCOME,
+        AUDIT=KINDS,
+        HTMX_VERSION=HTMX_VERSION,
     )
     return env
 
@@ -185,8 +203,11 @@ async def form(request: web.Request, *, csrf: str | None = None) -> MultiDictPro
     sent = data.get("csrf_token")
     expected = csrf if csrf is not None else (request[PERSON].csrf if request.get(PERSON) else None)
     if not isinstance(sent, str) or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise PageError(403, "页面已过期或来源不明（安全校验未通过）。请刷新页面后重新提交；刚才的操作没有执行。",
-                        title="请刷新页面")
+        raise PageError(
+            403,
+            "页面已过期或来源不明（安全校验未通过）。请刷新页面后重新提交；刚才的操作没有执行。",
+            title="请刷新页面",
+        )
     for key, value in data.items():
         if isinstance(value, str) and "\x00" in value:
             raise PageError(422, f"「{texts.FIELD.get(key, key)}」含有无法保存的字符。")
@@ -203,7 +224,9 @@ def client_address(request: web.Request) -> str:
 
 
 def set_session_cookie(response: web.StreamResponse, state: ConsoleState, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, path="/console", httponly=True, samesite="Lax", secure=state.secure_cookies)
+    response.set_cookie(
+        SESSION_COOKIE, token, path="/console", httponly=True, samesite="Lax", secure=state.secure_cookies
+    )
 
 
 def signin_page(request: web.Request, name: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -211,8 +234,15 @@ def signin_page(request: web.Request, name: str, *, status: int = 200, **context
     state = request.config_dict[CONSOLE]
     token = secrets.token_urlsafe(24)
     response = render(request, name, status=status, signin_csrf=token, **context)
-    response.set_cookie(SIGNIN_COOKIE, token, path="/console", httponly=True, samesite="Strict",
-                        secure=state.secure_cookies, max_age=3600)
+    response.set_cookie(
+        SIGNIN_COOKIE,
+        token,
+        path="/console",
+        httponly=True,
+        samesite="Strict",
+        secure=state.secure_cookies,
+        max_age=3600,
+    )
     return response
 
 
@@ -278,7 +308,9 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         request_id = uuid.uuid4().hex[:16]
         log.exception("console error", extra={"request_id": request_id, "path": request.path})
-        response = _error_page(request, 500, "出错了", f"系统出错，操作可能没有完成。请稍后再试，或联系平台管理员并提供编号 {request_id}。")
+        response = _error_page(
+            request, 500, "出错了", f"系统出错，操作可能没有完成。请稍后再试，或联系平台管理员并提供编号 {request_id}。"
+        )
     _headers(response, request)
     return response
 

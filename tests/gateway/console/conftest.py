@@ -60,7 +60,9 @@ class Browser:
             self.csrf = csrf_of(html)
         return resp.status, html
 
-    async def post(self, path: str, data: dict[str, Any] | list[tuple[str, Any]], *, csrf: bool = True, **kw: Any) -> tuple[int, str]:
+    async def post(
+        self, path: str, data: dict[str, Any] | list[tuple[str, Any]], *, csrf: bool = True, **kw: Any
+    ) -> tuple[int, str]:
         items = list(data.items()) if isinstance(data, dict) else list(data)
         if csrf:
             items.append(("csrf_token", self.csrf))
@@ -96,10 +98,23 @@ async def new_browser(client) -> AsyncIterator[Callable[[], Awaitable[Browser]]]
         await other.close()
 
 
-async def make_ticket(client: Any, world: World, case_no: str, *, org: str = "hanbin-market", region: str = "610902",
-                      text: str = "", phone: str = "13812341234") -> int:
-    payload = case_payload(case_no, org_code=org, region_code=region, citizen={"phone": phone},
-                           completed_at=client.app[DEPS].clock.now().isoformat())
+async def make_ticket(
+    client: Any,
+    world: World,
+    case_no: str,
+    *,
+    org: str = "hanbin-market",
+    region: str = "610902",
+    text: str = "",
+    phone: str = "13812341234",
+) -> int:
+    payload = case_payload(
+        case_no,
+        org_code=org,
+        region_code=region,
+        citizen={"phone": phone},
+        completed_at=client.app[DEPS].clock.now().isoformat(),
+    )
     resp = await client.post("/api/v1/cases", json=payload, headers=world.auth(org))
     body = await resp.json()
     assert resp.status == 201, body

@@ -36,11 +36,14 @@ async def test_setup_link_sets_the_password_once_and_reset_issues_a_new_one(clie
     assert status == 200 and "差评工单" in html
 
     # Changing the password needs the current one.
-    status, html = await person.post("/console/account", {"current": "wrong", "password": "another passphrase",
-                                                           "again": "another passphrase"})
+    status, html = await person.post(
+        "/console/account", {"current": "wrong", "password": "another passphrase", "again": "another passphrase"}
+    )
     assert status == 422 and "当前密码不正确" in html
-    status, html = await person.post("/console/account", {"current": "a long passphrase",
-                                                           "password": "another passphrase", "again": "another passphrase"})
+    status, html = await person.post(
+        "/console/account",
+        {"current": "a long passphrase", "password": "another passphrase", "again": "another passphrase"},
+    )
     assert status == 200 and "密码已修改" in html
 
     status, html = await admin.post("/console/admin/users/reset", {"login": "li.si"})
@@ -54,10 +57,14 @@ async def test_setup_link_sets_the_password_once_and_reset_issues_a_new_one(clie
 async def test_operator_registers_an_organisation(client, people):  # type: ignore[no-untyped-def]
     admin = Browser(client)
     await admin.sign_in("ops.admin")
-    status, html = await admin.post("/console/admin/orgs", {"code": "hanbin-edu", "name": "汉滨区教育局", "kind": "unit",
-                                                             "region": "610902", "parent": "hanbin"})
+    status, html = await admin.post(
+        "/console/admin/orgs",
+        {"code": "hanbin-edu", "name": "汉滨区教育局", "kind": "unit", "region": "610902", "parent": "hanbin"},
+    )
     assert status == 200 and re.search(r'<code id="api-key">gk_[0-9a-f]{12}_', html)
-    status, html = await admin.post("/console/admin/orgs", {"code": "bad code!", "name": "x", "kind": "unit", "region": "610902"})
+    status, html = await admin.post(
+        "/console/admin/orgs", {"code": "bad code!", "name": "x", "kind": "unit", "region": "610902"}
+    )
     assert status == 422 and "未能登记" in html
 
 
@@ -65,15 +72,32 @@ def test_cli_user_add_prints_a_link_and_disable_reset(tmp_path, monkeypatch, cap
     monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("GATEWAY_PUBLIC_URL", "https://pj.example.cn")
     monkeypatch.chdir(tmp_path)
-    assert main(["org", "add", "--code", "hanbin", "--name", "汉滨区行政审批服务局", "--kind", "county_dept",
-                 "--region", "610902"]) == 0
+    assert (
+        main(
+            [
+                "org",
+                "add",
+                "--code",
+                "hanbin",
+                "--name",
+                "汉滨区行政审批服务局",
+                "--kind",
+                "county_dept",
+                "--region",
+                "610902",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["user", "add", "--org", "hanbin", "--name", "zhang.san", "--role", "clerk"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^https://pj\.example\.cn/console/setup/\S{20,}$", out, re.M)
     assert main(["user", "add", "--org", "hanbin", "--name", "zhang.san", "--role", "clerk"]) == 2
     assert "已被使用" in capsys.readouterr().err
-    assert main(["user", "add", "--org", "hanbin", "--name", "boss", "--role", "admin"]) == 2  # admins are the operator's
+    assert (
+        main(["user", "add", "--org", "hanbin", "--name", "boss", "--role", "admin"]) == 2
+    )  # admins are the operator's
     assert main(["user", "disable", "--name", "zhang.san"]) == 0
     assert main(["user", "reset", "--name", "zhang.san"]) == 2  # enable first
     assert main(["user", "enable", "--name", "zhang.san"]) == 0
@@ -84,4 +108,8 @@ def test_cli_user_add_prints_a_link_and_disable_reset(tmp_path, monkeypatch, cap
 async def test_passwords_are_stored_as_argon2id(client, people):  # type: ignore[no-untyped-def]
     async with client.app[STORE].transaction() as session:
         user = (await session.exec(select(ConsoleUser).where(ConsoleUser.login == "hb.clerk"))).one()
-    assert user.password_hash is not None and user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
+    assert (
+        user.password_hash is not None
+        and user.password_hash.startswith("$argon2id$")
+        and PASSWORD not in user.password_hash
+    )

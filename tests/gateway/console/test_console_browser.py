@@ -28,8 +28,14 @@ from tests.conftest import IN_CI
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 PASSWORD = "county clerk pass 1"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _unavailable(why: str) -> None:
@@ -66,21 +72,35 @@ class Server:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "TWILIO_", "TELEGRAM_"))},
             "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'console.db'}",
-            "GATEWAY_PUBLIC_URL": self.url, "GATEWAY_QUIET_HOURS": "", "GATEWAY_LOG_LEVEL": "WARNING",
-            "GATEWAY_DISPATCH_INTERVAL_SECONDS": "0.2", "GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS": "0.2",
+            "GATEWAY_PUBLIC_URL": self.url,
+            "GATEWAY_QUIET_HOURS": "",
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_DISPATCH_INTERVAL_SECONDS": "0.2",
+            "GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS": "0.2",
         }
         self.cwd = tmp
         self.proc: subprocess.Popen[bytes] | None = None
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "gateway", *args], env=self.env, cwd=self.cwd,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(self.port)],
-                                     env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(self.port)],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -100,7 +120,9 @@ class Server:
 
     def api(self, method: str, path: str, key: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(
-            f"{self.url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+            f"{self.url}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -160,8 +182,9 @@ def _shot(page: Any, name: str) -> None:
 
 def _person(chromium: Any, server: Server, login: str, *, tablet: bool = False) -> Any:
     """A fresh browser context for one person: set the password from the one-time link, then sign in."""
-    context = chromium.new_context(viewport={"width": 820, "height": 1180} if tablet else {"width": 1366, "height": 900},
-                                   locale="zh-CN")
+    context = chromium.new_context(
+        viewport={"width": 820, "height": 1180} if tablet else {"width": 1366, "height": 900}, locale="zh-CN"
+    )
     page = context.new_page()
     page.goto(server.links[login])  # type: ignore[attr-defined]
     page.get_by_label("新密码", exact=True).fill(PASSWORD)
@@ -176,15 +199,27 @@ def _person(chromium: Any, server: Server, login: str, *, tablet: bool = False) 
 
 def _report_bad_review(server: Server, case_no: str, text: str) -> int:
     key = server.keys["hanbin-market"]  # type: ignore[attr-defined]
-    case = server.api("POST", "/api/v1/cases", key, {
-        "case_no": case_no, "item_code": "11610902MB0001", "item_name": "个体工商户设立登记", "org_code": "hanbin-market",
-        "region_code": "610902", "service_channel": "window", "staff_id": "HB-017",
-        "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 600)),
-        "citizen": {"phone": "13812341234"},
-    })
+    case = server.api(
+        "POST",
+        "/api/v1/cases",
+        key,
+        {
+            "case_no": case_no,
+            "item_code": "11610902MB0001",
+            "item_name": "个体工商户设立登记",
+            "org_code": "hanbin-market",
+            "region_code": "610902",
+            "service_channel": "window",
+            "staff_id": "HB-017",
+            "completed_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 600)),
+            "citizen": {"phone": "13812341234"},
+        },
+    )
     request = urllib.request.Request(
-        f"{server.url}/r/{case['invitation']['token']}", method="POST",
-        data=json.dumps({"level": 2, "reasons": [213], "text": text}).encode(), headers={"Content-Type": "application/json"},
+        f"{server.url}/r/{case['invitation']['token']}",
+        method="POST",
+        data=json.dumps({"level": 2, "reasons": [213], "text": text}).encode(),
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return int(json.loads(resp.read())["ticket_id"])
@@ -200,9 +235,12 @@ def test_closed_loop_in_the_browser(chromium: Any, server: Server) -> None:
 
     county.get_by_role("link", name=f"#{ticket}").click()
     expect(county.get_by_text("<b>窗口</b>人员不熟悉业务<script>alert(1)</script>")).to_be_visible()  # shown as text
-    expect(county.get_by_label("承办单位", exact=True)).to_have_value("hanbin-market")  # the proposed unit is preselected
-    assert county.locator("form[action$='/actions'] input[name=action]").evaluate_all("els => els.map(e => e.value)") == [
-        "transfer", "consult"]
+    expect(county.get_by_label("承办单位", exact=True)).to_have_value(
+        "hanbin-market"
+    )  # the proposed unit is preselected
+    assert county.locator("form[action$='/actions'] input[name=action]").evaluate_all(
+        "els => els.map(e => e.value)"
+    ) == ["transfer", "consult"]
     _shot(county, "ticket-dispatching")
     county.get_by_role("button", name="转办").click()
     expect(county.get_by_role("status")).to_contain_text("已转办")
@@ -237,8 +275,12 @@ def test_closed_loop_in_the_browser(chromium: Any, server: Server) -> None:
     expect(county.locator("#n-targets")).to_have_text("1")
     expect(county.locator("#n-sent")).to_have_text("1", timeout=15_000)  # the feeder and dispatcher send; htmx shows it
     campaign_id = int(county.url.rstrip("/").rsplit("/", 1)[-1])
-    server.api("POST", f"/api/v1/campaigns/{campaign_id}/answers", server.keys["hanbin"],  # type: ignore[attr-defined]
-               {"ticket_id": ticket, "satisfied": True, "reason": "满意"})
+    server.api(
+        "POST",
+        f"/api/v1/campaigns/{campaign_id}/answers",
+        server.keys["hanbin"],  # type: ignore[attr-defined]
+        {"ticket_id": ticket, "satisfied": True, "reason": "满意"},
+    )
     expect(county.locator("#n-satisfied")).to_have_text("1", timeout=10_000)  # no reload: htmx polling
     expect(county.locator("#n-answered")).to_have_text("1")
     _shot(county, "campaign")

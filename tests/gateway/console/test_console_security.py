@@ -24,7 +24,9 @@ async def _ticket(client: Any, ticket_id: int) -> Ticket:
 
 async def _audit(client: Any, kind: str) -> int:
     async with client.app[STORE].transaction() as session:
-        return int((await session.exec(select(func.count()).select_from(ConsoleAudit).where(ConsoleAudit.kind == kind))).one())
+        return int(
+            (await session.exec(select(func.count()).select_from(ConsoleAudit).where(ConsoleAudit.kind == kind))).one()
+        )
 
 
 def _assert_headers(resp: Any) -> None:
@@ -68,7 +70,9 @@ async def test_sign_in_is_throttled_per_account(client, people, browser: Browser
 
 
 async def test_throttle_and_sessions_on_redis(settings, clock, redis_url, aiohttp_client):  # type: ignore[no-untyped-def]
-    app = create_app(settings.model_copy(update={"redis_url": redis_url}), clock=clock, migrate=False, run_background=False)
+    app = create_app(
+        settings.model_copy(update={"redis_url": redis_url}), clock=clock, migrate=False, run_background=False
+    )
     client = await aiohttp_client(app)
     from tests.conftest import register_world
 
@@ -92,7 +96,9 @@ async def test_expired_session_and_sign_out(client, people, browser: Browser, cl
     status, html = await browser.get(f"/console/tickets/{tid}")
     assert status == 200
     clock.advance(minutes=31)
-    status, html = await browser.post(f"/console/tickets/{tid}/actions", {"action": "transfer", "expected_version": "1"})
+    status, html = await browser.post(
+        f"/console/tickets/{tid}/actions", {"action": "transfer", "expected_version": "1"}
+    )
     assert status == 401 and "重新登录" in html
     assert (await _ticket(client, tid)).status == "dispatching"
     status, html = await browser.get("/console/tickets")
@@ -114,8 +120,9 @@ async def test_csrf_missing_or_wrong_changes_nothing(client, people, browser: Br
     await browser.get(f"/console/tickets/{tid}")
     status, html = await browser.post(f"/console/tickets/{tid}/actions", {"action": "transfer"}, csrf=False)
     assert status == 403 and "安全校验未通过" in html
-    status, html = await browser.post(f"/console/tickets/{tid}/actions",
-                                      [("action", "transfer"), ("csrf_token", "forged")], csrf=False)
+    status, html = await browser.post(
+        f"/console/tickets/{tid}/actions", [("action", "transfer"), ("csrf_token", "forged")], csrf=False
+    )
     assert status == 403
     ticket = await _ticket(client, tid)
     assert ticket.status == "dispatching" and ticket.version == 1
@@ -132,11 +139,13 @@ async def test_refusals_are_chinese_and_change_nothing(client, people, new_brows
     # A second clerk of the same department transfers first.
     await other.sign_in("hb.chief")
     await other.get(f"/console/tickets/{tid}")
-    status, _ = await other.post(f"/console/tickets/{tid}/actions", {"action": "transfer", "unit": "hanbin-market",
-                                                                      "expected_version": "1"})
+    status, _ = await other.post(
+        f"/console/tickets/{tid}/actions", {"action": "transfer", "unit": "hanbin-market", "expected_version": "1"}
+    )
     assert status == 200
-    status, html = await county.post(f"/console/tickets/{tid}/actions", {"action": "consult", "orgs": "hanbin-tax",
-                                                                           "expected_version": "1"})
+    status, html = await county.post(
+        f"/console/tickets/{tid}/actions", {"action": "consult", "orgs": "hanbin-tax", "expected_version": "1"}
+    )
     assert status == 409 and "刷新页面" in html
     # An action the county may not take (the unit accepts): a 403 in Chinese, next to no form of it.
     status, html = await county.post(f"/console/tickets/{tid}/actions", {"action": "accept", "expected_version": "2"})
@@ -176,10 +185,18 @@ async def test_html_is_escaped_and_headers_are_set(client, people, browser: Brow
     assert "<script>alert(2)" not in html and "&lt;script&gt;alert(2)&lt;/script&gt;" in html
     assert "<img src=x" not in html
     # A note with HTML is stored as given and shown as text.
-    await browser.post(f"/console/tickets/{tid}/actions", {"action": "transfer", "note": "<b>急</b>", "expected_version": "1"})
+    await browser.post(
+        f"/console/tickets/{tid}/actions", {"action": "transfer", "note": "<b>急</b>", "expected_version": "1"}
+    )
     status, html = await browser.get(f"/console/tickets/{tid}")
     assert "&lt;b&gt;急&lt;/b&gt;" in html and "<b>急</b>" not in html
-    for path in ("/console/tickets", f"/console/tickets/{tid}", "/console/stats", "/console/campaigns", "/console/signin"):
+    for path in (
+        "/console/tickets",
+        f"/console/tickets/{tid}",
+        "/console/stats",
+        "/console/campaigns",
+        "/console/signin",
+    ):
         resp = await client.get(path)
         assert resp.status == 200, path
         _assert_headers(resp)
@@ -214,8 +231,10 @@ async def test_resolve_reply_too_long_for_sms(client, people):  # type: ignore[n
     await unit.get(f"/console/tickets/{tid}")
     resp = await client.get(f"/console/tickets/{tid}/reply-length", params={"reply": "好" * 200})
     assert "已超出" in await resp.text()
-    status, html = await unit.post(f"/console/tickets/{tid}/actions", {
-        "action": "resolve", "rectification": "已整改", "reply": "好" * 200, "expected_version": "3"})
+    status, html = await unit.post(
+        f"/console/tickets/{tid}/actions",
+        {"action": "resolve", "rectification": "已整改", "reply": "好" * 200, "expected_version": "3"},
+    )
     assert status == 422 and "两条短信" in html
     assert (await _ticket(client, tid)).status == "in_progress"
     resp = await client.get(f"/console/tickets/{tid}/reply-length", params={"reply": "已整改"})

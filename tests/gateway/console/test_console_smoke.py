@@ -12,7 +12,9 @@ async def test_smoke(client, people, browser: Browser):  # type: ignore[no-untyp
     status, html = await browser.get(f"/console/tickets/{tid}")
     assert status == 200, html
     print(html)
-    status, html = await browser.post(f"/console/tickets/{tid}/actions", {"action": "transfer", "unit": "hanbin-market", "expected_version": "1"})
+    status, html = await browser.post(
+        f"/console/tickets/{tid}/actions", {"action": "transfer", "unit": "hanbin-market", "expected_version": "1"}
+    )
     assert status == 200 and "已转办" in html, html
 
 
