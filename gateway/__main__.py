@@ -155,6 +155,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return run(settings, args)
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    from gateway.console.cli import run
+
+    return run(_settings(), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="好差评 evaluation gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -200,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.upload.cli import add_parser as add_upload_parser
 
     add_upload_parser(sub, cmd_upload)
+
+    from gateway.console.cli import add_parser as add_user_parser
+
+    add_user_parser(sub, cmd_user)
 
     demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
     demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")

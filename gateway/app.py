@@ -85,6 +85,11 @@ def create_app(
 
     app.add_routes(fraud_routes)
     app.add_routes(openapi_routes)
+
+    from gateway.console.web import build_console, console_ctx
+
+    app.cleanup_ctx.append(console_ctx)
+    app.add_subapp("/console", build_console())
     return app
 
 

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     upload_max_attempts: int = Field(default=0, ge=0, alias="GATEWAY_UPLOAD_MAX_ATTEMPTS")
     upload_concurrency: int = Field(default=4, ge=1, le=64, alias="GATEWAY_UPLOAD_CONCURRENCY")
     _province: object = PrivateAttr(default=None)
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60, alias="GATEWAY_CONSOLE_IDLE_MINUTES")
+    console_session_hours: int = Field(default=12, ge=1, le=24 * 30, alias="GATEWAY_CONSOLE_SESSION_HOURS")
+    console_signin_failures_per_account: int = Field(default=5, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ACCOUNT")
+    console_signin_failures_per_address: int = Field(default=20, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ADDRESS")
+    console_signin_window_seconds: int = Field(default=900, ge=60, alias="GATEWAY_CONSOLE_SIGNIN_WINDOW_SECONDS")
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")

@@ -361,3 +361,6 @@ class FraudFlag(SQLModel, table=True):
 
 # Tables kept in their own packages, registered here so the metadata (and Alembic) sees every table.
 from gateway.upload.models import UploadRecord  # noqa: E402,F401
+
+# The console's tables (accounts, sessions, audit) live with the console; registered here with the metadata.
+from gateway.console import models as _console_models  # noqa: E402,F401

@@ -34,3 +34,8 @@ def _room_for_reply(signature: str) -> int:
     while segments(f"{signature}您评价的「」已办理，答复：{'办' * (room + 1)} 回T退订") <= MAX_SMS_SEGMENTS:
         room += 1
     return room
+
+
+def reply_room(signature: str) -> int:
+    """The longest reply (in UCS-2 units) that fits the SMS reply notice, with the item name shortened away."""
+    return _room_for_reply(signature)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, not_
+from sqlalchemy import and_, case, not_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,7 +54,34 @@ _LATEST = date(9000, 1, 1)
 async def list_tickets(session: AsyncSession, *, caller: Caller, query: TicketQuery, deps: Deps) -> TicketPage:
     """Tickets in the caller's jurisdiction, newest first, filtered, one page at a time."""
     now = deps.clock.now()
-    tz = deps.calendar.tz
+    stmt = await _filtered(session, caller=caller, query=query, now=now, tz=deps.calendar.tz)
+    if query.cursor is not None:
+        stmt = stmt.where(col(Ticket.id) < min(int(query.cursor), MAX_ID))
+    rows = (await session.exec(stmt.order_by(col(Ticket.id).desc()).limit(query.limit + 1))).all()
+    page = rows[: query.limit]
+    orgs = await _orgs(session, _org_ids(t for t, _ in page))
+    items = [_summary(t, item_name, orgs, now, deps.calendar) for t, item_name in page]
+    has_more = len(rows) > query.limit
+    return TicketPage(items=items, next_cursor=str(page[-1][0].id) if has_more and page else None)
+
+
+async def list_by_urgency(
+    session: AsyncSession, *, caller: Caller, query: TicketQuery, deps: Deps, offset: int
+) -> tuple[list[TicketSummary], bool]:
+    """The same filtered tickets as `list_tickets`, overdue first, then open by due time, then the rest."""
+    now = deps.clock.now()
+    stmt = await _filtered(session, caller=caller, query=query, now=now, tz=deps.calendar.tz)
+    is_open = col(Ticket.status).in_(OPEN_STATUSES)
+    rank = case((and_(is_open, col(Ticket.due_at) <= now), 0), (is_open, 1), else_=2)
+    stmt = stmt.order_by(rank, col(Ticket.due_at), col(Ticket.id)).offset(offset).limit(query.limit + 1)
+    rows = (await session.exec(stmt)).all()
+    page = rows[: query.limit]
+    orgs = await _orgs(session, _org_ids(t for t, _ in page))
+    return [_summary(t, item_name, orgs, now, deps.calendar) for t, item_name in page], len(rows) > query.limit
+
+
+async def _filtered(session: AsyncSession, *, caller: Caller, query: TicketQuery, now: datetime, tz: ZoneInfo) -> Any:
+    """The scoped and filtered SELECT of (ticket, item name), without order or paging."""
     stmt = (
         select(Ticket, Invitation.item_name)
         .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
@@ -84,14 +112,7 @@ async def list_tickets(session: AsyncSession, *, caller: Caller, query: TicketQu
         stmt = stmt.where(col(Ticket.created_at) >= _local_midnight(query.created_from, tz))
     if query.created_to is not None and query.created_to < _LATEST:
         stmt = stmt.where(col(Ticket.created_at) < _local_midnight(query.created_to + timedelta(days=1), tz))
-    if query.cursor is not None:
-        stmt = stmt.where(col(Ticket.id) < min(int(query.cursor), MAX_ID))
-    rows = (await session.exec(stmt.order_by(col(Ticket.id).desc()).limit(query.limit + 1))).all()
-    page = rows[: query.limit]
-    orgs = await _orgs(session, _org_ids(t for t, _ in page))
-    items = [_summary(t, item_name, orgs, now, deps.calendar) for t, item_name in page]
-    has_more = len(rows) > query.limit
-    return TicketPage(items=items, next_cursor=str(page[-1][0].id) if has_more and page else None)
+    return stmt
 
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
