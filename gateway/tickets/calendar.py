@@ -189,7 +189,7 @@ def _library_knows(year: int) -> bool:
 
 @lru_cache(maxsize=64)
 def statutory_holidays(year: int) -> frozenset[date]:
-    """Days off fixed in advance by 全国年节及纪念日放假办法 (as revised, in force from 2025).
+    """Days off fixed in advance by 全国年节及纪念日放假办法 (as amended in 2024, in force from 2025).
 
     元旦 1 day, 春节 4 days (除夕 to 正月初三), 清明 (the solar term's day), 劳动节 5/1-5/2,
     端午 (五月初五), 中秋 (八月十五), 国庆 10/1-10/3.  The State Council's yearly schedule adds
