@@ -138,7 +138,9 @@ async def link_chat(session: AsyncSession, *, chat_id: int, token: str, deps: De
         return Link("chat_elsewhere", here, invitation)
     if owner.phone_enc is not None:
         # Holding the link proves nothing (SMS are forwarded); holding the phone does.
-        return await _send_code(session, chat_id=chat_id, owner=owner, invitation=invitation, answerer=await answerer(), deps=deps)
+        return await _send_code(
+            session, chat_id=chat_id, owner=owner, invitation=invitation, answerer=await answerer(), deps=deps
+        )
     return await _bind(session, chat_id=chat_id, here=here, owner=owner, invitation=invitation)
 
 
@@ -173,7 +175,10 @@ async def _send_code(
     per_citizen = (await session.exec(recent.where(ChatLinkChallenge.citizen_id == owner.id))).one()
     per_chat = (await session.exec(recent.where(ChatLinkChallenge.chat_id == chat_id))).one()
     if per_citizen >= CODES_PER_CITIZEN or per_chat >= CODES_PER_CHAT:
-        log.info("link code refused: limit", extra={"citizen_id": owner.id, "per_citizen": per_citizen, "per_chat": per_chat})
+        log.info(
+            "link code refused: limit",
+            extra={"citizen_id": owner.id, "per_citizen": per_citizen, "per_chat": per_chat},
+        )
         return Link("too_many", answerer, invitation)
     # A new code replaces the chat's earlier one: only the latest is answered.
     table = ChatLinkChallenge.__table__

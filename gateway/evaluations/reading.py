@@ -56,4 +56,6 @@ def current_of(evaluation: Evaluation, addenda: list[EvaluationAddendum]) -> Eva
             # A later staff rating is the citizen's latest word on the staff member (Art. 7).
             staff_level = addendum.staff_level
         updated_at = max(updated_at, as_utc(addendum.created_at))
-    return EvaluationCurrent(reasons=reasons, text=redact("\n".join(texts)), staff_level=staff_level, updated_at=updated_at)
+    return EvaluationCurrent(
+        reasons=reasons, text=redact("\n".join(texts)), staff_level=staff_level, updated_at=updated_at
+    )

@@ -141,7 +141,9 @@ class EvaluationQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=50, ge=1, le=500)
-    before_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="id of the last item of the previous page")
+    before_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="id of the last item of the previous page"
+    )
     case_no: str | None = Field(
         default=None, pattern=_CODE, description="the ratings that apply to this case number (a batch's or theme's too)"
     )

@@ -179,13 +179,17 @@ async def _invitation_for(
     if kind == "theme":
         approval = await approval_org_for(session, data.region_code)
         if approval is None or approval.id is None:
-            raise InvalidCase(f"no approval department is registered for region {data.region_code}", field="region_code")
+            raise InvalidCase(
+                f"no approval department is registered for region {data.region_code}", field="region_code"
+            )
         owner_id = approval.id
     expires = deps.calendar.due_at(data.completed_at, RATING_WINDOW_WORKING_DAYS)
     if kind != "single":
         found = (
             await session.exec(
-                select(Invitation).where(Invitation.org_id == owner_id, Invitation.kind == kind, Invitation.group_no == group_no)
+                select(Invitation).where(
+                    Invitation.org_id == owner_id, Invitation.kind == kind, Invitation.group_no == group_no
+                )
             )
         ).first()
         if found is not None:

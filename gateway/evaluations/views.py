@@ -186,7 +186,8 @@ async def list_evaluations(request: web.Request) -> web.Response:
         addenda = await addenda_of(session, ids)  # type: ignore[arg-type]
     items = [
         _evaluation_out(
-            e, inv.token, tid, counts=e.id not in voided, applies_to=applies[e.id], addenda=addenda[e.id],  # type: ignore[index]
+            e, inv.token, tid, counts=e.id not in voided,
+            applies_to=applies[e.id], addenda=addenda[e.id],  # type: ignore[index]
         )
         for e, inv, tid in rows
     ]

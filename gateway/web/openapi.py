@@ -83,7 +83,14 @@ _ERROR_TEXT = {
 
 
 def _evaluation_operations() -> list[Operation]:
-    from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut, EvaluationPage, EvaluationQuery
+    from gateway.evaluations.schemas import (
+        CaseIn,
+        CaseOut,
+        EvaluationIn,
+        EvaluationOut,
+        EvaluationPage,
+        EvaluationQuery,
+    )
 
     return [
         Operation(

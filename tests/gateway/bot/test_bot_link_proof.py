@@ -53,7 +53,9 @@ async def _owner(client: Any) -> Citizen:
 
 
 async def _case(client: Any, world: Any, case_no: str = "HB-1", phone: str = "13812341234") -> str:
-    body = await report(client, world, case_no=case_no, citizen={"phone": phone}, service_channel="online", staff_id=None)
+    body = await report(
+        client, world, case_no=case_no, citizen={"phone": phone}, service_channel="online", staff_id=None
+    )
     return body["invitation"]["token"]
 
 
@@ -102,7 +104,8 @@ async def test_the_code_from_the_sms_binds_the_chat(client, world, fake_telegram
     assert owner.telegram_chat_id == OWNER_CHAT
     prompt = chat.last
     (invitation,) = await rows(client, Invitation)
-    assert prompt["text"].startswith("已关联") and button_data(prompt) == [f"rt:{invitation.id}:{n}" for n in (5, 4, 3, 2, 1)]
+    assert prompt["text"].startswith("已关联")
+    assert button_data(prompt) == [f"rt:{invitation.id}:{n}" for n in (5, 4, 3, 2, 1)]
     await chat.tap(f"rt:{invitation.id}:4", prompt)
     (evaluation,) = await rows(client, Evaluation)
     assert (evaluation.level, evaluation.channel, evaluation.citizen_id) == (4, "bot", owner.id)

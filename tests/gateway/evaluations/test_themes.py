@@ -27,7 +27,9 @@ async def test_a_theme_across_units_is_one_invitation_rated_once(client, world):
     assert owner is not None and owner.code == "hanbin"  # the approval department coordinates the theme
 
     # Reporting a case again is still idempotent, from either unit.
-    again = await report(client, world, "hanbin-tax", **_theme("T-1", "hanbin-tax", item_name="税务登记", item_code="TAX-1"))
+    again = await report(
+        client, world, "hanbin-tax", **_theme("T-1", "hanbin-tax", item_name="税务登记", item_code="TAX-1")
+    )
     assert again["created"] is False and again["invitation"]["token"] == market["invitation"]["token"]
 
     token = market["invitation"]["token"]
@@ -69,11 +71,13 @@ async def test_a_units_evaluator_may_rate_the_theme_it_took_part_in(client, worl
     token = (await report(client, world, "hanbin-market", **_theme("M-1", "hanbin-market")))["invitation"]["token"]
     await report(client, world, "hanbin-tax", **_theme("T-1", "hanbin-tax", item_code="TAX-1"))
     outsider = await client.post(
-        "/api/v1/evaluations", json={"token": token, "level": 5, "channel": "evaluator"}, headers=world.auth("hanyin-market")
+        "/api/v1/evaluations", json={"token": token, "level": 5, "channel": "evaluator"},
+        headers=world.auth("hanyin-market"),
     )
     assert outsider.status == 403
     resp = await client.post(
-        "/api/v1/evaluations", json={"token": token, "level": 5, "channel": "evaluator"}, headers=world.auth("hanbin-tax")
+        "/api/v1/evaluations", json={"token": token, "level": 5, "channel": "evaluator"},
+        headers=world.auth("hanbin-tax"),
     )
     assert resp.status == 201 and (await resp.json())["applies_to"] == ["M-1", "T-1"]
 
@@ -94,7 +98,10 @@ async def test_a_theme_in_another_county_is_another_invitation(client, world):
 async def test_concurrent_reports_of_one_theme_by_two_units_join_one_invitation(client, world):
     answers = await asyncio.gather(
         client.post("/api/v1/cases", json=_case(_theme("M-1", "hanbin-market")), headers=world.auth("hanbin-market")),
-        client.post("/api/v1/cases", json=_case(_theme("T-1", "hanbin-tax", item_code="TAX-1")), headers=world.auth("hanbin-tax")),
+        client.post(
+            "/api/v1/cases", json=_case(_theme("T-1", "hanbin-tax", item_code="TAX-1")),
+            headers=world.auth("hanbin-tax"),
+        ),
     )
     bodies = [await a.json() for a in answers]
     assert [a.status for a in answers] == [201, 201], bodies
