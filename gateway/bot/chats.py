@@ -5,16 +5,23 @@ row holds only the chat id until a deep link `t.me/<bot>?start=<invitation token
 the invitation's citizen. Linking never takes a chat or a citizen away from someone else: the token is
 a bearer link (a forwarded SMS carries it too), so it may rate that one service on the page, but it
 must not redirect another person's later invitations, evaluations and ticket replies to a new chat.
+So a chat is bound to a citizen who has a phone number only after its user answers, in the chat, a
+code sent by SMS to that number (`ChatLinkChallenge`), with attempts limited per chat and per citizen.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
+import secrets
+import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from conversations import Reply
@@ -22,15 +29,30 @@ from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.service import invitation_by_token
+from gateway.bot import texts
+from gateway.bot.models import ChatLinkChallenge
 from gateway.messaging.outbox import enqueue
 from gateway.dialogue import invitation_ref, render_buttons
 from gateway.store.db import Store
 from gateway.store.upsert import insert_if_absent
 from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
 
+log = logging.getLogger(__name__)
+
 PROVIDER = "telegram"  # InboundMessage.provider of Telegram updates; provider_id is the update_id
 
-LinkResult = Literal["linked", "already", "invalid", "expired", "invitation_elsewhere", "chat_elsewhere"]
+LinkResult = Literal[
+    "linked", "already", "invalid", "expired", "invitation_elsewhere", "chat_elsewhere",
+    # proof of the phone (a code sent by SMS, answered in the chat)
+    "code_sent", "too_many", "unverifiable", "code_wrong", "code_failed", "code_expired",
+]
+
+CODE_DIGITS = 6
+CODE_VALID_SECONDS = 600  # a code answers within 10 minutes
+CODE_MAX_WRONG = 5  # wrong answers to one code before it is void
+LIMIT_WINDOW_SECONDS = 86_400  # the codes counted for the two limits below: those of the last 24 hours
+CODES_PER_CITIZEN = 3  # an SMS with a code to one phone: a forwarded link cannot flood the citizen
+CODES_PER_CHAT = 5  # codes one chat may ask for, whatever the links it holds
 
 
 async def chat_citizen(session: AsyncSession, chat_id: int) -> Citizen | None:
@@ -81,6 +103,8 @@ class Link:
     result: LinkResult
     citizen: Citizen  # whom the chat speaks for now (the one to answer)
     invitation: Invitation | None
+    phone_masked: str | None = None  # where the code went (code_sent)
+    attempts_left: int = 0  # code_wrong
 
 
 async def link_chat(session: AsyncSession, *, chat_id: int, token: str, deps: Deps) -> Link:
@@ -112,6 +136,17 @@ async def link_chat(session: AsyncSession, *, chat_id: int, token: str, deps: De
         return Link("invitation_elsewhere", await answerer(), invitation)
     if here is not None and not await is_blank(session, here):
         return Link("chat_elsewhere", here, invitation)
+    if owner.phone_enc is not None:
+        # Holding the link proves nothing (SMS are forwarded); holding the phone does.
+        return await _send_code(
+            session, chat_id=chat_id, owner=owner, invitation=invitation, answerer=await answerer(), deps=deps
+        )
+    return await _bind(session, chat_id=chat_id, here=here, owner=owner, invitation=invitation)
+
+
+async def _bind(
+    session: AsyncSession, *, chat_id: int, here: Citizen | None, owner: Citizen, invitation: Invitation
+) -> Link:
     if here is not None:
         # The chat's row holds nothing but the chat id (it wrote before being linked): the chat
         # moves to the invitation's citizen; the empty row stays, as the messages sent to it refer to it.
@@ -121,6 +156,105 @@ async def link_chat(session: AsyncSession, *, chat_id: int, token: str, deps: De
     owner.bot_blocked_at = None
     await session.flush()
     return Link("linked", owner, invitation)
+
+
+def _code_hash(deps: Deps, chat_id: int, code: str) -> str:
+    # Keyed, and bound to the chat: the code proves the phone only in the chat that asked for it.
+    return deps.vault.lookup_hash(f"tg-link:{chat_id}:{code}")
+
+
+async def _send_code(
+    session: AsyncSession, *, chat_id: int, owner: Citizen, invitation: Invitation, answerer: Citizen, deps: Deps
+) -> Link:
+    """Queue a one-time code to the owner's phone (same transaction as the challenge), within the limits."""
+    now = deps.clock.now()
+    if owner.sms_opted_out_at is not None:
+        return Link("unverifiable", answerer, invitation)  # an opted-out number is never messaged again
+    since = now - timedelta(seconds=LIMIT_WINDOW_SECONDS)
+    recent = select(func.count()).select_from(ChatLinkChallenge).where(col(ChatLinkChallenge.created_at) >= since)
+    per_citizen = (await session.exec(recent.where(ChatLinkChallenge.citizen_id == owner.id))).one()
+    per_chat = (await session.exec(recent.where(ChatLinkChallenge.chat_id == chat_id))).one()
+    if per_citizen >= CODES_PER_CITIZEN or per_chat >= CODES_PER_CHAT:
+        log.info(
+            "link code refused: limit",
+            extra={"citizen_id": owner.id, "per_citizen": per_citizen, "per_chat": per_chat},
+        )
+        return Link("too_many", answerer, invitation)
+    # A new code replaces the chat's earlier one: only the latest is answered.
+    table = ChatLinkChallenge.__table__
+    await session.exec(
+        update(table)  # type: ignore[call-overload]
+        .where(table.c.chat_id == chat_id, table.c.status == "pending")
+        .values(status="superseded", resolved_at=now)
+    )
+    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    challenge = ChatLinkChallenge(
+        chat_id=chat_id, citizen_id=owner.id, invitation_id=invitation.id,  # type: ignore[arg-type]
+        code_hash=_code_hash(deps, chat_id, code), created_at=now,
+        expires_at=now + timedelta(seconds=CODE_VALID_SECONDS),
+    )
+    session.add(challenge)
+    await session.flush()
+    await enqueue(
+        session, channel="sms", citizen=owner, purpose="reply", at=now, quiet=deps.quiet,
+        body=texts.link_code_sms(deps.settings.sms_signature, code, CODE_VALID_SECONDS // 60),
+        dedupe_key=f"tg-link-code:{challenge.id}",
+    )
+    log.info("link code sent", extra={"citizen_id": owner.id, "challenge_id": challenge.id})
+    return Link("code_sent", answerer, invitation, phone_masked=owner.phone_masked)
+
+
+def as_code(text: str) -> str | None:
+    """The code in a chat message: six digits (full-width too), spaces around allowed; else None."""
+    normalised = unicodedata.normalize("NFKC", text).strip()
+    if len(normalised) == CODE_DIGITS and normalised.isascii() and normalised.isdigit():
+        return normalised
+    return None
+
+
+async def pending_challenge(session: AsyncSession, chat_id: int) -> ChatLinkChallenge | None:
+    """The chat's latest unanswered code, if any (expired ones included: the answer says so)."""
+    return (
+        await session.exec(
+            select(ChatLinkChallenge)
+            .where(ChatLinkChallenge.chat_id == chat_id, ChatLinkChallenge.status == "pending")
+            .order_by(col(ChatLinkChallenge.id).desc())
+        )
+    ).first()
+
+
+async def answer_code(
+    session: AsyncSession, *, chat_id: int, challenge: ChatLinkChallenge, code: str, deps: Deps
+) -> Link:
+    """Check a code typed in the chat; the right one binds the chat to the citizen whose phone got it."""
+    now = deps.clock.now()
+    here = await chat_citizen(session, chat_id)
+    if here is None:
+        here = await new_chat_citizen(session, chat_id, now)
+    invitation = await session.get(Invitation, challenge.invitation_id)
+    if now >= as_utc(challenge.expires_at):
+        challenge.status, challenge.resolved_at = "expired", now
+        return Link("code_expired", here, invitation)
+    if not hmac.compare_digest(_code_hash(deps, chat_id, code), challenge.code_hash):
+        challenge.attempts += 1
+        if challenge.attempts >= CODE_MAX_WRONG:
+            challenge.status, challenge.resolved_at = "failed", now
+            log.info("link code failed", extra={"challenge_id": challenge.id})
+            return Link("code_failed", here, invitation)
+        return Link("code_wrong", here, invitation, attempts_left=CODE_MAX_WRONG - challenge.attempts)
+    challenge.status, challenge.resolved_at = "verified", now
+    owner = await session.get(Citizen, challenge.citizen_id)
+    if owner is None or invitation is None:
+        return Link("invalid", here, invitation)
+    # What held when the code was sent is checked again: the moments between are not trusted.
+    if here.id == owner.id:
+        return Link("already", owner, invitation)
+    if owner.telegram_chat_id is not None:
+        return Link("invitation_elsewhere", here, invitation)
+    if not await is_blank(session, here):
+        return Link("chat_elsewhere", here, invitation)
+    log.info("chat linked after code", extra={"citizen_id": owner.id, "challenge_id": challenge.id})
+    return await _bind(session, chat_id=chat_id, here=here, owner=owner, invitation=invitation)
 
 
 async def is_blank(session: AsyncSession, citizen: Citizen) -> bool:
@@ -151,6 +285,9 @@ async def queue_reply(
 __all__ = [
     "PROVIDER",
     "Link",
+    "answer_code",
+    "as_code",
+    "pending_challenge",
     "chat_citizen",
     "citizen_id_for_chat",
     "ensure_chat_citizen",

@@ -22,6 +22,8 @@ from conversations import texts as dialogue_texts
 from gateway.bot import texts
 from gateway.bot.chats import (
     Link,
+    answer_code,
+    as_code,
     chat_citizen,
     citizen_id_for_chat,
     ensure_chat_citizen,
@@ -30,8 +32,10 @@ from gateway.bot.chats import (
     is_blank,
     link_chat,
     new_chat_citizen,
+    pending_challenge,
     queue_reply,
 )
+from gateway.bot.chats import CODE_VALID_SECONDS
 from gateway.bot.mine import my_evaluations
 from gateway.deps import Deps
 from gateway.dialogue import Runner, converse
@@ -105,6 +109,19 @@ def _link_reply(link: Link, deps: Deps) -> Reply:
         return Reply(texts.invitation_elsewhere(deps.rating_url(invitation.token)))
     if link.result == "chat_elsewhere":
         return Reply(texts.chat_elsewhere(deps.rating_url(invitation.token)))
+    if link.result == "code_sent":
+        minutes = CODE_VALID_SECONDS // 60
+        return Reply(texts.code_sent(link.phone_masked or "", minutes, deps.rating_url(invitation.token)))
+    if link.result == "too_many":
+        return Reply(texts.too_many_codes(deps.rating_url(invitation.token)))
+    if link.result == "unverifiable":
+        return Reply(texts.unverifiable(deps.rating_url(invitation.token)))
+    if link.result == "code_wrong":
+        return Reply(texts.code_wrong(link.attempts_left))
+    if link.result == "code_failed":
+        return Reply(texts.CODE_FAILED)
+    if link.result == "code_expired":
+        return Reply(texts.CODE_EXPIRED)
     lead = texts.LINKED + "\n" if link.result == "linked" else ""
     if invitation.status != "open":
         return Reply(lead + texts.ALREADY_RATED)
@@ -150,12 +167,31 @@ async def _answer_command(runner: Runner, chat_id: int, update_id: int, answer) 
 
 
 async def on_text(message: Message, runner: Runner, event_update: Update) -> None:
-    """Typed text goes to the conversation, read with the same grammar as an SMS."""
+    """Typed text goes to the conversation, read with the same grammar as an SMS (a link code first)."""
+    code = as_code(message.text or "")
+    if code is not None and await _answered_code(runner, message.chat.id, code, event_update.update_id):
+        return
     citizen_id = await ensure_chat_citizen(runner.store, runner.deps, message.chat.id)
     await converse(
         runner, channel=CHANNEL, citizen_id=citizen_id, provider=CHANNEL, provider_id=str(event_update.update_id),
         inbound=Inbound(kind="text", at=runner.deps.clock.now(), text=message.text or ""),
     )
+
+
+async def _answered_code(runner: Runner, chat_id: int, code: str, update_id: int) -> bool:
+    """Six digits while the chat waits for a link code are that code's answer; False when none is awaited."""
+    deps = runner.deps
+    async with runner.store.transaction() as session:
+        challenge = await pending_challenge(session, chat_id)
+        if challenge is None:
+            return False
+        if not await first_delivery(session, update_id, None, deps.clock.now()):
+            return True
+        link = await answer_code(session, chat_id=chat_id, challenge=challenge, code=code, deps=deps)
+        link.citizen.bot_blocked_at = None
+        log.info("link code answered", extra={"result": link.result, "citizen_id": link.citizen.id})
+        await queue_reply(session, deps, link.citizen, _link_reply(link, deps))
+    return True
 
 
 async def on_other_message(message: Message, runner: Runner, event_update: Update) -> None:

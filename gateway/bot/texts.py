@@ -42,6 +42,38 @@ def chat_elsewhere(rating_url: str) -> str:
     )
 
 
+def code_sent(phone_masked: str, minutes: int, rating_url: str) -> str:
+    """A code went to the citizen's phone: the chat is bound only when it is answered here."""
+    return (
+        f"为确认您是办事人本人，已向手机 {phone_masked} 发送{minutes}分钟内有效的6位验证码，"
+        "请直接在这里回复验证码，验证后今后的评价邀请将发送到这里。\n"
+        f"如不需要关联，也可打开评价页面评价：{rating_url}"
+    )
+
+
+def link_code_sms(signature: str, code: str, minutes: int) -> str:
+    """The SMS with the code: it names what it is for, so a citizen who did not ask can ignore it."""
+    return (
+        f"{signature}验证码{code}，用于将您的政务服务评价通知关联到 Telegram 账号，{minutes}分钟内有效。"
+        "如非本人操作请忽略，切勿告知他人。"
+    )
+
+
+def too_many_codes(rating_url: str) -> str:
+    return f"验证码发送次数过多，请明天再试。如需评价，请打开评价页面：{rating_url}"
+
+
+def unverifiable(rating_url: str) -> str:
+    return f"该手机号已退订短信，无法发送验证码，不能关联本账号。如需评价，请打开评价页面：{rating_url}"
+
+
+def code_wrong(attempts_left: int) -> str:
+    return f"验证码不正确，请核对短信后重新回复（还可尝试{attempts_left}次）。"
+
+
+CODE_FAILED = "验证码错误次数过多，本次关联已取消。如需关联，请重新点击评价短信中的链接。"
+CODE_EXPIRED = "验证码已过期，请重新点击评价短信中的链接获取新的验证码。"
+
 EDITED = "已发出的消息修改后不会重新处理，已记录的评价也不能修改。如需补充，请直接发送新消息。"
 
 MY_EMPTY = "您还没有评价记录。"

@@ -95,6 +95,27 @@ class CaseOut(BaseModel):
     messages_queued: list[dict[str, object]]
 
 
+class AddendumOut(BaseModel):
+    """Content given after the rating (reasons asked for in a conversation, the staff rating), as recorded."""
+
+    id: int
+    kind: Literal["reasons", "staff"]
+    reasons: list[int]
+    text: str
+    staff_level: int | None
+    channel: str
+    created_at: datetime
+
+
+class EvaluationCurrent(BaseModel):
+    """The evaluation as it stands now: the original fields with every addendum applied, in order."""
+
+    reasons: list[int] = Field(description="the original reason codes, then those added later (each once)")
+    text: str = Field(description="the original text and the texts added later, one per line")
+    staff_level: int | None = Field(description="the latest staff rating given (Art. 7), if any")
+    updated_at: datetime = Field(description="time of the latest addendum, or of the rating")
+
+
 class EvaluationOut(BaseModel):
     id: int
     invitation_token: str
@@ -108,3 +129,27 @@ class EvaluationOut(BaseModel):
     ticket_id: int | None
     applies_to: list[str] = Field(default_factory=list, description="case numbers the rating applies to (batch, theme)")
     counts: bool = Field(default=True, description="false once an appeal ruled it invalid or malicious")
+    addenda: list[AddendumOut] = Field(
+        default_factory=list, description="content added after the rating, oldest first; the fields above stay as given"
+    )
+    current: EvaluationCurrent
+
+
+class EvaluationQuery(BaseModel):
+    """Filters of GET /api/v1/evaluations; combined with AND, always within the caller's jurisdiction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=50, ge=1, le=500)
+    before_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="id of the last item of the previous page"
+    )
+    case_no: str | None = Field(
+        default=None, pattern=_CODE, description="the ratings that apply to this case number (a batch's or theme's too)"
+    )
+    token: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{8,16}$", description="the invitation's token")
+
+
+class EvaluationPage(BaseModel):
+    items: list[EvaluationOut] = Field(description="newest first")
+    next_before_id: int | None

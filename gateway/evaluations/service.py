@@ -34,7 +34,16 @@ from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import enqueue, reachable_channel
 from gateway.orgs import Caller, approval_org_for, city_of, is_above, is_city_level, org_by_code
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
-from gateway.store.models import Citizen, Evaluation, EvaluationAddendum, Invitation, OutboundMessage, ServiceCase, Ticket
+from gateway.store.models import (
+    Citizen,
+    Evaluation,
+    EvaluationAddendum,
+    Invitation,
+    Organisation,
+    OutboundMessage,
+    ServiceCase,
+    Ticket,
+)
 from gateway.tickets.service import open_ticket
 
 log = logging.getLogger(__name__)
@@ -164,20 +173,38 @@ async def _invitation_for(
 ) -> Invitation:
     kind, group_no = ("batch", data.batch_no) if data.batch_no else ("theme", data.theme_no) if data.theme_no else ("single", data.case_no)
     assert group_no is not None
+    # A batch is one unit's; a theme ("一件事", Art. 11) spans units, so its one invitation belongs to the
+    # approval department of the region, which coordinates the theme and dispatches its bad reviews (Art. 14).
+    owner_id = unit_id
+    if kind == "theme":
+        approval = await approval_org_for(session, data.region_code)
+        if approval is None or approval.id is None:
+            raise InvalidCase(
+                f"no approval department is registered for region {data.region_code}", field="region_code"
+            )
+        owner_id = approval.id
     expires = deps.calendar.due_at(data.completed_at, RATING_WINDOW_WORKING_DAYS)
     if kind != "single":
         found = (
             await session.exec(
-                select(Invitation).where(Invitation.org_id == unit_id, Invitation.kind == kind, Invitation.group_no == group_no)
+                select(Invitation).where(
+                    Invitation.org_id == owner_id, Invitation.kind == kind, Invitation.group_no == group_no
+                )
             )
         ).first()
         if found is not None:
+            linked = await cases_of(session, found)
             if kind == "batch":
-                first = (await session.exec(select(ServiceCase).where(ServiceCase.invitation_id == found.id))).first()
-                if first is not None and first.item_code != data.item_code:
+                if linked and linked[0].item_code != data.item_code:
                     raise InvalidCase(
                         "a batch (Art. 11) holds cases of one service item; this item_code differs", field="item_code"
                     )
+            elif any(c.case_no == data.case_no for c in linked):
+                # An item of a theme is chosen by its case number: two units' equal numbers would be ambiguous.
+                raise CaseConflict(
+                    f"case_no {data.case_no!r} is already an item of theme {group_no!r} (reported by another unit)",
+                    field="case_no",
+                )
             if citizen is not None and found.citizen_id not in (None, citizen.id):
                 raise InvalidCase("a batch or theme belongs to one citizen; this citizen differs", field="citizen")
             # The supplementary rating window runs from the latest completion in the group.
@@ -188,7 +215,7 @@ async def _invitation_for(
             return found
     invitation = Invitation(
         token=new_token(),
-        org_id=unit_id,
+        org_id=owner_id,
         citizen_id=citizen.id if citizen else None,
         kind=kind,
         group_no=group_no,
@@ -204,6 +231,19 @@ async def _invitation_for(
     session.add(invitation)
     await session.flush()
     return invitation
+
+
+async def may_rate_for(session: AsyncSession, caller: Caller, invitation: Invitation) -> bool:
+    """Whether a department key may record a rating of this invitation on the citizen's behalf.
+
+    The key must be allowed to report for the invitation's owner or, for a theme, for one of its units.
+    """
+    owners = {invitation.org_id} | {c.org_id for c in await cases_of(session, invitation)}
+    for org_id in sorted(owners):
+        org = await session.get(Organisation, org_id)
+        if org is not None and await is_above(session, caller, org):
+            return True
+    return False
 
 
 async def _queue_prompt(session: AsyncSession, invitation: Invitation, citizen: Citizen, deps: Deps, at: datetime) -> None:

@@ -7,23 +7,35 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import col, select
 
+from gateway.clock import as_utc
 from gateway.evaluations.errors import Forbidden
-from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut, InvitationOut
-from gateway.evaluations.service import Intake, invitation_by_token, record_rating, report_case
-from gateway.orgs import Caller, is_above
+from gateway.evaluations.reading import addenda_of, addenda_out, current_of
+from gateway.evaluations.schemas import (
+    CaseIn,
+    CaseOut,
+    EvaluationIn,
+    EvaluationOut,
+    EvaluationPage,
+    EvaluationQuery,
+    InvitationOut,
+)
+from gateway.evaluations.service import Intake, invitation_by_token, may_rate_for, record_rating, report_case
+from gateway.orgs import Caller
 from gateway.privacy import redact
+from pydantic import ValidationError
+from sqlalchemy import and_, exists, or_
 from sqlalchemy.exc import IntegrityError
 from gateway.store.models import (
     Evaluation,
+    EvaluationAddendum,
     EvaluationDecision,
     Invitation,
-    Organisation,
     OutboundMessage,
     ServiceCase,
     Ticket,
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
-from gateway.web.http import ApiError, read_json, require_caller
+from gateway.web.http import read_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 
 routes = web.RouteTableDef()
@@ -81,9 +93,7 @@ async def submit_evaluation(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     async with request.app[STORE].transaction() as session:
         invitation = await invitation_by_token(session, data.token)
-        unit = await session.get(Organisation, invitation.org_id)
-        assert unit is not None
-        if not await is_above(session, caller, unit):
+        if not await may_rate_for(session, caller, invitation):
             raise Forbidden("this API key may not rate services of that organisation")
         rated = await record_rating(
             session, invitation=invitation, level=data.level, channel=data.channel, deps=deps,
@@ -94,19 +104,21 @@ async def submit_evaluation(request: web.Request) -> web.Response:
     request.app[DISPATCHER].wake()
     out = _evaluation_out(
         rated.evaluation, invitation.token, rated.ticket.id if rated.ticket else None, counts=True,
-        applies_to=applies[rated.evaluation.id],  # type: ignore[index]
+        applies_to=applies[rated.evaluation.id], addenda=[],  # type: ignore[index]
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
 
 
 def _evaluation_out(
-    evaluation: Evaluation, token: str, ticket_id: int | None, *, counts: bool, applies_to: list[str]
+    evaluation: Evaluation, token: str, ticket_id: int | None, *, counts: bool, applies_to: list[str],
+    addenda: list[EvaluationAddendum],
 ) -> EvaluationOut:
     return EvaluationOut(
         applies_to=applies_to,
         id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,  # type: ignore[arg-type]
         reasons=evaluation.reason_codes, text=redact(evaluation.content), staff_level=evaluation.staff_level,
-        channel=evaluation.channel, created_at=evaluation.created_at, ticket_id=ticket_id, counts=counts,
+        channel=evaluation.channel, created_at=as_utc(evaluation.created_at), ticket_id=ticket_id, counts=counts,
+        addenda=addenda_out(addenda), current=current_of(evaluation, addenda),
     )
 
 
@@ -128,38 +140,56 @@ async def _applies_to(session: AsyncSession, evaluations: list[Evaluation]) -> d
 
 @routes.get("/api/v1/evaluations")
 async def list_evaluations(request: web.Request) -> web.Response:
-    """Evaluations within the caller's jurisdiction, newest first; phone numbers are never shown."""
+    """Evaluations within the caller's jurisdiction, newest first, as they stand now; phone numbers are never shown."""
     caller = await require_caller(request)
     try:
-        limit = min(max(int(request.query.get("limit", "50")), 1), 500)
-        before_id = int(request.query["before_id"]) if "before_id" in request.query else None
-    except ValueError:
-        raise ApiError(422, "invalid", "limit and before_id must be whole numbers", field="limit") from None
+        params = EvaluationQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
     query = (
         select(Evaluation, Invitation, Ticket.id)
         .join(Invitation, Invitation.id == Evaluation.invitation_id)
         .outerjoin(Ticket, Ticket.evaluation_id == Evaluation.id)
         .order_by(col(Evaluation.id).desc())
-        .limit(limit)
+        .limit(params.limit)
     )
-    if before_id is not None:
-        if not 1 <= before_id <= 2**31 - 1:
-            raise ApiError(422, "invalid", "before_id must be between 1 and 2147483647", field="before_id")
-        query = query.where(col(Evaluation.id) < before_id)
+    if params.before_id is not None:
+        query = query.where(col(Evaluation.id) < params.before_id)
+    if params.token is not None:
+        query = query.where(Invitation.token == params.token)
+    if params.case_no is not None:
+        # The case's own rating, or the rating of its batch or theme as a whole (not another item's).
+        query = query.where(
+            exists().where(
+                ServiceCase.invitation_id == Evaluation.invitation_id,
+                ServiceCase.case_no == params.case_no,
+                or_(Evaluation.scope == "all", col(Evaluation.case_id) == ServiceCase.id),
+            )
+        )
     if caller.kind == "city_bureau":
         query = query.where(col(Invitation.region_code).startswith(caller.region_code[:4]))
     elif caller.kind == "county_dept":
         query = query.where(Invitation.region_code == caller.region_code)
     elif caller.kind != "operator":
-        query = query.where(Invitation.org_id == caller.org_id)
+        # A unit sees the ratings of its own invitations and of the themes it took part in.
+        query = query.where(
+            or_(
+                Invitation.org_id == caller.org_id,
+                exists().where(and_(ServiceCase.invitation_id == Invitation.id, ServiceCase.org_id == caller.org_id)),
+            )
+        )
     async with request.app[STORE].transaction() as session:
         rows = (await session.exec(query)).all()
         ids = [e.id for e, _, _ in rows]
         voided = set((await session.exec(select(EvaluationDecision.evaluation_id).where(col(EvaluationDecision.evaluation_id).in_(ids)))).all()) if ids else set()
         applies = await _applies_to(session, [e for e, _, _ in rows])
+        addenda = await addenda_of(session, ids)  # type: ignore[arg-type]
     items = [
-        _evaluation_out(e, inv.token, tid, counts=e.id not in voided, applies_to=applies[e.id]).model_dump(mode="json")  # type: ignore[index]
+        _evaluation_out(
+            e, inv.token, tid, counts=e.id not in voided,
+            applies_to=applies[e.id], addenda=addenda[e.id],  # type: ignore[index]
+        )
         for e, inv, tid in rows
     ]
-    return web.json_response({"items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None})
-
+    page = EvaluationPage(items=items, next_before_id=items[-1].id if len(items) == params.limit else None)
+    return web.json_response(page.model_dump(mode="json"))

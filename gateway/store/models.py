@@ -63,7 +63,7 @@ class Invitation(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("org_id", "kind", "group_no", name="uq_invitation_group"),)
     id: int | None = Field(default=None, primary_key=True)
     token: str = Field(max_length=16, unique=True, index=True)
-    org_id: int = Field(foreign_key="organisation.id", index=True)
+    org_id: int = Field(foreign_key="organisation.id", index=True)  # the unit; a theme's: the approval department
     citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)
     kind: str = Field(max_length=16)  # single | batch | theme
     group_no: str = Field(max_length=64)  # case_no, batch_no or theme_no

@@ -3,8 +3,11 @@
 Working days follow the official State Council schedule, including make-up
 working weekends (调休).  The schedule comes from an operator file when it
 covers the year, otherwise from the ``chinese_calendar`` package.  Years that
-neither source knows fall back to plain Monday-Friday rules and every result
-that touched such a year is flagged ``provisional``.
+neither source knows fall back to Monday-Friday less the statutory holidays whose
+dates are fixed in advance by 全国年节及纪念日放假办法 (lunar dates and the 清明
+solar term computed by ``lunar_python``); the make-up working days and the days
+given in lieu of a holiday on a weekend are not known, so every result that
+touched such a year is flagged ``provisional``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
+from lunar_python import Lunar
 
 __all__ = [
     "CalendarFileError",
@@ -28,6 +32,7 @@ __all__ = [
     "Due",
     "WorkingCalendar",
     "calendar_due_command",
+    "statutory_holidays",
 ]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -182,13 +187,41 @@ def _library_knows(year: int) -> bool:
     return True
 
 
+@lru_cache(maxsize=64)
+def statutory_holidays(year: int) -> frozenset[date]:
+    """Days off fixed in advance by 全国年节及纪念日放假办法 (as amended in 2024, in force from 2025).
+
+    元旦 1 day, 春节 4 days (除夕 to 正月初三), 清明 (the solar term's day), 劳动节 5/1-5/2,
+    端午 (五月初五), 中秋 (八月十五), 国庆 10/1-10/3.  The State Council's yearly schedule adds
+    the days given in lieu of a holiday on a weekend and moves weekends (调休); neither is
+    known in advance, so they are not here.
+    """
+    spring = _lunar_to_solar(year, 1, 1)
+    days = {date(year, 1, 1), date(year, 5, 1), date(year, 5, 2)}
+    # 除夕 is the last day of the lunar year, whether 腊月 has 29 or 30 days.
+    days.update(spring + timedelta(days=offset) for offset in range(-1, 3))
+    qingming = Lunar.fromYmd(year, 3, 1).getJieQiTable()["清明"]
+    days.add(date(qingming.getYear(), qingming.getMonth(), qingming.getDay()))
+    days.add(_lunar_to_solar(year, 5, 5))
+    days.add(_lunar_to_solar(year, 8, 15))
+    days.update(date(year, 10, day) for day in (1, 2, 3))
+    return frozenset(days)
+
+
+def _lunar_to_solar(year: int, month: int, day: int) -> date:
+    """The Gregorian date of a (non-leap) lunar month and day of lunar year ``year``."""
+    solar = Lunar.fromYmd(year, month, day).getSolar()
+    return date(solar.getYear(), solar.getMonth(), solar.getDay())
+
+
 @lru_cache(maxsize=8192)
 def _library_day(d: date) -> tuple[bool, bool]:
     """Return ``(is_working, official)`` for ``d`` using only chinese_calendar."""
     if _library_knows(d.year):
         return chinese_calendar.is_workday(d), True
-    # No published schedule: documented Monday-Friday fallback, flagged provisional.
-    return d.weekday() < 5, False
+    # No published schedule: Monday-Friday less the statutory holidays known in advance,
+    # flagged provisional because make-up working days and days in lieu are not known.
+    return d.weekday() < 5 and d not in statutory_holidays(d.year), False
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, not_
+from sqlalchemy import and_, case, exists, not_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.messaging.outbox import reachable_channel
 from gateway.orgs import Caller, org_by_code, ticket_scope
 from gateway.privacy import mask_phone, redact
@@ -112,6 +113,15 @@ async def _filtered(session: AsyncSession, *, caller: Caller, query: TicketQuery
         stmt = stmt.where(col(Ticket.created_at) >= _local_midnight(query.created_from, tz))
     if query.created_to is not None and query.created_to < _LATEST:
         stmt = stmt.where(col(Ticket.created_at) < _local_midnight(query.created_to + timedelta(days=1), tz))
+    if query.case_no is not None:
+        # The case's own ticket, or the ticket of its batch or theme rated as a whole.
+        stmt = stmt.where(
+            exists().where(
+                ServiceCase.invitation_id == Ticket.invitation_id,
+                ServiceCase.case_no == query.case_no,
+                or_(col(Ticket.case_id).is_(None), col(Ticket.case_id) == ServiceCase.id),
+            )
+        )
     return stmt
 
 
@@ -146,14 +156,22 @@ async def ticket_detail(session: AsyncSession, *, caller: Caller, ticket_id: int
     ).all()
     orgs = await _orgs(session, _org_ids([ticket]) | {e.actor_org_id for e in events if e.actor_org_id is not None})
     summary = _summary(ticket, invitation.item_name, orgs, now, deps.calendar)
+    addenda = (await addenda_of(session, [evaluation.id]))[evaluation.id]  # type: ignore[list-item,index]
+    covered = (
+        await session.exec(
+            select(ServiceCase.case_no).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id))
+        )
+    ).all()
     return TicketDetail(
         **summary.model_dump(),
         case_no=case.case_no if case else None,
+        applies_to=[case.case_no] if case else list(covered),
         office_name=invitation.office_name,
         evaluation=EvaluationRef(
             id=evaluation.id,  # type: ignore[arg-type]
             level=evaluation.level, reasons=evaluation.reason_codes, text=redact(evaluation.content),
-            channel=evaluation.channel, created_at=as_utc(evaluation.created_at), counts=not voided,
+            staff_level=evaluation.staff_level, channel=evaluation.channel, created_at=as_utc(evaluation.created_at),
+            counts=not voided, addenda=addenda_out(addenda), current=current_of(evaluation, addenda),
         ),
         citizen=CitizenRef(
             phone_masked=citizen.phone_masked,

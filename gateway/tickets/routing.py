@@ -21,6 +21,7 @@ class Route:
     unit_org_id: int | None
     responsibility: str  # handling | platform
     note: str
+    units: tuple[int, ...] = ()  # the handling units of the rated cases (several for a theme rated as a whole)
 
 
 async def route(
@@ -33,12 +34,20 @@ async def route(
     if catalogue.is_platform(reason_codes):
         builder = await platform_builder_for(session, region_code)
         if builder is not None:
-            return Route(approval.id, builder.id, "platform", "reasons concern the platform: its builder handles it")
+            return Route(
+                approval.id, builder.id, "platform", "reasons concern the platform: its builder handles it",
+                tuple(sorted({c.org_id for c in cases})),
+            )
         note = "reasons concern the platform, but no platform builder is registered: the handling unit is proposed"
     else:
         note = "handled by the unit that handled the case"
-    units = sorted({c.org_id for c in cases})
+    units = tuple(sorted({c.org_id for c in cases}))
     if len(units) == 1:
-        return Route(approval.id, units[0], "handling", note)
-    # A theme rated as a whole spans several units: the approval department transfers or consults (会商).
-    return Route(approval.id, None, "handling", "the rated theme spans several units: to transfer or consult")
+        return Route(approval.id, units[0], "handling", note, units)
+    # A theme ("一件事") rated as a whole spans several units (Art. 11): no single unit answers for it, so the
+    # approval department transfers it to the unit at fault or coordinates them in a consultation (会商, Art. 15).
+    return Route(
+        approval.id, None, "handling",
+        f"the rated theme spans {len(units)} units: the approval department transfers it or opens a consultation",
+        units,
+    )

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, model_validator
 
+from gateway.evaluations.schemas import AddendumOut, EvaluationCurrent
+
 ORG_CODE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_ID = 2**31 - 1  # the ticket table's integer keys; larger numbers cannot name a ticket
 
@@ -168,13 +170,18 @@ class OrgRef(BaseModel):
 
 
 class EvaluationRef(BaseModel):
+    """The rating behind the ticket: the fields as given, then the later addenda and the effective values."""
+
     id: int
     level: int
     reasons: list[int]
     text: str
+    staff_level: int | None = None
     channel: str
     created_at: datetime
     counts: bool = Field(description="false once an appeal ruled the rating invalid or malicious")
+    addenda: list[AddendumOut] = Field(default_factory=list, description="content added after the rating, oldest first")
+    current: EvaluationCurrent
 
 
 class CitizenRef(BaseModel):
@@ -222,6 +229,9 @@ class TicketSummary(BaseModel):
 
 class TicketDetail(TicketSummary):
     case_no: str | None
+    applies_to: list[str] = Field(
+        default_factory=list, description="case numbers the rated service covers (every item of a batch or theme)"
+    )
     office_name: str
     evaluation: EvaluationRef
     citizen: CitizenRef | None
@@ -257,3 +267,7 @@ class TicketQuery(BaseModel):
     created_to: date | None = Field(default=None, description="local day, inclusive")
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, pattern=r"^\d{1,10}$", description="next_cursor of the previous page")
+    case_no: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
+        description="tickets whose rating covers this case number (its own, or its batch's or theme's)",
+    )

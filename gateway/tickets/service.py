@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.deps import Deps
-from gateway.store.models import Evaluation, Invitation, ServiceCase, Ticket, TicketEvent
+from gateway.store.models import Evaluation, Invitation, Organisation, ServiceCase, Ticket, TicketEvent
 from gateway.tickets.routing import route
 from gateway.tickets.workflow import DISPATCHING, GENERAL_WORKING_DAYS
 
@@ -61,6 +61,7 @@ async def open_ticket(
                 "approval_org_id": path.approval_org_id,
                 "proposed_unit_org_id": path.unit_org_id,
                 "responsibility": path.responsibility,
+                "units": [org.code for org in [await session.get(Organisation, i) for i in path.units] if org],
                 "due_at": due.at.isoformat(),
                 "due_provisional": due.provisional,
             },

@@ -82,18 +82,15 @@ _ERROR_TEXT = {
 # --- the existing evaluation endpoints -----------------------------------------------------------
 
 
-class EvaluationQuery(BaseModel):
-    limit: int = Field(default=50, ge=1, le=500)
-    before_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="id of the last item of the previous page")
-
-
-class EvaluationPage(BaseModel):
-    items: list[Any] = Field(description="EvaluationOut items, newest first")
-    next_before_id: int | None
-
-
 def _evaluation_operations() -> list[Operation]:
-    from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut
+    from gateway.evaluations.schemas import (
+        CaseIn,
+        CaseOut,
+        EvaluationIn,
+        EvaluationOut,
+        EvaluationPage,
+        EvaluationQuery,
+    )
 
     return [
         Operation(
@@ -110,6 +107,10 @@ def _evaluation_operations() -> list[Operation]:
         Operation(
             "GET", "/api/v1/evaluations", "List evaluations in your jurisdiction", tag="evaluations",
             operation_id="listEvaluations", query=EvaluationQuery, response=EvaluationPage, errors=(401, 422),
+            description=(
+                "Each item keeps the rating as given and adds `addenda` (reasons, text or a staff rating given "
+                "later, each with its time) and `current` (the effective values). Filter by `case_no` or `token`."
+            ),
         ),
     ]
 

@@ -78,3 +78,10 @@ async def test_sms_and_bot_inputs_give_the_same_records(client, world, fake_tele
     assert by_sms == by_bot
     assert by_sms["addenda"] == [("reasons", [207, 209], "", None), ("staff", [], "", 3)]
     assert [action for action, _ in by_sms["events"]] == ["created", "reasons_added"]
+
+    # What the conversation added later is visible to departments, from either channel (docs/evaluations.md).
+    listing = await (await client.get("/api/v1/evaluations", headers=world.auth("hanbin"))).json()
+    for item in listing["items"]:
+        assert item["reasons"] == [] and item["staff_level"] is None  # the rating as given
+        assert [a["kind"] for a in item["addenda"]] == ["reasons", "staff"]
+        assert (item["current"]["reasons"], item["current"]["staff_level"]) == ([207, 209], 3)

@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 
 import gateway.store.models  # noqa: F401  (registers the tables)
 import gateway.fraud.models  # noqa: F401  (registers the fraud tables)
+import gateway.bot.models  # noqa: F401  (chat_link_challenge)
 
 config = context.config
 target_metadata = SQLModel.metadata

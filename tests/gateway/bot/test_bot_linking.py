@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from gateway.evaluations.prompts import sms_prompt, telegram_deep_link
@@ -17,6 +18,15 @@ async def _citizen_of_chat(client, chat_id: int) -> Citizen | None:  # type: ign
     return found[0] if found else None
 
 
+async def _link_code(client) -> str:  # type: ignore[no-untyped-def]
+    """The code of the latest link SMS in the outbox (whatever the SMS provider)."""
+    sms = await rows(client, OutboundMessage, OutboundMessage.channel == "sms")
+    bodies = [m.body for m in sorted(sms, key=lambda m: m.id) if "验证码" in m.body]
+    match = re.search(r"验证码(\d{6})", bodies[-1])
+    assert match is not None
+    return match.group(1)
+
+
 async def test_the_rating_page_offers_the_deep_link(client, world):
     body = await report(client, world)
     token = body["invitation"]["token"]
@@ -30,6 +40,9 @@ async def test_deep_link_binds_the_chat_and_shows_that_services_prompt(client, w
     (phone_citizen,) = await rows(client, Citizen)
 
     await chat.start(token)
+    await flush(client)
+    assert "验证码" in chat.last["text"]  # the phone is proven first (test_bot_link_proof.py)
+    await chat.say(await _link_code(client))
     assert (await _citizen_of_chat(client, chat.user_id)).id == phone_citizen.id  # type: ignore[union-attr]
     await flush(client)
     prompt = chat.last
@@ -52,6 +65,7 @@ async def test_a_chat_that_wrote_first_moves_to_the_invitations_citizen(client, 
     assert blank is not None and blank.phone_hash is None
     body = await report(client, world, citizen={"phone": "13812341234"})
     await chat.start(body["invitation"]["token"])
+    await chat.say(await _link_code(client))
     bound = await _citizen_of_chat(client, chat.user_id)
     assert bound is not None and bound.id != blank.id and bound.phone_hash is not None
 

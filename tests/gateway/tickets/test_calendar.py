@@ -1,6 +1,7 @@
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import chinese_calendar
 import pytest
 
 from gateway.tickets.calendar import (
@@ -10,6 +11,7 @@ from gateway.tickets.calendar import (
     ScheduleFile,
     WorkingCalendar,
     calendar_due_command,
+    statutory_holidays,
 )
 
 UTC = timezone.utc
@@ -155,16 +157,57 @@ def test_working_days_elapsed(cal: WorkingCalendar) -> None:
 def test_2027_without_file_is_provisional(cal: WorkingCalendar) -> None:
     assert cal.has_official_schedule(2026)
     assert not cal.has_official_schedule(2027)
-    # Plain Mon-Fri fallback: New Year's Day 2027 (a Friday) counts as working.
-    assert cal.is_working_day(date(2027, 1, 1))
+    # New Year's Day 2027 (a Friday) is a statutory holiday even before the schedule is out.
+    assert not cal.is_working_day(date(2027, 1, 1))
     assert not cal.is_working_day(date(2027, 1, 2))
+    assert cal.is_working_day(date(2027, 1, 4))
     assert cal.add_working_days(date(2027, 1, 1), 1) == DueDay(date(2027, 1, 4), provisional=True)
 
 
 def test_deadline_crossing_into_2027_is_provisional(cal: WorkingCalendar) -> None:
-    assert cal.add_working_days(date(2026, 12, 30), 3) == DueDay(date(2027, 1, 4), provisional=True)
+    # 12-31 (day 1), 01-01 off, 01-02/03 weekend, 01-04 (day 2), 01-05 (day 3).
+    assert cal.add_working_days(date(2026, 12, 30), 3) == DueDay(date(2027, 1, 5), provisional=True)
     assert cal.due_at(utc(2026, 12, 30, 2), 3).provisional
     assert cal.add_working_days(date(2026, 12, 28), 2) == DueDay(date(2026, 12, 30), provisional=False)
+
+
+# The statutory days of 全国年节及纪念日放假办法 as revised in force from 2025, for 2031.
+STATUTORY_2031 = {
+    date(2031, 1, 1),  # 元旦
+    date(2031, 1, 22), date(2031, 1, 23), date(2031, 1, 24), date(2031, 1, 25),  # 除夕..初三
+    date(2031, 4, 5),  # 清明 (solar term)
+    date(2031, 5, 1), date(2031, 5, 2),  # 劳动节
+    date(2031, 6, 24),  # 端午 (五月初五)
+    date(2031, 10, 1), date(2031, 10, 2), date(2031, 10, 3),  # 国庆; 中秋 (八月十五) is 10-01 too
+}
+
+
+def test_statutory_holidays_of_a_year_without_schedule() -> None:
+    assert statutory_holidays(2031) == STATUTORY_2031
+
+
+def test_provisional_year_skips_the_statutory_holidays(cal: WorkingCalendar) -> None:
+    assert not cal.has_official_schedule(2031)
+    for day in STATUTORY_2031:
+        assert not cal.is_working_day(day), day
+    # 04-30 Wed: 05-01/02 off, weekend, so the next working day is Monday 05-05.
+    assert cal.add_working_days(date(2031, 4, 30), 1) == DueDay(date(2031, 5, 5), provisional=True)
+    # 除夕 to 初三 (Wed-Sat): a case received Tuesday 01-21 is due Monday 01-27 for one day.
+    assert cal.add_working_days(date(2031, 1, 21), 1) == DueDay(date(2031, 1, 27), provisional=True)
+    assert cal.add_working_days(date(2031, 6, 23), 1) == DueDay(date(2031, 6, 25), provisional=True)
+    # Make-up working days are unknown: weekends stay off, and the result stays provisional.
+    assert not cal.is_working_day(date(2031, 1, 26))
+    assert cal.add_working_days(date(2031, 3, 3), 1) == DueDay(date(2031, 3, 4), provisional=True)
+
+
+@pytest.mark.parametrize("year", [2025, 2026])
+def test_provisional_holidays_are_official_holidays_where_the_schedule_is_known(year: int) -> None:
+    """The rule never invents a day off: in years with an official schedule each of its days is one."""
+    days = statutory_holidays(year)
+    assert len(days) == 13  # 中秋 and 国庆 fall apart in both years
+    for day in days:
+        is_holiday, name = chinese_calendar.get_holiday_detail(day)
+        assert is_holiday and name is not None, day
 
 
 def test_operator_file_for_2027(tmp_path: Path) -> None:
@@ -253,7 +296,7 @@ def test_calendar_due_command() -> None:
 
 def test_calendar_due_command_provisional() -> None:
     assert calendar_due_command("2026-12-30", 3, None) == (
-        "2027-01-04 (due 2027-01-04 24:00 Asia/Shanghai) provisional: no official schedule for 2027"
+        "2027-01-05 (due 2027-01-05 24:00 Asia/Shanghai) provisional: no official schedule for 2027"
     )
 
 

@@ -53,5 +53,11 @@ async def test_the_action_body_is_one_schema_per_action(client) -> None:  # type
     appeal = document["components"]["schemas"]["Appeal"]
     assert appeal["additionalProperties"] is False and "evidence" in appeal["required"]
     params = {p["name"]: p for p in document["paths"]["/api/v1/tickets"]["get"]["parameters"]}
-    assert set(params) == {"status", "region", "unit", "overdue", "level", "created_from", "created_to", "limit", "cursor"}
+    assert set(params) == {
+        "status", "region", "unit", "overdue", "level", "created_from", "created_to", "limit", "cursor", "case_no",
+    }
+    listed = {p["name"] for p in document["paths"]["/api/v1/evaluations"]["get"]["parameters"]}
+    assert listed == {"limit", "before_id", "case_no", "token"}
+    evaluation = document["components"]["schemas"]["EvaluationOut"]
+    assert {"addenda", "current"} <= set(evaluation["properties"])
     assert params["overdue"]["schema"] == {"type": "boolean"}
