@@ -51,6 +51,10 @@ def create_app(
 
     app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
+    from gateway.stats.views import stats_ctx
+
+    app.cleanup_ctx.append(stats_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+
     from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes
@@ -73,6 +77,9 @@ def create_app(
     app.add_routes(ticket_routes)
     app.add_routes(campaign_routes)
     app.add_routes(openapi_routes)
+    from gateway.stats.views import routes as stats_routes
+
+    app.add_routes(stats_routes)
     return app
 
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     survey_no_answer_days: int = Field(default=3, ge=1, alias="GATEWAY_SURVEY_NO_ANSWER_DAYS")
     campaign_queue_ahead: int = Field(default=0, ge=0, le=100_000, alias="GATEWAY_CAMPAIGN_QUEUE_AHEAD")
     campaign_feed_interval_seconds: float = Field(default=1.0, gt=0, alias="GATEWAY_CAMPAIGN_FEED_INTERVAL_SECONDS")
+    ranking_min_sample: int = Field(default=30, ge=1, le=100_000, alias="GATEWAY_RANKING_MIN_SAMPLE")
+    public_stats_ttl_seconds: float = Field(default=60.0, ge=0, le=86_400, alias="GATEWAY_PUBLIC_STATS_TTL_SECONDS")
+    stats_alert_interval_seconds: float = Field(default=3600.0, gt=0, alias="GATEWAY_STATS_ALERT_INTERVAL_SECONDS")
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")

@@ -27,3 +27,8 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
     """Called once per evaluation record, after it is flushed (it has its id), before the commit."""
     if record.id is None:
         raise ValueError(f"flush the {kind} before record_written: it has no id yet")
+
+    # The statistics' roll-ups move with the record (docs/statistics.md).
+    from gateway.stats.rollup import record_changed
+
+    await record_changed(session, kind=kind, record=record, tz=deps.calendar.tz)

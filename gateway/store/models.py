@@ -349,3 +349,7 @@ class FraudFlag(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
     reviewed_at: datetime | None = _ts(default=None)
+
+
+# Tables kept in their own packages, registered with the same metadata.
+import gateway.stats.models  # noqa: E402,F401
