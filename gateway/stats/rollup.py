@@ -251,6 +251,15 @@ async def rebuild(session: AsyncSession, tz: ZoneInfo) -> int:
     return sum(1 for _ in tally)
 
 
+def merge_tallies(tallies: "Sequence[Tally]") -> Tally:
+    """The sum of several tallies."""
+    total: Tally = {}
+    for tally in tallies:
+        for key, sums in tally.items():
+            total.setdefault(key, Counter()).update(sums)
+    return total
+
+
 async def row_counts(session: AsyncSession) -> dict[str, int]:
     return {
         table.__tablename__: (await session.exec(select(func.count()).select_from(table))).one()  # type: ignore[attr-defined]
