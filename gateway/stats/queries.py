@@ -98,8 +98,18 @@ class Selection:
         return self.channel is not None or "channel" in self.group_by
 
 
+EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2099, 12, 31)
+
+
+def check_day(day: date | None, field: str) -> None:
+    if day is not None and not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise InvalidStatsQuery(f"{field} must lie between {EARLIEST_DAY} and {LATEST_DAY}", field=field)
+
+
 def check_range(start: date | None, end: date | None, *, today: date, default_days: int) -> tuple[date, date]:
     """A date range: both or neither of from/to, not reversed, at most three years."""
+    check_day(start, "from")
+    check_day(end, "to")
     if (start is None) != (end is None):
         raise InvalidStatsQuery("give both from and to, or neither", field="to" if end is None else "from")
     if start is None or end is None:
@@ -118,6 +128,7 @@ async def select_figures(session: AsyncSession, query: StatsQuery, *, scope: Sco
             raise InvalidStatsQuery("use either period/date or from/to", field="period" if query.period else "date")
         start, end = check_range(query.from_, query.to, today=today, default_days=1)
     else:
+        check_day(query.date, "date")
         start, end = period_bounds(query.period or "month", query.date or today)
     group_by: tuple[str, ...] = ()
     if query.group_by:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.stats import charts
 from gateway.stats.errors import InvalidStatsQuery
 from gateway.stats.exports import export
-from gateway.stats.periods import month_start, previous_month
+from gateway.stats.periods import previous_month
 from gateway.stats.public import FiguresCache, LogHead, cached_figures, no_log_head, parse_month
 from gateway.stats.queries import Scope, check_range, compute, select_figures
 from gateway.stats.rankings import rankings, recent_alerts, top_items, top_reasons, weekly
@@ -101,9 +101,7 @@ async def rankings_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     query = parse_query(request, RankingQuery)
     today = _today(request)
-    month = month_start(query.month) if query.month else previous_month(today.replace(day=1))
-    if month > today.replace(day=1):
-        raise InvalidStatsQuery("month is in the future", field="month")
+    month = parse_month(query.month, today) if query.month else previous_month(today.replace(day=1))
     min_sample = query.min_sample or request.app[SETTINGS].ranking_min_sample
     scope = Scope.of(caller)
     async with request.app[STORE].transaction() as session:
