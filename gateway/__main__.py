@@ -146,6 +146,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return run(settings, args)
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from gateway.stats.cli import run
+
+    return run(_settings(), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="好差评 evaluation gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.callbacks.cli import add_parser as add_campaign_parser
 
     add_campaign_parser(sub, cmd_campaign)
+
+    from gateway.stats.cli import add_parser as add_stats_parser
+
+    add_stats_parser(sub, cmd_stats)
 
     demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
     demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")

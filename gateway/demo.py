@@ -105,6 +105,7 @@ async def _scenario(client: TestClient) -> int:
     say(f"   due {local_due} Asia/Shanghai (10 working days, general){' — provisional' if ticket.due_provisional else ''}")
     say(f"   messages still queued: {len(queued)}")
     await _walk_ticket(client, ticket.id, auth)  # type: ignore[arg-type]
+    await _show_indicators(client, auth)
     say("\nDone. Everything above ran on a throwaway SQLite database with the console SMS provider.")
     return 0
 
@@ -130,3 +131,17 @@ async def _walk_ticket(client: TestClient, ticket_id: int, auth: Any) -> None:
     replies = [m for m in client.app[PROVIDERS]["sms"].sent if "整改" in m.body]
     for message in replies:
         say(f"   reply sent to {mask_phone(message.to)}: {message.body}")
+
+
+async def _show_indicators(client: TestClient, auth: Any) -> None:
+    """The month's indicators for the city, as GET /api/v1/stats computes them (docs/statistics.md)."""
+    from gateway.stats.demo import indicator_lines
+
+    resp = await client.get("/api/v1/stats", headers=auth("city"))
+    body = await resp.json()
+    say("\n7. The city's indicators this month (GET /api/v1/stats; the public page /public/stats shows the same):")
+    if resp.status != 200:
+        say(f"   refused ({resp.status}): {body}")
+        return
+    for line in indicator_lines(body):
+        say(f"   {line}")
