@@ -32,6 +32,24 @@ class StatsUnitDaily(SQLModel, table=True):
     staff_level_sum: int = 0
 
 
+class StatsUnitMonthly(SQLModel, table=True):
+    """Month × region × unit × level × status (`day` is the month's first day): long ranges read whole months here."""
+
+    __tablename__ = "stats_unit_monthly"
+    __table_args__ = (
+        UniqueConstraint("day", "region_code", "unit_org_id", "level", "status", name="uq_stats_unit_monthly"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(index=True)
+    region_code: str = Field(max_length=12)
+    unit_org_id: int = Field(index=True)
+    level: int
+    status: str = Field(max_length=16)
+    n: int = 0
+    staff_rated: int = 0
+    staff_level_sum: int = 0
+
+
 class StatsDaily(SQLModel, table=True):
     """Day × region × unit × item × staff member × channel × level × status."""
 

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, exists, func, true
+from sqlalchemy import ColumnElement, exists, func, literal, true
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,8 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.evaluations.reasons import BAD_LEVELS, Catalogue
 from gateway.orgs import Caller
 from gateway.stats.errors import InvalidStatsQuery
-from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily
-from gateway.stats.periods import period_bounds, period_key
+from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
+from gateway.stats.periods import next_month, period_bounds, period_key
 from gateway.stats.rollup import INVITED, VALID
 from gateway.stats.schemas import GROUPS, MAX_RANGE_DAYS, PERIODS, Indicators, StatsQuery
 from gateway.store.models import APPROVAL_KINDS, Evaluation, EvaluationDecision, Invitation, Organisation, ServiceCase, Ticket
@@ -321,30 +321,12 @@ async def compute(
         {"item", "staff", "channel"} & set(sel.group_by))
     table: Any = StatsReasonDaily if by_reason else StatsDaily if needs_full else StatsUnitDaily
     dims = _raw_dims(sel.group_by)
-    columns = [getattr(table, c) for c in dims]
-    sums = [func.sum(table.n)]
-    if table is not StatsReasonDaily:
-        sums += [func.sum(table.staff_rated), func.sum(table.staff_level_sum)]
-    stmt = (
-        select(*columns, table.level, table.status, *sums)
-        .where(table.day >= sel.start, table.day <= sel.end, scope.clause(table.region_code, table.unit_org_id))
-        .group_by(*columns, table.level, table.status)
-    )
-    if sel.region is not None:
-        stmt = stmt.where(table.region_code == sel.region)
-    if sel.unit_org_id is not None:
-        stmt = stmt.where(table.unit_org_id == sel.unit_org_id)
-    if sel.item is not None:
-        stmt = stmt.where(table.item_code == sel.item)
-    if sel.staff is not None:
-        stmt = stmt.where(table.staff_id == sel.staff)
-    if sel.channel is not None:
-        stmt = stmt.where(table.channel == sel.channel)
-    if sel.by_channel:
-        stmt = stmt.where(table.status != INVITED)  # an invitation has no channel yet
-    if sel.reasons is not None:
-        stmt = stmt.where(col(table.code).in_(sel.reasons) if sel.reasons else table.code == -1)
-    rows = (await session.exec(stmt)).all()  # type: ignore[call-overload]
+    rows: list[Any] = []
+    parts = [(table, sel.start, sel.end)]
+    if table is StatsUnitDaily and not {"day", "week"} & set(sel.group_by):
+        parts = _month_parts(sel.start, sel.end)
+    for part_table, low, high in parts:
+        rows.extend(await _rollup_rows(session, part_table, low, high, sel=sel, dims=dims, scope=scope))
     items = {r[dims.index("item_code")] for r in rows} if "item_code" in dims else set()
     labels = await load_labels(session, items=items)
     keyer = _keyer(sel.group_by, dims, labels, catalogue)
@@ -380,6 +362,51 @@ async def compute(
                              keyer=keyer, dims=dims)
     invitations_known = not by_reason and not sel.by_channel
     return Figures(sel, total, groups, labels, invitations_known, tickets_known)
+
+
+def _month_parts(start: date, end: date) -> list[tuple[Any, date, date]]:
+    """The range as daily edges and whole months in between: a year reads 12 monthly rows per unit, not 365."""
+    first_full = start if start.day == 1 else next_month(start.replace(day=1))
+    after_end = end + timedelta(days=1)
+    last_full_stop = after_end if after_end.day == 1 else end.replace(day=1)  # first day after the whole months
+    if first_full >= last_full_stop:
+        return [(StatsUnitDaily, start, end)]
+    parts: list[tuple[Any, date, date]] = []
+    if start < first_full:
+        parts.append((StatsUnitDaily, start, first_full - timedelta(days=1)))
+    parts.append((StatsUnitMonthly, first_full, last_full_stop - timedelta(days=1)))
+    if last_full_stop <= end:
+        parts.append((StatsUnitDaily, last_full_stop, end))
+    return parts
+
+
+async def _rollup_rows(
+    session: AsyncSession, table: Any, low: date, high: date, *, sel: Selection, dims: list[str], scope: Scope
+) -> list[Any]:
+    columns = [getattr(table, c) for c in dims]
+    sums = [func.sum(table.n)]
+    if table is not StatsReasonDaily:
+        sums += [func.sum(table.staff_rated), func.sum(table.staff_level_sum)]
+    stmt = (
+        select(*columns, table.level, table.status, *sums)
+        .where(table.day >= low, table.day <= high, scope.clause(table.region_code, table.unit_org_id))
+        .group_by(*columns, table.level, table.status)
+    )
+    if sel.region is not None:
+        stmt = stmt.where(table.region_code == sel.region)
+    if sel.unit_org_id is not None:
+        stmt = stmt.where(table.unit_org_id == sel.unit_org_id)
+    if sel.item is not None:
+        stmt = stmt.where(table.item_code == sel.item)
+    if sel.staff is not None:
+        stmt = stmt.where(table.staff_id == sel.staff)
+    if sel.channel is not None:
+        stmt = stmt.where(table.channel == sel.channel)
+    if sel.by_channel:
+        stmt = stmt.where(table.status != INVITED)  # an invitation has no channel yet
+    if sel.reasons is not None:
+        stmt = stmt.where(col(table.code).in_(sel.reasons) if sel.reasons else table.code == -1)
+    return list((await session.exec(stmt)).all())  # type: ignore[call-overload]
 
 
 def _raw_dims(group_by: tuple[str, ...]) -> list[str]:
@@ -439,23 +466,28 @@ async def _count_tickets(
 ) -> None:
     """Rectification and callback figures of the valid bad-review tickets due in the period."""
     tz = calendar.tz
-    first_case = (
-        select(func.min(_case.id)).where(_case.invitation_id == Ticket.invitation_id).scalar_subquery()
-    )
     ruled = exists().where(EvaluationDecision.evaluation_id == Ticket.evaluation_id)
+    wants_item = sel.item is not None or "item" in sel.group_by
+    wants_rating = sel.staff is not None or sel.channel is not None or bool({"staff", "channel"} & set(sel.group_by))
+    # Join only what the selection needs: a city-wide figure reads the tickets and their invitations.
     stmt = (
         select(
             Ticket.status, Ticket.due_at, Ticket.received_at, Ticket.resolved_at, Ticket.redo_count,
-            Invitation.region_code, Invitation.org_id, ServiceCase.item_code, Evaluation.staff_id, Evaluation.channel,
+            Invitation.region_code, Invitation.org_id,
+            ServiceCase.item_code if wants_item else literal(""),
+            Evaluation.staff_id if wants_rating else literal(""), Evaluation.channel if wants_rating else literal(""),
         )
         .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
-        .join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
-        .outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
         .where(
             col(Ticket.due_at) >= _local_start(sel.start, tz), col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
             ~ruled, scope.clause(Invitation.region_code, Invitation.org_id),
         )
     )
+    if wants_rating or wants_item:
+        stmt = stmt.join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
+    if wants_item:
+        first_case = select(func.min(_case.id)).where(_case.invitation_id == Ticket.invitation_id).scalar_subquery()
+        stmt = stmt.outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
     if sel.region is not None:
         stmt = stmt.where(Invitation.region_code == sel.region)
     if sel.unit_org_id is not None:

@@ -22,15 +22,16 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
-from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily
+from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
 from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase
 from gateway.store.upsert import dialect_insert
 
 VALID = "valid"
 INVITED = "invited"
-ROLLUPS: tuple[type[SQLModel], ...] = (StatsUnitDaily, StatsDaily, StatsReasonDaily)
+ROLLUPS: tuple[type[SQLModel], ...] = (StatsUnitDaily, StatsUnitMonthly, StatsDaily, StatsReasonDaily)
 _KEYS: dict[type[SQLModel], tuple[str, ...]] = {
     StatsUnitDaily: ("day", "region_code", "unit_org_id", "level", "status"),
+    StatsUnitMonthly: ("day", "region_code", "unit_org_id", "level", "status"),
     StatsDaily: ("day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status"),
     StatsReasonDaily: (
         "day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status", "code",
@@ -38,6 +39,7 @@ _KEYS: dict[type[SQLModel], tuple[str, ...]] = {
 }
 _SUMS: dict[type[SQLModel], tuple[str, ...]] = {
     StatsUnitDaily: ("n", "staff_rated", "staff_level_sum"),
+    StatsUnitMonthly: ("n", "staff_rated", "staff_level_sum"),
     StatsDaily: ("n", "staff_rated", "staff_level_sum"),
     StatsReasonDaily: ("n",),
 }
@@ -74,6 +76,8 @@ def contributions(facts: Facts) -> Tally:
     out: Tally = {}
     for table in (StatsUnitDaily, StatsDaily):
         out[(table, tuple(base[k] for k in _KEYS[table]))] = Counter(sums)
+    monthly = {**base, "day": facts.day.replace(day=1)}
+    out[(StatsUnitMonthly, tuple(monthly[k] for k in _KEYS[StatsUnitMonthly]))] = Counter(sums)
     for code in facts.codes:
         out[(StatsReasonDaily, tuple({**base, "code": code}[k] for k in _KEYS[StatsReasonDaily]))] = Counter(n=1)
     return out

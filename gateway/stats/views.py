@@ -40,6 +40,7 @@ M = TypeVar("M", bound=BaseModel)
 STATS_CACHE: web.AppKey[FiguresCache] = web.AppKey("stats_public_cache")
 # The evaluation-log head published with the public figures (gateway.stats.public.LogHead).
 LOG_HEAD: web.AppKey[LogHead] = web.AppKey("stats_log_head")
+STATS_PAGES: web.AppKey[dict[str, str]] = web.AppKey("stats_public_pages")  # figures' JSON text -> rendered page
 _CSS = Path(__file__).with_name("static") / "stats.css"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -151,7 +152,7 @@ async def export_tickets(request: web.Request) -> web.StreamResponse:
 # --- the public page ----------------------------------------------------------------------------------
 
 
-async def _public_data(request: web.Request) -> dict[str, Any]:
+async def _public_text(request: web.Request) -> str:
     unknown = [name for name in request.query if name != "month"]
     if unknown:
         raise InvalidStatsQuery(f"unknown parameter {unknown[0]!r}; the page takes month=YYYY-MM", field=unknown[0])
@@ -161,13 +162,13 @@ async def _public_data(request: web.Request) -> dict[str, Any]:
         app[STORE], app[STATS_CACHE], deps=app[DEPS], month=month, min_sample=app[SETTINGS].ranking_min_sample,
         log_head=app.get(LOG_HEAD, no_log_head),
     )
-    return json.loads(text)  # type: ignore[no-any-return]
+    return text
 
 
 @routes.get("/public/stats.json")
 async def public_json(request: web.Request) -> web.Response:
-    data = await _public_data(request)
-    response = web.json_response(data, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    text = await _public_text(request)
+    response = web.json_response(text=text)
     response.headers.update(SECURITY_HEADERS)
     response.headers["Cache-Control"] = f"public, max-age={int(request.app[SETTINGS].public_stats_ttl_seconds)}"
     response.headers["Access-Control-Allow-Origin"] = "*"  # open data: anyone may read it
@@ -177,11 +178,18 @@ async def public_json(request: web.Request) -> web.Response:
 @routes.get("/public/stats")
 async def public_page(request: web.Request) -> web.Response:
     try:
-        data = await _public_data(request)
+        text = await _public_text(request)
     except InvalidStatsQuery as exc:
         return _html(environment().get_template("stats_error.html").render(message=exc.message), status=422,
                      ttl=0)
-    html = environment().get_template("stats.html").render(data=data, charts=page_charts(data))
+    pages = request.app[STATS_PAGES]
+    html = pages.get(text)
+    if html is None:  # rendered once per computed figures, then served as is
+        data = json.loads(text)
+        html = environment().get_template("stats.html").render(data=data, charts=page_charts(data))
+        if len(pages) >= 16:
+            pages.clear()
+        pages[text] = html
     return _html(html, status=200, ttl=int(request.app[SETTINGS].public_stats_ttl_seconds))
 
 
@@ -224,6 +232,7 @@ def stats_ctx(run: bool, start_task: Any) -> Any:
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         app[STATS_CACHE] = FiguresCache(app[SETTINGS].public_stats_ttl_seconds, redis=app.get(REDIS))
+        app[STATS_PAGES] = {}
         async for _ in alerts(app):  # type: ignore[attr-defined]
             yield
 

@@ -139,3 +139,22 @@ async def test_alert_is_raised_once_and_sent_to_the_webhook(client, world: World
 
         [alert] = (await session.exec(select(StatsAlert))).all()
         assert alert.sent_at is not None and alert.attempts == 3
+
+
+async def test_a_range_reads_whole_months_and_daily_edges_alike(client, world: World) -> None:  # type: ignore[no-untyped-def]
+    from gateway.stats.queries import Selection, compute
+
+    store = client.app[STORE]
+    await _seed(store, [(date(2026, 1, 15), 7, 5, 1), (date(2026, 1, 31), 7, 4, 2), (date(2026, 2, 10), 7, 1, 4),
+                        (date(2026, 3, 3), 7, 3, 8), (date(2026, 3, 20), 7, 2, 16)])
+    from gateway.web.keys import DEPS
+
+    cal, cat = client.app[DEPS].calendar, client.app[DEPS].catalogue
+    async with store.transaction() as session:
+        for start, end, expected in ((date(2026, 1, 20), date(2026, 3, 10), 14), (date(2026, 1, 1), date(2026, 3, 31), 31),
+                                     (date(2026, 2, 1), date(2026, 2, 28), 4), (date(2026, 1, 31), date(2026, 3, 3), 14)):
+            by_month = await compute(session, Selection(start=start, end=end), scope=PUBLIC, calendar=cal, catalogue=cat)
+            by_day = await compute(session, Selection(start=start, end=end, group_by=("day",)), scope=PUBLIC,
+                                   calendar=cal, catalogue=cat)
+            assert by_month.total.levels == by_day.total.levels, (start, end)
+            assert sum(by_month.total.levels.values()) == expected, (start, end)

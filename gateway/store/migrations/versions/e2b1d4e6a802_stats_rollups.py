@@ -52,6 +52,10 @@ def upgrade() -> None:
         sa.UniqueConstraint('day', 'region_code', 'unit_org_id', 'level', 'status', name='uq_stats_unit_daily'),
     )
     op.create_table(
+        'stats_unit_monthly', *_dims(False), *_sums(), sa.PrimaryKeyConstraint('id'),
+        sa.UniqueConstraint('day', 'region_code', 'unit_org_id', 'level', 'status', name='uq_stats_unit_monthly'),
+    )
+    op.create_table(
         'stats_daily', *_dims(True), *_sums(), sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('day', 'region_code', 'unit_org_id', 'item_code', 'staff_id', 'channel', 'level', 'status',
                             name='uq_stats_daily'),
@@ -62,7 +66,7 @@ def upgrade() -> None:
         sa.UniqueConstraint('day', 'region_code', 'unit_org_id', 'item_code', 'staff_id', 'channel', 'level', 'status',
                             'code', name='uq_stats_reason_daily'),
     )
-    for table in ('stats_unit_daily', 'stats_daily', 'stats_reason_daily'):
+    for table in ('stats_unit_daily', 'stats_unit_monthly', 'stats_daily', 'stats_reason_daily'):
         op.create_index(f'ix_{table}_day', table, ['day'])
         op.create_index(f'ix_{table}_unit_org_id', table, ['unit_org_id'])
     op.create_table(
@@ -88,7 +92,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_stats_alert_unit_org_id', table_name='stats_alert')
     op.drop_table('stats_alert')
-    for table in ('stats_reason_daily', 'stats_daily', 'stats_unit_daily'):
+    for table in ('stats_reason_daily', 'stats_daily', 'stats_unit_monthly', 'stats_unit_daily'):
         op.drop_index(f'ix_{table}_unit_org_id', table_name=table)
         op.drop_index(f'ix_{table}_day', table_name=table)
         op.drop_table(table)
