@@ -76,3 +76,26 @@ async def test_public_bad_input_is_a_422(client) -> None:  # type: ignore[no-unt
         page = await client.get("/public/stats" + query)
         assert page.status == 422
         assert "无法显示" in await page.text()
+
+
+async def test_processes_share_the_figures_through_redis(settings, clock, redis_url, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    from gateway.app import create_app
+
+    shared = settings.model_copy(update={"redis_url": redis_url})
+    first = await aiohttp_client(create_app(shared, clock=clock, migrate=False, run_background=False))
+    second = await aiohttp_client(create_app(shared, clock=clock, migrate=False, run_background=False))
+    resp = await first.get("/public/stats.json")
+    assert resp.status == 200
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = second.app[STORE].engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        again = await second.get("/public/stats.json")
+        assert again.status == 200 and await again.json() == await resp.json()
+        assert statements == []
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
