@@ -47,10 +47,9 @@ SELECT i,
        timestamptz '{start}' + ((i % {days}) * interval '1 day') + ((i * 37) % 36000) * interval '1 second' AS at,
        CASE WHEN i % 100 < 85 THEN 5 WHEN i % 100 < 93 THEN 4 WHEN i % 100 < 97 THEN 3 WHEN i % 100 < 99 THEN 2 ELSE 1 END
          AS level,
-       (ARRAY['web','sms','bot','qr','evaluator'])[1 + i % 5] AS channel
-FROM generate_series(1, {n}) i;
-ALTER TABLE r ADD COLUMN unit int;
-UPDATE r SET unit = 1 + item % {units};
+       (ARRAY['web','sms','bot','qr','evaluator'])[1 + i % 5] AS channel,
+       1 + (1 + (i * 7919) % {items}) % {units} AS unit
+FROM generate_series(1::bigint, {n}) i;
 
 INSERT INTO invitation (id, token, org_id, citizen_id, kind, group_no, region_code, item_name, office_name,
                         service_channel, completed_at, expires_at, expires_provisional, status, rated_at, created_at)
@@ -92,6 +91,9 @@ FROM evaluation e JOIN invitation i ON i.id = e.invitation_id GROUP BY 1, 2, 3, 
 UNION ALL
 SELECT (i.completed_at AT TIME ZONE 'Asia/Shanghai')::date, i.region_code, i.org_id, 0, 'invited', count(*), 0, 0
 FROM invitation i GROUP BY 1, 2, 3;
+INSERT INTO stats_unit_monthly (day, region_code, unit_org_id, level, status, n, staff_rated, staff_level_sum)
+SELECT date_trunc('month', day)::date, region_code, unit_org_id, level, status, sum(n), 0, 0
+FROM stats_unit_daily GROUP BY 1, 2, 3, 4, 5;
 INSERT INTO stats_daily (day, region_code, unit_org_id, item_code, staff_id, channel, level, status, n, staff_rated,
                          staff_level_sum)
 SELECT (e.created_at AT TIME ZONE 'Asia/Shanghai')::date, i.region_code, i.org_id, c.item_code, e.staff_id, e.channel,
@@ -145,7 +147,8 @@ async def main(n: int, repeat: int) -> None:
         await conn.execute(ROLLUP_SQL)
         rollup_s = time.perf_counter() - rolled
         sizes = {t: await conn.fetchval(f"SELECT count(*) FROM {t}")
-                 for t in ("evaluation", "ticket", "stats_unit_daily", "stats_daily", "stats_reason_daily")}
+                 for t in ("evaluation", "ticket", "stats_unit_daily", "stats_unit_monthly", "stats_daily",
+                           "stats_reason_daily")}
         await conn.close()
         print(f"seeded {n:,} evaluations in {seed_s:.0f} s, roll-ups in {rollup_s:.0f} s; rows: "
               + ", ".join(f"{t} {c:,}" for t, c in sizes.items()))

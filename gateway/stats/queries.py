@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -348,14 +348,11 @@ async def compute(
                 tally.staff_level_sum += staff_sum
             else:
                 tally.not_counted[status] += n
-    if by_reason and sel.group_by:
-        # A reason counts the evaluations carrying it: the total counts each evaluation once, from the table
-        # without reasons, so an evaluation with two reasons is not counted twice.
-        plain = Selection(start=sel.start, end=sel.end, region=sel.region, unit_org_id=sel.unit_org_id,
-                          item=sel.item, staff=sel.staff, channel=sel.channel, reasons=sel.reasons
-                          if sel.reasons is not None and len(sel.reasons) == 1 else None)
-        if plain.reasons is None and sel.reasons is None:
-            total = (await compute(session, plain, scope=scope, calendar=calendar, catalogue=catalogue, tickets=False)).total
+    if by_reason and sel.reasons is None:
+        # Grouped by reason: a group counts the evaluations carrying that reason, and the total counts each
+        # evaluation once, from the table without reasons (an evaluation with two reasons is one evaluation).
+        total = (await compute(session, replace(sel, group_by=()), scope=scope, calendar=calendar,
+                               catalogue=catalogue, tickets=False)).total
     tickets_known = tickets and not by_reason
     if tickets_known:
         await _count_tickets(session, sel, scope=scope, calendar=calendar, labels=labels, total=total, groups=groups,
