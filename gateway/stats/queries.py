@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, exists, func, literal, true
+from sqlalchemy import Date, ColumnElement, and_, case, cast, exists, func, literal, or_, true
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -457,28 +457,53 @@ def _as_date(value: Any) -> date:
     return value  # type: ignore[no-any-return]
 
 
+def _local_date(session: AsyncSession, column: Any, tz: ZoneInfo) -> Any:
+    """The local calendar day of a stored instant, computed by the database."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        return cast(func.timezone(tz.key, column), Date)
+    # SQLite holds the UTC clock as text; the zone's offset now (Asia/Shanghai has no daylight saving time).
+    offset = datetime.now(tz).utcoffset() or timedelta(0)
+    return func.date(column, f"{int(offset.total_seconds() // 60):+d} minutes")
+
+
+def _flag(condition: Any) -> Any:
+    return func.sum(case((condition, 1), else_=0))
+
+
 async def _count_tickets(
     session: AsyncSession, sel: Selection, *, scope: Scope, calendar: WorkingCalendar, labels: Labels, total: Tally,
     groups: dict[GroupKey, Tally], keyer: Callable[[Any], GroupKey], dims: list[str],
 ) -> None:
-    """Rectification and callback figures of the valid bad-review tickets due in the period."""
+    """Rectification and callback figures of the valid bad-review tickets due in the period, counted by the
+    database per group and per (day received, day resolved), so the cost grows with days, not tickets."""
     tz = calendar.tz
     ruled = exists().where(EvaluationDecision.evaluation_id == Ticket.evaluation_id)
     wants_item = sel.item is not None or "item" in sel.group_by
     wants_rating = sel.staff is not None or sel.channel is not None or bool({"staff", "channel"} & set(sel.group_by))
+    closed = col(Ticket.status).in_(CLOSED_COUNTED)
+    redone = col(Ticket.redo_count) > 0
+    dim_columns = {
+        "region_code": Invitation.region_code, "unit_org_id": Invitation.org_id,
+        "item_code": ServiceCase.item_code, "staff_id": Evaluation.staff_id, "channel": Evaluation.channel,
+        "code": literal(0), "day": _local_date(session, Ticket.due_at, tz),
+    }
+    keys = [dim_columns[d].label(f"k_{d}") for d in dims]
+    received_day = _local_date(session, func.coalesce(Ticket.received_at, Ticket.resolved_at), tz).label("received")
+    resolved_day = _local_date(session, Ticket.resolved_at, tz).label("resolved")
     # Join only what the selection needs: a city-wide figure reads the tickets and their invitations.
     stmt = (
         select(
-            Ticket.status, Ticket.due_at, Ticket.received_at, Ticket.resolved_at, Ticket.redo_count,
-            Invitation.region_code, Invitation.org_id,
-            ServiceCase.item_code if wants_item else literal(""),
-            Evaluation.staff_id if wants_rating else literal(""), Evaluation.channel if wants_rating else literal(""),
+            *keys, received_day, resolved_day, func.count(),
+            _flag(closed), _flag(and_(closed, col(Ticket.resolved_at).is_not(None), col(Ticket.resolved_at) <= Ticket.due_at)),
+            _flag(or_(col(Ticket.status).in_(CALLED_BACK), redone)), _flag(or_(col(Ticket.status).in_(ANSWERED), redone)),
+            _flag(Ticket.status == "closed_satisfied"),
         )
         .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
         .where(
             col(Ticket.due_at) >= _local_start(sel.start, tz), col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
             ~ruled, scope.clause(Invitation.region_code, Invitation.org_id),
         )
+        .group_by(*keys, received_day, resolved_day)
     )
     if wants_rating or wants_item:
         stmt = stmt.join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
@@ -496,37 +521,37 @@ async def _count_tickets(
     if sel.channel is not None:
         stmt = stmt.where(Evaluation.channel == sel.channel)
     elapsed: dict[tuple[date, date], int] = {}
-    for status, due_at, received_at, resolved_at, redo_count, region, org_id, item, staff, channel in (
-        await session.exec(stmt)  # type: ignore[call-overload]
-    ).all():
-        counts: Counter[str] = Counter(due=1)
-        closed = status in CLOSED_COUNTED
-        if closed:
-            counts["closed"] = 1
-            if resolved_at is not None and _utc(resolved_at) <= _utc(due_at):
-                counts["on_time"] = 1
+    width = len(dims)
+    for row in (await session.exec(stmt)).all():  # type: ignore[call-overload]
+        received, resolved_on = row[width], row[width + 1]
+        due, n_closed, on_time, called_back, answered, satisfied = (int(v or 0) for v in row[width + 2:])
+        counts: Counter[str] = Counter(due=due, closed=n_closed, on_time=on_time, called_back=called_back,
+                                       answered=answered, satisfied=satisfied)
         days = 0
-        if resolved_at is not None:
-            counts["resolved"] = 1
-            start = _utc(received_at) if received_at is not None else _utc(resolved_at)
-            pair = (start.astimezone(tz).date(), _utc(resolved_at).astimezone(tz).date())
+        if resolved_on is not None:
+            counts["resolved"] = due  # every ticket of this row was resolved on that day
+            pair = (_as_date(received), _as_date(resolved_on))
             if pair not in elapsed:
-                elapsed[pair] = calendar.working_days_elapsed(start, _utc(resolved_at))
-            days = elapsed[pair]
-        if status in CALLED_BACK or redo_count:
-            counts["called_back"] = 1
-        if status in ANSWERED or redo_count:
-            counts["answered"] = 1
-        if status == "closed_satisfied":
-            counts["satisfied"] = 1
+                elapsed[pair] = _working_days_between(calendar, *pair)
+            days = elapsed[pair] * due
         targets = [total]
         if sel.group_by:
-            fake = {"region_code": region, "unit_org_id": org_id, "item_code": item or "", "staff_id": staff or "",
-                    "channel": channel, "code": 0, "day": _utc(due_at).astimezone(tz).date()}
-            targets.append(groups.setdefault(keyer([fake[d] for d in dims]), Tally()))
+            raw = [_as_date(v) if d == "day" else (v or "") if d in ("item_code", "staff_id", "channel") else v
+                   for d, v in zip(dims, row[:width])]
+            targets.append(groups.setdefault(keyer(raw), Tally()))
         for tally in targets:
             tally.tickets.update(counts)
             tally.working_days += days
+
+
+def _working_days_between(calendar: WorkingCalendar, received: date, resolved: date) -> int:
+    """Working days after the day of receipt, up to and including the day of resolution."""
+    count, day = 0, received + timedelta(days=1)
+    while day <= resolved:
+        if calendar.is_working_day(day):
+            count += 1
+        day += timedelta(days=1)
+    return count
 
 
 def _utc(value: datetime) -> datetime:
