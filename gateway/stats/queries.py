@@ -552,7 +552,3 @@ def _working_days_between(calendar: WorkingCalendar, received: date, resolved: d
             count += 1
         day += timedelta(days=1)
     return count
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
