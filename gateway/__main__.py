@@ -157,6 +157,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_user(args: argparse.Namespace) -> int:
     from gateway.console.cli import run
+def cmd_stats(args: argparse.Namespace) -> int:
+    from gateway.stats.cli import run
 
     return run(_settings(), args)
 
@@ -210,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.console.cli import add_parser as add_user_parser
 
     add_user_parser(sub, cmd_user)
+    from gateway.stats.cli import add_parser as add_stats_parser
+
+    add_stats_parser(sub, cmd_stats)
 
     demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
     demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")

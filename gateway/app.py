@@ -59,6 +59,9 @@ def create_app(
     from gateway.fraud.wiring import fraud_ctx
 
     app.cleanup_ctx.append(fraud_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+    from gateway.stats.views import stats_ctx
+
+    app.cleanup_ctx.append(stats_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
     from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
@@ -90,6 +93,9 @@ def create_app(
 
     app.cleanup_ctx.append(console_ctx)
     app.add_subapp("/console", build_console())
+    from gateway.stats.views import routes as stats_routes
+
+    app.add_routes(stats_routes)
     return app
 
 

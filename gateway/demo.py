@@ -111,6 +111,7 @@ async def _scenario(client: TestClient) -> int:
     await _walk_ticket(client, ticket.id, auth)  # type: ignore[arg-type]
     await _upload(client)
     await _fraud_flag(client, auth)
+    await _show_indicators(client, auth)
     say("\nDone. Everything above ran on a throwaway SQLite database with the console SMS provider")
     say("and a console province.")
     return 0
@@ -156,6 +157,8 @@ async def _upload(client: TestClient) -> None:
         say(f"   {line}")
     for body in bodies[1:]:
         say(f"   then {body['assessId']} (assessNumber {body['assessNumber']} 追加): rectifyInfo {body.get('rectifyInfo')!r}")
+
+
 async def _fraud_flag(client: TestClient, auth: Any) -> None:
     """One number rates five services at once: the detector flags it for the county to rule."""
     from gateway.fraud.wiring import FRAUD_DETECTOR
@@ -187,3 +190,17 @@ async def _fraud_flag(client: TestClient, auth: Any) -> None:
         say("   (the same browser rated the first service too: hence the device flag)")
         say(f"   the county department confirms flag #{flag_id}: {ruled['decisions_written']} ratings stop counting; "
             "they stay stored, unchanged (an evaluation_decision each).")
+
+
+async def _show_indicators(client: TestClient, auth: Any) -> None:
+    """The month's indicators for the city, as GET /api/v1/stats computes them (docs/statistics.md)."""
+    from gateway.stats.demo import indicator_lines
+
+    resp = await client.get("/api/v1/stats", headers=auth("city"))
+    body = await resp.json()
+    say("\n9. The city's indicators this month (GET /api/v1/stats; the public page /public/stats shows the same):")
+    if resp.status != 200:
+        say(f"   refused ({resp.status}): {body}")
+        return
+    for line in indicator_lines(body):
+        say(f"   {line}")

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     console_signin_failures_per_account: int = Field(default=5, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ACCOUNT")
     console_signin_failures_per_address: int = Field(default=20, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ADDRESS")
     console_signin_window_seconds: int = Field(default=900, ge=60, alias="GATEWAY_CONSOLE_SIGNIN_WINDOW_SECONDS")
+    ranking_min_sample: int = Field(default=30, ge=1, le=100_000, alias="GATEWAY_RANKING_MIN_SAMPLE")
+    public_stats_ttl_seconds: float = Field(default=60.0, ge=0, le=86_400, alias="GATEWAY_PUBLIC_STATS_TTL_SECONDS")
+    stats_alert_interval_seconds: float = Field(default=3600.0, gt=0, alias="GATEWAY_STATS_ALERT_INTERVAL_SECONDS")
 
     twilio_account_sid: str = Field(default="", alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: SecretStr = Field(default=SecretStr(""), alias="TWILIO_AUTH_TOKEN")

@@ -33,3 +33,8 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
         evaluation_id = record.id if isinstance(record, Evaluation) else record.evaluation_id
         change = record.kind if isinstance(record, EvaluationAddendum) else kind
         await queue_upload(session, evaluation_id=evaluation_id, change=change, at=at)
+
+    # The statistics' roll-ups move with the record (docs/statistics.md).
+    from gateway.stats.rollup import record_changed
+
+    await record_changed(session, kind=kind, record=record, tz=deps.calendar.tz)

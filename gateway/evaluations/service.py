@@ -230,6 +230,10 @@ async def _invitation_for(
     )
     session.add(invitation)
     await session.flush()
+    from gateway.stats.rollup import invitation_created
+
+    await invitation_created(session, invitation=invitation, item_code=data.item_code, staff_id=data.staff_id,
+                             tz=deps.calendar.tz)
     return invitation
 
 

@@ -364,3 +364,6 @@ from gateway.upload.models import UploadRecord  # noqa: E402,F401
 
 # The console's tables (accounts, sessions, audit) live with the console; registered here with the metadata.
 from gateway.console import models as _console_models  # noqa: E402,F401
+
+# The statistics' roll-ups and alerts.
+import gateway.stats.models  # noqa: E402,F401

@@ -47,6 +47,7 @@ class Operation:
     errors: Sequence[int] = (401,)
     secured: bool = True
     extra_responses: Mapping[int, str] = field(default_factory=dict)
+    media_types: Mapping[str, str] = field(default_factory=dict)  # a file answer: media type -> description
 
 
 class ErrorDetail(BaseModel):
@@ -119,9 +120,13 @@ def operations() -> list[Operation]:
     """Every documented operation of the department API."""
     from gateway.callbacks.views import OPERATIONS as campaign_operations
     from gateway.fraud.views import OPERATIONS as fraud_operations
+    from gateway.stats.views import OPERATIONS as stats_operations
     from gateway.tickets.views import OPERATIONS as ticket_operations
 
-    return [*_evaluation_operations(), *ticket_operations, *campaign_operations, *fraud_operations, OPENAPI_OPERATION]
+    return [
+        *_evaluation_operations(), *ticket_operations, *campaign_operations, *fraud_operations, *stats_operations,
+        OPENAPI_OPERATION,
+    ]
 
 
 class OpenApiDocument(BaseModel):
@@ -178,6 +183,10 @@ def document(ops: Iterable[Operation], *, title: str = "好差评 gateway depart
         ok: dict[str, Any] = {"description": "OK" if op.status == 200 else "Created"}
         if op.response is not None:
             ok["content"] = {"application/json": {"schema": ref(op.response)}}
+        if op.media_types:
+            ok["content"] = {
+                media: {"schema": {"type": "string", "description": text}} for media, text in op.media_types.items()
+            }
         responses[str(op.status)] = ok
         for status, text in op.extra_responses.items():
             responses[str(status)] = {"description": text, **({"content": ok["content"]} if "content" in ok else {})}

@@ -1,0 +1,274 @@
+"""Keeping the roll-ups equal to a recount of the raw rows, in the writer's transaction.
+
+The rows one evaluation contributes follow from its facts: its day, dimensions, level, status (valid or
+the kind of its first ruling), the reason codes it carries (with the rating or in later addenda) and
+its staff rating (the latest given). When a record is written, the evaluation's contributions are
+computed without the record and with it, and the difference is added (INSERT … ON CONFLICT DO UPDATE,
+so concurrent writers add up instead of overwriting). `recount` computes the same contributions from
+every raw row; a property test checks that the tables equal it after any sequence of writes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.clock import as_utc
+from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
+from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase
+from gateway.store.upsert import dialect_insert
+
+VALID = "valid"
+INVITED = "invited"
+ROLLUPS: tuple[type[SQLModel], ...] = (StatsUnitDaily, StatsUnitMonthly, StatsDaily, StatsReasonDaily)
+_KEYS: dict[type[SQLModel], tuple[str, ...]] = {
+    StatsUnitDaily: ("day", "region_code", "unit_org_id", "level", "status"),
+    StatsUnitMonthly: ("day", "region_code", "unit_org_id", "level", "status"),
+    StatsDaily: ("day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status"),
+    StatsReasonDaily: (
+        "day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status", "code",
+    ),
+}
+_SUMS: dict[type[SQLModel], tuple[str, ...]] = {
+    StatsUnitDaily: ("n", "staff_rated", "staff_level_sum"),
+    StatsUnitMonthly: ("n", "staff_rated", "staff_level_sum"),
+    StatsDaily: ("n", "staff_rated", "staff_level_sum"),
+    StatsReasonDaily: ("n",),
+}
+Key = tuple[Any, ...]
+Tally = dict[tuple[type[SQLModel], Key], Counter[str]]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What decides where an evaluation (or an invitation, level 0) is counted."""
+
+    day: date
+    region_code: str
+    unit_org_id: int
+    item_code: str
+    staff_id: str
+    channel: str
+    level: int
+    status: str
+    codes: frozenset[int] = frozenset()
+    staff_level: int | None = None
+
+
+def contributions(facts: Facts) -> Tally:
+    """The roll-up rows one evaluation (or invitation) adds to, and how much."""
+    base = {
+        "day": facts.day, "region_code": facts.region_code, "unit_org_id": facts.unit_org_id,
+        "item_code": facts.item_code, "staff_id": facts.staff_id, "channel": facts.channel,
+        "level": facts.level, "status": facts.status,
+    }
+    sums = Counter({"n": 1})
+    if facts.staff_level is not None:
+        sums.update(staff_rated=1, staff_level_sum=facts.staff_level)
+    out: Tally = {}
+    for table in (StatsUnitDaily, StatsDaily):
+        out[(table, tuple(base[k] for k in _KEYS[table]))] = Counter(sums)
+    monthly = {**base, "day": facts.day.replace(day=1)}
+    out[(StatsUnitMonthly, tuple(monthly[k] for k in _KEYS[StatsUnitMonthly]))] = Counter(sums)
+    for code in facts.codes:
+        out[(StatsReasonDaily, tuple({**base, "code": code}[k] for k in _KEYS[StatsReasonDaily]))] = Counter(n=1)
+    return out
+
+
+def difference(after: Tally, before: Tally) -> Tally:
+    out: Tally = {}
+    for key in after.keys() | before.keys():
+        delta = Counter(after.get(key, Counter()))
+        delta.subtract(before.get(key, Counter()))
+        delta = Counter({k: v for k, v in delta.items() if v})
+        if delta:
+            out[key] = delta
+    return out
+
+
+async def apply(session: AsyncSession, tally: Tally) -> None:
+    """Add the tally to the roll-up tables: one upsert statement per table."""
+    for table in ROLLUPS:
+        rows = [
+            {**dict(zip(_KEYS[table], key)), **{s: delta.get(s, 0) for s in _SUMS[table]}}
+            for (t, key), delta in tally.items() if t is table
+        ]
+        if not rows:
+            continue
+        for row in sorted(rows, key=lambda r: tuple(str(r[k]) for k in _KEYS[table])):  # one lock order
+            insert = dialect_insert(session, table).values(**row)
+            statement = insert.on_conflict_do_update(
+                index_elements=list(_KEYS[table]),
+                set_={s: getattr(table, s) + getattr(insert.excluded, s) for s in _SUMS[table]},
+            )
+            await session.exec(statement)  # type: ignore[call-overload]
+
+
+# --- facts from the raw rows -------------------------------------------------------------------------
+
+
+def local_day(instant: datetime, tz: ZoneInfo) -> date:
+    return as_utc(instant).astimezone(tz).date()
+
+
+async def _first_case(session: AsyncSession, evaluation: Evaluation) -> ServiceCase | None:
+    if evaluation.case_id is not None:
+        return await session.get(ServiceCase, evaluation.case_id)
+    # A batch or a theme rated as a whole: counted once, under its first case's item (docs/statistics.md).
+    query = select(ServiceCase).where(ServiceCase.invitation_id == evaluation.invitation_id).order_by(col(ServiceCase.id))
+    return (await session.exec(query.limit(1))).first()
+
+
+def evaluation_facts(
+    evaluation: Evaluation, invitation: Invitation, item_code: str, addenda: Sequence[EvaluationAddendum],
+    decisions: Sequence[EvaluationDecision], tz: ZoneInfo,
+) -> Facts:
+    """The facts of an evaluation given its addenda and rulings (each list in id order)."""
+    codes = set(evaluation.reason_codes)
+    staff_level = evaluation.staff_level
+    for addendum in addenda:
+        if addendum.kind == "reasons":
+            codes.update(addendum.reason_codes)
+        elif addendum.kind == "staff" and addendum.staff_level is not None:
+            staff_level = addendum.staff_level
+    return Facts(
+        day=local_day(evaluation.created_at, tz), region_code=invitation.region_code, unit_org_id=invitation.org_id,
+        item_code=item_code, staff_id=evaluation.staff_id or "", channel=evaluation.channel, level=evaluation.level,
+        status=decisions[0].decision if decisions else VALID, codes=frozenset(codes), staff_level=staff_level,
+    )
+
+
+async def record_changed(
+    session: AsyncSession, *, kind: str, record: Evaluation | EvaluationAddendum | EvaluationDecision, tz: ZoneInfo
+) -> None:
+    """Bring the roll-ups up to date with one record just written (called from `record_written`)."""
+    if isinstance(record, Evaluation):
+        evaluation = record
+    else:
+        found = await session.get(Evaluation, record.evaluation_id)
+        if found is None:
+            raise ValueError(f"{kind} {record.id} refers to a missing evaluation")
+        evaluation = found
+    invitation = await session.get(Invitation, evaluation.invitation_id)
+    if invitation is None:
+        raise ValueError(f"evaluation {evaluation.id} refers to a missing invitation")
+    case = await _first_case(session, evaluation)
+    item_code = case.item_code if case else ""
+    addenda: list[EvaluationAddendum] = []
+    decisions: list[EvaluationDecision] = []
+    if not isinstance(record, Evaluation):
+        addenda = list((await session.exec(
+            select(EvaluationAddendum).where(EvaluationAddendum.evaluation_id == evaluation.id)
+            .order_by(col(EvaluationAddendum.id))
+        )).all())
+        decisions = list((await session.exec(
+            select(EvaluationDecision).where(EvaluationDecision.evaluation_id == evaluation.id)
+            .order_by(col(EvaluationDecision.id))
+        )).all())
+    after = evaluation_facts(evaluation, invitation, item_code, addenda, decisions, tz)
+    if isinstance(record, Evaluation):
+        before: Tally = {}
+    else:
+        without_a = [a for a in addenda if a.id != record.id] if isinstance(record, EvaluationAddendum) else addenda
+        without_d = [d for d in decisions if d.id != record.id] if isinstance(record, EvaluationDecision) else decisions
+        before = contributions(evaluation_facts(evaluation, invitation, item_code, without_a, without_d, tz))
+    await apply(session, difference(contributions(after), before))
+
+
+def invitation_facts(invitation: Invitation, *, item_code: str, staff_id: str | None, tz: ZoneInfo) -> Facts:
+    """An invitation counts under level 0, status `invited`, on the local day of its service (参评率)."""
+    return Facts(
+        day=local_day(invitation.completed_at, tz), region_code=invitation.region_code, unit_org_id=invitation.org_id,
+        item_code=item_code, staff_id=staff_id or "", channel="", level=0, status=INVITED,
+    )
+
+
+async def invitation_created(
+    session: AsyncSession, *, invitation: Invitation, item_code: str, staff_id: str | None, tz: ZoneInfo
+) -> None:
+    """Count a new invitation (a batch or theme is one invitation, however many cases join it)."""
+    await apply(session, contributions(invitation_facts(invitation, item_code=item_code, staff_id=staff_id, tz=tz)))
+
+
+# --- recount and rebuild -------------------------------------------------------------------------------
+
+
+async def recount(session: AsyncSession, tz: ZoneInfo) -> Tally:
+    """Every roll-up row computed afresh from the raw rows (tests, `gateway stats rebuild`)."""
+    invitations = {i.id: i for i in (await session.exec(select(Invitation))).all()}
+    first_cases: dict[int, ServiceCase] = {}
+    cases: dict[int, ServiceCase] = {}
+    for case in (await session.exec(select(ServiceCase).order_by(col(ServiceCase.id)))).all():
+        cases[case.id] = case  # type: ignore[index]
+        first_cases.setdefault(case.invitation_id, case)
+    addenda: dict[int, list[EvaluationAddendum]] = {}
+    for a in (await session.exec(select(EvaluationAddendum).order_by(col(EvaluationAddendum.id)))).all():
+        addenda.setdefault(a.evaluation_id, []).append(a)
+    decisions: dict[int, list[EvaluationDecision]] = {}
+    for d in (await session.exec(select(EvaluationDecision).order_by(col(EvaluationDecision.id)))).all():
+        decisions.setdefault(d.evaluation_id, []).append(d)
+    total: Tally = {}
+
+    def add(tally: Tally) -> None:
+        for key, sums in tally.items():
+            total.setdefault(key, Counter()).update(sums)
+
+    for invitation in invitations.values():
+        first = first_cases.get(invitation.id)  # type: ignore[arg-type]
+        add(contributions(invitation_facts(
+            invitation, item_code=first.item_code if first else "", staff_id=first.staff_id if first else None, tz=tz,
+        )))
+    for e in (await session.exec(select(Evaluation))).all():
+        case = cases.get(e.case_id) if e.case_id is not None else first_cases.get(e.invitation_id)  # type: ignore[arg-type]
+        add(contributions(evaluation_facts(
+            e, invitations[e.invitation_id], case.item_code if case else "", addenda.get(e.id, []),  # type: ignore[arg-type]
+            decisions.get(e.id, []), tz,  # type: ignore[arg-type]
+        )))
+    return total
+
+
+async def stored(session: AsyncSession) -> Tally:
+    """The roll-up tables as they are, without rows that add up to nothing."""
+    out: Tally = {}
+    for table in ROLLUPS:
+        for row in (await session.exec(select(table))).all():
+            sums = Counter({s: getattr(row, s) for s in _SUMS[table] if getattr(row, s)})
+            if sums:
+                out[(table, tuple(getattr(row, k) for k in _KEYS[table]))] = sums
+    return out
+
+
+async def rebuild(session: AsyncSession, tz: ZoneInfo) -> int:
+    """Replace the roll-ups by a recount (after migrating a store that already holds ratings)."""
+    for table in ROLLUPS:
+        await session.exec(delete(table))  # type: ignore[call-overload]
+    tally = await recount(session, tz)
+    await apply(session, tally)
+    return sum(1 for _ in tally)
+
+
+def merge_tallies(tallies: "Sequence[Tally]") -> Tally:
+    """The sum of several tallies."""
+    total: Tally = {}
+    for tally in tallies:
+        for key, sums in tally.items():
+            total.setdefault(key, Counter()).update(sums)
+    return total
+
+
+async def row_counts(session: AsyncSession) -> dict[str, int]:
+    return {
+        table.__tablename__: (await session.exec(select(func.count()).select_from(table))).one()  # type: ignore[attr-defined]
+        for table in ROLLUPS
+    }
+
+
+__all__ = ["Facts", "contributions", "invitation_created", "rebuild", "recount", "record_changed", "stored"]

@@ -1,0 +1,274 @@
+"""HTTP: the department statistics API, exports, and the public statistics page and JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gateway.stats import charts
+from gateway.stats.errors import InvalidStatsQuery
+from gateway.stats.exports import export
+from gateway.stats.periods import previous_month
+from gateway.stats.public import FiguresCache, LogHead, cached_figures, no_log_head, parse_month
+from gateway.stats.queries import Scope, check_range, compute, select_figures
+from gateway.stats.rankings import rankings, recent_alerts, top_items, top_reasons, weekly
+from gateway.stats.schemas import (
+    AnalysisAnswer,
+    AnalysisQuery,
+    ExportQuery,
+    Period,
+    RankingAnswer,
+    RankingQuery,
+    StatsAnswer,
+    StatsGroup,
+    StatsQuery,
+)
+from gateway.web.http import ApiError, require_caller, validation_error
+from gateway.web.keys import DEPS, REDIS, SETTINGS, STORE
+from gateway.web.openapi import Operation
+from gateway.web.templating import environment
+
+routes = web.RouteTableDef()
+M = TypeVar("M", bound=BaseModel)
+
+STATS_CACHE: web.AppKey[FiguresCache] = web.AppKey("stats_public_cache")
+# The evaluation-log head published with the public figures (gateway.stats.public.LogHead).
+LOG_HEAD: web.AppKey[LogHead] = web.AppKey("stats_log_head")
+STATS_PAGES: web.AppKey[dict[str, str]] = web.AppKey("stats_public_pages")  # figures' JSON text -> rendered page
+_CSS = Path(__file__).with_name("static") / "stats.css"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    """The query string as a model: an unknown or repeated parameter is a 422 naming it."""
+    data: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in data:
+            raise ApiError(422, "invalid", f"{name}: given more than once", field=name)
+        if "\x00" in value or "\x00" in name:
+            raise ApiError(422, "invalid", f"{name}: must not contain the NUL character", field=name)
+        data[name] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _today(request: web.Request) -> date:
+    deps = request.app[DEPS]
+    return deps.calendar.local_date(deps.clock.now())
+
+
+def _json(model: BaseModel) -> web.Response:
+    return web.json_response(text=model.model_dump_json(by_alias=True), headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/api/v1/stats")
+async def stats_view(request: web.Request) -> web.Response:
+    caller = await require_caller(request)
+    query = parse_query(request, StatsQuery)
+    deps = request.app[DEPS]
+    scope = Scope.of(caller)
+    async with request.app[STORE].transaction() as session:
+        selection = await select_figures(session, query, scope=scope, today=_today(request), catalogue=deps.catalogue)
+        figures = await compute(session, selection, scope=scope, calendar=deps.calendar, catalogue=deps.catalogue)
+    answer = StatsAnswer(
+        period=Period(start=selection.start, end=selection.end), scope=scope.label, group_by=list(selection.group_by),
+        total=figures.indicators(figures.total),
+        groups=[
+            StatsGroup(key=dict(k), label=figures.label(k), indicators=figures.indicators(t))
+            for k, t in sorted(figures.groups.items(), key=lambda kv: tuple(str(v) for _, v in kv[0]))
+        ],
+    )
+    return _json(answer)
+
+
+@routes.get("/api/v1/stats/rankings")
+async def rankings_view(request: web.Request) -> web.Response:
+    caller = await require_caller(request)
+    query = parse_query(request, RankingQuery)
+    today = _today(request)
+    month = parse_month(query.month, today) if query.month else previous_month(today.replace(day=1))
+    min_sample = query.min_sample or request.app[SETTINGS].ranking_min_sample
+    scope = Scope.of(caller)
+    async with request.app[STORE].transaction() as session:
+        entries = await rankings(session, month=month, kind=query.kind, min_sample=min_sample, scope=scope)
+    return _json(RankingAnswer(month=f"{month:%Y-%m}", kind=query.kind, min_sample=min_sample, scope=scope.label,
+                               entries=entries))
+
+
+@routes.get("/api/v1/stats/analysis")
+async def analysis_view(request: web.Request) -> web.Response:
+    caller = await require_caller(request)
+    query = parse_query(request, AnalysisQuery)
+    start, end = check_range(query.from_, query.to, today=_today(request), default_days=84)
+    scope = Scope.of(caller)
+    catalogue = request.app[DEPS].catalogue
+    async with request.app[STORE].transaction() as session:
+        answer = AnalysisAnswer(
+            period=Period(start=start, end=end), scope=scope.label,
+            top_reasons=await top_reasons(session, start=start, end=end, scope=scope, catalogue=catalogue,
+                                          limit=query.limit),
+            top_items=await top_items(session, start=start, end=end, scope=scope, limit=query.limit),
+            weekly=await weekly(session, start=start, end=end, scope=scope),
+            alerts=await recent_alerts(session, start=start, end=end, scope=scope),
+        )
+    return _json(answer)
+
+
+async def _export(request: web.Request, kind: str) -> web.StreamResponse:
+    caller = await require_caller(request)
+    query = parse_query(request, ExportQuery)
+    start, end = check_range(query.from_, query.to, today=_today(request), default_days=30)
+    deps = request.app[DEPS]
+    return await export(request, store=request.app[STORE], kind=kind, fmt=query.format, caller=caller, start=start,
+                        end=end, calendar=deps.calendar, now=deps.clock.now())
+
+
+@routes.get("/api/v1/exports/evaluations")
+async def export_evaluations(request: web.Request) -> web.StreamResponse:
+    return await _export(request, "evaluations")
+
+
+@routes.get("/api/v1/exports/tickets")
+async def export_tickets(request: web.Request) -> web.StreamResponse:
+    return await _export(request, "tickets")
+
+
+# --- the public page ----------------------------------------------------------------------------------
+
+
+async def _public_text(request: web.Request) -> str:
+    unknown = [name for name in request.query if name != "month"]
+    if unknown:
+        raise InvalidStatsQuery(f"unknown parameter {unknown[0]!r}; the page takes month=YYYY-MM", field=unknown[0])
+    month = parse_month(request.query.get("month"), _today(request))
+    app = request.app
+    text = await cached_figures(
+        app[STORE], app[STATS_CACHE], deps=app[DEPS], month=month, min_sample=app[SETTINGS].ranking_min_sample,
+        log_head=app.get(LOG_HEAD, no_log_head),
+    )
+    return text
+
+
+@routes.get("/public/stats.json")
+async def public_json(request: web.Request) -> web.Response:
+    text = await _public_text(request)
+    response = web.json_response(text=text)
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = f"public, max-age={int(request.app[SETTINGS].public_stats_ttl_seconds)}"
+    response.headers["Access-Control-Allow-Origin"] = "*"  # open data: anyone may read it
+    return response
+
+
+@routes.get("/public/stats")
+async def public_page(request: web.Request) -> web.Response:
+    try:
+        text = await _public_text(request)
+    except InvalidStatsQuery as exc:
+        return _html(environment().get_template("stats_error.html").render(message=exc.message), status=422,
+                     ttl=0)
+    pages = request.app[STATS_PAGES]
+    html = pages.get(text)
+    if html is None:  # rendered once per computed figures, then served as is
+        data = json.loads(text)
+        html = environment().get_template("stats.html").render(data=data, charts=page_charts(data))
+        if len(pages) >= 16:
+            pages.clear()
+        pages[text] = html
+    return _html(html, status=200, ttl=int(request.app[SETTINGS].public_stats_ttl_seconds))
+
+
+def _html(html: str, *, status: int, ttl: int) -> web.Response:
+    response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = f"public, max-age={ttl}" if ttl else "no-store"
+    return response
+
+
+@routes.get("/public/stats.css")
+async def public_css(request: web.Request) -> web.Response:
+    response = web.Response(body=_CSS.read_bytes(), content_type="text/css", charset="utf-8")
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def page_charts(data: dict[str, Any]) -> dict[str, Any]:
+    """The page's SVG charts, from the same figures as its tables."""
+    labels = [row["month"][2:] for row in data["trend"]]
+    return {
+        "good_rate": charts.line_chart(
+            labels, [row["good_rate"] for row in data["trend"]], title="每月好评率",
+            description="近12个月的好评率；具体数字见下表。", chart_id="trend-good",
+        ),
+        "counts": charts.bar_chart(
+            labels, [row["valid"] for row in data["trend"]], title="每月有效评价数与差评数",
+            description="浅色柱为有效评价数，深色柱为差评数；具体数字见下表。", chart_id="trend-counts",
+            highlight=[row["counts"]["1"] + row["counts"]["2"] for row in data["trend"]],
+        ),
+    }
+
+
+def stats_ctx(run: bool, start_task: Any) -> Any:
+    """Cleanup context: the public figures' cache (shared through Redis when configured) and the alert pass."""
+    from gateway.stats.alerts import alerts_ctx
+
+    alerts = alerts_ctx(run, start_task)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[STATS_CACHE] = FiguresCache(app[SETTINGS].public_stats_ttl_seconds, redis=app.get(REDIS))
+        app[STATS_PAGES] = {}
+        async for _ in alerts(app):  # type: ignore[attr-defined]
+            yield
+
+    return ctx
+
+
+_CSV_XLSX = {"text/csv": "CSV (UTF-8 with BOM)",
+             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "XLSX"}
+
+OPERATIONS = [
+    Operation(
+        "GET", "/api/v1/stats", "Indicators in your jurisdiction, filtered and grouped", tag="statistics",
+        operation_id="getStats", query=StatsQuery, response=StatsAnswer, errors=(401, 422),
+        description=(
+            "Valid evaluations only (rulings counted apart, under not_counted). Period: `period` + `date`, or "
+            "`from` + `to` (at most 3 years). Group by any of region, approval, unit, item, staff, channel, "
+            "reason, reason_kind and one period. Formulas: docs/statistics.md."
+        ),
+    ),
+    Operation(
+        "GET", "/api/v1/stats/rankings", "Monthly ranking of units or window staff (Art. 22)", tag="statistics",
+        operation_id="getRankings", query=RankingQuery, response=RankingAnswer, errors=(401, 422),
+        description="Ordered by the Wilson lower bound of 好评率; below the minimum sample: 样本不足.",
+    ),
+    Operation(
+        "GET", "/api/v1/stats/analysis", "Reasons and items behind bad reviews, weekly trend, alerts (Art. 23)",
+        tag="statistics", operation_id="getAnalysis", query=AnalysisQuery, response=AnalysisAnswer, errors=(401, 422),
+    ),
+    Operation(
+        "GET", "/api/v1/exports/evaluations", "Export evaluations in your jurisdiction (CSV or XLSX)", tag="statistics",
+        operation_id="exportEvaluations", query=ExportQuery, errors=(401, 422), media_types=_CSV_XLSX,
+        description="Streamed; phone numbers masked; cells that could be read as formulas start with '.",
+    ),
+    Operation(
+        "GET", "/api/v1/exports/tickets", "Export work orders in your jurisdiction (CSV or XLSX)", tag="statistics",
+        operation_id="exportTickets", query=ExportQuery, errors=(401, 422), media_types=_CSV_XLSX,
+        description="Streamed; phone numbers masked; cells that could be read as formulas start with '.",
+    ),
+]

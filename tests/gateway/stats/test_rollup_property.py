@@ -1,0 +1,114 @@
+"""The roll-ups equal a recount from the raw rows after any sequence of ratings, addenda and rulings."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+
+from gateway.clock import FrozenClock
+from gateway.deps import Deps
+from gateway.evaluations.records import record_written
+from gateway.evaluations.schemas import CaseIn
+from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating, report_case
+from gateway.orgs import Caller, org_by_code
+from gateway.settings import Settings
+from gateway.stats.rollup import rebuild, recount, stored
+from gateway.store.db import Store
+from gateway.store.models import Evaluation, EvaluationDecision
+from tests.conftest import START, register_world
+
+_numbers = itertools.count(1)
+
+UNITS = [("hanbin-market", "610902"), ("hanbin-tax", "610902"), ("hanyin-market", "610921")]
+rate_op = st.tuples(
+    st.just("rate"), st.sampled_from(range(len(UNITS))), st.integers(1, 5), st.booleans(), st.sampled_from(["a", "b"]),
+    st.integers(1, 3), st.sampled_from(["web", "sms", "bot"]),
+)
+later_op = st.tuples(
+    st.sampled_from(["reasons", "staff", "rule"]), st.integers(0, 50), st.integers(1, 5),
+    st.sampled_from(["invalid", "malicious", "fraud"]),
+)
+clock_op = st.tuples(st.just("advance"), st.integers(1, 30))
+operations = st.lists(st.one_of(rate_op, later_op, clock_op), min_size=1, max_size=12)
+
+
+async def _run(store: Store, deps: Deps, clock: FrozenClock, ops: list[tuple[Any, ...]]) -> None:
+    catalogue = deps.catalogue
+    for op in ops:
+        async with store.transaction() as session:
+            if op[0] == "advance":
+                clock.advance(hours=op[1])
+            elif op[0] == "rate":
+                _, unit_index, level, with_reasons, item, cases, channel = op
+                code, region = UNITS[unit_index]
+                unit = await org_by_code(session, code)
+                assert unit is not None
+                caller = Caller.of(unit)
+                batch = f"B{next(_numbers)}" if cases > 1 else None
+                invitation = None
+                for _ in range(cases):  # a batch: several cases, one rating
+                    data = CaseIn(
+                        case_no=f"P{next(_numbers)}", item_code=f"ITEM-{item}", item_name=f"事项{item}", org_code=code,
+                        region_code=region, service_channel="window", staff_id=f"S-{unit_index}",
+                        completed_at=clock.now() - timedelta(minutes=5), batch_no=batch,
+                    )
+                    invitation = (await report_case(session, caller=caller, data=data, deps=deps)).invitation
+                assert invitation is not None
+                reasons = [r.code for r in catalogue.for_level(level)][:2] if with_reasons else []
+                await record_rating(session, invitation=invitation, level=level, channel=channel, deps=deps,
+                                    reasons=reasons, require_content=False)
+            else:
+                evaluations = (await session.exec(Evaluation.__table__.select())).all()  # type: ignore[call-overload]
+                if not evaluations:
+                    continue
+                row = evaluations[op[1] % len(evaluations)]
+                evaluation = await session.get(Evaluation, row.id)
+                assert evaluation is not None
+                if op[0] == "reasons":
+                    codes = [r.code for r in catalogue.for_level(evaluation.level)][-2:]
+                    await add_reasons(session, evaluation=evaluation, codes=codes, text="", channel="sms", deps=deps)
+                elif op[0] == "staff":
+                    await add_staff_rating(session, evaluation=evaluation, staff_level=op[2], channel="sms", deps=deps)
+                else:
+                    decision = EvaluationDecision(evaluation_id=evaluation.id, decision=op[3], org_id=2,  # type: ignore[arg-type]
+                                                  created_at=clock.now())
+                    session.add(decision)
+                    await session.flush()
+                    await record_written(session, kind="decision", record=decision, deps=deps, at=clock.now())
+
+
+def test_rollups_equal_a_recount(settings: Settings) -> None:
+    clock = FrozenClock(START)
+    deps = Deps.build(settings, clock)
+    loop = asyncio.new_event_loop()
+    store = Store.connect(settings.database_url)
+    try:
+        loop.run_until_complete(register_world(store, clock))
+
+        @given(ops=operations)
+        @hypothesis_settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def check(ops: list[tuple[Any, ...]]) -> None:
+            loop.run_until_complete(_run(store, deps, clock, ops))
+
+            async def compare() -> None:
+                async with store.transaction() as session:
+                    assert await stored(session) == await recount(session, deps.calendar.tz)
+
+            loop.run_until_complete(compare())
+
+        check()
+
+        async def rebuilt_equal() -> None:
+            async with store.transaction() as session:
+                before = await stored(session)
+                await rebuild(session, deps.calendar.tz)
+                assert await stored(session) == before
+
+        loop.run_until_complete(rebuilt_equal())
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
