@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from types import ModuleType
 from typing import Any
 
 from aiohttp import web
@@ -18,8 +20,9 @@ from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.store.migrate import upgrade
 from gateway.web.http import error_middleware
+from gateway.web.operations import Operation
 from gateway.web.keys import (
-    BOT, DEPS, DISPATCHER, INBOX, INBOX_WRITER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS,
+    API_OPERATIONS, BOT, DEPS, DISPATCHER, INBOX, INBOX_WRITER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS,
 )
 
 log = logging.getLogger(__name__)
@@ -51,12 +54,10 @@ def create_app(
 
     app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
-    from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes
 
     app.add_routes(health_routes)
-    app.add_routes(evaluation_routes)
     app.add_routes(rating_routes)
     from gateway.sms.webhooks import routes as sms_routes
 
@@ -66,14 +67,32 @@ def create_app(
 
         mount_bot(app)
 
-    from gateway.callbacks.views import routes as campaign_routes
-    from gateway.tickets.views import routes as ticket_routes
-    from gateway.web.openapi import routes as openapi_routes
-
-    app.add_routes(ticket_routes)
-    app.add_routes(campaign_routes)
-    app.add_routes(openapi_routes)
+    operations: list[Operation] = []
+    for module in api_views():
+        app.add_routes(module.routes)
+        operations.extend(module.OPERATIONS)
+    app[API_OPERATIONS] = tuple(operations)
     return app
+
+
+# The department API's views modules. Each exports `routes` (an aiohttp RouteTableDef) and `OPERATIONS`
+# (a list of `gateway.web.operations.Operation`): the app registers the first and documents the second.
+API_VIEWS = (
+    "gateway.evaluations.views",
+    "gateway.tickets.views",
+    "gateway.callbacks.views",
+    "gateway.web.openapi",
+)
+
+
+def api_views() -> list[ModuleType]:
+    """The modules named in `API_VIEWS`, imported."""
+    return [importlib.import_module(name) for name in API_VIEWS]
+
+
+def api_operations() -> list[Operation]:
+    """Every documented operation of the department API."""
+    return [operation for module in api_views() for operation in module.OPERATIONS]
 
 
 def _store_ctx(migrate: bool):  # type: ignore[no-untyped-def]

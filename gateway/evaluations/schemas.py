@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
@@ -108,3 +108,13 @@ class EvaluationOut(BaseModel):
     ticket_id: int | None
     applies_to: list[str] = Field(default_factory=list, description="case numbers the rating applies to (batch, theme)")
     counts: bool = Field(default=True, description="false once an appeal ruled it invalid or malicious")
+
+
+class EvaluationQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=500)
+    before_id: int | None = Field(default=None, ge=1, le=2**31 - 1, description="id of the last item of the previous page")
+
+
+class EvaluationPage(BaseModel):
+    items: list[Any] = Field(description="EvaluationOut items, newest first")
+    next_before_id: int | None

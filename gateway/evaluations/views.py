@@ -8,7 +8,9 @@ from aiohttp import web
 from sqlmodel import col, select
 
 from gateway.evaluations.errors import Forbidden
-from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut, InvitationOut
+from gateway.evaluations.schemas import (
+    CaseIn, CaseOut, EvaluationIn, EvaluationOut, EvaluationPage, EvaluationQuery, InvitationOut,
+)
 from gateway.evaluations.service import Intake, invitation_by_token, record_rating, report_case
 from gateway.orgs import Caller, is_above
 from gateway.privacy import redact
@@ -25,6 +27,7 @@ from gateway.store.models import (
 from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.web.http import ApiError, read_json, require_caller
 from gateway.web.keys import DEPS, DISPATCHER, STORE
+from gateway.web.operations import Operation
 
 routes = web.RouteTableDef()
 
@@ -163,3 +166,21 @@ async def list_evaluations(request: web.Request) -> web.Response:
     ]
     return web.json_response({"items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None})
 
+
+OPERATIONS = [
+    Operation(
+        "POST", "/api/v1/cases", "Report a finished service case (办件)", tag="cases", operation_id="reportCase",
+        body=CaseIn, response=CaseOut, status=201, errors=(400, 401, 403, 409, 415, 422),
+        description="Idempotent on (org, case_no): the same report again answers 200 with the same invitation.",
+        extra_responses={200: "Already reported with the same content"},
+    ),
+    Operation(
+        "POST", "/api/v1/evaluations", "Record a rating on the citizen's behalf (evaluator device, phone staff)",
+        tag="evaluations", operation_id="submitEvaluation", body=EvaluationIn, response=EvaluationOut, status=201,
+        errors=(400, 401, 403, 404, 409, 410, 415, 422),
+    ),
+    Operation(
+        "GET", "/api/v1/evaluations", "List evaluations in your jurisdiction", tag="evaluations",
+        operation_id="listEvaluations", query=EvaluationQuery, response=EvaluationPage, errors=(401, 422),
+    ),
+]

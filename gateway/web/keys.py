@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from gateway.messaging.dispatcher import Dispatcher
     from gateway.settings import Settings
     from gateway.store.db import Store
+    from gateway.web.operations import Operation
 
 SETTINGS: web.AppKey["Settings"] = web.AppKey("settings")
 STORE: web.AppKey["Store"] = web.AppKey("store")
@@ -27,3 +28,5 @@ INBOX: web.AppKey[Any] = web.AppKey("sms_inbox")  # gateway.sms.inbox.InboxDrain
 # webhook handlers (answerCallbackQuery), and the aiogram Dispatcher holding the bot's routers.
 BOT: web.AppKey[Any] = web.AppKey("telegram_bot")  # aiogram.Bot
 BOT_DISPATCHER: web.AppKey[Any] = web.AppKey("telegram_dispatcher")  # aiogram.Dispatcher
+# The department API's documented operations, collected from the views modules of `gateway.app.API_VIEWS`.
+API_OPERATIONS: web.AppKey[tuple["Operation", ...]] = web.AppKey("api_operations")
