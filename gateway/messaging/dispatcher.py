@@ -23,7 +23,7 @@ from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
 from gateway.passes import run_passes
 from gateway.privacy import PhoneVault
-from gateway.sms.segments import fit
+from gateway.messaging.segments import fit
 from gateway.store.db import Store
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 
