@@ -46,7 +46,7 @@ def create_app(
     app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
     app.cleanup_ctx.append(_inbox_ctx(settings.run_dispatcher if run_background is None else run_background))
 
-    from gateway.tickets.reminders import overdue_ctx
+    from gateway.wiring.reminders import overdue_ctx
 
     app.cleanup_ctx.append(overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
