@@ -50,7 +50,7 @@ def create_app(
 
     app.cleanup_ctx.append(overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
-    from gateway.callbacks.wiring import campaigns_ctx
+    from gateway.wiring.campaigns import campaigns_ctx
 
     app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 

@@ -74,7 +74,7 @@ async def _tools(settings: Settings, *, dispatch: bool) -> AsyncIterator[Tools]:
     from aiohttp import web
 
     from gateway.app import create_app, start_task
-    from gateway.callbacks.wiring import CAMPAIGN_FEEDER
+    from gateway.wiring.campaigns import CAMPAIGN_FEEDER
     from gateway.web.keys import DEPS, DISPATCHER, STORE
 
     app = create_app(settings, migrate=settings.is_sqlite, run_background=False)
