@@ -13,17 +13,29 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.deps import Deps
-from gateway.messaging.dispatcher import DispatchPolicy, Dispatcher
+from gateway.messaging.dispatcher import Dispatcher, DispatchPolicy
 from gateway.messaging.providers import ConsoleProvider, Provider
 from gateway.messaging.ratelimit import LocalRateLimiter, RedisRateLimiter
 from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.store.migrate import upgrade
 from gateway.web.http import error_middleware
-from gateway.web.operations import Operation
 from gateway.web.keys import (
-    API_OPERATIONS, BOT, DEPS, DISPATCHER, INBOX, INBOX_WRITER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS,
+    API_OPERATIONS,
+    BOT,
+    DEPS,
+    DISPATCHER,
+    INBOX,
+    INBOX_WRITER,
+    PROVIDERS,
+    REDIS,
+    RUNNER,
+    SETTINGS,
+    STATE_STORE,
+    STORE,
+    TASKS,
 )
+from gateway.web.operations import Operation
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +174,13 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings, deps = app[SETTINGS], app[DEPS]
         redis = app.get(REDIS)
+        providers: dict[str, Provider] = app[PROVIDERS]
         limiter = (
             RedisRateLimiter(redis, settings.sms_rate_per_second) if redis is not None
             else LocalRateLimiter(settings.sms_rate_per_second)
         )
         dispatcher = Dispatcher(
-            store=app[STORE], providers=app[PROVIDERS], vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
+            store=app[STORE], providers=providers, vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
             limiter=limiter,
             policy=DispatchPolicy(
                 batch_size=settings.dispatch_batch_size, max_attempts=settings.dispatch_max_attempts,
@@ -225,7 +238,8 @@ def start_task(app: web.Application, coro: Coroutine[Any, Any, Any], *, name: st
 
 
 async def stop_tasks(app: web.Application) -> None:
-    tasks = list(app[TASKS])
+    owned: set[asyncio.Task[Any]] = app[TASKS]
+    tasks = list(owned)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

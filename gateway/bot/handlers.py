@@ -35,6 +35,8 @@ from gateway.bot.chats import (
 from gateway.bot.mine import my_evaluations
 from gateway.deps import Deps
 from gateway.dialogue import Runner, converse
+from gateway.errors import BrokenInvariant
+from gateway.messaging.outbox import record_opt_in, record_opt_out
 from gateway.store.models import Citizen
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,8 @@ async def on_my(message: Message, runner: Runner, event_update: Update) -> None:
     """/my: recent evaluations, their work orders and the departments' replies."""
 
     async def answer(session, citizen: Citizen) -> Reply:  # type: ignore[no-untyped-def]
-        assert citizen.id is not None
+        if citizen.id is None:
+            raise BrokenInvariant("citizen.id is missing")
         text = await my_evaluations(session, citizen_id=citizen.id, deps=runner.deps)
         if text == texts.MY_EMPTY and await is_blank(session, citizen):
             text += "\n" + texts.HOW_TO_LINK
@@ -256,9 +259,9 @@ async def on_member_status(event: ChatMemberUpdated, runner: Runner, event_updat
         if citizen is None or not await first_delivery(session, event_update.update_id, citizen.id, now):
             return
         if status == ChatMemberStatus.KICKED:
-            citizen.bot_blocked_at = citizen.bot_blocked_at or now
+            record_opt_out(citizen, channel="telegram", at=now)
         else:
-            citizen.bot_blocked_at = None
+            record_opt_in(citizen, channel="telegram")
         log.info("bot membership changed", extra={"citizen_id": citizen.id, "status": str(status)})
 
 

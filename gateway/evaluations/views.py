@@ -5,16 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import Forbidden
 from gateway.evaluations.schemas import (
-    CaseIn, CaseOut, EvaluationIn, EvaluationOut, EvaluationPage, EvaluationQuery, InvitationOut,
+    CaseIn,
+    CaseOut,
+    EvaluationIn,
+    EvaluationOut,
+    EvaluationPage,
+    EvaluationQuery,
+    InvitationOut,
 )
 from gateway.evaluations.service import Intake, invitation_by_token, record_rating, report_case
 from gateway.orgs import Caller, is_above
 from gateway.privacy import redact
-from sqlalchemy.exc import IntegrityError
 from gateway.store.models import (
     Evaluation,
     EvaluationDecision,
@@ -24,7 +32,6 @@ from gateway.store.models import (
     ServiceCase,
     Ticket,
 )
-from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.web.http import ApiError, read_json, require_caller
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 from gateway.web.operations import Operation
@@ -55,7 +62,7 @@ async def report_case_view(request: web.Request) -> web.Response:
     if intake.created:
         request.app[DISPATCHER].wake()
     answer = CaseOut(
-        case_id=intake.case.id,  # type: ignore[arg-type]
+        case_id=intake.case.id,
         created=intake.created,
         invitation=_invitation_out(request, intake.invitation),
         messages_queued=[_message_out(m) for m in intake.messages],
@@ -85,7 +92,8 @@ async def submit_evaluation(request: web.Request) -> web.Response:
     async with request.app[STORE].transaction() as session:
         invitation = await invitation_by_token(session, data.token)
         unit = await session.get(Organisation, invitation.org_id)
-        assert unit is not None
+        if unit is None:
+            raise BrokenInvariant("unit is missing")
         if not await is_above(session, caller, unit):
             raise Forbidden("this API key may not rate services of that organisation")
         rated = await record_rating(
@@ -107,7 +115,7 @@ def _evaluation_out(
 ) -> EvaluationOut:
     return EvaluationOut(
         applies_to=applies_to,
-        id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,  # type: ignore[arg-type]
+        id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,
         reasons=evaluation.reason_codes, text=redact(evaluation.content), staff_level=evaluation.staff_level,
         channel=evaluation.channel, created_at=evaluation.created_at, ticket_id=ticket_id, counts=counts,
     )
@@ -140,8 +148,8 @@ async def list_evaluations(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid", "limit and before_id must be whole numbers", field="limit") from None
     query = (
         select(Evaluation, Invitation, Ticket.id)
-        .join(Invitation, Invitation.id == Evaluation.invitation_id)
-        .outerjoin(Ticket, Ticket.evaluation_id == Evaluation.id)
+        .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
+        .outerjoin(Ticket, col(Ticket.evaluation_id) == Evaluation.id)
         .order_by(col(Evaluation.id).desc())
         .limit(limit)
     )

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.errors import BrokenInvariant
 from gateway.messaging.quiet import QuietHours
 from gateway.store.models import Citizen, OutboundMessage
 
@@ -30,6 +31,33 @@ def later_status(current: str, reported: str) -> str:
 
 
 _PRIORITY = {"reply": PRIORITY_ANSWER, "notice": PRIORITY_NOTICE, "prompt": PRIORITY_BULK, "survey": PRIORITY_BULK}
+
+
+def record_opt_out(citizen: Citizen, *, channel: str, at: datetime) -> bool:
+    """Nothing more goes to the citizen on this channel: an SMS opt-out (STOP, 退订, a carrier's opt-out
+    code) or a bot the citizen blocked or left with 退订. At once and for good; the first time is kept.
+    True when it is new."""
+    if channel == "sms":
+        if citizen.sms_opted_out_at is not None:
+            return False
+        citizen.sms_opted_out_at = at
+        return True
+    if channel == "telegram":
+        if citizen.bot_blocked_at is not None:
+            return False
+        citizen.bot_blocked_at = at
+        return True
+    raise ValueError(f"no opt-out on channel {channel!r}")
+
+
+def record_opt_in(citizen: Citizen, *, channel: str) -> None:
+    """The citizen takes the channel back (START, 开通, /start, unblocking the bot)."""
+    if channel == "sms":
+        citizen.sms_opted_out_at = None
+    elif channel == "telegram":
+        citizen.bot_blocked_at = None
+    else:
+        raise ValueError(f"no opt-in on channel {channel!r}")
 
 
 def reachable_channel(citizen: Citizen, *, bot_enabled: bool) -> str | None:
@@ -58,7 +86,8 @@ async def enqueue(
     edit_message_id: int | None = None,
 ) -> OutboundMessage | None:
     """Queue one message; returns None when a message with the same dedupe key exists already."""
-    assert citizen.id is not None
+    if citizen.id is None:
+        raise BrokenInvariant("citizen.id is missing")
     if dedupe_key is not None:
         existing = await session.exec(select(OutboundMessage.id).where(OutboundMessage.dedupe_key == dedupe_key))
         if existing.first() is not None:

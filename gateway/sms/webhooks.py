@@ -5,16 +5,17 @@ the outbox, never in the webhook's answer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import cast
 
 from aiohttp import web
 from multidict import MultiDictProxy
-from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from conversations.parsing import keyword
-from gateway.messaging.outbox import STATUS_RANK, later_status
+from gateway.messaging.outbox import STATUS_RANK, later_status, record_opt_out
 from gateway.privacy import InvalidPhone, normalise_phone
 from gateway.sms.inbox import Arrival, InboxUnavailable, storable_text
 from gateway.sms.signature import verify_twilio_signature
@@ -34,9 +35,10 @@ async def signed_form(request: web.Request) -> MultiDictProxy[str]:
     settings = request.app[SETTINGS]
     url = settings.public_url + request.path_qs
     form = await request.post()
-    params = MultiDictProxy(form)  # type: ignore[arg-type]
+    params = MultiDictProxy(form)
     ok = verify_twilio_signature(
-        settings.twilio_auth_token.get_secret_value(), url, params, request.headers.get("X-Twilio-Signature")
+        settings.twilio_auth_token.get_secret_value(), url, cast(Mapping[str, str], params),
+        request.headers.get("X-Twilio-Signature"),
     )
     if not ok:
         log.warning("twilio webhook with a missing or wrong signature refused", extra={"path": request.path})
@@ -73,8 +75,8 @@ async def delivery_status(request: web.Request) -> web.Response:
             message.error_code, message.last_error = code, kind.reason
             if kind.opt_out:
                 citizen = await session.get(Citizen, message.citizen_id)
-                if citizen is not None and citizen.sms_opted_out_at is None:
-                    citizen.sms_opted_out_at = now
+                if citizen is not None:
+                    record_opt_out(citizen, channel="sms", at=now)
         session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=status, error_code=code,  # type: ignore[arg-type]
                                     detail="delivery status callback"))
     return web.Response(status=204)
@@ -135,10 +137,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
 async def opt_out_now(store: Store, sender_hash: str, at: datetime) -> None:
     try:
         async with store.transaction() as session:
-            await session.exec(
-                update(Citizen)  # type: ignore[call-overload]
-                .where(col(Citizen.phone_hash) == sender_hash, col(Citizen.sms_opted_out_at).is_(None))
-                .values(sms_opted_out_at=at)
-            )
+            citizen = (await session.exec(select(Citizen).where(col(Citizen.phone_hash) == sender_hash))).first()
+            if citizen is not None:
+                record_opt_out(citizen, channel="sms", at=at)
     except Exception:
         log.exception("opt-out could not be recorded at once; the inbox will record it")

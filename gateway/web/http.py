@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.orgs import Caller, authenticate
 from gateway.errors import DomainError
+from gateway.orgs import Caller, authenticate
 from gateway.web.keys import STORE
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _nul_at(value: Any, path: str = "") -> str | None:
 
 
 def validation_error(exc: ValidationError) -> ApiError:
-    details = [
+    details: list[dict[str, Any]] = [
         {"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]

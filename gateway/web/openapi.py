@@ -197,7 +197,8 @@ routes = web.RouteTableDef()
 @routes.get("/api/v1/openapi.json")
 async def openapi_view(request: web.Request) -> web.Response:
     """The document is public: it describes the API and holds no data."""
-    return web.json_response(cached_document(request.app[API_OPERATIONS]))
+    operations: tuple[Operation, ...] = request.app[API_OPERATIONS]
+    return web.json_response(cached_document(operations))
 
 
 OPERATIONS = [OPENAPI_OPERATION]
