@@ -19,6 +19,7 @@ from aiogram.types import CallbackQuery, ChatMemberUpdated, InlineKeyboardMarkup
 
 from conversations import Inbound, Reply, Transition, rating_prompt
 from conversations import texts as dialogue_texts
+from conversations.buttons import ReasonSubmit, parse_button
 from gateway.bot import texts
 from gateway.bot.chats import (
     Link,
@@ -240,7 +241,7 @@ async def _close_keyboard(runner: Runner, citizen_id: int, message: Message, dat
 def chosen_labels(markup: InlineKeyboardMarkup | None, data: str) -> list[str]:
     """The captions of what was chosen: the tapped button, or the ticked ones when 提交 was tapped."""
     buttons = [button for row in (markup.inline_keyboard if markup else []) for button in row]
-    if data.endswith(":ok"):
+    if isinstance(parse_button(data), ReasonSubmit):  # 提交: what was ticked
         return [b.text.removeprefix(TICK).strip() for b in buttons if b.text.startswith(TICK)]
     return [b.text for b in buttons if b.callback_data == data][:1]
 

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.errors import BrokenInvariant
 from gateway.messaging.quiet import QuietHours
-from gateway.store.models import Citizen, OutboundMessage
+from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 
 PRIORITY_ANSWER = 0  # a reply to a citizen who just wrote
 PRIORITY_NOTICE = 5  # a department's reply to an evaluator
@@ -28,6 +28,39 @@ def later_status(current: str, reported: str) -> str:
     if current in FINAL_STATUSES:
         return current
     return reported if STATUS_RANK.get(reported, 0) > STATUS_RANK.get(current, 0) else current
+
+
+async def record_delivery_report(
+    session: AsyncSession,
+    message: OutboundMessage,
+    *,
+    reported: str,
+    outcome: str,
+    provider_id: str,
+    error_code: str | None,
+    error_reason: str | None,
+    opt_out: bool,
+    detail: str,
+    at: datetime,
+) -> bool:
+    """A provider's report on a message it took: the status only moves forward (reports come out of order),
+    an opt-out error (a carrier's opt-out code) opts the citizen out of that channel for good, and the
+    report is kept as a delivery attempt. False, and nothing written, when it moves nothing."""
+    moved = later_status(message.status, reported)
+    if moved == message.status:
+        return False
+    message.status, message.updated_at = moved, at
+    message.provider_message_id = message.provider_message_id or provider_id
+    if error_code:
+        message.error_code, message.last_error = error_code, error_reason
+        if opt_out:
+            citizen = await session.get(Citizen, message.citizen_id)
+            if citizen is not None:
+                record_opt_out(citizen, channel=message.channel, at=at)
+    if message.id is None:
+        raise BrokenInvariant("message.id is missing")
+    session.add(DeliveryAttempt(message_id=message.id, at=at, outcome=outcome, error_code=error_code, detail=detail))
+    return True
 
 
 _PRIORITY = {"reply": PRIORITY_ANSWER, "notice": PRIORITY_NOTICE, "prompt": PRIORITY_BULK, "survey": PRIORITY_BULK}
