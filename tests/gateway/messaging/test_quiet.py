@@ -52,3 +52,22 @@ def test_answers_are_never_held() -> None:
 def test_no_window_is_never_quiet() -> None:
     always = QuietHours(None)
     assert not always.is_quiet(utc(4, 23, 0)) and always.next_open(utc(4, 23, 0)) is None
+
+
+def test_a_window_ending_on_the_half_hour_opens_on_the_half_hour() -> None:
+    late = QuietHours((time(22, 0), time(7, 30)))
+    assert late.is_quiet(utc(5, 7, 29)) and not late.is_quiet(utc(5, 7, 30))
+    assert late.next_open(utc(4, 23, 0)) == utc(5, 7, 30)
+
+
+def test_next_open_is_on_the_minute_whatever_the_seconds() -> None:
+    from datetime import timedelta
+
+    at = utc(4, 23, 0) + timedelta(seconds=31, microseconds=7)
+    assert NIGHT.next_open(at) == utc(5, 8, 0)
+    assert NIGHT.next_open(utc(5, 1, 0) + timedelta(seconds=31, microseconds=7)) == utc(5, 8, 0)
+
+
+def test_a_window_that_starts_where_it_ends_is_empty() -> None:
+    same = QuietHours((time(8, 0), time(8, 0)))
+    assert not same.is_quiet(utc(4, 8, 0)) and not same.is_quiet(utc(4, 23, 0))
