@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_inbox_parser(sub, cmd_inbox)
 
-    from gateway.callbacks.cli import add_parser as add_campaign_parser
+    from gateway.wiring.campaign_cli import add_parser as add_campaign_parser
 
     add_campaign_parser(sub, cmd_campaign)
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from types import ModuleType
 from typing import Any
 
 from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.deps import Deps
-from gateway.messaging.dispatcher import DispatchPolicy, Dispatcher
+from gateway.messaging.dispatcher import Dispatcher, DispatchPolicy
 from gateway.messaging.providers import ConsoleProvider, Provider
 from gateway.messaging.ratelimit import LocalRateLimiter, RedisRateLimiter
 from gateway.settings import Settings
@@ -19,8 +21,21 @@ from gateway.store.db import Store
 from gateway.store.migrate import upgrade
 from gateway.web.http import error_middleware
 from gateway.web.keys import (
-    BOT, DEPS, DISPATCHER, INBOX, INBOX_WRITER, PROVIDERS, REDIS, RUNNER, SETTINGS, STATE_STORE, STORE, TASKS,
+    API_OPERATIONS,
+    BOT,
+    DEPS,
+    DISPATCHER,
+    INBOX,
+    INBOX_WRITER,
+    PROVIDERS,
+    REDIS,
+    RUNNER,
+    SETTINGS,
+    STATE_STORE,
+    STORE,
+    TASKS,
 )
+from gateway.web.operations import Operation
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +58,11 @@ def create_app(
     app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
     app.cleanup_ctx.append(_inbox_ctx(settings.run_dispatcher if run_background is None else run_background))
 
-    from gateway.tickets.reminders import overdue_ctx
+    from gateway.wiring.reminders import overdue_ctx
 
     app.cleanup_ctx.append(overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
-    from gateway.callbacks.wiring import campaigns_ctx
+    from gateway.wiring.campaigns import campaigns_ctx
 
     app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
@@ -59,16 +74,15 @@ def create_app(
     from gateway.fraud.wiring import fraud_ctx
 
     app.cleanup_ctx.append(fraud_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+
     from gateway.stats.views import stats_ctx
 
     app.cleanup_ctx.append(stats_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
-    from gateway.evaluations.views import routes as evaluation_routes
     from gateway.web.health import routes as health_routes
     from gateway.web.rating import routes as rating_routes
 
     app.add_routes(health_routes)
-    app.add_routes(evaluation_routes)
     app.add_routes(rating_routes)
     from gateway.sms.webhooks import routes as sms_routes
 
@@ -78,25 +92,39 @@ def create_app(
 
         mount_bot(app)
 
-    from gateway.callbacks.views import routes as campaign_routes
-    from gateway.tickets.views import routes as ticket_routes
-    from gateway.web.openapi import routes as openapi_routes
-
-    app.add_routes(ticket_routes)
-    app.add_routes(campaign_routes)
-    from gateway.fraud.views import routes as fraud_routes
-
-    app.add_routes(fraud_routes)
-    app.add_routes(openapi_routes)
+    operations: list[Operation] = []
+    for module in api_views():
+        app.add_routes(module.routes)
+        operations.extend(module.OPERATIONS)
+    app[API_OPERATIONS] = tuple(operations)
 
     from gateway.console.web import build_console, console_ctx
 
     app.cleanup_ctx.append(console_ctx)
     app.add_subapp("/console", build_console())
-    from gateway.stats.views import routes as stats_routes
-
-    app.add_routes(stats_routes)
     return app
+
+
+# The department API's views modules. Each exports `routes` (an aiohttp RouteTableDef) and `OPERATIONS`
+# (a list of `gateway.web.operations.Operation`): the app registers the first and documents the second.
+API_VIEWS = (
+    "gateway.evaluations.views",
+    "gateway.tickets.views",
+    "gateway.callbacks.views",
+    "gateway.fraud.views",
+    "gateway.stats.views",
+    "gateway.web.openapi",
+)
+
+
+def api_views() -> list[ModuleType]:
+    """The modules named in `API_VIEWS`, imported."""
+    return [importlib.import_module(name) for name in API_VIEWS]
+
+
+def api_operations() -> list[Operation]:
+    """Every documented operation of the department API."""
+    return [operation for module in api_views() for operation in module.OPERATIONS]
 
 
 def _store_ctx(migrate: bool):  # type: ignore[no-untyped-def]
@@ -166,12 +194,13 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings, deps = app[SETTINGS], app[DEPS]
         redis = app.get(REDIS)
+        providers: dict[str, Provider] = app[PROVIDERS]
         limiter = (
             RedisRateLimiter(redis, settings.sms_rate_per_second) if redis is not None
             else LocalRateLimiter(settings.sms_rate_per_second)
         )
         dispatcher = Dispatcher(
-            store=app[STORE], providers=app[PROVIDERS], vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
+            store=app[STORE], providers=providers, vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
             limiter=limiter,
             policy=DispatchPolicy(
                 batch_size=settings.dispatch_batch_size, max_attempts=settings.dispatch_max_attempts,
@@ -229,7 +258,8 @@ def start_task(app: web.Application, coro: Coroutine[Any, Any, Any], *, name: st
 
 
 async def stop_tasks(app: web.Application) -> None:
-    tasks = list(app[TASKS])
+    owned: set[asyncio.Task[Any]] = app[TASKS]
+    tasks = list(owned)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

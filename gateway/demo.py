@@ -108,7 +108,7 @@ async def _scenario(client: TestClient) -> int:
     say(f"   waiting at {approval.name if approval else '?'} to be transferred to {unit.name if unit else 'a unit'} (Art. 14-15)")
     say(f"   due {local_due} Asia/Shanghai (10 working days, general){' — provisional' if ticket.due_provisional else ''}")
     say(f"   messages still queued: {len(queued)}")
-    await _walk_ticket(client, ticket.id, auth)  # type: ignore[arg-type]
+    await _walk_ticket(client, ticket.id, auth)
     await _upload(client)
     await _fraud_flag(client, auth)
     await _show_indicators(client, auth)

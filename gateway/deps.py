@@ -22,7 +22,7 @@ class Deps:
     quiet: QuietHours
 
     @classmethod
-    def build(cls, settings: Settings, clock: Clock | None = None) -> "Deps":
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Deps:
         return cls(
             settings=settings,
             clock=clock or SystemClock(),

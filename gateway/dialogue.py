@@ -35,6 +35,7 @@ from conversations import (
     RecordSurveyAnswer,
     Reply,
     ScheduleTimer,
+    StateStore,
     SurveyRef,
     Transition,
     advance,
@@ -45,11 +46,11 @@ from conversations import (
 )
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
-from gateway.messaging.outbox import enqueue
+from gateway.messaging.outbox import enqueue, record_opt_in, record_opt_out
 from gateway.store.db import Store
-from gateway.store.upsert import insert_if_absent
 from gateway.store.models import (
     CampaignTarget,
     Citizen,
@@ -61,6 +62,7 @@ from gateway.store.models import (
     OutboundMessage,
     Ticket,
 )
+from gateway.store.upsert import insert_if_absent
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class SurveyAnswers(Protocol):
 @dataclass
 class Runner:
     store: Store
-    states: Any  # conversations.StateStore
+    states: StateStore
     locks: Locks
     deps: Deps
     surveys: SurveyAnswers | None = None
@@ -133,7 +135,8 @@ async def converse(
                 ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
                 transition = advance(state, inbound, ctx)
                 citizen = await session.get(Citizen, citizen_id)
-                assert citizen is not None
+                if citizen is None:
+                    raise BrokenInvariant("citizen is missing")
                 await _apply(session, runner, transition, citizen, channel, invitations)
                 replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
         except EvaluationError as exc:
@@ -144,7 +147,8 @@ async def converse(
                 if not await _first_time(session, provider, provider_id, citizen_id, None, inbox_id, runner.deps):
                     return Outcome(duplicate=True)
                 citizen = await session.get(Citizen, citizen_id)
-                assert citizen is not None
+                if citizen is None:
+                    raise BrokenInvariant("citizen is missing") from exc
                 transition = Transition(state={}, replies=(Reply(_refusal(exc)),))
                 replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
         if transition.ttl_seconds > 0:
@@ -172,16 +176,16 @@ async def _first_time(
     False when that was done before (a retried webhook, a message or timer another process handled)."""
     if inbox_id is not None:
         # The stored text and number are not needed any more: what matters is in the effects.
-        inbox = InboundMessage.__table__  # a Core UPDATE: no ORM bookkeeping on the hot path
+        inbox = InboundMessage.__table__  # type: ignore[attr-defined]  # a Core UPDATE: no ORM bookkeeping on the hot path
         done = await session.exec(
-            update(inbox)  # type: ignore[call-overload]
+            update(inbox)
             .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
             .values(processed_at=deps.clock.now(), citizen_id=citizen_id, body=None, sender_enc=None, lease_until=None, error=None)
         )
-        return done.rowcount == 1  # type: ignore[no-any-return]
+        return done.rowcount == 1
     if timer_id is not None:
         gone = await session.exec(delete(ConversationTimer).where(col(ConversationTimer.id) == timer_id))
-        return gone.rowcount == 1  # type: ignore[attr-defined]
+        return gone.rowcount == 1
     if provider is None or provider_id is None:
         return True
     return await insert_if_absent(
@@ -192,7 +196,8 @@ async def _first_time(
 
 def invitation_ref(invitation: Invitation, timezone: str) -> InvitationRef:
     """The flow's view of an invitation."""
-    assert invitation.id is not None
+    if invitation.id is None:
+        raise BrokenInvariant("invitation.id is missing")
     return InvitationRef(
         id=invitation.id,
         item_name=invitation.item_name,
@@ -262,7 +267,9 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
         )
     ).all()
     open_surveys = tuple(
-        SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at)) for ticket_id, name, sent_at in surveys
+        SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at))
+        for ticket_id, name, sent_at in surveys
+        if sent_at is not None
     )
     context = Context(
         open_invitations=open_invitations,
@@ -288,7 +295,8 @@ async def _apply(
 ) -> None:
     deps, now = runner.deps, runner.deps.clock.now()
     rating_channel = EVALUATION_CHANNEL[channel]
-    assert citizen.id is not None
+    if citizen.id is None:
+        raise BrokenInvariant("citizen.id is missing")
     for effect in transition.effects:
         if isinstance(effect, RecordRating):
             invitation = invitations.get(effect.invitation_id) or await session.get(Invitation, effect.invitation_id)
@@ -306,15 +314,12 @@ async def _apply(
         elif isinstance(effect, OptOut):
             # "退订" means no more invitations: on the bot it also stops the SMS fallback, which the
             # blocked-bot rule would otherwise use (Messaging conduct: at once and for good).
-            citizen.sms_opted_out_at = citizen.sms_opted_out_at or now
+            record_opt_out(citizen, channel="sms", at=now)
             if channel == "telegram":
-                citizen.bot_blocked_at = citizen.bot_blocked_at or now
+                record_opt_out(citizen, channel="telegram", at=now)
             log.info("citizen opted out", extra={"citizen_id": citizen.id, "channel": channel})
         elif isinstance(effect, OptIn):
-            if channel == "sms":
-                citizen.sms_opted_out_at = None
-            else:
-                citizen.bot_blocked_at = None
+            record_opt_in(citizen, channel="sms" if channel == "sms" else "telegram")
         elif isinstance(effect, ScheduleTimer):
             await session.exec(delete(ConversationTimer).where(ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id))  # type: ignore[arg-type]
             session.add(ConversationTimer(channel=channel, citizen_id=citizen.id, due_at=now + timedelta(seconds=effect.after_seconds)))

@@ -16,3 +16,8 @@ class DomainError(Exception):
         self.message = message
         self.field = field
         self.details = details
+
+
+class BrokenInvariant(RuntimeError):
+    """A value the data's own rules guarantee is missing (a foreign key's row, an id after flush): a bug or a
+    damaged row, never the caller's fault. Not a `DomainError`: the edge logs it and answers 500."""

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, false, or_, true
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.errors import BrokenInvariant
 from gateway.store.models import APPROVAL_KINDS, ORG_KINDS, ApiKey, Organisation, Ticket
 
 REGION_CODE = re.compile(r"^\d{6}$")
@@ -33,8 +34,9 @@ class Caller:
     region_code: str
 
     @classmethod
-    def of(cls, org: Organisation) -> "Caller":
-        assert org.id is not None
+    def of(cls, org: Organisation) -> Caller:
+        if org.id is None:
+            raise BrokenInvariant("org.id is missing")
         return cls(org_id=org.id, code=org.code, kind=org.kind, region_code=org.region_code)
 
     @property
@@ -101,7 +103,8 @@ def _hash_key(key: str) -> str:
 
 async def issue_key(session: AsyncSession, *, org: Organisation, label: str, at: datetime) -> str:
     """Create an API key for an organisation; the key is returned once and stored only hashed."""
-    assert org.id is not None
+    if org.id is None:
+        raise BrokenInvariant("org.id is missing")
     prefix = secrets.token_hex(6)
     key = f"gk_{prefix}_{secrets.token_urlsafe(32)}"
     session.add(ApiKey(org_id=org.id, prefix=prefix, key_hash=_hash_key(key), label=label, created_at=at))
@@ -117,7 +120,7 @@ async def authenticate(session: AsyncSession, key: str) -> Caller | None:
     row = (
         await session.exec(
             select(ApiKey, Organisation)
-            .join(Organisation, Organisation.id == ApiKey.org_id)
+            .join(Organisation, col(Organisation.id) == ApiKey.org_id)
             .where(ApiKey.prefix == parts[1], ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
         )
     ).first()
@@ -149,7 +152,7 @@ def ticket_scope(caller: Caller) -> ColumnElement[bool]:
     if caller.kind == "operator":
         return true()
     if caller.kind == "city_bureau":
-        return Ticket.region_code.startswith(caller.region_code[:4])  # type: ignore[attr-defined]
+        return col(Ticket.region_code).startswith(caller.region_code[:4])
     if caller.kind == "county_dept":
         return Ticket.region_code == caller.region_code  # type: ignore[return-value]
     if caller.kind in ("unit", "platform_builder"):

@@ -203,3 +203,24 @@ def case_payload(case_no: str = "HB-2026-0001", **overrides: object) -> dict[str
 
 def sent_messages(client) -> list:  # type: ignore[no-untyped-def]
     return client.app[PROVIDERS]["sms"].sent
+
+
+@pytest.fixture
+def paired_redis_url(database_url: str) -> Iterator[str]:
+    """The conversation state paired with the database, as deployed: SQLite with in-process state,
+    PostgreSQL with Redis (state, locks and rate limits). The SMS, bot and channel-parity suites use it,
+    so each of their tests runs once on each pairing (docs/quality.md)."""
+    if not database_url.startswith("postgresql"):
+        yield ""  # no GATEWAY_REDIS_URL: in-process state and locks
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except Exception as exc:
+        client.close()
+        _unavailable("Redis", f"{type(exc).__name__}: {exc}")
+    yield REDIS_URL
+    client.flushdb()
+    client.close()

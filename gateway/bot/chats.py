@@ -27,15 +27,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from conversations import Reply
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.dialogue import invitation_ref, render_buttons
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.service import invitation_by_token
 from gateway.bot import texts
 from gateway.bot.models import ChatLinkChallenge
 from gateway.messaging.outbox import enqueue
-from gateway.dialogue import invitation_ref, render_buttons
 from gateway.store.db import Store
-from gateway.store.upsert import insert_if_absent
 from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
+from gateway.store.upsert import insert_if_absent
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,15 @@ async def ensure_chat_citizen(store: Store, deps: Deps, chat_id: int) -> int:
         async with store.transaction() as session:
             found = await chat_citizen(session, chat_id)
             if found is not None:
-                assert found.id is not None
+                if found.id is None:
+                    raise BrokenInvariant("found.id is missing")
                 return found.id
             try:
                 citizen = await new_chat_citizen(session, chat_id, deps.clock.now())
             except IntegrityError:
                 continue  # a concurrent update from the same chat created it first: read it
-            assert citizen.id is not None
+            if citizen.id is None:
+                raise BrokenInvariant("citizen.id is missing")
             return citizen.id
     raise RuntimeError("could not resolve the chat's citizen")
 

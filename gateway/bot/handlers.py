@@ -19,6 +19,7 @@ from aiogram.types import CallbackQuery, ChatMemberUpdated, InlineKeyboardMarkup
 
 from conversations import Inbound, Reply, Transition, rating_prompt
 from conversations import texts as dialogue_texts
+from conversations.buttons import ReasonSubmit, parse_button
 from gateway.bot import texts
 from gateway.bot.chats import (
     Link,
@@ -39,6 +40,8 @@ from gateway.bot.chats import CODE_VALID_SECONDS
 from gateway.bot.mine import my_evaluations
 from gateway.deps import Deps
 from gateway.dialogue import Runner, converse
+from gateway.errors import BrokenInvariant
+from gateway.messaging.outbox import record_opt_in, record_opt_out
 from gateway.store.models import Citizen
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,8 @@ async def on_my(message: Message, runner: Runner, event_update: Update) -> None:
     """/my: recent evaluations, their work orders and the departments' replies."""
 
     async def answer(session, citizen: Citizen) -> Reply:  # type: ignore[no-untyped-def]
-        assert citizen.id is not None
+        if citizen.id is None:
+            raise BrokenInvariant("citizen.id is missing")
         text = await my_evaluations(session, citizen_id=citizen.id, deps=runner.deps)
         if text == texts.MY_EMPTY and await is_blank(session, citizen):
             text += "\n" + texts.HOW_TO_LINK
@@ -273,7 +277,7 @@ async def _close_keyboard(runner: Runner, citizen_id: int, message: Message, dat
 def chosen_labels(markup: InlineKeyboardMarkup | None, data: str) -> list[str]:
     """The captions of what was chosen: the tapped button, or the ticked ones when 提交 was tapped."""
     buttons = [button for row in (markup.inline_keyboard if markup else []) for button in row]
-    if data.endswith(":ok"):
+    if isinstance(parse_button(data), ReasonSubmit):  # 提交: what was ticked
         return [b.text.removeprefix(TICK).strip() for b in buttons if b.text.startswith(TICK)]
     return [b.text for b in buttons if b.callback_data == data][:1]
 
@@ -292,9 +296,9 @@ async def on_member_status(event: ChatMemberUpdated, runner: Runner, event_updat
         if citizen is None or not await first_delivery(session, event_update.update_id, citizen.id, now):
             return
         if status == ChatMemberStatus.KICKED:
-            citizen.bot_blocked_at = citizen.bot_blocked_at or now
+            record_opt_out(citizen, channel="telegram", at=now)
         else:
-            citizen.bot_blocked_at = None
+            record_opt_in(citizen, channel="telegram")
         log.info("bot membership changed", extra={"citizen_id": citizen.id, "status": str(status)})
 
 

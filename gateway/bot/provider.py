@@ -68,7 +68,7 @@ class TelegramProvider:
         self.bot = bot
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "TelegramProvider":
+    def from_settings(cls, settings: Settings) -> TelegramProvider:
         return cls(make_bot(settings))
 
     async def send(self, message: Outgoing) -> Sent:

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.store.models import OPEN_TARGET_STATUSES, Campaign, CampaignTarget, OutboundMessage, Ticket, TicketEvent
 from gateway.tickets.actions import record_callback_result
 from gateway.tickets.errors import TicketError, TransitionNotAllowed
@@ -29,6 +30,17 @@ ASKED_STATUSES = ("queued", "sent", "delivered")
 ANSWERED_STATUSES = ("satisfied", "unsatisfied", "no_answer")
 # How the conversation names its channels, and how the ticket workflow does.
 _TICKET_CHANNEL = {"sms": "sms", "bot": "telegram", "telegram": "telegram", "phone": "phone"}
+
+
+def current_round(ticket: Ticket) -> int:
+    """The ticket's rectification round: 1, and one more after each redo."""
+    return ticket.redo_count + 1
+
+
+def same_round(ticket: Ticket, target: CampaignTarget) -> bool:
+    """Whether a callback question is about the ticket's current round. An answer (or a silence) about
+    round 1 that arrives after a redo says nothing about round 2, and must not close it (Art. 15(五))."""
+    return current_round(ticket) == target.round
 
 
 def campaign_actor(campaign: Campaign) -> SystemActor:
@@ -48,12 +60,13 @@ async def record_answer(
     """Record an answer on the target and the ticket; the ticket's refusal (it no longer awaits its
     callback) is raised after the target is left untouched."""
     campaign = await session.get(Campaign, target.campaign_id)
-    assert campaign is not None
+    if campaign is None:
+        raise BrokenInvariant("campaign is missing")
     ticket = await session.get(Ticket, target.ticket_id)
-    if ticket is not None and ticket.redo_count + 1 != target.round:
+    if ticket is not None and not same_round(ticket, target):
         raise TransitionNotAllowed(
             f"this question was about round {target.round} of the rectification; the ticket is in round "
-            f"{ticket.redo_count + 1} now", details={"status": ticket.status},
+            f"{current_round(ticket)} now", details={"status": ticket.status},
         )
     at = deps.clock.now()
     ticket_channel = _TICKET_CHANNEL.get(channel, "other")
@@ -163,7 +176,8 @@ class SurveyRecorder:
             return
         target.answer_text = (f"{target.answer_text}\n{text}" if target.answer_text else text)[:1000]
         ticket = await session.get(Ticket, ticket_id)
-        assert ticket is not None
+        if ticket is None:
+            raise BrokenInvariant("ticket is missing")
         session.add(
             TicketEvent(
                 ticket_id=ticket_id, at=deps.clock.now(), actor="citizen", action="callback_reason",
@@ -175,4 +189,7 @@ class SurveyRecorder:
         await session.flush()
 
 
-__all__ = ["ANSWERED_STATUSES", "ASKED_STATUSES", "CAMPAIGN_ACTOR", "SurveyRecorder", "campaign_actor", "record_answer", "settle_ticket"]
+__all__ = [
+    "ANSWERED_STATUSES", "ASKED_STATUSES", "CAMPAIGN_ACTOR", "SurveyRecorder", "campaign_actor", "current_round",
+    "record_answer", "same_round", "settle_ticket",
+]

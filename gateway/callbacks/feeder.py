@@ -29,9 +29,10 @@ from sqlalchemy import and_, case, exists, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.callbacks.answers import ASKED_STATUSES, campaign_actor
+from gateway.callbacks.answers import ASKED_STATUSES, campaign_actor, same_round
 from gateway.callbacks.messages import survey_message
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.messaging.outbox import PRIORITY_BULK, reachable_channel
 from gateway.passes import run_passes
 from gateway.store.db import Store
@@ -114,10 +115,11 @@ class CampaignFeeder:
                 .where(col(Campaign.status) == "scheduled", col(Campaign.starts_at) <= now)
                 .values(status="running")
             )
-            report.started = int(started.rowcount or 0)  # type: ignore[attr-defined]
+            report.started = int(started.rowcount or 0)
             running = list((await session.exec(select(Campaign.id).where(Campaign.status == "running").order_by(col(Campaign.id)))).all())
         for campaign_id in running:
-            assert campaign_id is not None
+            if campaign_id is None:
+                raise BrokenInvariant("campaign_id is missing")
             await self._feed(campaign_id, now, report)
         # The sweep reads every question still out (up to a whole campaign): it runs on its own, slower
         # cadence. No-answer is counted in days, so a minute's delay is nothing.
@@ -128,7 +130,8 @@ class CampaignFeeder:
                 async with self.store.transaction() as session:
                     await sync_targets(session, campaign_id, ("queued", "sent"))
             for campaign_id in running:
-                assert campaign_id is not None
+                if campaign_id is None:
+                    raise BrokenInvariant("campaign_id is missing")
                 report.finished += await self._finish_if_done(campaign_id, now)
         if report.queued and self.on_queued is not None:
             self.on_queued()
@@ -177,7 +180,8 @@ class CampaignFeeder:
 
     async def _queue(self, session: AsyncSession, campaign: Campaign, now: datetime) -> tuple[int, int]:
         """Queue the next chunk of pending targets; returns (queued, skipped)."""
-        assert campaign.id is not None
+        if campaign.id is None:
+            raise BrokenInvariant("campaign.id is missing")
         # Only rows still waiting count: a batch a dispatcher is sending is bounded by its batch size, and
         # rows leased by a dispatcher that died must not stall the campaign until their lease runs out.
         waiting = (
@@ -201,7 +205,7 @@ class CampaignFeeder:
         )
         if self.store.dialect == "postgresql":
             # A phone answer for one of these targets commits first or waits: never both.
-            query = query.with_for_update(of=CampaignTarget)  # type: ignore[arg-type]
+            query = query.with_for_update(of=CampaignTarget)
         rows = (await session.exec(query)).all()
         if not rows:
             return 0, 0
@@ -223,7 +227,8 @@ class CampaignFeeder:
         fresh: list[tuple[CampaignTarget, OutboundMessage]] = []
         for target, ticket, item_name, citizen in rows:
             channel = reachable_channel(citizen, bot_enabled=settings.bot_enabled) if citizen is not None else None
-            if ticket.status != RESOLVED or ticket.redo_count + 1 != target.round or channel is None:
+            if citizen is None or citizen.id is None or channel is None or ticket.status != RESOLVED \
+                    or not same_round(ticket, target):
                 # The ticket got its result another way, or the citizen cannot be reached (opted out
                 # everywhere, no channel): phone staff may still call and enter the answer.
                 target.status = "skipped"
@@ -237,7 +242,7 @@ class CampaignFeeder:
             message = by_key.get(key)
             if message is None:
                 message = OutboundMessage(
-                    channel=channel, citizen_id=citizen.id, purpose="survey", priority=PRIORITY_BULK, body=body,  # type: ignore[union-attr]
+                    channel=channel, citizen_id=citizen.id, purpose="survey", priority=PRIORITY_BULK, body=body,
                     buttons=buttons, not_before=hold, next_attempt_at=hold or now, dedupe_key=key,
                     ticket_id=ticket.id, campaign_id=campaign.id, created_at=now, updated_at=now,
                 )
@@ -283,7 +288,7 @@ class CampaignFeeder:
     async def _asking(self) -> list[int]:
         """Campaigns with questions out (running, paused, or cancelled after they were sent)."""
         asked = exists().where(
-            CampaignTarget.campaign_id == Campaign.id, col(CampaignTarget.status).in_(ASKED_STATUSES)
+            col(CampaignTarget.campaign_id) == Campaign.id, col(CampaignTarget.status).in_(ASKED_STATUSES)
         )
         async with self.store.transaction() as session:
             ids = (
@@ -313,15 +318,16 @@ class CampaignFeeder:
                     .execution_options(populate_existing=True)
                 )
                 if self.store.dialect == "postgresql":
-                    query = query.with_for_update(of=CampaignTarget, skip_locked=True)  # type: ignore[arg-type]
+                    query = query.with_for_update(of=CampaignTarget, skip_locked=True)
                 targets = (await session.exec(query)).all()
                 if not targets:
                     return expired
                 campaign = await session.get(Campaign, campaign_id)
-                assert campaign is not None
+                if campaign is None:
+                    raise BrokenInvariant("campaign is missing")
                 for target in targets:
                     ticket = await session.get(Ticket, target.ticket_id)
-                    if ticket is None or ticket.redo_count + 1 != target.round or ticket.status != "resolved":
+                    if ticket is None or not same_round(ticket, target) or ticket.status != "resolved":
                         # The ticket moved on without this question (a result entered on the ticket
                         # itself, a redo): this round's silence says nothing about it any more.
                         target.status = "skipped"

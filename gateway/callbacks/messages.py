@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from conversations import SurveyRef, button_label, plain_text, survey_prompt
-from gateway.sms.segments import segments
+from gateway.messaging.segments import segments
 
 OPT_OUT_HINT = "，回T退订"
 

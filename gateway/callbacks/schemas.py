@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from gateway.tickets.schemas import MAX_ID, ORG_CODE
 
@@ -40,7 +49,7 @@ class CampaignFilters(BaseModel):
         return list(dict.fromkeys(value))
 
     @model_validator(mode="after")
-    def _ordered_days(self) -> "CampaignFilters":
+    def _ordered_days(self) -> CampaignFilters:
         if self.resolved_from and self.resolved_to and self.resolved_from > self.resolved_to:
             raise ValueError("resolved_from is after resolved_to")
         return self

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.callbacks.errors import CampaignError, CampaignNotFound
+from gateway.callbacks.errors import CampaignNotFound
 from gateway.callbacks.schemas import AnswerIn, AnswerOut, CampaignIn, CampaignRead, TargetPage, TargetQuery
 from gateway.callbacks.service import (
     campaign_read,
@@ -22,28 +22,13 @@ from gateway.callbacks.service import (
 from gateway.orgs import Caller
 from gateway.store.models import Campaign
 from gateway.tickets.schemas import MAX_ID
-from gateway.web.http import ApiError, read_json, require_caller, validation_error
+from gateway.web.http import read_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
-from gateway.web.openapi import Operation, PathParam
+from gateway.web.operations import Operation, PathParam
 
 routes = web.RouteTableDef()
 
 _CAMPAIGN_ID = PathParam("id", "the campaign id", maximum=MAX_ID, example=1)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _translated(handler: Handler) -> Handler:
-    """Campaign errors become the API's JSON errors (STYLE 7)."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except CampaignError as exc:
-            raise ApiError(exc.status, exc.code, exc.message, field=exc.field, details=exc.details) from None
-
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
 
 
 def _campaign_id(request: web.Request) -> int:
@@ -58,7 +43,6 @@ def _json(model: BaseModel, status: int = 200) -> web.Response:
 
 
 @routes.post("/api/v1/campaigns")
-@_translated
 async def create_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     body = await read_json(request, CampaignIn)
@@ -69,7 +53,6 @@ async def create_view(request: web.Request) -> web.Response:
 
 
 @routes.get(r"/api/v1/campaigns/{id:\d+}")
-@_translated
 async def detail_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     campaign_id = _campaign_id(request)
@@ -80,7 +63,6 @@ async def detail_view(request: web.Request) -> web.Response:
 
 
 @routes.get(r"/api/v1/campaigns/{id:\d+}/targets")
-@_translated
 async def targets_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     campaign_id = _campaign_id(request)
@@ -107,25 +89,21 @@ async def _act(request: web.Request, action: Action) -> web.Response:
 
 
 @routes.post(r"/api/v1/campaigns/{id:\d+}/pause")
-@_translated
 async def pause_view(request: web.Request) -> web.Response:
     return await _act(request, pause_campaign)
 
 
 @routes.post(r"/api/v1/campaigns/{id:\d+}/resume")
-@_translated
 async def resume_view(request: web.Request) -> web.Response:
     return await _act(request, resume_campaign)
 
 
 @routes.post(r"/api/v1/campaigns/{id:\d+}/cancel")
-@_translated
 async def cancel_view(request: web.Request) -> web.Response:
     return await _act(request, cancel_campaign)
 
 
 @routes.post(r"/api/v1/campaigns/{id:\d+}/answers")
-@_translated
 async def answer_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     campaign_id = _campaign_id(request)

@@ -1,15 +1,15 @@
-"""Domain errors of the evaluation rules; the HTTP layer maps them to status codes."""
+"""Domain errors of the evaluation rules; the edges translate them like every `DomainError`."""
+
+from __future__ import annotations
+
+from gateway.errors import DomainError
 
 
-class EvaluationError(Exception):
+class EvaluationError(DomainError):
     """Base: `field` names the input at fault when there is one."""
 
     status = 422
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+    code = "invalid"
 
 
 class InvalidCase(EvaluationError):
@@ -18,22 +18,27 @@ class InvalidCase(EvaluationError):
 
 class CaseConflict(EvaluationError):
     status = 409
+    code = "conflict"
 
 
 class Forbidden(EvaluationError):
     status = 403
+    code = "forbidden"
 
 
 class InvitationNotFound(EvaluationError):
     status = 404
+    code = "not_found"
 
 
 class InvitationExpired(EvaluationError):
     status = 410
+    code = "expired"
 
 
 class AlreadyRated(EvaluationError):
     status = 409
+    code = "conflict"
 
 
 class InvalidRating(EvaluationError):

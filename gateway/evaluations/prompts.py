@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from conversations import InvitationRef, button_label, rating_prompt
 from gateway.clock import as_utc
-from gateway.sms.segments import fit, segments
+from gateway.messaging.segments import fit, segments
 
 LEVEL_BUTTONS = ((5, "非常满意"), (4, "满意"), (3, "基本满意"), (2, "不满意"), (1, "非常不满意"))
 

@@ -34,7 +34,7 @@ class Catalogue:
         self._by_code = {r.code: r for r in reasons}
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "Catalogue":
+    def load(cls, path: Path | None = None) -> Catalogue:
         data = json.loads((path or DEFAULT_FILE).read_text(encoding="utf-8"))
         return cls(Reason(**{k: v for k, v in item.items()}) for item in data["reasons"])
 

@@ -23,7 +23,7 @@ RecordKind = Literal["evaluation", "addendum", "decision"]
 Record = Evaluation | EvaluationAddendum | EvaluationDecision
 
 
-async def record_written(session: AsyncSession, *, kind: RecordKind, record: Record, deps: "Deps", at: datetime) -> None:
+async def record_written(session: AsyncSession, *, kind: RecordKind, record: Record, deps: Deps, at: datetime) -> None:
     """Called once per evaluation record, after it is flushed (it has its id), before the commit."""
     if record.id is None:
         raise ValueError(f"flush the {kind} before record_written: it has no id yet")

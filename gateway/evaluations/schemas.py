@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
@@ -46,7 +46,7 @@ class CaseIn(BaseModel):
     _printable = field_validator("item_name", "office_name")(_no_control_characters)
 
     @model_validator(mode="after")
-    def _one_grouping(self) -> "CaseIn":
+    def _one_grouping(self) -> CaseIn:
         if self.batch_no and self.theme_no:
             raise ValueError("a case belongs to a batch (batch_no) or a theme (theme_no), not both")
         if self.staff_id and self.service_channel != "window":

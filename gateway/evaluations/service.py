@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import (
     AlreadyRated,
     CaseConflict,
@@ -92,7 +93,8 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
             field="region_code",
         )
     request_hash = _hash_request(data)
-    assert unit.id is not None and caller.org_id is not None
+    if unit.id is None or caller.org_id is None:
+        raise BrokenInvariant("unit.id, caller.org_id is missing")
     existing = (
         await session.exec(select(ServiceCase).where(ServiceCase.org_id == unit.id, ServiceCase.case_no == data.case_no))
     ).first()
@@ -103,7 +105,8 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
                 field="case_no",
             )
         invitation = await session.get(Invitation, existing.invitation_id)
-        assert invitation is not None
+        if invitation is None:
+            raise BrokenInvariant("invitation is missing")
         return Intake(existing, invitation, False, await _messages_of(session, invitation))
 
     citizen = await _citizen_for(session, data, deps, at)
@@ -172,7 +175,8 @@ async def _invitation_for(
     session: AsyncSession, data: CaseIn, unit_id: int, unit_name: str, citizen: Citizen | None, deps: Deps, at: datetime
 ) -> Invitation:
     kind, group_no = ("batch", data.batch_no) if data.batch_no else ("theme", data.theme_no) if data.theme_no else ("single", data.case_no)
-    assert group_no is not None
+    if group_no is None:
+        raise BrokenInvariant("group_no is missing")
     # A batch is one unit's; a theme ("一件事", Art. 11) spans units, so its one invitation belongs to the
     # approval department of the region, which coordinates the theme and dispatches its bad reviews (Art. 14).
     owner_id = unit_id
@@ -257,7 +261,8 @@ async def _queue_prompt(session: AsyncSession, invitation: Invitation, citizen: 
     tz = deps.settings.timezone
     buttons = None
     if channel == "telegram":
-        assert invitation.id is not None
+        if invitation.id is None:
+            raise BrokenInvariant("invitation.id is missing")
         body, buttons = bot_prompt(
             invitation_id=invitation.id, item_name=invitation.item_name, office_name=invitation.office_name,
             completed_at=invitation.completed_at, tz=tz,
@@ -378,17 +383,18 @@ async def record_rating(
 async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, item_count: int, at: datetime) -> None:
     # The conditional UPDATE is the race guard: of many concurrent ratings exactly one moves the row.
     # Rating a theme as a whole excludes rating its items one by one, and the other way round (Art. 11).
+    allowed: tuple[str, ...]
     if scope == "all":
         allowed, new_status = ("open",), "rated"
     else:
         allowed, new_status = ("open", "partly_rated"), "partly_rated"
-    table = Invitation.__table__  # a Core UPDATE: the ORM's bulk-update bookkeeping is not needed here
+    table = Invitation.__table__  # type: ignore[attr-defined]  # a Core UPDATE: the ORM's bulk-update bookkeeping is not needed here
     result = await session.exec(
-        update(table)  # type: ignore[call-overload]
+        update(table)
         .where(table.c.id == invitation.id, table.c.status.in_(allowed))
         .values(status=new_status, rated_at=at)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")
     # The row already holds these values: mirror them without another UPDATE at flush.
     set_committed_value(invitation, "status", new_status)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import Forbidden
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.evaluations.schemas import (
@@ -35,8 +38,9 @@ from gateway.store.models import (
     Ticket,
 )
 from sqlmodel.ext.asyncio.session import AsyncSession
-from gateway.web.http import read_json, require_caller, validation_error
+from gateway.web.http import ApiError, read_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
+from gateway.web.operations import Operation
 
 routes = web.RouteTableDef()
 
@@ -64,7 +68,7 @@ async def report_case_view(request: web.Request) -> web.Response:
     if intake.created:
         request.app[DISPATCHER].wake()
     answer = CaseOut(
-        case_id=intake.case.id,  # type: ignore[arg-type]
+        case_id=intake.case.id,
         created=intake.created,
         invitation=_invitation_out(request, intake.invitation),
         messages_queued=[_message_out(m) for m in intake.messages],
@@ -115,7 +119,7 @@ def _evaluation_out(
 ) -> EvaluationOut:
     return EvaluationOut(
         applies_to=applies_to,
-        id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,  # type: ignore[arg-type]
+        id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,
         reasons=evaluation.reason_codes, text=redact(evaluation.content), staff_level=evaluation.staff_level,
         channel=evaluation.channel, created_at=as_utc(evaluation.created_at), ticket_id=ticket_id, counts=counts,
         addenda=addenda_out(addenda), current=current_of(evaluation, addenda),
@@ -148,8 +152,8 @@ async def list_evaluations(request: web.Request) -> web.Response:
         raise validation_error(exc) from None
     query = (
         select(Evaluation, Invitation, Ticket.id)
-        .join(Invitation, Invitation.id == Evaluation.invitation_id)
-        .outerjoin(Ticket, Ticket.evaluation_id == Evaluation.id)
+        .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
+        .outerjoin(Ticket, col(Ticket.evaluation_id) == Evaluation.id)
         .order_by(col(Evaluation.id).desc())
         .limit(params.limit)
     )
@@ -193,3 +197,26 @@ async def list_evaluations(request: web.Request) -> web.Response:
     ]
     page = EvaluationPage(items=items, next_before_id=items[-1].id if len(items) == params.limit else None)
     return web.json_response(page.model_dump(mode="json"))
+
+
+OPERATIONS = [
+    Operation(
+        "POST", "/api/v1/cases", "Report a finished service case (办件)", tag="cases", operation_id="reportCase",
+        body=CaseIn, response=CaseOut, status=201, errors=(400, 401, 403, 409, 415, 422),
+        description="Idempotent on (org, case_no): the same report again answers 200 with the same invitation.",
+        extra_responses={200: "Already reported with the same content"},
+    ),
+    Operation(
+        "POST", "/api/v1/evaluations", "Record a rating on the citizen's behalf (evaluator device, phone staff)",
+        tag="evaluations", operation_id="submitEvaluation", body=EvaluationIn, response=EvaluationOut, status=201,
+        errors=(400, 401, 403, 404, 409, 410, 415, 422),
+    ),
+    Operation(
+        "GET", "/api/v1/evaluations", "List evaluations in your jurisdiction", tag="evaluations",
+        operation_id="listEvaluations", query=EvaluationQuery, response=EvaluationPage, errors=(401, 422),
+        description=(
+            "Each item keeps the rating as given and adds `addenda` (reasons, text or a staff rating given "
+            "later, each with its time) and `current` (the effective values). Filter by `case_no` or `token`."
+        ),
+    ),
+]

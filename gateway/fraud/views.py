@@ -9,7 +9,7 @@ from gateway.fraud.schemas import MAX_ID, FlagDetail, FlagPage, FlagQuery, Rulin
 from gateway.fraud.service import FlagNotFound, flag_detail, list_flags, replace_staff_contacts, rule_flag
 from gateway.web.http import read_json, require_caller, validation_error
 from gateway.web.keys import DEPS, STORE
-from gateway.web.openapi import Operation, PathParam
+from gateway.web.operations import Operation, PathParam
 
 routes = web.RouteTableDef()
 

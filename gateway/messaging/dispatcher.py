@@ -16,14 +16,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
+from gateway.errors import BrokenInvariant
+from gateway.messaging.outbox import record_opt_out
 from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
 from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
+from gateway.messaging.segments import fit
 from gateway.passes import run_passes
 from gateway.privacy import PhoneVault
-from gateway.sms.segments import fit
 from gateway.store.db import Store
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 
@@ -138,7 +141,8 @@ class Dispatcher:
             if message is None or message.status != "sending":
                 return
             citizen = await session.get(Citizen, message.citizen_id)
-            assert citizen is not None
+            if citizen is None:
+                raise BrokenInvariant("citizen is missing")
             now = self.clock.now()
             held = self.quiet.hold_until(message.purpose, now)
             if held is not None:
@@ -177,9 +181,11 @@ class Dispatcher:
         return [(outgoing.channel, self.policy.sms_rate_per_second)]
 
     def _outgoing(self, message: OutboundMessage, citizen: Citizen) -> Outgoing:
-        assert message.id is not None
+        if message.id is None:
+            raise BrokenInvariant("message.id is missing")
         if message.channel == "sms":
-            assert citizen.phone_enc is not None
+            if citizen.phone_enc is None:
+                raise BrokenInvariant("citizen.phone_enc is missing")
             to = self.vault.decrypt(citizen.phone_enc)
             # Our id in the callback URL: a callback that beats the send's answer still finds its message.
             callback = f"{self.policy.status_callback_url}?m={message.id}" if self.policy.status_callback_url else None
@@ -223,10 +229,9 @@ class Dispatcher:
                 return
             citizen = await session.get(Citizen, message.citizen_id)
             if result.opt_out and citizen is not None:
-                if message.channel == "sms" and citizen.sms_opted_out_at is None:
-                    citizen.sms_opted_out_at = now
-                elif message.channel == "telegram" and citizen.bot_blocked_at is None:
-                    citizen.bot_blocked_at = now
+                if message.channel == "sms":
+                    record_opt_out(citizen, channel="sms", at=now)
+                elif message.channel == "telegram" and record_opt_out(citizen, channel="telegram", at=now):
                     if citizen.phone_enc and citizen.sms_opted_out_at is None:
                         # Send the same words by SMS instead of losing them.
                         if _to_sms(message, self.policy.sms_signature):
@@ -278,14 +283,15 @@ def _blocked_reason(message: OutboundMessage, citizen: Citizen) -> str | None:
     return None
 
 
-def _finish(session, message: OutboundMessage, now: datetime, status: str, *, outcome: str | None = None,
-            code: str | None = None, detail: str = "") -> None:  # type: ignore[no-untyped-def]
+def _finish(session: AsyncSession, message: OutboundMessage, now: datetime, status: str, *, outcome: str | None = None,
+            code: str | None = None, detail: str = "") -> None:
     message.status, message.lease_until, message.updated_at = status, None, now
     if code is not None:
         message.error_code = code
     if detail:
         message.last_error = detail[:2000]
-    assert message.id is not None
+    if message.id is None:
+        raise BrokenInvariant("message.id is missing")
     session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=outcome or status, error_code=code, detail=detail[:2000]))
 
 
@@ -293,5 +299,6 @@ def _retry(session, message: OutboundMessage, now: datetime, failure: SendFailed
     message.status, message.lease_until, message.updated_at = "queued", None, now
     message.next_attempt_at = now + timedelta(seconds=delay)
     message.error_code, message.last_error = failure.code, failure.detail[:2000]
-    assert message.id is not None
+    if message.id is None:
+        raise BrokenInvariant("message.id is missing")
     session.add(DeliveryAttempt(message_id=message.id, at=now, outcome="retry", error_code=failure.code, detail=failure.detail[:2000]))

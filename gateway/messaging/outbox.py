@@ -9,8 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.errors import BrokenInvariant
 from gateway.messaging.quiet import QuietHours
-from gateway.store.models import Citizen, OutboundMessage
+from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 
 PRIORITY_ANSWER = 0  # a reply to a citizen who just wrote
 PRIORITY_NOTICE = 5  # a department's reply to an evaluator
@@ -29,7 +30,67 @@ def later_status(current: str, reported: str) -> str:
     return reported if STATUS_RANK.get(reported, 0) > STATUS_RANK.get(current, 0) else current
 
 
+async def record_delivery_report(
+    session: AsyncSession,
+    message: OutboundMessage,
+    *,
+    reported: str,
+    outcome: str,
+    provider_id: str,
+    error_code: str | None,
+    error_reason: str | None,
+    opt_out: bool,
+    detail: str,
+    at: datetime,
+) -> bool:
+    """A provider's report on a message it took: the status only moves forward (reports come out of order),
+    an opt-out error (a carrier's opt-out code) opts the citizen out of that channel for good, and the
+    report is kept as a delivery attempt. False, and nothing written, when it moves nothing."""
+    moved = later_status(message.status, reported)
+    if moved == message.status:
+        return False
+    message.status, message.updated_at = moved, at
+    message.provider_message_id = message.provider_message_id or provider_id
+    if error_code:
+        message.error_code, message.last_error = error_code, error_reason
+        if opt_out:
+            citizen = await session.get(Citizen, message.citizen_id)
+            if citizen is not None:
+                record_opt_out(citizen, channel=message.channel, at=at)
+    if message.id is None:
+        raise BrokenInvariant("message.id is missing")
+    session.add(DeliveryAttempt(message_id=message.id, at=at, outcome=outcome, error_code=error_code, detail=detail))
+    return True
+
+
 _PRIORITY = {"reply": PRIORITY_ANSWER, "notice": PRIORITY_NOTICE, "prompt": PRIORITY_BULK, "survey": PRIORITY_BULK}
+
+
+def record_opt_out(citizen: Citizen, *, channel: str, at: datetime) -> bool:
+    """Nothing more goes to the citizen on this channel: an SMS opt-out (STOP, 退订, a carrier's opt-out
+    code) or a bot the citizen blocked or left with 退订. At once and for good; the first time is kept.
+    True when it is new."""
+    if channel == "sms":
+        if citizen.sms_opted_out_at is not None:
+            return False
+        citizen.sms_opted_out_at = at
+        return True
+    if channel == "telegram":
+        if citizen.bot_blocked_at is not None:
+            return False
+        citizen.bot_blocked_at = at
+        return True
+    raise ValueError(f"no opt-out on channel {channel!r}")
+
+
+def record_opt_in(citizen: Citizen, *, channel: str) -> None:
+    """The citizen takes the channel back (START, 开通, /start, unblocking the bot)."""
+    if channel == "sms":
+        citizen.sms_opted_out_at = None
+    elif channel == "telegram":
+        citizen.bot_blocked_at = None
+    else:
+        raise ValueError(f"no opt-in on channel {channel!r}")
 
 
 def reachable_channel(citizen: Citizen, *, bot_enabled: bool) -> str | None:
@@ -58,7 +119,8 @@ async def enqueue(
     edit_message_id: int | None = None,
 ) -> OutboundMessage | None:
     """Queue one message; returns None when a message with the same dedupe key exists already."""
-    assert citizen.id is not None
+    if citizen.id is None:
+        raise BrokenInvariant("citizen.id is missing")
     if dedupe_key is not None:
         existing = await session.exec(select(OutboundMessage.id).where(OutboundMessage.dedupe_key == dedupe_key))
         if existing.first() is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from gateway.errors import BrokenInvariant
+
 # Messages that may wait for morning; answers to a citizen who just wrote are never held.
 HELD_PURPOSES = frozenset({"prompt", "survey", "notice"})
 
@@ -27,7 +29,8 @@ class QuietHours:
         """When the window next opens (aware UTC), or None when `at` is not quiet."""
         if not self.is_quiet(at):
             return None
-        assert self.window is not None
+        if self.window is None:
+            raise BrokenInvariant("self.window is missing")
         end = self.window[1]
         local = at.astimezone(self.tz)
         opening = local.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)

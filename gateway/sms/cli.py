@@ -36,7 +36,7 @@ SET_ASIDE = text(INBOX_SET_ASIDE)
 async def set_aside(store: Store, deps: Deps, limit: int = 100) -> list[dict[str, object]]:
     async with store.transaction() as session:
         rows = (await session.exec(select(m).where(SET_ASIDE).order_by(col(m.id)).limit(limit))).all()
-    out = []
+    out: list[dict[str, object]] = []
     for row in rows:
         try:
             sender = mask_phone(deps.vault.decrypt(row.sender_enc)) if row.sender_enc else "(purged)"
@@ -58,7 +58,7 @@ async def retry(store: Store, ids: list[int]) -> int:
     )
     async with store.transaction() as session:
         done = await session.exec(
-            update(m)  # type: ignore[call-overload]
+            update(m)
             .where(col(m.id).in_(ids), SET_ASIDE, ~sender_busy)
             .values(processed_at=None, attempts=0, error=None, lease_until=None)
         )
@@ -68,7 +68,7 @@ async def retry(store: Store, ids: list[int]) -> int:
 async def purge(store: Store, ids: list[int]) -> int:
     async with store.transaction() as session:
         done = await session.exec(
-            update(m)  # type: ignore[call-overload]
+            update(m)
             .where(col(m.id).in_(ids), SET_ASIDE)
             .values(body=None, sender_enc=None)
         )
@@ -108,7 +108,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
-def add_parser(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:
     inbox = sub.add_parser("inbox", help="the SMS inbox: backlog, messages set aside, retry or purge them")
     inbox.set_defaults(func=handler, inbox_command=None)
     actions = inbox.add_subparsers(dest="inbox_command")

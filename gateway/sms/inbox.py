@@ -32,6 +32,7 @@ from conversations import Inbound
 from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.dialogue import Runner, converse
+from gateway.errors import BrokenInvariant
 from gateway.passes import run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
@@ -161,7 +162,7 @@ class InboxWriter:
                 .on_conflict_do_nothing(index_elements=["provider", "provider_id"])
                 .returning(col(InboundMessage.provider_id))
             )
-            result = await session.exec(statement)  # type: ignore[call-overload]
+            result = await session.exec(statement)
             new = set(result.scalars().all())
             if new and self.store.dialect == "postgresql":
                 # Delivered at commit to every drainer listening, in whichever process.
@@ -244,7 +245,7 @@ class InboxDrainer:
                 return []
             # Re-checked in the UPDATE: of two drainers that chose the same message, one gets it.
             claimed = await session.exec(
-                update(m)  # type: ignore[call-overload]
+                update(m)  # type: ignore[call-overload, misc]
                 .where(col(m.id).in_(ids), pending, free)
                 .values(lease_until=now + timedelta(seconds=self.policy.lease_seconds), attempts=m.attempts + 1)
                 .returning(m.id, m.sender_hash, m.sender_enc, m.body, m.received_at, m.attempts, m.error)
@@ -307,13 +308,14 @@ class InboxDrainer:
             try:
                 async with self.store.engine.connect() as connection:
                     raw = (await connection.get_raw_connection()).driver_connection
-                    assert raw is not None
+                    if raw is None:
+                        raise BrokenInvariant("raw is missing")
                     lost = asyncio.Event()
 
                     def notified(*_args: object) -> None:
                         self.wake()
 
-                    def terminated(_conn: object) -> None:
+                    def terminated(_conn: object, lost: asyncio.Event = lost) -> None:
                         lost.set()
 
                     raw.add_termination_listener(terminated)
@@ -373,7 +375,7 @@ class InboxDrainer:
         backoff = min(self.policy.lease_seconds, 5 * 2 ** (message.attempts - 1))
         async with self.store.transaction() as session:
             await session.exec(
-                update(InboundMessage)  # type: ignore[call-overload]
+                update(InboundMessage)
                 .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
                 .values(error=error[:200], lease_until=now + timedelta(seconds=backoff))
             )
@@ -384,7 +386,7 @@ class InboxDrainer:
         log.error("inbound SMS set aside after repeated failures", extra={"inbox_id": message.id})
         async with self.store.transaction() as session:
             await session.exec(
-                update(InboundMessage)  # type: ignore[call-overload]
+                update(InboundMessage)
                 .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
                 .values(processed_at=now, lease_until=None, error=reason[:200])
             )
@@ -404,7 +406,8 @@ async def citizen_for_phone(store: Store, deps: Deps, phone: str) -> int:
                 async with session.begin_nested():
                     session.add(citizen)
                     await session.flush()
-                assert citizen.id is not None
+                if citizen.id is None:
+                    raise BrokenInvariant("citizen.id is missing")
                 return citizen.id
             except IntegrityError:
                 continue  # created by a concurrent message from the same number: read it

@@ -251,7 +251,7 @@ class TwilioProvider:
             created = await self.client.messages.create_async(**kwargs)
         except (TwilioRestException, TwilioServiceException) as exc:
             raise self._refused(message, exc) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # A timeout may hide a message Twilio did create; the outbox accepts at-least-once.
             code = "timeout" if isinstance(exc, asyncio.TimeoutError) else "network"
             log.warning(

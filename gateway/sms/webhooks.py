@@ -5,22 +5,23 @@ the outbox, never in the webhook's answer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import cast
 
 from aiohttp import web
 from multidict import MultiDictProxy
-from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from conversations.parsing import keyword
-from gateway.messaging.outbox import STATUS_RANK, later_status
+from gateway.messaging.outbox import STATUS_RANK, record_delivery_report, record_opt_out
 from gateway.privacy import InvalidPhone, normalise_phone
 from gateway.sms.inbox import Arrival, InboxUnavailable, storable_text
 from gateway.sms.signature import verify_twilio_signature
 from gateway.sms.twilio_provider import classify_delivery_error
 from gateway.store.db import Store
-from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
+from gateway.store.models import Citizen, OutboundMessage
 from gateway.web.keys import DEPS, INBOX, INBOX_WRITER, SETTINGS, STORE
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ async def signed_form(request: web.Request) -> MultiDictProxy[str]:
     settings = request.app[SETTINGS]
     url = settings.public_url + request.path_qs
     form = await request.post()
-    params = MultiDictProxy(form)  # type: ignore[arg-type]
+    params = MultiDictProxy(form)
     ok = verify_twilio_signature(
-        settings.twilio_auth_token.get_secret_value(), url, params, request.headers.get("X-Twilio-Signature")
+        settings.twilio_auth_token.get_secret_value(), url, cast(Mapping[str, str], params),
+        request.headers.get("X-Twilio-Signature"),
     )
     if not ok:
         log.warning("twilio webhook with a missing or wrong signature refused", extra={"path": request.path})
@@ -63,20 +65,12 @@ async def delivery_status(request: web.Request) -> web.Response:
         message = await _callback_message(session, request.query.get("m", ""), sid)
         if message is None:
             return web.Response(status=204)  # not ours, or long gone: nothing to do, nothing to retry
-        moved = later_status(message.status, _AS_OUTBOX_STATUS.get(status, status))
-        if moved == message.status:
-            return web.Response(status=204)
-        message.status, message.updated_at = moved, now
-        message.provider_message_id = message.provider_message_id or sid
-        if code:
-            kind = classify_delivery_error(code)
-            message.error_code, message.last_error = code, kind.reason
-            if kind.opt_out:
-                citizen = await session.get(Citizen, message.citizen_id)
-                if citizen is not None and citizen.sms_opted_out_at is None:
-                    citizen.sms_opted_out_at = now
-        session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=status, error_code=code,  # type: ignore[arg-type]
-                                    detail="delivery status callback"))
+        kind = classify_delivery_error(code) if code else None
+        await record_delivery_report(
+            session, message, reported=_AS_OUTBOX_STATUS.get(status, status), outcome=status, provider_id=sid,
+            error_code=code, error_reason=kind.reason if kind else None, opt_out=bool(kind and kind.opt_out),
+            detail="delivery status callback", at=now,
+        )
     return web.Response(status=204)
 
 
@@ -135,10 +129,8 @@ async def inbound_sms(request: web.Request) -> web.Response:
 async def opt_out_now(store: Store, sender_hash: str, at: datetime) -> None:
     try:
         async with store.transaction() as session:
-            await session.exec(
-                update(Citizen)  # type: ignore[call-overload]
-                .where(col(Citizen.phone_hash) == sender_hash, col(Citizen.sms_opted_out_at).is_(None))
-                .values(sms_opted_out_at=at)
-            )
+            citizen = (await session.exec(select(Citizen).where(col(Citizen.phone_hash) == sender_hash))).first()
+            if citizen is not None:
+                record_opt_out(citizen, channel="sms", at=at)
     except Exception:
         log.exception("opt-out could not be recorded at once; the inbox will record it")

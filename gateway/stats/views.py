@@ -31,7 +31,7 @@ from gateway.stats.schemas import (
 )
 from gateway.web.http import ApiError, require_caller, validation_error
 from gateway.web.keys import DEPS, REDIS, SETTINGS, STORE
-from gateway.web.openapi import Operation
+from gateway.web.operations import Operation
 from gateway.web.templating import environment
 
 routes = web.RouteTableDef()

@@ -26,7 +26,7 @@ class Store:
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10) -> "Store":
+    def connect(cls, url: str, *, pool_size: int = 10) -> Store:
         """Create the engine (no I/O yet)."""
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":

@@ -17,5 +17,5 @@ def dialect_insert(session: AsyncSession, model: Any) -> Any:
 async def insert_if_absent(session: AsyncSession, model: Any, **values: Any) -> bool:
     """Insert a row unless a unique key already holds it; True when this call inserted it."""
     statement = dialect_insert(session, model).values(**values).on_conflict_do_nothing()
-    result = await session.exec(statement)  # type: ignore[call-overload]
+    result = await session.exec(statement)
     return bool(result.rowcount)

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.records import record_written
 from gateway.messaging.outbox import enqueue, reachable_channel
 from gateway.orgs import Caller, can_see_ticket, org_by_code
@@ -107,7 +108,7 @@ async def _apply(session: AsyncSession, *, ticket_id: int, action: TicketAction,
     claimed = await session.exec(
         update(Ticket).where(col(Ticket.id) == ticket.id, col(Ticket.version) == version).values(version=version + 1)
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    if claimed.rowcount != 1:
         raise StaleTicket("another action changed the ticket at the same moment; reload it and decide again")
     ticket.version = version + 1
     session.add(event)
@@ -164,7 +165,8 @@ async def _context(session: AsyncSession, ticket: Ticket, action: TicketAction) 
 
 
 def _info(org: Organisation) -> OrgInfo:
-    assert org.id is not None
+    if org.id is None:
+        raise BrokenInvariant("org.id is missing")
     return OrgInfo(id=org.id, code=org.code, kind=org.kind, region_code=org.region_code)
 
 
@@ -177,7 +179,8 @@ async def _prepare_reply(session: AsyncSession, ticket: Ticket, action: Resolve,
     if channel is None:
         return None
     invitation = await session.get(Invitation, ticket.invitation_id)
-    assert invitation is not None
+    if invitation is None:
+        raise BrokenInvariant("invitation is missing")
     body = reply_notice(
         channel=channel, signature=deps.settings.sms_signature, item_name=invitation.item_name, reply=action.reply
     )
@@ -196,7 +199,8 @@ async def _effects(
 ) -> None:
     if isinstance(action, DecideAppeal) and action.decision != "valid":
         # Art. 15(三), 19: the rating stays as given; a decision row makes it stop counting.
-        assert actor.org_id is not None
+        if actor.org_id is None:
+            raise BrokenInvariant("actor.org_id is missing")
         decision = EvaluationDecision(
             evaluation_id=ticket.evaluation_id, ticket_id=ticket.id, decision=action.decision,
             org_id=actor.org_id, note=action.reason, created_at=event.at,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
@@ -177,7 +178,7 @@ def _show(item: Any) -> str:
     return repr(item.isoformat() if isinstance(item, date) else item)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _library_knows(year: int) -> bool:
     """Return whether the installed chinese_calendar has schedule data for ``year``."""
     try:

@@ -5,7 +5,6 @@ Every message says what happened and what to do next, in words a department cler
 
 from __future__ import annotations
 
-
 from gateway.errors import DomainError
 
 

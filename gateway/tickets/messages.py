@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.sms.segments import fit, segments
+from gateway.messaging.segments import fit, segments
 from gateway.tickets.errors import ValidationFailed
 
 MAX_SMS_SEGMENTS = 2  # DESIGN.md §2: every SMS stays within two segments

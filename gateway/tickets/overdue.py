@@ -129,13 +129,15 @@ async def _flag(store: Store, now: datetime) -> None:
             )
         ).all()
         for ticket_id, status, due_at in rows:
+            if ticket_id is None:
+                continue
             # Conditional, so that of several processes only one flags the ticket and writes the event.
             result = await session.exec(
                 update(Ticket)
                 .where(col(Ticket.id) == ticket_id, col(Ticket.overdue_since).is_(None), col(Ticket.status) == status)
                 .values(overdue_since=due_at)
             )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
+            if result.rowcount == 1:
                 session.add(
                     TicketEvent(
                         ticket_id=ticket_id, at=now, actor=SYSTEM_ACTOR, action="overdue", from_status=status,
@@ -177,7 +179,7 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[t
                 .values(last_reminded_on=today)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            if result.rowcount != 1:
                 continue  # another process claimed it
             holder = orgs[ticket.assignee_org_id]
             unit = orgs.get(ticket.unit_org_id) if ticket.unit_org_id is not None else None

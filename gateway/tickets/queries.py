@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
+from gateway.errors import BrokenInvariant
 from gateway.messaging.outbox import reachable_channel
 from gateway.orgs import Caller, org_by_code, ticket_scope
 from gateway.privacy import mask_phone, redact
@@ -44,7 +45,14 @@ from gateway.tickets.schemas import (
     TicketQuery,
     TicketSummary,
 )
-from gateway.tickets.workflow import OPEN_STATUSES, STATUSES, WORKING_STATUSES, allowed_actions, is_overdue, local_deadline
+from gateway.tickets.workflow import (
+    OPEN_STATUSES,
+    STATUSES,
+    WORKING_STATUSES,
+    allowed_actions,
+    is_overdue,
+    local_deadline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +153,8 @@ async def ticket_detail(session: AsyncSession, *, caller: Caller, ticket_id: int
     now = deps.clock.now()
     invitation = await session.get(Invitation, ticket.invitation_id)
     evaluation = await session.get(Evaluation, ticket.evaluation_id)
-    assert invitation is not None and evaluation is not None
+    if invitation is None or evaluation is None:
+        raise BrokenInvariant("invitation, evaluation is missing")
     case = await session.get(ServiceCase, ticket.case_id) if ticket.case_id is not None else None
     citizen = await session.get(Citizen, ticket.citizen_id) if ticket.citizen_id is not None else None
     voided = (
@@ -168,7 +177,7 @@ async def ticket_detail(session: AsyncSession, *, caller: Caller, ticket_id: int
         applies_to=[case.case_no] if case else list(covered),
         office_name=invitation.office_name,
         evaluation=EvaluationRef(
-            id=evaluation.id,  # type: ignore[arg-type]
+            id=evaluation.id,
             level=evaluation.level, reasons=evaluation.reason_codes, text=redact(evaluation.content),
             staff_level=evaluation.staff_level, channel=evaluation.channel, created_at=as_utc(evaluation.created_at),
             counts=not voided, addenda=addenda_out(addenda), current=current_of(evaluation, addenda),
@@ -181,7 +190,7 @@ async def ticket_detail(session: AsyncSession, *, caller: Caller, ticket_id: int
         allowed_actions=allowed_actions(ticket, caller),
         events=[
             EventRead(
-                id=e.id,  # type: ignore[arg-type]
+                id=e.id,
                 at=as_utc(e.at), actor=e.actor,
                 actor_org=orgs[e.actor_org_id].code if e.actor_org_id in orgs else None,
                 action=e.action, from_status=e.from_status, to_status=e.to_status, note=e.note, data=e.data,
@@ -212,7 +221,7 @@ async def read_contact(session: AsyncSession, *, caller: Caller, ticket_id: int,
     session.add(ContactAccess(org_id=caller.org_id, ticket_id=ticket.id, citizen_id=citizen.id, at=deps.clock.now()))  # type: ignore[arg-type]
     await session.flush()
     log.info("evaluator contact read", extra={"ticket_id": ticket.id, "org": caller.code, "phone": mask_phone(phone)})
-    return ContactRead(ticket_id=ticket.id, phone=phone, phone_masked=mask_phone(phone))  # type: ignore[arg-type]
+    return ContactRead(ticket_id=ticket.id, phone=phone, phone_masked=mask_phone(phone))
 
 
 def _org_ids(tickets: Iterable[Ticket]) -> set[int]:
@@ -238,7 +247,7 @@ def _summary(ticket: Ticket, item_name: str, orgs: dict[int, Organisation], now:
         return as_utc(value) if value is not None else None
 
     return TicketSummary(
-        id=ticket.id,  # type: ignore[arg-type]
+        id=ticket.id,
         status=ticket.status,
         category=ticket.category,
         level=ticket.level,

@@ -76,7 +76,7 @@ class DecideExtension(_Action):
     reason: str = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
-    def _days_only_when_approving(self) -> "DecideExtension":
+    def _days_only_when_approving(self) -> DecideExtension:
         if self.decision == "deny" and self.working_days is not None:
             raise ValueError("working_days is only given when approving")
         return self
@@ -98,7 +98,7 @@ class DecideAppeal(_Action):
     reason: str = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
-    def _reason_for_voiding(self) -> "DecideAppeal":
+    def _reason_for_voiding(self) -> DecideAppeal:
         if self.decision != "valid" and not self.reason:
             raise ValueError("a ruling that voids a rating needs a reason")
         return self

@@ -22,7 +22,7 @@ from gateway.tickets.schemas import (
 )
 from gateway.web.http import ApiError, read_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
-from gateway.web.openapi import Operation, PathParam
+from gateway.web.operations import Operation, PathParam
 
 routes = web.RouteTableDef()
 

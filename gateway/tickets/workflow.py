@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Union
 
 from gateway.clock import as_utc
+from gateway.errors import BrokenInvariant
 from gateway.orgs import Caller, city_of, is_city_level
 from gateway.store.models import Ticket, TicketEvent
 from gateway.tickets.calendar import Due, WorkingCalendar
@@ -275,7 +276,8 @@ def current_due(ticket: Ticket, calendar: WorkingCalendar) -> Due:
 
 def window_end(ticket: Ticket, working_days: int, calendar: WorkingCalendar) -> Due:
     """The end of a window counted from the unit's receipt of the ticket."""
-    assert ticket.received_at is not None
+    if ticket.received_at is None:
+        raise BrokenInvariant("ticket.received_at is missing")
     return calendar.due_at(as_utc(ticket.received_at), working_days)
 
 
@@ -429,7 +431,8 @@ def _decide_appeal(
     data.update(decision=action.decision, reason=action.reason)
     if action.decision == "valid":
         # The review stands: the unit carries on, on the clock that has kept running (Art. 15(三)).
-        assert ticket.unit_org_id is not None
+        if ticket.unit_org_id is None:
+            raise BrokenInvariant("ticket.unit_org_id is missing")
         ticket.assignee_org_id = ticket.unit_org_id
         return IN_PROGRESS
     ticket.closed_at = at
@@ -479,7 +482,8 @@ def _callback_result(
 
 
 def _redo(ticket: Ticket, action: Redo, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
-    assert ticket.unit_org_id is not None
+    if ticket.unit_org_id is None:
+        raise BrokenInvariant("ticket.unit_org_id is missing")
     ticket.redo_count += 1
     ticket.assignee_org_id = ticket.unit_org_id
     ticket.resolved_at = None
@@ -494,7 +498,9 @@ def _close(ticket: Ticket, action: Close, at: datetime, cal: WorkingCalendar, ct
     return CLOSED_UNSATISFIED
 
 
-_HANDLERS: dict[str, Any] = {
+# Each handler takes its own action type; the table is keyed by that type's `action` word.
+Handler = Callable[[Ticket, Any, datetime, WorkingCalendar, Context, dict[str, Any]], str]
+_HANDLERS: dict[str, Handler] = {
     "transfer": _transfer,
     "accept": _accept,
     "classify": _classify,

@@ -68,10 +68,10 @@ async def metrics(request: web.Request) -> web.Response:
             select(func.count()).select_from(Ticket).where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
         )
         overdue.set(late.one())
-    status = await inbox_status(request.app[STORE], now)
-    inbox.labels("pending").set(status["pending"] or 0)
-    inbox.labels("failed").set(status["set_aside"] or 0)
-    inbox_age.set(status["oldest_pending_seconds"] or 0)
+    backlog = await inbox_status(request.app[STORE], now)
+    inbox.labels("pending").set(backlog["pending"] or 0)
+    inbox.labels("failed").set(backlog["set_aside"] or 0)
+    inbox_age.set(backlog["oldest_pending_seconds"] or 0)
     from gateway.upload.metrics import upload_gauges
 
     await upload_gauges(registry, request.app[STORE], now)

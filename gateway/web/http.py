@@ -11,9 +11,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.evaluations.errors import EvaluationError
-from gateway.orgs import Caller, authenticate
 from gateway.errors import DomainError
+from gateway.orgs import Caller, authenticate
 from gateway.web.keys import STORE
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,6 @@ def _dumps(value: Any) -> str:
 
 
 _CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict", 410: "expired"}
-
-
-def from_domain(exc: EvaluationError) -> ApiError:
-    return ApiError(exc.status, _CODES.get(exc.status, "invalid"), exc.message, field=exc.field)
 
 
 async def read_json(request: web.Request, model: type[M]) -> M:
@@ -92,7 +87,7 @@ def _nul_at(value: Any, path: str = "") -> str | None:
 
 
 def validation_error(exc: ValidationError) -> ApiError:
-    details = [
+    details: list[dict[str, Any]] = [
         {"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
@@ -125,8 +120,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
-    except EvaluationError as exc:
-        response = from_domain(exc).response()
     except DomainError as exc:
         response = ApiError(exc.status, exc.code, exc.message, field=exc.field, details=exc.details).response()
     except web.HTTPException as exc:

@@ -1,53 +1,26 @@
 """The OpenAPI document of the department API, generated from the code.
 
-Each views module lists its operations (`Operation`: method, path, the pydantic models of its query,
-body and answer); `document()` turns them and the models' JSON Schemas into OpenAPI 3.1. Nothing is
+Each API views module lists its operations (`OPERATIONS`, a list of `gateway.web.operations.Operation`:
+method, path, the pydantic models of its query, body and answer); the app collects them from the modules
+named in `gateway.app.API_VIEWS` and keeps them under `API_OPERATIONS`; `document()` turns them and the models' JSON Schemas into OpenAPI 3.1. Nothing is
 written by hand, so the document cannot drift from the models the views validate with. A test checks
 that every /api/v1 route the app registers is in it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from gateway.web.keys import API_OPERATIONS
+from gateway.web.operations import Operation, PathParam
+
 OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
-
-
-@dataclass(frozen=True)
-class PathParam:
-    name: str
-    description: str
-    maximum: int | None = None
-    example: int | None = None
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One documented endpoint."""
-
-    method: str
-    path: str  # OpenAPI form: /api/v1/tickets/{id}
-    summary: str
-    tag: str
-    operation_id: str
-    response: type[BaseModel] | None = None
-    status: int = 200
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    path_params: Sequence[PathParam] = ()
-    description: str = ""
-    errors: Sequence[int] = (401,)
-    secured: bool = True
-    extra_responses: Mapping[int, str] = field(default_factory=dict)
-    media_types: Mapping[str, str] = field(default_factory=dict)  # a file answer: media type -> description
 
 
 class ErrorDetail(BaseModel):
@@ -78,55 +51,6 @@ _ERROR_TEXT = {
     415: "Send the body as application/json",
     422: "Invalid input",
 }
-
-
-# --- the existing evaluation endpoints -----------------------------------------------------------
-
-
-def _evaluation_operations() -> list[Operation]:
-    from gateway.evaluations.schemas import (
-        CaseIn,
-        CaseOut,
-        EvaluationIn,
-        EvaluationOut,
-        EvaluationPage,
-        EvaluationQuery,
-    )
-
-    return [
-        Operation(
-            "POST", "/api/v1/cases", "Report a finished service case (办件)", tag="cases", operation_id="reportCase",
-            body=CaseIn, response=CaseOut, status=201, errors=(400, 401, 403, 409, 415, 422),
-            description="Idempotent on (org, case_no): the same report again answers 200 with the same invitation.",
-            extra_responses={200: "Already reported with the same content"},
-        ),
-        Operation(
-            "POST", "/api/v1/evaluations", "Record a rating on the citizen's behalf (evaluator device, phone staff)",
-            tag="evaluations", operation_id="submitEvaluation", body=EvaluationIn, response=EvaluationOut, status=201,
-            errors=(400, 401, 403, 404, 409, 410, 415, 422),
-        ),
-        Operation(
-            "GET", "/api/v1/evaluations", "List evaluations in your jurisdiction", tag="evaluations",
-            operation_id="listEvaluations", query=EvaluationQuery, response=EvaluationPage, errors=(401, 422),
-            description=(
-                "Each item keeps the rating as given and adds `addenda` (reasons, text or a staff rating given "
-                "later, each with its time) and `current` (the effective values). Filter by `case_no` or `token`."
-            ),
-        ),
-    ]
-
-
-def operations() -> list[Operation]:
-    """Every documented operation of the department API."""
-    from gateway.callbacks.views import OPERATIONS as campaign_operations
-    from gateway.fraud.views import OPERATIONS as fraud_operations
-    from gateway.stats.views import OPERATIONS as stats_operations
-    from gateway.tickets.views import OPERATIONS as ticket_operations
-
-    return [
-        *_evaluation_operations(), *ticket_operations, *campaign_operations, *fraud_operations, *stats_operations,
-        OPENAPI_OPERATION,
-    ]
 
 
 class OpenApiDocument(BaseModel):
@@ -260,9 +184,15 @@ def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@lru_cache(maxsize=1)
-def _cached_document() -> dict[str, Any]:
-    return document(operations())
+_documents: dict[tuple[str, ...], dict[str, Any]] = {}
+
+
+def cached_document(ops: Sequence[Operation]) -> dict[str, Any]:
+    """The document of these operations, built once per set of operations."""
+    key = tuple(f"{o.method} {o.path} {o.operation_id}" for o in ops)
+    if key not in _documents:
+        _documents[key] = document(ops)
+    return _documents[key]
 
 
 routes = web.RouteTableDef()
@@ -271,7 +201,10 @@ routes = web.RouteTableDef()
 @routes.get("/api/v1/openapi.json")
 async def openapi_view(request: web.Request) -> web.Response:
     """The document is public: it describes the API and holds no data."""
-    return web.json_response(_cached_document())
+    operations: tuple[Operation, ...] = request.app[API_OPERATIONS]
+    return web.json_response(cached_document(operations))
 
 
-__all__ = ["Operation", "PathParam", "document", "operations", "routes"]
+OPERATIONS = [OPENAPI_OPERATION]
+
+__all__ = ["OPERATIONS", "Operation", "PathParam", "cached_document", "document", "routes"]

@@ -145,7 +145,7 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
         if wants_json:
             raise
         if exc.field in ("reasons", "text"):
-            return _reasons_page(request, invitation, rating, via=via, error=exc.message, opened=opened)
+            return _reasons_page(request, invitation, rating, via=via or "", error=exc.message, opened=opened)
         return _closed_page(exc)
     request.app[DISPATCHER].wake()
     response: web.Response

@@ -119,6 +119,11 @@ class TestReasons:
     def test_catalogue_codes(self):
         assert reasons("113 115") == ReasonsAnswer((113, 115), "")
 
+    def test_the_last_number_of_the_list_is_an_item(self):
+        last = len(LEVEL1)
+        assert reasons(str(last)) == ReasonsAnswer((LEVEL1[-1].code,), "")
+        assert reasons(str(last + 1)).codes == ()
+
     def test_code_of_another_level_is_reported(self):
         assert reasons("113 209") == ReasonsAnswer((113,), "", ("209",))
         assert reasons("113 209", level=2) == ReasonsAnswer((209,), "", ("113",))

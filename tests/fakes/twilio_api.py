@@ -291,7 +291,7 @@ def _request_id() -> dict[str, str]:
 
 
 def _segments(body: str) -> int:
-    # Deliberately independent of gateway.sms.segments: ASCII counts as GSM-7, anything else UCS-2.
+    # Deliberately independent of gateway.messaging.segments: ASCII counts as GSM-7, anything else UCS-2.
     if body.isascii():
         return 1 if len(body) <= 160 else -(-len(body) // 153)
     units = len(body.encode("utf-16-le")) // 2

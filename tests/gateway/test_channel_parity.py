@@ -15,9 +15,9 @@ from tests.gateway.sms.conftest import Phone
 
 
 @pytest.fixture
-def settings(database_url, fake_twilio, fake_telegram):  # type: ignore[no-untyped-def]
+def settings(database_url, fake_twilio, fake_telegram, paired_redis_url):  # type: ignore[no-untyped-def]
     return load_settings(
-        database_url=database_url, public_url=PUBLIC, run_dispatcher=False,
+        database_url=database_url, public_url=PUBLIC, run_dispatcher=False, redis_url=paired_redis_url,
         sms_provider="twilio", twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
         twilio_from_number=FROM_NUMBER, twilio_api_base=fake_twilio.url,
         telegram_bot_token=BOT_TOKEN, telegram_webhook_secret=SECRET, telegram_api_base=fake_telegram.url,

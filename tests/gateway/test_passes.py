@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.passes import run_passes
+from tests.waiting import until
 
 
 async def test_a_failed_pass_is_followed_by_the_next():
@@ -18,10 +19,11 @@ async def test_a_failed_pass_is_followed_by_the_next():
         return 0
 
     loop = asyncio.create_task(run_passes(one_pass, interval_seconds=0.01, what="test"))
-    await asyncio.sleep(0.1)
+    await until(lambda: len(calls) >= 3, what="two passes after the failed one")
+    assert not loop.done()
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
-    assert len(calls) >= 3 and loop.cancelled()
+    assert loop.cancelled()
 
 
 async def test_work_goes_on_at_once_and_a_wake_ends_the_idle_wait():
@@ -37,12 +39,13 @@ async def test_work_goes_on_at_once_and_a_wake_ends_the_idle_wait():
         return 0
 
     loop = asyncio.create_task(run_passes(one_pass, interval_seconds=60, what="test", wake=wake))
-    await asyncio.sleep(0.05)
-    assert len(passes) == 4  # three with work, back to back, then one that found nothing: now it waits
+    await until(lambda: len(passes) == 4, what="three passes with work, back to back, then one that found nothing")
     backlog[0] = 1
+    woken_at = asyncio.get_running_loop().time()
     wake.set()
-    await asyncio.sleep(0.05)
-    assert len(passes) == 6  # woken long before the minute: the work, then idle again
+    await until(lambda: len(passes) == 6, what="the woken passes")
+    # The loop was waiting (not polling) until the wake, and the wake cut the minute short.
+    assert passes[4] >= woken_at and passes[5] - passes[0] < 30
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
 
@@ -58,7 +61,6 @@ async def test_a_wake_during_an_idle_pass_is_not_lost():
         return 0
 
     loop = asyncio.create_task(run_passes(one_pass, interval_seconds=60, what="test", wake=wake))
-    await asyncio.sleep(0.05)
-    assert len(passes) == 2  # the second pass came at once, not a minute later
+    await until(lambda: len(passes) == 2, what="the second pass, at once rather than a minute later")
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)

@@ -36,8 +36,8 @@ def bot_settings(database_url: str, fake_telegram: FakeTelegram, **overrides: An
 
 
 @pytest.fixture
-def settings(database_url: str, fake_telegram: FakeTelegram) -> Settings:
-    return bot_settings(database_url, fake_telegram)
+def settings(database_url: str, fake_telegram: FakeTelegram, paired_redis_url: str) -> Settings:
+    return bot_settings(database_url, fake_telegram, redis_url=paired_redis_url)
 
 
 class Unpaced:

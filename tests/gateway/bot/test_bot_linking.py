@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timezone
 
 from gateway.evaluations.prompts import sms_prompt, telegram_deep_link
-from gateway.sms.segments import segments
+from gateway.messaging.segments import segments
 from gateway.store.models import Citizen, Evaluation, Invitation, OutboundMessage
 from tests.fakes.telegram_api import BOT_USERNAME
 from tests.gateway.bot.conftest import Chat, button_data, flush, rows

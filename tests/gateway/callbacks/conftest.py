@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from gateway.callbacks.wiring import CAMPAIGN_FEEDER
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.settings import Settings
 from gateway.store.models import Campaign, CampaignTarget, OutboundMessage
 from gateway.web.keys import DISPATCHER, STORE

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.callbacks.wiring import CAMPAIGN_FEEDER
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, Ticket, TicketEvent
 from tests.gateway.callbacks.conftest import Campaigns, flush, phone_number, phone_of, rows, run_campaigns, targets
 

@@ -3,8 +3,8 @@ and how their answers land on the targets and the tickets."""
 
 from __future__ import annotations
 
-from gateway.callbacks.wiring import CAMPAIGN_FEEDER
-from gateway.sms.segments import segments
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
+from gateway.messaging.segments import segments
 from gateway.store.models import Citizen, OutboundMessage, Ticket, TicketEvent
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
 from tests.gateway.bot.conftest import button_data, button_texts

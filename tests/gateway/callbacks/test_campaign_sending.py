@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.callbacks.feeder import CampaignFeeder
-from gateway.callbacks.wiring import CAMPAIGN_FEEDER
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, OutboundMessage
 from gateway.web.keys import DISPATCHER
 from tests.gateway.bot.conftest import Unpaced

@@ -14,9 +14,9 @@ PUBLIC = "http://gateway.test"
 
 
 @pytest.fixture
-def settings(database_url: str, fake_twilio) -> Settings:  # type: ignore[no-untyped-def]
+def settings(database_url: str, fake_twilio, paired_redis_url) -> Settings:  # type: ignore[no-untyped-def]
     return load_settings(
-        database_url=database_url, public_url=PUBLIC, run_dispatcher=False, sms_provider="twilio",
+        database_url=database_url, public_url=PUBLIC, redis_url=paired_redis_url, run_dispatcher=False, sms_provider="twilio",
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from_number=FROM_NUMBER,
         twilio_api_base=fake_twilio.url, reminder_after_seconds=600,
     )

@@ -95,9 +95,11 @@ async def test_a_failure_mid_processing_leaves_the_message_for_a_later_try(clien
 async def test_a_message_that_keeps_failing_is_set_aside_and_the_next_goes_on(client, world, phone, clock, monkeypatch):
     await report(client, world)
     real = inbox_module.converse
+    tries = {"n": 0}
 
     async def refuse_fives(*args, **kwargs):  # type: ignore[no-untyped-def]
         if kwargs["inbound"].text == "5":
+            tries["n"] += 1
             raise ValueError("cannot process this one")
         return await real(*args, **kwargs)
 
@@ -109,6 +111,7 @@ async def test_a_message_that_keeps_failing_is_set_aside_and_the_next_goes_on(cl
         await drainer.drain()
         clock.advance(seconds=61)
     first, second = await _rows(client, InboundMessage)
+    assert tries["n"] == 5  # GATEWAY_INBOX_MAX_ATTEMPTS (5): exactly that many tries, then set aside
     assert first.processed_at is not None and first.error.startswith("given up after 5 attempts")
     assert first.body == "5" and first.sender_enc  # kept for an operator to look at
     assert second.processed_at is not None and second.error is None

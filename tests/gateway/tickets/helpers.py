@@ -14,10 +14,19 @@ class Api:
         self.client, self.world = client, world
 
     async def act(self, org: str, ticket_id: int, action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
+        """Post an action; when it is refused for access (401, 403, 404) the ticket must be exactly as it was."""
+        before = await self._as_operator(ticket_id)
         resp = await self.client.post(
             f"/api/v1/tickets/{ticket_id}/actions", json={"action": action, **fields}, headers=self.world.auth(org)
         )
-        return resp.status, await resp.json()
+        body = await resp.json()
+        if resp.status in (401, 403, 404) and before is not None:
+            assert await self._as_operator(ticket_id) == before, f"a refused {action} by {org} changed the ticket"
+        return resp.status, body
+
+    async def _as_operator(self, ticket_id: int) -> dict[str, Any] | None:
+        resp = await self.client.get(f"/api/v1/tickets/{ticket_id}", headers=self.world.auth("operator"))
+        return await resp.json() if resp.status == 200 else None
 
     async def ok(self, org: str, ticket_id: int, action: str, **fields: Any) -> dict[str, Any]:
         status, body = await self.act(org, ticket_id, action, **fields)

@@ -261,3 +261,23 @@ async def test_history_records_every_step_with_actor_and_time(api: Api, make_tic
     assert all(t.tzinfo == timezone.utc for t in times)
     assert events[4]["note"] == "called at once" and events[4]["data"]["method"] == "phone"
     assert ticket["status"] == "closed_satisfied"
+
+
+async def test_a_reply_resolved_at_night_waits_for_morning(api: Api, make_ticket, client, clock) -> None:  # type: ignore[no-untyped-def]
+    """docs/tickets.md: the unit's reply to the citizen keeps quiet hours, like every notice."""
+    ticket_id = await make_ticket()
+    await api.in_progress(ticket_id)
+    clock.set(datetime(2026, 3, 4, 14, 30, tzinfo=timezone.utc))  # 22:30 Asia/Shanghai
+    ticket = await api.ok("hanbin-market", ticket_id, "resolve", rectification="done", reply=REPLY)
+    async with client.app[STORE].transaction() as session:
+        message = await session.get(OutboundMessage, ticket["events"][-1]["data"]["message_id"])
+    assert message is not None and message.purpose == "notice"
+    morning = datetime(2026, 3, 5, 0, 0, tzinfo=timezone.utc)  # 08:00 Asia/Shanghai
+    assert message.not_before is not None and message.not_before.replace(tzinfo=timezone.utc) == morning
+    while await client.app[DISPATCHER].run_once():
+        pass
+    assert not [m for m in sent_messages(client) if REPLY in m.body]
+    clock.set(morning)
+    while await client.app[DISPATCHER].run_once():
+        pass
+    assert len([m for m in sent_messages(client) if REPLY in m.body]) == 1

@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.settings import load_settings
 from gateway.store.models import Ticket
 from gateway.tickets.overdue import LogNotifier, sweep
-from gateway.tickets.reminders import WebhookNotifier
+from gateway.wiring.reminders import WebhookNotifier
 from gateway.web.keys import DEPS, STORE, TASKS
 from tests.conftest import case_payload, register_world
 from tests.gateway.tickets.helpers import Api

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.sms.segments import encoding, fit, is_gsm7, segments, units
+from gateway.messaging.segments import encoding, fit, is_gsm7, segments, units
 
 LINK = "https://hcp.example.gov.cn/r/Ab3dE5fG"
 

@@ -37,7 +37,7 @@ class WebhookNotifier:
             async with self.session.post(self.url, json=reminder.as_json()) as response:
                 if not 200 <= response.status < 300:
                     raise ReminderFailed(f"webhook answered {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ReminderFailed(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
 
 

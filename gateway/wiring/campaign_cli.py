@@ -38,6 +38,7 @@ from gateway.callbacks.service import (
 )
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.orgs import Caller, org_by_code
 from gateway.settings import Settings
 from gateway.store.db import Store
@@ -74,8 +75,8 @@ async def _tools(settings: Settings, *, dispatch: bool) -> AsyncIterator[Tools]:
     from aiohttp import web
 
     from gateway.app import create_app, start_task
-    from gateway.callbacks.wiring import CAMPAIGN_FEEDER
     from gateway.web.keys import DEPS, DISPATCHER, STORE
+    from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 
     app = create_app(settings, migrate=settings.is_sqlite, run_background=False)
     runner = web.AppRunner(app, handle_signals=False)
@@ -128,7 +129,8 @@ def summary(campaign: Campaign, counts: CampaignCounts) -> str:
 async def _snapshot(store: Store, campaign_id: int) -> tuple[Campaign, CampaignCounts]:
     async with store.transaction() as session:
         campaign = await session.get(Campaign, campaign_id, populate_existing=True)
-        assert campaign is not None
+        if campaign is None:
+            raise BrokenInvariant("campaign is missing")
         return campaign, await campaign_counts(session, campaign_id)
 
 
@@ -172,7 +174,8 @@ async def start(settings: Settings, args: argparse.Namespace) -> int:
                   + (" …" if len(not_targeted) > 50 else ""), flush=True)
         if args.no_follow:
             return 0
-        assert campaign.id is not None
+        if campaign.id is None:
+            raise BrokenInvariant("campaign.id is missing")
         try:
             campaign, counts = await follow(tools, campaign.id)
         except (KeyboardInterrupt, asyncio.CancelledError):
