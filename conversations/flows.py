@@ -92,9 +92,7 @@ def survey_prompt(survey: SurveyRef) -> Reply:
 # Plumbing.
 
 
-def _done(
-    step: Step, ctx: Context, replies: Iterable[Reply] = (), effects: Iterable[Effect] = ()
-) -> Transition:
+def _done(step: Step, ctx: Context, replies: Iterable[Reply] = (), effects: Iterable[Effect] = ()) -> Transition:
     return Transition(dump(step), tuple(replies), tuple(effects), _ttl(step, ctx))
 
 
@@ -291,9 +289,7 @@ def _try_late_reasons(text: str, at: datetime, ctx: Context) -> Transition | Non
     return _take_reasons(rated, retry, text, at, ctx)
 
 
-def _take_reasons(
-    rated: RatedInvitation, step: AwaitingReasons, text: str, at: datetime, ctx: Context
-) -> Transition:
+def _take_reasons(rated: RatedInvitation, step: AwaitingReasons, text: str, at: datetime, ctx: Context) -> Transition:
     options = _options(ctx, rated.level)
     answer = parsing.parse_reasons(text, options, other_codes=_all_codes(ctx))
     if answer.unknown:

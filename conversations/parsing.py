@@ -184,9 +184,7 @@ _NUMBER = re.compile(r"[0-9]+")
 _MAX_TOKEN_DIGITS = 6  # longer runs are not numbers anyone meant to pick; never int() them
 
 
-def parse_reasons(
-    text: str, options: Sequence[ReasonOption], *, other_codes: Iterable[int] = ()
-) -> ReasonsAnswer:
+def parse_reasons(text: str, options: Sequence[ReasonOption], *, other_codes: Iterable[int] = ()) -> ReasonsAnswer:
     """Reason list numbers or catalogue codes at the start, then free text; or free text alone.
 
     "1 3", "1,3", "1、3" and "13" (lists of up to 9 items: each digit is a number) pick items 1 and 3;

@@ -34,7 +34,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure(settings.log_level)
     app = create_app(settings, migrate=settings.is_sqlite or args.migrate)
-    web.run_app(app, host=args.host or settings.host, port=args.port or settings.port, print=lambda m: print(m.replace("======== ", "").replace(" ========", "")))
+    web.run_app(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        print=lambda m: print(m.replace("======== ", "").replace(" ========", "")),
+    )
     return 0
 
 
@@ -80,8 +85,15 @@ def cmd_org_add(args: argparse.Namespace) -> int:
                 await upgrade(store.engine)
             at = datetime.now(timezone.utc)
             async with store.transaction() as session:
-                org = await add_org(session, code=args.code, name=args.name, kind=args.kind,
-                                    region_code=args.region, parent_code=args.parent, at=at)
+                org = await add_org(
+                    session,
+                    code=args.code,
+                    name=args.name,
+                    kind=args.kind,
+                    region_code=args.region,
+                    parent_code=args.parent,
+                    at=at,
+                )
                 return await issue_key(session, org=org, label="created by gateway org add", at=at)
         finally:
             await store.close()
@@ -156,7 +168,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from gateway.console.cli import run
+    pass
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from gateway.stats.cli import run
 
@@ -180,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = org.add_parser("add", help="register an organisation and print its API key once")
     add.add_argument("--code", required=True)
     add.add_argument("--name", required=True)
-    add.add_argument("--kind", required=True, choices=["operator", "city_bureau", "county_dept", "unit", "platform_builder"])
+    add.add_argument(
+        "--kind", required=True, choices=["operator", "city_bureau", "county_dept", "unit", "platform_builder"]
+    )
     add.add_argument("--region", required=True, help="six-digit 行政区划 code, e.g. 610902")
     add.add_argument("--parent", help="code of the parent organisation")
     add.set_defaults(func=cmd_org_add)
@@ -193,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     due.set_defaults(func=cmd_calendar_due)
 
     bot = sub.add_parser("bot", help="the Telegram bot").add_subparsers(dest="bot_command", required=True)
-    hook = bot.add_parser("set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram with Telegram, with the secret")
+    hook = bot.add_parser(
+        "set-webhook", help="register GATEWAY_PUBLIC_URL/webhooks/telegram with Telegram, with the secret"
+    )
     hook.add_argument("--drop-pending-updates", action="store_true", help="discard updates Telegram holds for the bot")
     hook.set_defaults(func=cmd_bot_set_webhook)
 

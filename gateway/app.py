@@ -60,11 +60,15 @@ def create_app(
 
     from gateway.wiring.reminders import overdue_ctx
 
-    app.cleanup_ctx.append(overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+    app.cleanup_ctx.append(
+        overdue_ctx(settings.run_dispatcher if run_background is None else run_background, start_task)
+    )
 
     from gateway.wiring.campaigns import campaigns_ctx
 
-    app.cleanup_ctx.append(campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
+    app.cleanup_ctx.append(
+        campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task)
+    )
 
     from gateway.upload.wiring import upload_ctx
 
@@ -148,8 +152,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
     if not settings.redis_url:
         app[STATE_STORE] = MemoryStateStore()
-        app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=LocalLocks(), deps=app[DEPS],
-                             surveys=SurveyRecorder())
+        app[RUNNER] = Runner(
+            store=app[STORE], states=app[STATE_STORE], locks=LocalLocks(), deps=app[DEPS], surveys=SurveyRecorder()
+        )
         yield
         return
     import redis.asyncio as aioredis
@@ -159,8 +164,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = aioredis.from_url(settings.redis_url, decode_responses=True)
     app[REDIS] = client
     app[STATE_STORE] = RedisStateStore(client)
-    app[RUNNER] = Runner(store=app[STORE], states=app[STATE_STORE], locks=RedisLocks(client), deps=app[DEPS],
-                         surveys=SurveyRecorder())
+    app[RUNNER] = Runner(
+        store=app[STORE], states=app[STATE_STORE], locks=RedisLocks(client), deps=app[DEPS], surveys=SurveyRecorder()
+    )
     yield
     await client.aclose()
 
@@ -196,14 +202,20 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
         redis = app.get(REDIS)
         providers: dict[str, Provider] = app[PROVIDERS]
         limiter = (
-            RedisRateLimiter(redis, settings.sms_rate_per_second) if redis is not None
+            RedisRateLimiter(redis, settings.sms_rate_per_second)
+            if redis is not None
             else LocalRateLimiter(settings.sms_rate_per_second)
         )
         dispatcher = Dispatcher(
-            store=app[STORE], providers=providers, vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
+            store=app[STORE],
+            providers=providers,
+            vault=deps.vault,
+            clock=deps.clock,
+            quiet=deps.quiet,
             limiter=limiter,
             policy=DispatchPolicy(
-                batch_size=settings.dispatch_batch_size, max_attempts=settings.dispatch_max_attempts,
+                batch_size=settings.dispatch_batch_size,
+                max_attempts=settings.dispatch_max_attempts,
                 lease_seconds=settings.dispatch_lease_seconds,
                 status_callback_url=f"{settings.public_url}/webhooks/twilio/status",
                 sms_rate_per_second=settings.sms_rate_per_second,
@@ -215,7 +227,9 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
             from gateway.dialogue import run_timers_forever
 
             start_task(app, dispatcher.run_forever(settings.dispatch_interval_seconds), name="dispatcher")
-            start_task(app, run_timers_forever(app[RUNNER], max(5.0, settings.dispatch_interval_seconds)), name="timers")
+            start_task(
+                app, run_timers_forever(app[RUNNER], max(5.0, settings.dispatch_interval_seconds)), name="timers"
+            )
         yield
         await stop_tasks(app)
 
@@ -229,10 +243,13 @@ def _inbox_ctx(run: bool):  # type: ignore[no-untyped-def]
         settings = app[SETTINGS]
         writer = InboxWriter(app[STORE])
         app[INBOX_WRITER] = writer
-        policy = InboxPolicy(batch_size=settings.inbox_batch_size, lease_seconds=settings.inbox_lease_seconds,
-                             max_attempts=settings.inbox_max_attempts,
-                             # SQLite has one writer at a time: side-by-side conversations would only queue.
-                             concurrency=1 if app[STORE].dialect == "sqlite" else InboxPolicy.concurrency)
+        policy = InboxPolicy(
+            batch_size=settings.inbox_batch_size,
+            lease_seconds=settings.inbox_lease_seconds,
+            max_attempts=settings.inbox_max_attempts,
+            # SQLite has one writer at a time: side-by-side conversations would only queue.
+            concurrency=1 if app[STORE].dialect == "sqlite" else InboxPolicy.concurrency,
+        )
         drainer = InboxDrainer(app[RUNNER], policy=policy, on_replies=app[DISPATCHER].wake, intake_busy=writer.busy)
         app[INBOX] = drainer
         if run:

@@ -37,11 +37,17 @@ async def run_demo(database: str | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(database) if database else Path(tmp) / "demo.db"
         settings = load_settings(
-            database_url=f"sqlite+aiosqlite:///{db}", run_dispatcher=False, quiet_hours="", sms_provider="console",
-            redis_url="", telegram_bot_token="",
+            database_url=f"sqlite+aiosqlite:///{db}",
+            run_dispatcher=False,
+            quiet_hours="",
+            sms_provider="console",
+            redis_url="",
+            telegram_bot_token="",
             # The upload feed with the shipped provincial profile, sent to the console instead of a province.
-            province_profile="provincial", province_base_url="console",
-            province_app_key="demo", province_app_secret="demo",
+            province_profile="provincial",
+            province_base_url="console",
+            province_app_key="demo",
+            province_app_secret="demo",
         )
         app = create_app(settings, migrate=True, run_background=False)
         client = TestClient(TestServer(app))
@@ -60,7 +66,9 @@ async def _scenario(client: TestClient) -> int:
     keys: dict[str, str] = {}
     async with store.transaction() as session:
         for code, name, kind, region, parent in ORGS:
-            org = await add_org(session, code=code, name=name, kind=kind, region_code=region, parent_code=parent, at=now)
+            org = await add_org(
+                session, code=code, name=name, kind=kind, region_code=region, parent_code=parent, at=now
+            )
             keys[code] = await issue_key(session, org=org, label="demo", at=now)
             say(f"   - {name} ({kind}, region {region})")
 
@@ -69,9 +77,15 @@ async def _scenario(client: TestClient) -> int:
 
     completed = (now - timedelta(hours=1)).astimezone(timezone.utc).isoformat()
     case = {
-        "case_no": "HB-2026-000123", "item_code": "11610902MB0001", "item_name": "个体工商户设立登记",
-        "org_code": "hanbin-market", "region_code": "610902", "service_channel": "window", "staff_id": "HB-017",
-        "completed_at": completed, "citizen": {"phone": "13812341234"},
+        "case_no": "HB-2026-000123",
+        "item_code": "11610902MB0001",
+        "item_name": "个体工商户设立登记",
+        "org_code": "hanbin-market",
+        "region_code": "610902",
+        "service_channel": "window",
+        "staff_id": "HB-017",
+        "completed_at": completed,
+        "citizen": {"phone": "13812341234"},
     }
     say("\n2. The market-regulation bureau's system reports a finished case (POST /api/v1/cases).")
     resp = await client.post("/api/v1/cases", json=case, headers=auth("hanbin-market"))
@@ -94,7 +108,9 @@ async def _scenario(client: TestClient) -> int:
     say(f"   GET /r/{token} → {page.status}; nothing recorded yet.")
     resp = await client.post(f"/r/{token}", data={"level": "2"})
     say(f"   POST level 2 → {resp.status}: the reasons form (Art. 8: a bad review needs content).")
-    resp = await client.post(f"/r/{token}", data={"level": "2", "reasons": ["213", "210"], "text": "同一份证明交了三次"})
+    resp = await client.post(
+        f"/r/{token}", data={"level": "2", "reasons": ["213", "210"], "text": "同一份证明交了三次"}
+    )
     say(f"   POST level 2 with reasons 213, 210 and a sentence → {resp.status}: recorded.")
 
     async with store.transaction() as session:
@@ -105,8 +121,12 @@ async def _scenario(client: TestClient) -> int:
     local_due = deps.calendar.describe_due(as_utc(ticket.due_at))
     say("\n5. The bad review became a work order in the same transaction:")
     say(f"   ticket #{ticket.id}, status {ticket.status}, level {ticket.level}")
-    say(f"   waiting at {approval.name if approval else '?'} to be transferred to {unit.name if unit else 'a unit'} (Art. 14-15)")
-    say(f"   due {local_due} Asia/Shanghai (10 working days, general){' — provisional' if ticket.due_provisional else ''}")
+    say(
+        f"   waiting at {approval.name if approval else '?'} to be transferred to {unit.name if unit else 'a unit'} (Art. 14-15)"
+    )
+    say(
+        f"   due {local_due} Asia/Shanghai (10 working days, general){' — provisional' if ticket.due_provisional else ''}"
+    )
     say(f"   messages still queued: {len(queued)}")
     await _walk_ticket(client, ticket.id, auth)
     await _upload(client)
@@ -121,9 +141,20 @@ async def _walk_ticket(client: TestClient, ticket_id: int, auth: Any) -> None:
     """Transfer, accept, resolve and reply: the closed loop through the department API."""
     steps = [
         ("hanbin", {"action": "transfer"}, "the county department transfers it to the handling unit"),
-        ("hanbin-market", {"action": "accept", "category": "general"}, "the unit accepts it as general (10 working days)"),
-        ("hanbin-market", {"action": "resolve", "rectification": "已对窗口人员开展业务培训，证明材料一次收取", "reply": "您反映的重复提交证明问题已整改，感谢监督。"},
-         "the unit records the rectification and its reply to the evaluator"),
+        (
+            "hanbin-market",
+            {"action": "accept", "category": "general"},
+            "the unit accepts it as general (10 working days)",
+        ),
+        (
+            "hanbin-market",
+            {
+                "action": "resolve",
+                "rectification": "已对窗口人员开展业务培训，证明材料一次收取",
+                "reply": "您反映的重复提交证明问题已整改，感谢监督。",
+            },
+            "the unit records the rectification and its reply to the evaluator",
+        ),
     ]
     say("\n6. The work order goes round the closed loop (Art. 15(二)):")
     for org, action, words in steps:
@@ -156,7 +187,9 @@ async def _upload(client: TestClient) -> None:
     for line in json.dumps(bodies[0], ensure_ascii=False, indent=2).splitlines():
         say(f"   {line}")
     for body in bodies[1:]:
-        say(f"   then {body['assessId']} (assessNumber {body['assessNumber']} 追加): rectifyInfo {body.get('rectifyInfo')!r}")
+        say(
+            f"   then {body['assessId']} (assessNumber {body['assessNumber']} 追加): rectifyInfo {body.get('rectifyInfo')!r}"
+        )
 
 
 async def _fraud_flag(client: TestClient, auth: Any) -> None:
@@ -167,9 +200,14 @@ async def _fraud_flag(client: TestClient, auth: Any) -> None:
     now = client.app[DEPS].clock.now()
     for n in range(5):
         case = {
-            "case_no": f"HB-2026-00020{n}", "item_code": "11610902MB0001", "item_name": "个体工商户设立登记",
-            "org_code": "hanbin-market", "region_code": "610902", "service_channel": "online",
-            "completed_at": (now - timedelta(hours=2)).astimezone(timezone.utc).isoformat(), "citizen": {"phone": "13900001111"},
+            "case_no": f"HB-2026-00020{n}",
+            "item_code": "11610902MB0001",
+            "item_name": "个体工商户设立登记",
+            "org_code": "hanbin-market",
+            "region_code": "610902",
+            "service_channel": "online",
+            "completed_at": (now - timedelta(hours=2)).astimezone(timezone.utc).isoformat(),
+            "citizen": {"phone": "13900001111"},
         }
         resp = await client.post("/api/v1/cases", json=case, headers=auth("hanbin-market"))
         token = (await resp.json())["invitation"]["token"]
@@ -180,16 +218,23 @@ async def _fraud_flag(client: TestClient, auth: Any) -> None:
     resp = await client.get("/api/v1/fraud/flags", headers=auth("hanbin"))
     page = await resp.json()
     for flag in page["items"]:
-        say(f"   flag #{flag['id']}: rule {flag['rule']}, {flag['subject']}, {flag['evaluation_count']} ratings, {flag['status']}")
+        say(
+            f"   flag #{flag['id']}: rule {flag['rule']}, {flag['subject']}, {flag['evaluation_count']} ratings, {flag['status']}"
+        )
     burst = [f for f in page["items"] if f["rule"] == "burst"]
     if burst:
         flag_id = burst[0]["id"]
-        resp = await client.post(f"/api/v1/fraud/flags/{flag_id}/ruling", headers=auth("hanbin"),
-                                 json={"outcome": "confirmed", "note": "同一号码十分钟内评价五项服务，经核实为刷好评"})
+        resp = await client.post(
+            f"/api/v1/fraud/flags/{flag_id}/ruling",
+            headers=auth("hanbin"),
+            json={"outcome": "confirmed", "note": "同一号码十分钟内评价五项服务，经核实为刷好评"},
+        )
         ruled = await resp.json()
         say("   (the same browser rated the first service too: hence the device flag)")
-        say(f"   the county department confirms flag #{flag_id}: {ruled['decisions_written']} ratings stop counting; "
-            "they stay stored, unchanged (an evaluation_decision each).")
+        say(
+            f"   the county department confirms flag #{flag_id}: {ruled['decisions_written']} ratings stop counting; "
+            "they stay stored, unchanged (an evaluation_decision each)."
+        )
 
 
 async def _show_indicators(client: TestClient, auth: Any) -> None:

@@ -79,9 +79,13 @@ class Locks(Protocol):
 class SurveyAnswers(Protocol):
     """Where callback-survey answers go (gateway.callbacks); injected to keep the import direction."""
 
-    async def answer(self, session: AsyncSession, *, ticket_id: int, citizen_id: int, satisfied: bool, channel: str, deps: Deps) -> None: ...
+    async def answer(
+        self, session: AsyncSession, *, ticket_id: int, citizen_id: int, satisfied: bool, channel: str, deps: Deps
+    ) -> None: ...
 
-    async def reason(self, session: AsyncSession, *, ticket_id: int, citizen_id: int, text: str, channel: str, deps: Deps) -> None: ...
+    async def reason(
+        self, session: AsyncSession, *, ticket_id: int, citizen_id: int, text: str, channel: str, deps: Deps
+    ) -> None: ...
 
 
 @dataclass
@@ -138,7 +142,9 @@ async def converse(
                 if citizen is None:
                     raise BrokenInvariant("citizen is missing")
                 await _apply(session, runner, transition, citizen, channel, invitations)
-                replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
+                replies = await _queue_replies(
+                    session, runner.deps, transition.replies, citizen, channel, source_message_id
+                )
         except EvaluationError as exc:
             # A rating raced with another channel (or the period ended meanwhile): nothing of the
             # first attempt stays; the citizen gets a plain answer and the conversation starts over.
@@ -150,7 +156,9 @@ async def converse(
                 if citizen is None:
                     raise BrokenInvariant("citizen is missing") from exc
                 transition = Transition(state={}, replies=(Reply(_refusal(exc)),))
-                replies = await _queue_replies(session, runner.deps, transition.replies, citizen, channel, source_message_id)
+                replies = await _queue_replies(
+                    session, runner.deps, transition.replies, citizen, channel, source_message_id
+                )
         if transition.ttl_seconds > 0:
             await runner.states.set(key, transition.state, transition.ttl_seconds)
         else:
@@ -169,8 +177,13 @@ def _refusal(exc: EvaluationError) -> str:
 
 
 async def _first_time(
-    session: AsyncSession, provider: str | None, provider_id: str | None, citizen_id: int, timer_id: int | None,
-    inbox_id: int | None, deps: Deps,
+    session: AsyncSession,
+    provider: str | None,
+    provider_id: str | None,
+    citizen_id: int,
+    timer_id: int | None,
+    inbox_id: int | None,
+    deps: Deps,
 ) -> bool:
     """Record the provider's message id (or mark the inbox message, or take the timer, processed);
     False when that was done before (a retried webhook, a message or timer another process handled)."""
@@ -180,7 +193,14 @@ async def _first_time(
         done = await session.exec(
             update(inbox)
             .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
-            .values(processed_at=deps.clock.now(), citizen_id=citizen_id, body=None, sender_enc=None, lease_until=None, error=None)
+            .values(
+                processed_at=deps.clock.now(),
+                citizen_id=citizen_id,
+                body=None,
+                sender_enc=None,
+                lease_until=None,
+                error=None,
+            )
         )
         return done.rowcount == 1
     if timer_id is not None:
@@ -189,7 +209,12 @@ async def _first_time(
     if provider is None or provider_id is None:
         return True
     return await insert_if_absent(
-        session, InboundMessage, provider=provider, provider_id=provider_id, citizen_id=citizen_id, received_at=deps.clock.now(),
+        session,
+        InboundMessage,
+        provider=provider,
+        provider_id=provider_id,
+        citizen_id=citizen_id,
+        received_at=deps.clock.now(),
         processed_at=deps.clock.now(),
     )
 
@@ -223,7 +248,9 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
 
     open_rows = (
         await session.exec(
-            select(Invitation).where(Invitation.citizen_id == citizen_id, Invitation.status == "open", col(Invitation.expires_at) > now)
+            select(Invitation).where(
+                Invitation.citizen_id == citizen_id, Invitation.status == "open", col(Invitation.expires_at) > now
+            )
         )
     ).all()
     open_invitations = tuple(ref(inv) for inv in open_rows)
@@ -232,7 +259,11 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
         await session.exec(
             select(Evaluation, Invitation)
             .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
-            .where(Evaluation.citizen_id == citizen_id, col(Evaluation.created_at) > now - LATE_REASONS_WINDOW, Evaluation.scope == "all")
+            .where(
+                Evaluation.citizen_id == citizen_id,
+                col(Evaluation.created_at) > now - LATE_REASONS_WINDOW,
+                Evaluation.scope == "all",
+            )
         )
     ).all()
     awaiting_reasons: list[RatedInvitation] = []
@@ -247,9 +278,18 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
         ).all()
         has = {(eid, kind) for eid, kind in addenda}
         for evaluation, inv in recent:
-            if evaluation.level <= 2 and not evaluation.reason_codes and not evaluation.content and (evaluation.id, "reasons") not in has:
+            if (
+                evaluation.level <= 2
+                and not evaluation.reason_codes
+                and not evaluation.content
+                and (evaluation.id, "reasons") not in has
+            ):
                 awaiting_reasons.append(RatedInvitation(ref(inv), evaluation.level, as_utc(evaluation.created_at)))
-            if inv.service_channel == "window" and evaluation.staff_level is None and (evaluation.id, "staff") not in has:
+            if (
+                inv.service_channel == "window"
+                and evaluation.staff_level is None
+                and (evaluation.id, "staff") not in has
+            ):
                 awaiting_staff.append(ref(inv))
 
     # A callback question is open once its message has actually gone out, and it dates from then: a
@@ -261,7 +301,8 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
             .join(Ticket, col(Ticket.id) == CampaignTarget.ticket_id)
             .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
             .where(
-                CampaignTarget.citizen_id == citizen_id, col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES),
+                CampaignTarget.citizen_id == citizen_id,
+                col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES),
                 col(OutboundMessage.sent_at).is_not(None),
             )
         )
@@ -285,13 +326,22 @@ async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) ->
 async def _evaluation_of(session: AsyncSession, invitation_id: int, citizen_id: int) -> Evaluation | None:
     return (
         await session.exec(
-            select(Evaluation).where(Evaluation.invitation_id == invitation_id, Evaluation.citizen_id == citizen_id, Evaluation.scope == "all")
+            select(Evaluation).where(
+                Evaluation.invitation_id == invitation_id,
+                Evaluation.citizen_id == citizen_id,
+                Evaluation.scope == "all",
+            )
         )
     ).first()
 
 
 async def _apply(
-    session: AsyncSession, runner: Runner, transition: Transition, citizen: Citizen, channel: str, invitations: dict[int, Invitation]
+    session: AsyncSession,
+    runner: Runner,
+    transition: Transition,
+    citizen: Citizen,
+    channel: str,
+    invitations: dict[int, Invitation],
 ) -> None:
     deps, now = runner.deps, runner.deps.clock.now()
     rating_channel = EVALUATION_CHANNEL[channel]
@@ -302,15 +352,31 @@ async def _apply(
             invitation = invitations.get(effect.invitation_id) or await session.get(Invitation, effect.invitation_id)
             if invitation is None or invitation.citizen_id != citizen.id:
                 raise EvaluationError("that service is not this citizen's")
-            await record_rating(session, invitation=invitation, level=effect.level, channel=rating_channel, deps=deps, require_content=False)
+            await record_rating(
+                session,
+                invitation=invitation,
+                level=effect.level,
+                channel=rating_channel,
+                deps=deps,
+                require_content=False,
+            )
         elif isinstance(effect, AttachReasons):
             evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)
             if evaluation is not None:
-                await add_reasons(session, evaluation=evaluation, codes=list(effect.codes), text=effect.text, channel=rating_channel, deps=deps)
+                await add_reasons(
+                    session,
+                    evaluation=evaluation,
+                    codes=list(effect.codes),
+                    text=effect.text,
+                    channel=rating_channel,
+                    deps=deps,
+                )
         elif isinstance(effect, RecordStaffRating):
             evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)
             if evaluation is not None and 1 <= effect.level <= 5:
-                await add_staff_rating(session, evaluation=evaluation, staff_level=effect.level, channel=rating_channel, deps=deps)
+                await add_staff_rating(
+                    session, evaluation=evaluation, staff_level=effect.level, channel=rating_channel, deps=deps
+                )
         elif isinstance(effect, OptOut):
             # "退订" means no more invitations: on the bot it also stops the SMS fallback, which the
             # blocked-bot rule would otherwise use (Messaging conduct: at once and for good).
@@ -321,24 +387,57 @@ async def _apply(
         elif isinstance(effect, OptIn):
             record_opt_in(citizen, channel="sms" if channel == "sms" else "telegram")
         elif isinstance(effect, ScheduleTimer):
-            await session.exec(delete(ConversationTimer).where(ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id))  # type: ignore[arg-type]
-            session.add(ConversationTimer(channel=channel, citizen_id=citizen.id, due_at=now + timedelta(seconds=effect.after_seconds)))
+            await session.exec(
+                delete(ConversationTimer).where(
+                    ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id
+                )
+            )  # type: ignore[arg-type]
+            session.add(
+                ConversationTimer(
+                    channel=channel, citizen_id=citizen.id, due_at=now + timedelta(seconds=effect.after_seconds)
+                )
+            )
         elif isinstance(effect, CancelTimer):
-            await session.exec(delete(ConversationTimer).where(ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id))  # type: ignore[arg-type]
+            await session.exec(
+                delete(ConversationTimer).where(
+                    ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id
+                )
+            )  # type: ignore[arg-type]
         elif isinstance(effect, RecordSurveyAnswer):
             if runner.surveys is not None:
-                await runner.surveys.answer(session, ticket_id=effect.ticket_id, citizen_id=citizen.id, satisfied=effect.satisfied, channel=rating_channel, deps=deps)
+                await runner.surveys.answer(
+                    session,
+                    ticket_id=effect.ticket_id,
+                    citizen_id=citizen.id,
+                    satisfied=effect.satisfied,
+                    channel=rating_channel,
+                    deps=deps,
+                )
         elif isinstance(effect, AttachSurveyReason):
             if runner.surveys is not None:
-                await runner.surveys.reason(session, ticket_id=effect.ticket_id, citizen_id=citizen.id, text=effect.text, channel=rating_channel, deps=deps)
+                await runner.surveys.reason(
+                    session,
+                    ticket_id=effect.ticket_id,
+                    citizen_id=citizen.id,
+                    text=effect.text,
+                    channel=rating_channel,
+                    deps=deps,
+                )
     await session.flush()
 
 
 async def _queue_replies(
-    session: AsyncSession, deps: Deps, replies: tuple[Reply, ...], citizen: Citizen, channel: str, source_message_id: int | None
+    session: AsyncSession,
+    deps: Deps,
+    replies: tuple[Reply, ...],
+    citizen: Citizen,
+    channel: str,
+    source_message_id: int | None,
 ) -> list[OutboundMessage]:
     # Nothing goes to a sender who has just opted out (or had before): not even a confirmation.
-    if (channel == "sms" and citizen.sms_opted_out_at is not None) or (channel == "telegram" and citizen.bot_blocked_at is not None):
+    if (channel == "sms" and citizen.sms_opted_out_at is not None) or (
+        channel == "telegram" and citizen.bot_blocked_at is not None
+    ):
         return []
     queued = []
     now = deps.clock.now()
@@ -350,8 +449,17 @@ async def _queue_replies(
         else:
             body, buttons = reply.text, render_buttons(reply)
             edit = source_message_id if reply.edit_previous else None
-        message = await enqueue(session, channel=channel, citizen=citizen, purpose="reply", body=body, buttons=buttons,
-                                at=now, quiet=deps.quiet, edit_message_id=edit)
+        message = await enqueue(
+            session,
+            channel=channel,
+            citizen=citizen,
+            purpose="reply",
+            body=body,
+            buttons=buttons,
+            at=now,
+            quiet=deps.quiet,
+            edit_message_id=edit,
+        )
         if message is not None:
             queued.append(message)
     return queued
@@ -363,8 +471,12 @@ async def _sms_answers_left(session: AsyncSession, deps: Deps, citizen: Citizen,
     (what the citizen wrote is still processed and recorded)."""
     sent = (
         await session.exec(
-            select(func.count()).select_from(OutboundMessage).where(
-                OutboundMessage.citizen_id == citizen.id, OutboundMessage.purpose == "reply", OutboundMessage.channel == "sms",
+            select(func.count())
+            .select_from(OutboundMessage)
+            .where(
+                OutboundMessage.citizen_id == citizen.id,
+                OutboundMessage.purpose == "reply",
+                OutboundMessage.channel == "sms",
                 col(OutboundMessage.created_at) > now - timedelta(hours=1),
             )
         )
@@ -391,8 +503,13 @@ async def fire_timers(runner: Runner) -> int:
     """Deliver due timers to their conversations; each fires once even with several workers."""
     fired = 0
     for timer_id, channel, citizen_id in await due_timers(runner.store, runner.deps):
-        outcome = await converse(runner, channel=channel, citizen_id=citizen_id, timer_id=timer_id,
-                                 inbound=Inbound(kind="timer", at=runner.deps.clock.now()))
+        outcome = await converse(
+            runner,
+            channel=channel,
+            citizen_id=citizen_id,
+            timer_id=timer_id,
+            inbound=Inbound(kind="timer", at=runner.deps.clock.now()),
+        )
         fired += 0 if outcome.duplicate else 1
     return fired
 

@@ -87,7 +87,9 @@ async def add_org(
         parent_id = parent.id
     if await org_by_code(session, code) is not None:
         raise OrgError(f"organisation {code!r} is already registered")
-    org = Organisation(code=code, name=name.strip(), kind=kind, region_code=region_code, parent_id=parent_id, created_at=at)
+    org = Organisation(
+        code=code, name=name.strip(), kind=kind, region_code=region_code, parent_id=parent_id, created_at=at
+    )
     session.add(org)
     await session.flush()
     return org

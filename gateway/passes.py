@@ -11,7 +11,11 @@ log = logging.getLogger(__name__)
 
 
 async def run_passes(
-    one_pass: Callable[[], Awaitable[int | None]], *, interval_seconds: float, what: str, wake: asyncio.Event | None = None,
+    one_pass: Callable[[], Awaitable[int | None]],
+    *,
+    interval_seconds: float,
+    what: str,
+    wake: asyncio.Event | None = None,
 ) -> None:
     """Run `one_pass` for ever. With `wake`, a pass that handled something (returned more than 0) is
     followed at once by the next, and an idle loop waits for `wake` or the interval, whichever comes

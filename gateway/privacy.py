@@ -93,6 +93,17 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         for key, value in list(record.__dict__.items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename", "module", "funcName", "threadName", "processName", "taskName"):
+            if isinstance(value, str) and key not in (
+                "msg",
+                "name",
+                "levelname",
+                "pathname",
+                "filename",
+                "module",
+                "funcName",
+                "threadName",
+                "processName",
+                "taskName",
+            ):
                 setattr(record, key, redact(value))
         return True

@@ -96,8 +96,12 @@ class Settings(BaseSettings):
     _province: object = PrivateAttr(default=None)
     console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60, alias="GATEWAY_CONSOLE_IDLE_MINUTES")
     console_session_hours: int = Field(default=12, ge=1, le=24 * 30, alias="GATEWAY_CONSOLE_SESSION_HOURS")
-    console_signin_failures_per_account: int = Field(default=5, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ACCOUNT")
-    console_signin_failures_per_address: int = Field(default=20, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ADDRESS")
+    console_signin_failures_per_account: int = Field(
+        default=5, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ACCOUNT"
+    )
+    console_signin_failures_per_address: int = Field(
+        default=20, ge=1, alias="GATEWAY_CONSOLE_SIGNIN_FAILURES_PER_ADDRESS"
+    )
     console_signin_window_seconds: int = Field(default=900, ge=60, alias="GATEWAY_CONSOLE_SIGNIN_WINDOW_SECONDS")
     ranking_min_sample: int = Field(default=30, ge=1, le=100_000, alias="GATEWAY_RANKING_MIN_SAMPLE")
     public_stats_ttl_seconds: float = Field(default=60.0, ge=0, le=86_400, alias="GATEWAY_PUBLIC_STATS_TTL_SECONDS")
@@ -174,7 +178,7 @@ class Settings(BaseSettings):
         self._province = profile
 
     @property
-    def province(self) -> "ProvinceProfile | None":
+    def province(self) -> ProvinceProfile | None:
         """The parsed province profile, or None when no upload is configured."""
         return self._province  # type: ignore[return-value]
 

@@ -25,14 +25,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from conversations import Reply
+from gateway.bot import texts
+from gateway.bot.models import ChatLinkChallenge
 from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.dialogue import invitation_ref, render_buttons
 from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.service import invitation_by_token
-from gateway.bot import texts
-from gateway.bot.models import ChatLinkChallenge
 from gateway.messaging.outbox import enqueue
 from gateway.store.db import Store
 from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
@@ -43,9 +43,19 @@ log = logging.getLogger(__name__)
 PROVIDER = "telegram"  # InboundMessage.provider of Telegram updates; provider_id is the update_id
 
 LinkResult = Literal[
-    "linked", "already", "invalid", "expired", "invitation_elsewhere", "chat_elsewhere",
+    "linked",
+    "already",
+    "invalid",
+    "expired",
+    "invitation_elsewhere",
+    "chat_elsewhere",
     # proof of the phone (a code sent by SMS, answered in the chat)
-    "code_sent", "too_many", "unverifiable", "code_wrong", "code_failed", "code_expired",
+    "code_sent",
+    "too_many",
+    "unverifiable",
+    "code_wrong",
+    "code_failed",
+    "code_expired",
 ]
 
 CODE_DIGITS = 6
@@ -97,7 +107,13 @@ async def new_chat_citizen(session: AsyncSession, chat_id: int, at: datetime) ->
 async def first_delivery(session: AsyncSession, update_id: int, citizen_id: int | None, at: datetime) -> bool:
     """Record the update id; False when Telegram delivered this update before (it re-delivers)."""
     return await insert_if_absent(
-        session, InboundMessage, provider=PROVIDER, provider_id=str(update_id), citizen_id=citizen_id, received_at=at, processed_at=at
+        session,
+        InboundMessage,
+        provider=PROVIDER,
+        provider_id=str(update_id),
+        citizen_id=citizen_id,
+        received_at=at,
+        processed_at=at,
     )
 
 
@@ -192,14 +208,22 @@ async def _send_code(
     )
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     challenge = ChatLinkChallenge(
-        chat_id=chat_id, citizen_id=owner.id, invitation_id=invitation.id,  # type: ignore[arg-type]
-        code_hash=_code_hash(deps, chat_id, code), created_at=now,
+        chat_id=chat_id,
+        citizen_id=owner.id,
+        invitation_id=invitation.id,  # type: ignore[arg-type]
+        code_hash=_code_hash(deps, chat_id, code),
+        created_at=now,
         expires_at=now + timedelta(seconds=CODE_VALID_SECONDS),
     )
     session.add(challenge)
     await session.flush()
     await enqueue(
-        session, channel="sms", citizen=owner, purpose="reply", at=now, quiet=deps.quiet,
+        session,
+        channel="sms",
+        citizen=owner,
+        purpose="reply",
+        at=now,
+        quiet=deps.quiet,
         body=texts.link_code_sms(deps.settings.sms_signature, code, CODE_VALID_SECONDS // 60),
         dedupe_key=f"tg-link-code:{challenge.id}",
     )
@@ -264,9 +288,13 @@ async def is_blank(session: AsyncSession, citizen: Citizen) -> bool:
     """A citizen row with no phone, no invitation and no evaluation: only a chat that wrote once."""
     if citizen.phone_hash is not None or citizen.phone_enc is not None:
         return False
-    if (await session.exec(select(Invitation.id).where(Invitation.citizen_id == citizen.id).limit(1))).first() is not None:
+    if (
+        await session.exec(select(Invitation.id).where(Invitation.citizen_id == citizen.id).limit(1))
+    ).first() is not None:
         return False
-    return (await session.exec(select(Evaluation.id).where(Evaluation.citizen_id == citizen.id).limit(1))).first() is None
+    return (
+        await session.exec(select(Evaluation.id).where(Evaluation.citizen_id == citizen.id).limit(1))
+    ).first() is None
 
 
 async def queue_reply(
@@ -280,8 +308,16 @@ async def queue_reply(
 ) -> OutboundMessage | None:
     """Queue one bot message to the citizen's chat, in the caller's transaction."""
     return await enqueue(
-        session, channel="telegram", citizen=citizen, purpose="reply", body=reply.text, buttons=render_buttons(reply),
-        at=deps.clock.now(), quiet=deps.quiet, edit_message_id=edit_message_id, dedupe_key=dedupe_key,
+        session,
+        channel="telegram",
+        citizen=citizen,
+        purpose="reply",
+        body=reply.text,
+        buttons=render_buttons(reply),
+        at=deps.clock.now(),
+        quiet=deps.quiet,
+        edit_message_id=edit_message_id,
+        dedupe_key=dedupe_key,
     )
 
 

@@ -22,6 +22,7 @@ from conversations import texts as dialogue_texts
 from conversations.buttons import ReasonSubmit, parse_button
 from gateway.bot import texts
 from gateway.bot.chats import (
+    CODE_VALID_SECONDS,
     Link,
     answer_code,
     as_code,
@@ -36,7 +37,6 @@ from gateway.bot.chats import (
     pending_challenge,
     queue_reply,
 )
-from gateway.bot.chats import CODE_VALID_SECONDS
 from gateway.bot.mine import my_evaluations
 from gateway.deps import Deps
 from gateway.dialogue import Runner, converse
@@ -177,7 +177,11 @@ async def on_text(message: Message, runner: Runner, event_update: Update) -> Non
         return
     citizen_id = await ensure_chat_citizen(runner.store, runner.deps, message.chat.id)
     await converse(
-        runner, channel=CHANNEL, citizen_id=citizen_id, provider=CHANNEL, provider_id=str(event_update.update_id),
+        runner,
+        channel=CHANNEL,
+        citizen_id=citizen_id,
+        provider=CHANNEL,
+        provider_id=str(event_update.update_id),
         inbound=Inbound(kind="text", at=runner.deps.clock.now(), text=message.text or ""),
     )
 
@@ -204,7 +208,11 @@ async def on_other_message(message: Message, runner: Runner, event_update: Updat
     if citizen_id is None:  # not a chat the gateway knows: nothing to answer about
         return
     await converse(
-        runner, channel=CHANNEL, citizen_id=citizen_id, provider=CHANNEL, provider_id=str(event_update.update_id),
+        runner,
+        channel=CHANNEL,
+        citizen_id=citizen_id,
+        provider=CHANNEL,
+        provider_id=str(event_update.update_id),
         inbound=Inbound(kind="text", at=runner.deps.clock.now(), text=message.caption or ""),
     )
 
@@ -235,7 +243,11 @@ async def on_button(query: CallbackQuery, bot: Bot, runner: Runner, event_update
         return
     # The runner loads only this citizen's invitations: data naming anybody else's records nothing.
     outcome = await converse(
-        runner, channel=CHANNEL, citizen_id=citizen_id, provider=CHANNEL, provider_id=str(event_update.update_id),
+        runner,
+        channel=CHANNEL,
+        citizen_id=citizen_id,
+        provider=CHANNEL,
+        provider_id=str(event_update.update_id),
         inbound=Inbound(kind="button", at=runner.deps.clock.now(), data=query.data or ""),
         source_message_id=message.message_id,
     )
@@ -270,8 +282,9 @@ async def _close_keyboard(runner: Runner, citizen_id: int, message: Message, dat
         citizen = await session.get(Citizen, citizen_id)
         if citizen is None or citizen.bot_blocked_at is not None:
             return
-        await queue_reply(session, deps, citizen, Reply(body), edit_message_id=message.message_id,
-                          dedupe_key=f"tg-close:{update_id}")
+        await queue_reply(
+            session, deps, citizen, Reply(body), edit_message_id=message.message_id, dedupe_key=f"tg-close:{update_id}"
+        )
 
 
 def chosen_labels(markup: InlineKeyboardMarkup | None, data: str) -> list[str]:

@@ -39,7 +39,9 @@ async def my_evaluations(session: AsyncSession, *, citizen_id: int, deps: Deps) 
         return texts.MY_EMPTY
     tickets = {
         t.evaluation_id: t
-        for t in (await session.exec(select(Ticket).where(col(Ticket.evaluation_id).in_([e.id for e, _ in rows])))).all()
+        for t in (
+            await session.exec(select(Ticket).where(col(Ticket.evaluation_id).in_([e.id for e, _ in rows])))
+        ).all()
     }
     tz = ZoneInfo(deps.settings.timezone)
     now = deps.clock.now()
@@ -63,5 +65,6 @@ async def my_evaluations(session: AsyncSession, *, citizen_id: int, deps: Deps) 
                 reply = reply[: REPLY_CHARS - 1] + "…"
             lines.append(f"   {texts.MY_REPLY}：{reply}")
     return "\n".join(lines)
+
 
 __all__ = ["RECENT", "my_evaluations"]

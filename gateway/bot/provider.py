@@ -40,7 +40,9 @@ _CANNOT_EDIT = ("message to edit not found", "message can't be edited", "message
 
 def make_bot(settings: Settings) -> Bot:
     """The aiogram Bot, pointed at TELEGRAM_API_BASE (a loopback fake in tests)."""
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=REQUEST_TIMEOUT_SECONDS)
+    session = AiohttpSession(
+        api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=REQUEST_TIMEOUT_SECONDS
+    )
     # Plain text only: citizens' and departments' words must never be read as HTML or Markdown.
     default = DefaultBotProperties(parse_mode=None, link_preview_is_disabled=True)
     return Bot(token=settings.telegram_bot_token.get_secret_value(), session=session, default=default)
@@ -98,7 +100,9 @@ class TelegramProvider:
                     log.info("message could not be edited; sending it anew", extra={"message_id": message.message_id})
                     return _sent(await self.bot.send_message(chat_id=chat_id, text=text, reply_markup=markup))
                 raise
-            return _sent(result) if isinstance(result, Message) else Sent(provider_message_id=str(message.edit_message_id))
+            return (
+                _sent(result) if isinstance(result, Message) else Sent(provider_message_id=str(message.edit_message_id))
+            )
         except TelegramRetryAfter as exc:
             raise SendFailed(exc.message, code="429", retry_after_seconds=float(exc.retry_after)) from None
         except TelegramForbiddenError as exc:

@@ -98,7 +98,9 @@ async def register_webhook(settings: Settings, *, drop_pending_updates: bool = F
     allowed = build_dispatcher().resolve_used_update_types()
     bot = make_bot(settings)
     try:
-        await bot.set_webhook(url=url, secret_token=secret, allowed_updates=allowed, drop_pending_updates=drop_pending_updates)
+        await bot.set_webhook(
+            url=url, secret_token=secret, allowed_updates=allowed, drop_pending_updates=drop_pending_updates
+        )
         await bot.set_my_commands([BotCommand(command=name, description=words) for name, words in COMMANDS])
     except AiogramError as exc:
         raise WebhookSetupError(f"Telegram refused the webhook {url}: {exc}") from None

@@ -66,13 +66,19 @@ async def record_answer(
     if ticket is not None and not same_round(ticket, target):
         raise TransitionNotAllowed(
             f"this question was about round {target.round} of the rectification; the ticket is in round "
-            f"{current_round(ticket)} now", details={"status": ticket.status},
+            f"{current_round(ticket)} now",
+            details={"status": ticket.status},
         )
     at = deps.clock.now()
     ticket_channel = _TICKET_CHANNEL.get(channel, "other")
     event = await record_callback_result(
-        session, ticket_id=target.ticket_id, outcome="satisfied" if satisfied else "unsatisfied", deps=deps,
-        actor=campaign_actor(campaign), answer=text, channel=ticket_channel,  # type: ignore[arg-type]
+        session,
+        ticket_id=target.ticket_id,
+        outcome="satisfied" if satisfied else "unsatisfied",
+        deps=deps,
+        actor=campaign_actor(campaign),
+        answer=text,
+        channel=ticket_channel,  # type: ignore[arg-type]
         campaign_id=campaign.id,
     )
     _mark_answered(target, satisfied=satisfied, channel=ticket_channel, text=text, at=at)
@@ -111,7 +117,9 @@ async def settle_ticket(session: AsyncSession, *, keep: CampaignTarget, at: date
     if others:
         await session.exec(
             update(CampaignTarget)
-            .where(col(CampaignTarget.id).in_([i for i, _ in others]), col(CampaignTarget.status).in_(OPEN_TARGET_STATUSES))
+            .where(
+                col(CampaignTarget.id).in_([i for i, _ in others]), col(CampaignTarget.status).in_(OPEN_TARGET_STATUSES)
+            )
             .values(status="skipped")
         )
 
@@ -146,10 +154,13 @@ class SurveyRecorder:
         except TicketError as exc:
             # The approval department recorded a result on the ticket itself meanwhile. The citizen's
             # words still go on the target; the ticket keeps the result it has.
-            log.info("survey answer for a ticket no longer awaiting its callback",
-                     extra={"ticket_id": ticket_id, "reason": exc.message})
-            _mark_answered(target, satisfied=satisfied, channel=_TICKET_CHANNEL.get(channel, "other"), text="",
-                           at=deps.clock.now())
+            log.info(
+                "survey answer for a ticket no longer awaiting its callback",
+                extra={"ticket_id": ticket_id, "reason": exc.message},
+            )
+            _mark_answered(
+                target, satisfied=satisfied, channel=_TICKET_CHANNEL.get(channel, "other"), text="", at=deps.clock.now()
+            )
             await session.flush()
 
     async def reason(
@@ -180,16 +191,31 @@ class SurveyRecorder:
             raise BrokenInvariant("ticket is missing")
         session.add(
             TicketEvent(
-                ticket_id=ticket_id, at=deps.clock.now(), actor="citizen", action="callback_reason",
-                from_status=ticket.status, to_status=ticket.status,
+                ticket_id=ticket_id,
+                at=deps.clock.now(),
+                actor="citizen",
+                action="callback_reason",
+                from_status=ticket.status,
+                to_status=ticket.status,
                 note="the evaluator said why they are not satisfied with the rectification",
-                data={"text": text, "channel": _TICKET_CHANNEL.get(channel, "other"), "campaign_id": target.campaign_id},
+                data={
+                    "text": text,
+                    "channel": _TICKET_CHANNEL.get(channel, "other"),
+                    "campaign_id": target.campaign_id,
+                },
             )
         )
         await session.flush()
 
 
 __all__ = [
-    "ANSWERED_STATUSES", "ASKED_STATUSES", "CAMPAIGN_ACTOR", "SurveyRecorder", "campaign_actor", "current_round",
-    "record_answer", "same_round", "settle_ticket",
+    "ANSWERED_STATUSES",
+    "ASKED_STATUSES",
+    "CAMPAIGN_ACTOR",
+    "SurveyRecorder",
+    "campaign_actor",
+    "current_round",
+    "record_answer",
+    "same_round",
+    "settle_ticket",
 ]

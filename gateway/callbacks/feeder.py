@@ -116,7 +116,13 @@ class CampaignFeeder:
                 .values(status="running")
             )
             report.started = int(started.rowcount or 0)
-            running = list((await session.exec(select(Campaign.id).where(Campaign.status == "running").order_by(col(Campaign.id)))).all())
+            running = list(
+                (
+                    await session.exec(
+                        select(Campaign.id).where(Campaign.status == "running").order_by(col(Campaign.id))
+                    )
+                ).all()
+            )
         for campaign_id in running:
             if campaign_id is None:
                 raise BrokenInvariant("campaign_id is missing")
@@ -186,9 +192,9 @@ class CampaignFeeder:
         # rows leased by a dispatcher that died must not stall the campaign until their lease runs out.
         waiting = (
             await session.exec(
-                select(func.count()).select_from(OutboundMessage).where(
-                    OutboundMessage.campaign_id == campaign.id, OutboundMessage.status == "queued"
-                )
+                select(func.count())
+                .select_from(OutboundMessage)
+                .where(OutboundMessage.campaign_id == campaign.id, OutboundMessage.status == "queued")
             )
         ).one()
         room = self.queue_ahead - waiting
@@ -227,24 +233,42 @@ class CampaignFeeder:
         fresh: list[tuple[CampaignTarget, OutboundMessage]] = []
         for target, ticket, item_name, citizen in rows:
             channel = reachable_channel(citizen, bot_enabled=settings.bot_enabled) if citizen is not None else None
-            if citizen is None or citizen.id is None or channel is None or ticket.status != RESOLVED \
-                    or not same_round(ticket, target):
+            if (
+                citizen is None
+                or citizen.id is None
+                or channel is None
+                or ticket.status != RESOLVED
+                or not same_round(ticket, target)
+            ):
                 # The ticket got its result another way, or the citizen cannot be reached (opted out
                 # everywhere, no channel): phone staff may still call and enter the answer.
                 target.status = "skipped"
                 skipped += 1
                 continue
             body, buttons = survey_message(
-                channel=channel, signature=settings.sms_signature, ticket_id=ticket.id,  # type: ignore[arg-type]
-                item_name=item_name, at=now,
+                channel=channel,
+                signature=settings.sms_signature,
+                ticket_id=ticket.id,  # type: ignore[arg-type]
+                item_name=item_name,
+                at=now,
             )
             key = dedupe_key(campaign.id, target.ticket_id)
             message = by_key.get(key)
             if message is None:
                 message = OutboundMessage(
-                    channel=channel, citizen_id=citizen.id, purpose="survey", priority=PRIORITY_BULK, body=body,
-                    buttons=buttons, not_before=hold, next_attempt_at=hold or now, dedupe_key=key,
-                    ticket_id=ticket.id, campaign_id=campaign.id, created_at=now, updated_at=now,
+                    channel=channel,
+                    citizen_id=citizen.id,
+                    purpose="survey",
+                    priority=PRIORITY_BULK,
+                    body=body,
+                    buttons=buttons,
+                    not_before=hold,
+                    next_attempt_at=hold or now,
+                    dedupe_key=key,
+                    ticket_id=ticket.id,
+                    campaign_id=campaign.id,
+                    created_at=now,
+                    updated_at=now,
                 )
                 session.add(message)
                 fresh.append((target, message))
@@ -334,12 +358,19 @@ class CampaignFeeder:
                         continue
                     try:
                         await record_callback_result(
-                            session, ticket_id=target.ticket_id, outcome="no_answer", deps=self.deps,
-                            actor=campaign_actor(campaign), channel=target.channel,  # type: ignore[arg-type]
+                            session,
+                            ticket_id=target.ticket_id,
+                            outcome="no_answer",
+                            deps=self.deps,
+                            actor=campaign_actor(campaign),
+                            channel=target.channel,  # type: ignore[arg-type]
                             campaign_id=campaign_id,
                         )
                     except TicketError as exc:  # the department recorded a result on the ticket itself
-                        log.info("no-answer not recorded on the ticket", extra={"ticket_id": target.ticket_id, "reason": exc.message})
+                        log.info(
+                            "no-answer not recorded on the ticket",
+                            extra={"ticket_id": target.ticket_id, "reason": exc.message},
+                        )
                     target.status = "no_answer"
                     expired += 1
             if len(targets) < _EXPIRE_BATCH:

@@ -11,7 +11,9 @@ from gateway.messaging.segments import segments
 OPT_OUT_HINT = "，回T退订"
 
 
-def survey_message(*, channel: str, signature: str, ticket_id: int, item_name: str, at: datetime) -> tuple[str, list[Any] | None]:
+def survey_message(
+    *, channel: str, signature: str, ticket_id: int, item_name: str, at: datetime
+) -> tuple[str, list[Any] | None]:
     """(body, buttons) of the survey for a channel.
 
     The text is the conversation's own question, so the reply grammar and the `sv:` buttons match what

@@ -19,7 +19,17 @@ from pydantic import (
 from gateway.tickets.schemas import MAX_ID, ORG_CODE
 
 MAX_EXPLICIT_TICKETS = 10_000  # a longer list is a filter's job (and would not fit the request size limit)
-TARGET_STATUSES = ("pending", "queued", "sent", "delivered", "failed", "satisfied", "unsatisfied", "no_answer", "skipped")
+TARGET_STATUSES = (
+    "pending",
+    "queued",
+    "sent",
+    "delivered",
+    "failed",
+    "satisfied",
+    "unsatisfied",
+    "no_answer",
+    "skipped",
+)
 TicketId = StrictInt
 
 
@@ -29,13 +39,17 @@ class CampaignFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    resolved_from: date | None = Field(default=None, description="local day (Asia/Shanghai) the ticket was resolved, inclusive")
+    resolved_from: date | None = Field(
+        default=None, description="local day (Asia/Shanghai) the ticket was resolved, inclusive"
+    )
     resolved_to: date | None = Field(default=None, description="local day, inclusive")
     region_code: str | None = Field(default=None, pattern=r"^\d{6}$", description="行政区划 code of the ticket (exact)")
     unit: str | None = Field(default=None, pattern=ORG_CODE, description="org code of the handling unit")
     level: Literal[1, 2] | None = Field(default=None, description="rating level: 1 非常不满意, 2 不满意")
     ticket_ids: list[TicketId] | None = Field(
-        default=None, min_length=1, max_length=MAX_EXPLICIT_TICKETS,
+        default=None,
+        min_length=1,
+        max_length=MAX_EXPLICIT_TICKETS,
         description="an explicit list of ticket ids instead of (or narrowed by) the filters above",
     )
 
@@ -91,7 +105,9 @@ class CampaignCounts(BaseModel):
     targets: int = Field(description="tickets in the campaign")
     pending: int = Field(description="not yet handed to the outbox")
     queued: int = Field(description="in the outbox, waiting to be sent (quiet hours, rate limit, retries)")
-    sent: int = Field(description="survey messages the provider accepted (including those delivered and answered later)")
+    sent: int = Field(
+        description="survey messages the provider accepted (including those delivered and answered later)"
+    )
     delivered: int = Field(description="survey messages confirmed delivered (SMS delivery receipts)")
     failed: int = Field(description="survey messages that could not be delivered")
     skipped: int = Field(
@@ -109,7 +125,9 @@ class CampaignRead(BaseModel):
     name: str
     org: str = Field(description="code of the approval department that runs it")
     status: Literal["scheduled", "running", "paused", "cancelled", "finished"]
-    filters: dict[str, Any] = Field(description="the filters it was started with; an explicit list shows as `ticket_ids_count`")
+    filters: dict[str, Any] = Field(
+        description="the filters it was started with; an explicit list shows as `ticket_ids_count`"
+    )
     starts_at: datetime
     created_at: datetime
     finished_at: datetime | None
@@ -131,7 +149,9 @@ class AnswerIn(BaseModel):
 
     ticket_id: StrictInt = Field(ge=1, le=MAX_ID)
     satisfied: StrictBool
-    reason: str = Field(default="", max_length=1000, description="what the evaluator said (the reason when unsatisfied)")
+    reason: str = Field(
+        default="", max_length=1000, description="what the evaluator said (the reason when unsatisfied)"
+    )
 
 
 class AnswerOut(BaseModel):
@@ -145,7 +165,9 @@ class TargetQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: str | None = Field(
-        default=None, pattern=r"^[a-z_]{1,16}(,[a-z_]{1,16}){0,8}$", description="one target status or a comma-separated list"
+        default=None,
+        pattern=r"^[a-z_]{1,16}(,[a-z_]{1,16}){0,8}$",
+        description="one target status or a comma-separated list",
     )
     limit: int = Field(default=100, ge=1, le=500)
     after_id: int | None = Field(default=None, ge=0, le=MAX_ID, description="next_after_id of the previous page")

@@ -74,8 +74,12 @@ async def create_campaign(
     conditions = await _conditions(session, filters, deps.calendar.tz)
     starts_at = max(body.starts_at, now) if body.starts_at is not None else now
     campaign = Campaign(
-        org_id=caller.org_id, name=body.name.strip(), filters=filters.stored(),
-        status="scheduled" if starts_at > now else "running", starts_at=starts_at, created_at=now,
+        org_id=caller.org_id,
+        name=body.name.strip(),
+        filters=filters.stored(),
+        status="scheduled" if starts_at > now else "running",
+        starts_at=starts_at,
+        created_at=now,
     )
     session.add(campaign)
     await session.flush()
@@ -89,7 +93,11 @@ async def create_campaign(
         )
     not_targeted = None
     if filters.ticket_ids is not None:
-        taken = set((await session.exec(select(CampaignTarget.ticket_id).where(CampaignTarget.campaign_id == campaign.id))).all())
+        taken = set(
+            (
+                await session.exec(select(CampaignTarget.ticket_id).where(CampaignTarget.campaign_id == campaign.id))
+            ).all()
+        )
         not_targeted = [i for i in filters.ticket_ids if i not in taken]
     log.info("campaign created", extra={"campaign_id": campaign.id, "org_id": caller.org_id, "targets": added})
     return campaign, not_targeted
@@ -100,7 +108,9 @@ async def _conditions(session: AsyncSession, filters: CampaignFilters, tz: ZoneI
     if filters.resolved_from is not None and filters.resolved_from > _EARLIEST:
         conditions.append(col(Ticket.resolved_at) >= _local_midnight(min(filters.resolved_from, _LATEST), tz))
     if filters.resolved_to is not None and filters.resolved_to < _LATEST:
-        conditions.append(col(Ticket.resolved_at) < _local_midnight(max(filters.resolved_to, _EARLIEST) + timedelta(days=1), tz))
+        conditions.append(
+            col(Ticket.resolved_at) < _local_midnight(max(filters.resolved_to, _EARLIEST) + timedelta(days=1), tz)
+        )
     if filters.region_code is not None:
         conditions.append(Ticket.region_code == filters.region_code)
     if filters.unit is not None:
@@ -119,7 +129,9 @@ def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
 
 
-async def _insert_targets(session: AsyncSession, *, campaign_id: int, caller: Caller, conditions: list[Any], at: datetime) -> int:
+async def _insert_targets(
+    session: AsyncSession, *, campaign_id: int, caller: Caller, conditions: list[Any], at: datetime
+) -> int:
     """INSERT … SELECT: no round trip per ticket, so 100,000 targets take seconds."""
     held = aliased(CampaignTarget)
     round_no = col(Ticket.redo_count) + 1
@@ -129,12 +141,25 @@ async def _insert_targets(session: AsyncSession, *, campaign_id: int, caller: Ca
         .exists()
     )
     # sqlmodel's select is typed for at most four columns; this INSERT … SELECT takes seven.
-    source = select(  # type: ignore[call-overload]
-        literal(campaign_id, Integer), Ticket.id, Ticket.citizen_id, round_no, literal("pending", String),
-        literal("", String), literal(at, DateTime(timezone=True)),
-    ).where(
-        ticket_scope(caller), Ticket.approval_org_id == caller.org_id, Ticket.status == RESOLVED, ~already_open, *conditions
-    ).order_by(col(Ticket.id))
+    source = (
+        select(  # type: ignore[call-overload]
+            literal(campaign_id, Integer),
+            Ticket.id,
+            Ticket.citizen_id,
+            round_no,
+            literal("pending", String),
+            literal("", String),
+            literal(at, DateTime(timezone=True)),
+        )
+        .where(
+            ticket_scope(caller),
+            Ticket.approval_org_id == caller.org_id,
+            Ticket.status == RESOLVED,
+            ~already_open,
+            *conditions,
+        )
+        .order_by(col(Ticket.id))
+    )
     # (In id order: two campaigns racing for the same tickets meet them in the same order, so one waits
     # for the other instead of deadlocking.)
     dialect = postgresql if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite
@@ -152,7 +177,9 @@ async def _insert_targets(session: AsyncSession, *, campaign_id: int, caller: Ca
 # --- reading ----------------------------------------------------------------------------------------
 
 
-async def visible_campaign(session: AsyncSession, *, caller: Caller, campaign_id: int, for_update: bool = False) -> Campaign:
+async def visible_campaign(
+    session: AsyncSession, *, caller: Caller, campaign_id: int, for_update: bool = False
+) -> Campaign:
     """The campaign if the caller runs it (the operator may read every campaign); 404 otherwise."""
     if not 1 <= campaign_id <= MAX_ID:
         raise CampaignNotFound(campaign_id)
@@ -213,9 +240,15 @@ async def campaign_read(
     if "ticket_ids" in filters:
         filters["ticket_ids_count"] = len(filters.pop("ticket_ids"))
     return CampaignRead(
-        id=campaign.id, name=campaign.name, org=org.code if org else "", status=campaign.status,
-        filters=filters, starts_at=as_utc(campaign.starts_at), created_at=as_utc(campaign.created_at),
-        finished_at=as_utc(campaign.finished_at) if campaign.finished_at else None, counts=counts,
+        id=campaign.id,
+        name=campaign.name,
+        org=org.code if org else "",
+        status=campaign.status,
+        filters=filters,
+        starts_at=as_utc(campaign.starts_at),
+        created_at=as_utc(campaign.created_at),
+        finished_at=as_utc(campaign.finished_at) if campaign.finished_at else None,
+        counts=counts,
         satisfaction_rate=round(counts.satisfied / counts.answered, 4) if counts.answered else None,
         not_targeted=not_targeted,
     )
@@ -228,7 +261,9 @@ async def list_targets(session: AsyncSession, *, campaign: Campaign, query: Targ
         wanted = query.status.split(",")
         unknown = [s for s in wanted if s not in TARGET_STATUSES]
         if unknown:
-            raise CampaignInvalid(f"unknown status {unknown[0]!r}; statuses are {', '.join(TARGET_STATUSES)}", field="status")
+            raise CampaignInvalid(
+                f"unknown status {unknown[0]!r}; statuses are {', '.join(TARGET_STATUSES)}", field="status"
+            )
         stmt = stmt.where(col(CampaignTarget.status).in_(wanted))
     if query.after_id is not None:
         stmt = stmt.where(col(CampaignTarget.id) > query.after_id)
@@ -236,8 +271,13 @@ async def list_targets(session: AsyncSession, *, campaign: Campaign, query: Targ
     page = rows[: query.limit]
     items = [
         TargetRead(
-            id=t.id, ticket_id=t.ticket_id, round=t.round, status=t.status, channel=t.channel,
-            answered_at=as_utc(t.answered_at) if t.answered_at else None, answer_channel=t.answer_channel,
+            id=t.id,
+            ticket_id=t.ticket_id,
+            round=t.round,
+            status=t.status,
+            channel=t.channel,
+            answered_at=as_utc(t.answered_at) if t.answered_at else None,
+            answer_channel=t.answer_channel,
             answer_text=t.answer_text,
         )
         for t in page
@@ -280,7 +320,9 @@ async def cancel_campaign(session: AsyncSession, *, caller: Caller, campaign_id:
     return campaign
 
 
-async def _for_action(session: AsyncSession, caller: Caller, campaign_id: int, action: str, sources: tuple[str, ...]) -> Campaign:
+async def _for_action(
+    session: AsyncSession, caller: Caller, campaign_id: int, action: str, sources: tuple[str, ...]
+) -> Campaign:
     campaign = await visible_campaign(session, caller=caller, campaign_id=campaign_id, for_update=True)
     if campaign.status not in sources:
         raise CampaignConflict(
@@ -300,14 +342,14 @@ async def _withdraw_queued(session: AsyncSession, *, campaign_id: int, at: datet
         .where(col(OutboundMessage.campaign_id) == campaign_id, col(OutboundMessage.status) == "queued")
         .values(status="cancelled", updated_at=at)
     )
-    withdrawn = (
-        select(OutboundMessage.id)
-        .where(col(OutboundMessage.campaign_id) == campaign_id, col(OutboundMessage.status) == "cancelled")
+    withdrawn = select(OutboundMessage.id).where(
+        col(OutboundMessage.campaign_id) == campaign_id, col(OutboundMessage.status) == "cancelled"
     )
     await session.exec(
         update(CampaignTarget)
         .where(
-            col(CampaignTarget.campaign_id) == campaign_id, col(CampaignTarget.status) == "queued",
+            col(CampaignTarget.campaign_id) == campaign_id,
+            col(CampaignTarget.status) == "queued",
             col(CampaignTarget.message_id).in_(withdrawn),
         )
         .values(status=target_status)
@@ -338,13 +380,20 @@ async def record_phone_answer(
     if target.status in ANSWERED_STATUSES:
         raise CampaignConflict(
             f"ticket {body.ticket_id} already has its answer in this campaign ({target.status})",
-            field="ticket_id", details={"status": target.status},
+            field="ticket_id",
+            details={"status": target.status},
         )
     try:
-        await record_answer(session, target=target, satisfied=body.satisfied, channel="phone", text=body.reason, deps=deps)
+        await record_answer(
+            session, target=target, satisfied=body.satisfied, channel="phone", text=body.reason, deps=deps
+        )
     except TicketError as exc:
-        raise CampaignConflict(f"ticket {body.ticket_id}: {exc.message}", field="ticket_id", details=exc.details) from None
+        raise CampaignConflict(
+            f"ticket {body.ticket_id}: {exc.message}", field="ticket_id", details=exc.details
+        ) from None
     ticket = await session.get(Ticket, target.ticket_id)
     if ticket is None or campaign.id is None:
         raise BrokenInvariant("ticket, campaign.id is missing")
-    return AnswerOut(campaign_id=campaign.id, ticket_id=target.ticket_id, target_status=target.status, ticket_status=ticket.status)
+    return AnswerOut(
+        campaign_id=campaign.id, ticket_id=target.ticket_id, target_status=target.status, ticket_status=ticket.status
+    )

@@ -109,7 +109,9 @@ async def answer_view(request: web.Request) -> web.Response:
     campaign_id = _campaign_id(request)
     body = await read_json(request, AnswerIn)
     async with request.app[STORE].transaction() as session:
-        answer = await record_phone_answer(session, caller=caller, campaign_id=campaign_id, body=body, deps=request.app[DEPS])
+        answer = await record_phone_answer(
+            session, caller=caller, campaign_id=campaign_id, body=body, deps=request.app[DEPS]
+        )
     request.app[DISPATCHER].wake()
     return _json(answer)
 
@@ -125,8 +127,14 @@ _ACTION_TEXT = {
 
 OPERATIONS = [
     Operation(
-        "POST", "/api/v1/campaigns", "Start a callback-survey campaign (回访, Art. 15(五))", tag="campaigns",
-        operation_id="createCampaign", body=CampaignIn, response=CampaignRead, status=201,
+        "POST",
+        "/api/v1/campaigns",
+        "Start a callback-survey campaign (回访, Art. 15(五))",
+        tag="campaigns",
+        operation_id="createCampaign",
+        body=CampaignIn,
+        response=CampaignRead,
+        status=201,
         description=(
             "Approval departments only. Targets: the resolved tickets awaiting their callback in your "
             "jurisdiction that match the filters (or the explicit `ticket_ids`) and are not already in an "
@@ -137,27 +145,51 @@ OPERATIONS = [
         errors=(400, 401, 403, 415, 422),
     ),
     Operation(
-        "GET", "/api/v1/campaigns/{id}", "Read a campaign's progress and satisfaction rate", tag="campaigns",
-        operation_id="getCampaign", path_params=(_CAMPAIGN_ID,), response=CampaignRead,
-        description="Another department's campaign answers 404.", errors=(401, 404),
+        "GET",
+        "/api/v1/campaigns/{id}",
+        "Read a campaign's progress and satisfaction rate",
+        tag="campaigns",
+        operation_id="getCampaign",
+        path_params=(_CAMPAIGN_ID,),
+        response=CampaignRead,
+        description="Another department's campaign answers 404.",
+        errors=(401, 404),
     ),
     Operation(
-        "GET", "/api/v1/campaigns/{id}/targets", "List a campaign's targets (who answered what)", tag="campaigns",
-        operation_id="listCampaignTargets", path_params=(_CAMPAIGN_ID,), query=TargetQuery, response=TargetPage,
+        "GET",
+        "/api/v1/campaigns/{id}/targets",
+        "List a campaign's targets (who answered what)",
+        tag="campaigns",
+        operation_id="listCampaignTargets",
+        path_params=(_CAMPAIGN_ID,),
+        query=TargetQuery,
+        response=TargetPage,
         description="In id order; page with `after_id`. `status=failed,skipped` lists the citizens to call.",
         errors=(401, 404, 422),
     ),
     *(
         Operation(
-            "POST", f"/api/v1/campaigns/{{id}}/{name}", f"{name.capitalize()} a campaign", tag="campaigns",
-            operation_id=f"{name}Campaign", path_params=(_CAMPAIGN_ID,), response=CampaignRead,
-            description=f"{text} 409 when the campaign's status does not allow it.", errors=(401, 404, 409),
+            "POST",
+            f"/api/v1/campaigns/{{id}}/{name}",
+            f"{name.capitalize()} a campaign",
+            tag="campaigns",
+            operation_id=f"{name}Campaign",
+            path_params=(_CAMPAIGN_ID,),
+            response=CampaignRead,
+            description=f"{text} 409 when the campaign's status does not allow it.",
+            errors=(401, 404, 409),
         )
         for name, text in _ACTION_TEXT.items()
     ),
     Operation(
-        "POST", "/api/v1/campaigns/{id}/answers", "Enter an answer taken by phone", tag="campaigns",
-        operation_id="answerCampaignTarget", path_params=(_CAMPAIGN_ID,), body=AnswerIn, response=AnswerOut,
+        "POST",
+        "/api/v1/campaigns/{id}/answers",
+        "Enter an answer taken by phone",
+        tag="campaigns",
+        operation_id="answerCampaignTarget",
+        path_params=(_CAMPAIGN_ID,),
+        body=AnswerIn,
+        response=AnswerOut,
         description=(
             "Phone staff record what the evaluator said, for any target not yet answered (also those the "
             "survey could not reach). Recorded on the ticket as its callback result with channel `phone`; an "

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.console.models import ROLES, ConsoleUser
-from gateway.errors import DomainError
+from gateway.errors import BrokenInvariant, DomainError
 from gateway.orgs import org_by_code
 from gateway.store.models import Organisation
 
@@ -67,7 +67,8 @@ async def add_user(
         raise AccountError("管理员（admin）只能属于平台运营方", field="role")
     if await user_by_login(session, login) is not None:
         raise AccountError(f"登录名 {login} 已被使用", field="login")
-    assert org.id is not None
+    if not (org.id is not None):
+        raise BrokenInvariant("org.id is not None")
     user = ConsoleUser(org_id=org.id, login=login, role=role, created_at=at)
     token = _new_setup_token(user, at)
     session.add(user)

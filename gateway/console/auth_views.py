@@ -30,6 +30,7 @@ from gateway.console.web import (
     set_session_cookie,
     signin_page,
 )
+from gateway.errors import BrokenInvariant
 from gateway.web.keys import DEPS, STORE
 
 routes = web.RouteTableDef()
@@ -98,7 +99,8 @@ async def signin(request: web.Request) -> web.StreamResponse:
             request, status=403, error="该账号已停用。如需恢复，请联系本单位负责人或平台管理员。", login=login
         )
     await state.throttle.succeeded(login, now)
-    assert user.id is not None
+    if not (user.id is not None):
+        raise BrokenInvariant("user.id is not None")
     token, _ = await state.sessions.create(user.id, now)
     response = web.HTTPSeeOther(local_path(str(data.get("next", ""))))
     set_session_cookie(response, state, token)
@@ -184,7 +186,8 @@ async def account(request: web.Request) -> web.StreamResponse:
         return render(request, "account.html", status=422, error="两次输入的新密码不一致。", done=False)
     async with request.config_dict[STORE].transaction() as session:
         user = await session.get(ConsoleUser, p.user.id)
-        assert user is not None
+        if not (user is not None):
+            raise BrokenInvariant("user is not None")
         try:
             change_password(user, current=current, new=new, at=now)
         except AccountError as exc:
@@ -196,7 +199,8 @@ async def account(request: web.Request) -> web.StreamResponse:
         return render(request, "account.html", status=422, error=error, done=False)
     # Other sessions of the account end with the old password; this one carries on with a new token.
     state = request.config_dict[CONSOLE]
-    assert p.user.id is not None
+    if not (p.user.id is not None):
+        raise BrokenInvariant("p.user.id is not None")
     await state.sessions.end_all(p.user.id)
     await state.sessions.end(p.token)
     token, _ = await state.sessions.create(p.user.id, now)

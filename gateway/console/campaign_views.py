@@ -12,7 +12,6 @@ from sqlmodel import col, select
 from gateway.callbacks.errors import CampaignError, CampaignNotFound
 from gateway.callbacks.schemas import CampaignFilters, CampaignIn
 from gateway.callbacks.service import (
-    _conditions as campaign_conditions,  # the campaign's own filter, so the preview matches what is started
     LIVE_STATUSES,
     campaign_read,
     cancel_campaign,
@@ -20,6 +19,9 @@ from gateway.callbacks.service import (
     pause_campaign,
     resume_campaign,
     visible_campaign,
+)
+from gateway.callbacks.service import (
+    _conditions as campaign_conditions,  # the campaign's own filter, so the preview matches what is started
 )
 from gateway.console import audit, texts
 from gateway.console.web import PageError, Person, client_address, form, fragment, person, render

@@ -19,9 +19,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.clock import as_utc
 from gateway.console import audit, texts
 from gateway.console.web import PageError, Person, client_address, form, person, render
-from gateway.errors import DomainError
+from gateway.errors import BrokenInvariant, DomainError
 from gateway.orgs import city_of, is_city_level
-from gateway.store.models import Evaluation, Organisation, Ticket, TicketEvent
+from gateway.store.models import Evaluation, Organisation, Ticket
 from gateway.tickets.actions import apply_action
 from gateway.tickets.calendar import WorkingCalendar
 from gateway.tickets.errors import TicketNotFound
@@ -113,7 +113,8 @@ async def _extras(session: AsyncSession, p: Person, detail: TicketDetail, deps: 
     """What the page shows beyond the API's detail: reason labels, staff rating, people, choices for the forms."""
     evaluation = await session.get(Evaluation, detail.evaluation.id)
     ticket = await session.get(Ticket, detail.id)
-    assert evaluation is not None and ticket is not None
+    if not (evaluation is not None and ticket is not None):
+        raise BrokenInvariant("evaluation is not None and ticket is not None")
     reasons = [
         (code, (deps.catalogue.get(code).label if deps.catalogue.get(code) else ""))
         for code in detail.evaluation.reasons

@@ -51,7 +51,11 @@ def bot_prompt(
     local = as_utc(completed_at).astimezone(ZoneInfo(tz))
     reply = rating_prompt(
         InvitationRef(
-            id=invitation_id, item_name=item_name, office=office_name, completed_on=local.date(), window=window,
+            id=invitation_id,
+            item_name=item_name,
+            office=office_name,
+            completed_on=local.date(),
+            window=window,
             sent_at=as_utc(completed_at),
         )
     )

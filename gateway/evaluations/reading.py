@@ -35,7 +35,10 @@ def addenda_out(addenda: list[EvaluationAddendum]) -> list[AddendumOut]:
         AddendumOut(
             id=a.id,  # type: ignore[arg-type]
             kind=a.kind,  # type: ignore[arg-type]
-            reasons=list(a.reason_codes), text=redact(a.content), staff_level=a.staff_level, channel=a.channel,
+            reasons=list(a.reason_codes),
+            text=redact(a.content),
+            staff_level=a.staff_level,
+            channel=a.channel,
             created_at=as_utc(a.created_at),
         )
         for a in addenda

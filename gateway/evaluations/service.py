@@ -79,11 +79,14 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
         raise InvalidCase(f"org_code {data.org_code!r} is not a registered organisation", field="org_code")
     if not await is_above(session, caller, unit):
         raise Forbidden("this API key may not report cases for that organisation", field="org_code")
-    if data.region_code != unit.region_code and not (is_city_level(unit.region_code) and city_of(data.region_code) == unit.region_code):
+    if data.region_code != unit.region_code and not (
+        is_city_level(unit.region_code) and city_of(data.region_code) == unit.region_code
+    ):
         # The region decides which approval department gets the bad reviews (Art. 14): a unit reports
         # for its own region only.
         raise InvalidCase(
-            f"region_code {data.region_code} is outside the region of {data.org_code} ({unit.region_code})", field="region_code"
+            f"region_code {data.region_code} is outside the region of {data.org_code} ({unit.region_code})",
+            field="region_code",
         )
     if data.completed_at > at + CLOCK_SKEW:
         raise InvalidCase("completed_at is in the future", field="completed_at")
@@ -96,7 +99,9 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
     if unit.id is None or caller.org_id is None:
         raise BrokenInvariant("unit.id, caller.org_id is missing")
     existing = (
-        await session.exec(select(ServiceCase).where(ServiceCase.org_id == unit.id, ServiceCase.case_no == data.case_no))
+        await session.exec(
+            select(ServiceCase).where(ServiceCase.org_id == unit.id, ServiceCase.case_no == data.case_no)
+        )
     ).first()
     if existing is not None:
         if existing.request_hash != request_hash:
@@ -174,7 +179,13 @@ async def _citizen_for(session: AsyncSession, data: CaseIn, deps: Deps, at: date
 async def _invitation_for(
     session: AsyncSession, data: CaseIn, unit_id: int, unit_name: str, citizen: Citizen | None, deps: Deps, at: datetime
 ) -> Invitation:
-    kind, group_no = ("batch", data.batch_no) if data.batch_no else ("theme", data.theme_no) if data.theme_no else ("single", data.case_no)
+    kind, group_no = (
+        ("batch", data.batch_no)
+        if data.batch_no
+        else ("theme", data.theme_no)
+        if data.theme_no
+        else ("single", data.case_no)
+    )
     if group_no is None:
         raise BrokenInvariant("group_no is missing")
     # A batch is one unit's; a theme ("一件事", Art. 11) spans units, so its one invitation belongs to the
@@ -236,8 +247,9 @@ async def _invitation_for(
     await session.flush()
     from gateway.stats.rollup import invitation_created
 
-    await invitation_created(session, invitation=invitation, item_code=data.item_code, staff_id=data.staff_id,
-                             tz=deps.calendar.tz)
+    await invitation_created(
+        session, invitation=invitation, item_code=data.item_code, staff_id=data.staff_id, tz=deps.calendar.tz
+    )
     return invitation
 
 
@@ -254,7 +266,9 @@ async def may_rate_for(session: AsyncSession, caller: Caller, invitation: Invita
     return False
 
 
-async def _queue_prompt(session: AsyncSession, invitation: Invitation, citizen: Citizen, deps: Deps, at: datetime) -> None:
+async def _queue_prompt(
+    session: AsyncSession, invitation: Invitation, citizen: Citizen, deps: Deps, at: datetime
+) -> None:
     channel = reachable_channel(citizen, bot_enabled=deps.settings.bot_enabled)
     if channel is None:
         return
@@ -264,24 +278,42 @@ async def _queue_prompt(session: AsyncSession, invitation: Invitation, citizen: 
         if invitation.id is None:
             raise BrokenInvariant("invitation.id is missing")
         body, buttons = bot_prompt(
-            invitation_id=invitation.id, item_name=invitation.item_name, office_name=invitation.office_name,
-            completed_at=invitation.completed_at, tz=tz,
+            invitation_id=invitation.id,
+            item_name=invitation.item_name,
+            office_name=invitation.office_name,
+            completed_at=invitation.completed_at,
+            tz=tz,
         )
     else:
         body = sms_prompt(
-            signature=deps.settings.sms_signature, item_name=invitation.item_name,
-            completed_at=invitation.completed_at, tz=tz, link=deps.rating_url(invitation.token),
-            bot_link=telegram_deep_link(deps.settings.telegram_bot_username, invitation.token) if deps.settings.bot_enabled else None,
+            signature=deps.settings.sms_signature,
+            item_name=invitation.item_name,
+            completed_at=invitation.completed_at,
+            tz=tz,
+            link=deps.rating_url(invitation.token),
+            bot_link=telegram_deep_link(deps.settings.telegram_bot_username, invitation.token)
+            if deps.settings.bot_enabled
+            else None,
         )
     await enqueue(
-        session, channel=channel, citizen=citizen, purpose="prompt", body=body, buttons=buttons, at=at,
-        quiet=deps.quiet, dedupe_key=f"prompt:{invitation.id}", invitation_id=invitation.id,
+        session,
+        channel=channel,
+        citizen=citizen,
+        purpose="prompt",
+        body=body,
+        buttons=buttons,
+        at=at,
+        quiet=deps.quiet,
+        dedupe_key=f"prompt:{invitation.id}",
+        invitation_id=invitation.id,
     )
 
 
 async def _messages_of(session: AsyncSession, invitation: Invitation) -> list[OutboundMessage]:
     rows = await session.exec(
-        select(OutboundMessage).where(OutboundMessage.invitation_id == invitation.id, OutboundMessage.purpose == "prompt")
+        select(OutboundMessage).where(
+            OutboundMessage.invitation_id == invitation.id, OutboundMessage.purpose == "prompt"
+        )
     )
     return list(rows.all())
 
@@ -296,7 +328,9 @@ async def invitation_by_token(session: AsyncSession, token: str) -> Invitation:
 
 
 async def cases_of(session: AsyncSession, invitation: Invitation) -> list[ServiceCase]:
-    rows = await session.exec(select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id)))
+    rows = await session.exec(
+        select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id))
+    )
     return list(rows.all())
 
 
@@ -400,7 +434,9 @@ async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, i
     set_committed_value(invitation, "status", new_status)
     set_committed_value(invitation, "rated_at", at)
     if scope != "all":
-        rated_items = len((await session.exec(select(Evaluation.id).where(Evaluation.invitation_id == invitation.id))).all())
+        rated_items = len(
+            (await session.exec(select(Evaluation.id).where(Evaluation.invitation_id == invitation.id))).all()
+        )
         if rated_items + 1 >= item_count:
             invitation.status = "rated"
 
@@ -416,7 +452,11 @@ async def add_reasons(
     at = deps.clock.now()
     addendum = EvaluationAddendum(
         evaluation_id=evaluation.id,  # type: ignore[arg-type]
-        kind="reasons", reason_codes=checked, content=text.strip()[:1000], channel=channel, created_at=at,
+        kind="reasons",
+        reason_codes=checked,
+        content=text.strip()[:1000],
+        channel=channel,
+        created_at=at,
     )
     session.add(addendum)
     await session.flush()
@@ -437,7 +477,10 @@ async def add_staff_rating(
         raise InvalidRating("staff_level must be 1 to 5", field="staff_level")
     addendum = EvaluationAddendum(
         evaluation_id=evaluation.id,  # type: ignore[arg-type]
-        kind="staff", staff_level=staff_level, channel=channel, created_at=deps.clock.now(),
+        kind="staff",
+        staff_level=staff_level,
+        channel=channel,
+        created_at=deps.clock.now(),
     )
     session.add(addendum)
     await session.flush()

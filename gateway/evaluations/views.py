@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
+from sqlalchemy import and_, exists, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
-from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import Forbidden
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.evaluations.schemas import (
@@ -25,9 +26,6 @@ from gateway.evaluations.schemas import (
 from gateway.evaluations.service import Intake, invitation_by_token, may_rate_for, record_rating, report_case
 from gateway.orgs import Caller
 from gateway.privacy import redact
-from pydantic import ValidationError
-from sqlalchemy import and_, exists, or_
-from sqlalchemy.exc import IntegrityError
 from gateway.store.models import (
     Evaluation,
     EvaluationAddendum,
@@ -37,8 +35,7 @@ from gateway.store.models import (
     ServiceCase,
     Ticket,
 )
-from sqlmodel.ext.asyncio.session import AsyncSession
-from gateway.web.http import ApiError, read_json, require_caller, validation_error
+from gateway.web.http import read_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 from gateway.web.operations import Operation
 
@@ -49,15 +46,24 @@ def _invitation_out(request: web.Request, invitation: Invitation) -> InvitationO
     deps = request.app[DEPS]
     url = deps.rating_url(invitation.token)
     return InvitationOut(
-        token=invitation.token, rating_url=url, qr_png_url=f"{url}/qr.png", qr_svg_url=f"{url}/qr.svg",
-        expires_at=invitation.expires_at, expires_provisional=invitation.expires_provisional,
-        kind=invitation.kind, status=invitation.status,
+        token=invitation.token,
+        rating_url=url,
+        qr_png_url=f"{url}/qr.png",
+        qr_svg_url=f"{url}/qr.svg",
+        expires_at=invitation.expires_at,
+        expires_provisional=invitation.expires_provisional,
+        kind=invitation.kind,
+        status=invitation.status,
     )
 
 
 def _message_out(message: OutboundMessage) -> dict[str, Any]:
-    return {"id": message.id, "channel": message.channel, "status": message.status,
-            "not_before": message.not_before.isoformat() if message.not_before else None}
+    return {
+        "id": message.id,
+        "channel": message.channel,
+        "status": message.status,
+        "not_before": message.not_before.isoformat() if message.not_before else None,
+    }
 
 
 @routes.post("/api/v1/cases")
@@ -100,29 +106,54 @@ async def submit_evaluation(request: web.Request) -> web.Response:
         if not await may_rate_for(session, caller, invitation):
             raise Forbidden("this API key may not rate services of that organisation")
         rated = await record_rating(
-            session, invitation=invitation, level=data.level, channel=data.channel, deps=deps,
-            reasons=data.reasons, text=data.text, staff_level=data.staff_level, case_no=data.case_no,
+            session,
+            invitation=invitation,
+            level=data.level,
+            channel=data.channel,
+            deps=deps,
+            reasons=data.reasons,
+            text=data.text,
+            staff_level=data.staff_level,
+            case_no=data.case_no,
             submitted_by_org_id=caller.org_id,
         )
         applies = await _applies_to(session, [rated.evaluation])
     request.app[DISPATCHER].wake()
     out = _evaluation_out(
-        rated.evaluation, invitation.token, rated.ticket.id if rated.ticket else None, counts=True,
-        applies_to=applies[rated.evaluation.id], addenda=[],  # type: ignore[index]
+        rated.evaluation,
+        invitation.token,
+        rated.ticket.id if rated.ticket else None,
+        counts=True,
+        applies_to=applies[rated.evaluation.id],
+        addenda=[],  # type: ignore[index]
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
 
 
 def _evaluation_out(
-    evaluation: Evaluation, token: str, ticket_id: int | None, *, counts: bool, applies_to: list[str],
+    evaluation: Evaluation,
+    token: str,
+    ticket_id: int | None,
+    *,
+    counts: bool,
+    applies_to: list[str],
     addenda: list[EvaluationAddendum],
 ) -> EvaluationOut:
     return EvaluationOut(
         applies_to=applies_to,
-        id=evaluation.id, invitation_token=token, scope=evaluation.scope, level=evaluation.level,
-        reasons=evaluation.reason_codes, text=redact(evaluation.content), staff_level=evaluation.staff_level,
-        channel=evaluation.channel, created_at=as_utc(evaluation.created_at), ticket_id=ticket_id, counts=counts,
-        addenda=addenda_out(addenda), current=current_of(evaluation, addenda),
+        id=evaluation.id,
+        invitation_token=token,
+        scope=evaluation.scope,
+        level=evaluation.level,
+        reasons=evaluation.reason_codes,
+        text=redact(evaluation.content),
+        staff_level=evaluation.staff_level,
+        channel=evaluation.channel,
+        created_at=as_utc(evaluation.created_at),
+        ticket_id=ticket_id,
+        counts=counts,
+        addenda=addenda_out(addenda),
+        current=current_of(evaluation, addenda),
     )
 
 
@@ -131,7 +162,9 @@ async def _applies_to(session: AsyncSession, evaluations: list[Evaluation]) -> d
     invitation_ids = {e.invitation_id for e in evaluations}
     cases: dict[int, list[ServiceCase]] = {}
     if invitation_ids:
-        rows = await session.exec(select(ServiceCase).where(col(ServiceCase.invitation_id).in_(invitation_ids)).order_by(col(ServiceCase.id)))
+        rows = await session.exec(
+            select(ServiceCase).where(col(ServiceCase.invitation_id).in_(invitation_ids)).order_by(col(ServiceCase.id))
+        )
         for case in rows.all():
             cases.setdefault(case.invitation_id, []).append(case)
     result: dict[int, list[str]] = {}
@@ -185,13 +218,27 @@ async def list_evaluations(request: web.Request) -> web.Response:
     async with request.app[STORE].transaction() as session:
         rows = (await session.exec(query)).all()
         ids = [e.id for e, _, _ in rows]
-        voided = set((await session.exec(select(EvaluationDecision.evaluation_id).where(col(EvaluationDecision.evaluation_id).in_(ids)))).all()) if ids else set()
+        voided = (
+            set(
+                (
+                    await session.exec(
+                        select(EvaluationDecision.evaluation_id).where(col(EvaluationDecision.evaluation_id).in_(ids))
+                    )
+                ).all()
+            )
+            if ids
+            else set()
+        )
         applies = await _applies_to(session, [e for e, _, _ in rows])
         addenda = await addenda_of(session, ids)  # type: ignore[arg-type]
     items = [
         _evaluation_out(
-            e, inv.token, tid, counts=e.id not in voided,
-            applies_to=applies[e.id], addenda=addenda[e.id],  # type: ignore[index]
+            e,
+            inv.token,
+            tid,
+            counts=e.id not in voided,
+            applies_to=applies[e.id],
+            addenda=addenda[e.id],  # type: ignore[index]
         )
         for e, inv, tid in rows
     ]
@@ -201,19 +248,38 @@ async def list_evaluations(request: web.Request) -> web.Response:
 
 OPERATIONS = [
     Operation(
-        "POST", "/api/v1/cases", "Report a finished service case (办件)", tag="cases", operation_id="reportCase",
-        body=CaseIn, response=CaseOut, status=201, errors=(400, 401, 403, 409, 415, 422),
+        "POST",
+        "/api/v1/cases",
+        "Report a finished service case (办件)",
+        tag="cases",
+        operation_id="reportCase",
+        body=CaseIn,
+        response=CaseOut,
+        status=201,
+        errors=(400, 401, 403, 409, 415, 422),
         description="Idempotent on (org, case_no): the same report again answers 200 with the same invitation.",
         extra_responses={200: "Already reported with the same content"},
     ),
     Operation(
-        "POST", "/api/v1/evaluations", "Record a rating on the citizen's behalf (evaluator device, phone staff)",
-        tag="evaluations", operation_id="submitEvaluation", body=EvaluationIn, response=EvaluationOut, status=201,
+        "POST",
+        "/api/v1/evaluations",
+        "Record a rating on the citizen's behalf (evaluator device, phone staff)",
+        tag="evaluations",
+        operation_id="submitEvaluation",
+        body=EvaluationIn,
+        response=EvaluationOut,
+        status=201,
         errors=(400, 401, 403, 404, 409, 410, 415, 422),
     ),
     Operation(
-        "GET", "/api/v1/evaluations", "List evaluations in your jurisdiction", tag="evaluations",
-        operation_id="listEvaluations", query=EvaluationQuery, response=EvaluationPage, errors=(401, 422),
+        "GET",
+        "/api/v1/evaluations",
+        "List evaluations in your jurisdiction",
+        tag="evaluations",
+        operation_id="listEvaluations",
+        query=EvaluationQuery,
+        response=EvaluationPage,
+        errors=(401, 422),
         description=(
             "Each item keeps the rating as given and adds `addenda` (reasons, text or a staff rating given "
             "later, each with its time) and `current` (the effective values). Filter by `case_no` or `token`."

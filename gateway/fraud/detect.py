@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_left, bisect_right
 import statistics
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -80,7 +80,7 @@ class Thresholds:
     timezone: str = "Asia/Shanghai"
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "Thresholds":
+    def from_settings(cls, s: Settings) -> Thresholds:
         return cls(
             burst_count=s.fraud_burst_count,
             burst_window=timedelta(minutes=s.fraud_burst_minutes),

@@ -216,11 +216,15 @@ class Dispatcher:
                     message.provider_message_id = message.provider_message_id or result.provider_message_id
                     message.sent_at = message.sent_at or now
                 message.lease_until = None
-                session.add(DeliveryAttempt(
-                    message_id=message_id, at=now, outcome="sent" if isinstance(result, Sent) else "failed",
-                    error_code=None if isinstance(result, Sent) else result.code,
-                    detail=f"the send's answer came after a delivery callback ({message.status})",
-                ))
+                session.add(
+                    DeliveryAttempt(
+                        message_id=message_id,
+                        at=now,
+                        outcome="sent" if isinstance(result, Sent) else "failed",
+                        error_code=None if isinstance(result, Sent) else result.code,
+                        detail=f"the send's answer came after a delivery callback ({message.status})",
+                    )
+                )
                 return
             if isinstance(result, Sent):
                 message.provider_message_id = result.provider_message_id
@@ -237,8 +241,15 @@ class Dispatcher:
                         if _to_sms(message, self.policy.sms_signature):
                             _retry(session, message, now, result, delay=0.0)
                         else:
-                            _finish(session, message, now, "suppressed", outcome="failed", code=result.code,
-                                    detail="the bot is blocked; a keyboard edit has no SMS form")
+                            _finish(
+                                session,
+                                message,
+                                now,
+                                "suppressed",
+                                outcome="failed",
+                                code=result.code,
+                                detail="the bot is blocked; a keyboard edit has no SMS form",
+                            )
                         return
             if result.permanent or message.attempts >= self.policy.max_attempts:
                 _finish(session, message, now, "failed", outcome="failed", code=result.code, detail=result.detail)
@@ -264,7 +275,9 @@ def _to_sms(message: OutboundMessage, signature: str) -> bool:
     """Turn a bot message into its SMS form (signed, buttons as text); False for a keyboard edit."""
     if message.reply_to_chat_message_id is not None:
         return False
-    labels = [str(button.get("text", "")) for row in message.buttons or [] for button in row if isinstance(button, dict)]
+    labels = [
+        str(button.get("text", "")) for row in message.buttons or [] for button in row if isinstance(button, dict)
+    ]
     options = " 回复：" + "；".join(labels) if labels else ""
     # An SMS stays within two segments (DESIGN §2): the words are shortened, never the options.
     message.body = fit(lambda words: signature + words + options, message.body, max_segments=2)
@@ -283,8 +296,16 @@ def _blocked_reason(message: OutboundMessage, citizen: Citizen) -> str | None:
     return None
 
 
-def _finish(session: AsyncSession, message: OutboundMessage, now: datetime, status: str, *, outcome: str | None = None,
-            code: str | None = None, detail: str = "") -> None:
+def _finish(
+    session: AsyncSession,
+    message: OutboundMessage,
+    now: datetime,
+    status: str,
+    *,
+    outcome: str | None = None,
+    code: str | None = None,
+    detail: str = "",
+) -> None:
     message.status, message.lease_until, message.updated_at = status, None, now
     if code is not None:
         message.error_code = code
@@ -292,7 +313,9 @@ def _finish(session: AsyncSession, message: OutboundMessage, now: datetime, stat
         message.last_error = detail[:2000]
     if message.id is None:
         raise BrokenInvariant("message.id is missing")
-    session.add(DeliveryAttempt(message_id=message.id, at=now, outcome=outcome or status, error_code=code, detail=detail[:2000]))
+    session.add(
+        DeliveryAttempt(message_id=message.id, at=now, outcome=outcome or status, error_code=code, detail=detail[:2000])
+    )
 
 
 def _retry(session, message: OutboundMessage, now: datetime, failure: SendFailed, *, delay: float) -> None:  # type: ignore[no-untyped-def]
@@ -301,4 +324,8 @@ def _retry(session, message: OutboundMessage, now: datetime, failure: SendFailed
     message.error_code, message.last_error = failure.code, failure.detail[:2000]
     if message.id is None:
         raise BrokenInvariant("message.id is missing")
-    session.add(DeliveryAttempt(message_id=message.id, at=now, outcome="retry", error_code=failure.code, detail=failure.detail[:2000]))
+    session.add(
+        DeliveryAttempt(
+            message_id=message.id, at=now, outcome="retry", error_code=failure.code, detail=failure.detail[:2000]
+        )
+    )

@@ -19,7 +19,17 @@ PRIORITY_BULK = 10  # prompts and campaign surveys
 
 # A message's delivery status only moves forward: the provider's callbacks arrive out of order, and
 # one may arrive before the dispatcher has recorded the provider's answer to the send.
-STATUS_RANK = {"queued": 1, "accepted": 1, "scheduled": 1, "sending": 2, "sent": 3, "delivered": 4, "read": 4, "undelivered": 4, "failed": 4}
+STATUS_RANK = {
+    "queued": 1,
+    "accepted": 1,
+    "scheduled": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "read": 4,
+    "undelivered": 4,
+    "failed": 4,
+}
 FINAL_STATUSES = ("delivered", "undelivered", "failed", "suppressed", "cancelled")
 
 

@@ -15,7 +15,9 @@ class RateLimiter(Protocol):
 class LocalRateLimiter:
     """A token bucket in this process: enough for the embedded default."""
 
-    def __init__(self, rate_per_second: float, *, burst: float | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate_per_second: float, *, burst: float | None = None, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate_per_second
         self.burst = burst if burst is not None else max(1.0, rate_per_second)
         self._monotonic = monotonic

@@ -42,10 +42,16 @@ async def set_aside(store: Store, deps: Deps, limit: int = 100) -> list[dict[str
             sender = mask_phone(deps.vault.decrypt(row.sender_enc)) if row.sender_enc else "(purged)"
         except ValueError:
             sender = "(unreadable with this GATEWAY_SECRET_KEY)"
-        out.append({
-            "id": row.id, "received_at": as_utc(row.received_at).isoformat(), "sender": sender, "attempts": row.attempts,
-            "error": row.error, "text": redact((row.body or "")[:70]),
-        })
+        out.append(
+            {
+                "id": row.id,
+                "received_at": as_utc(row.received_at).isoformat(),
+                "sender": sender,
+                "attempts": row.attempts,
+                "error": row.error,
+                "text": redact((row.body or "")[:70]),
+            }
+        )
     return out
 
 
@@ -67,11 +73,7 @@ async def retry(store: Store, ids: list[int]) -> int:
 
 async def purge(store: Store, ids: list[int]) -> int:
     async with store.transaction() as session:
-        done = await session.exec(
-            update(m)
-            .where(col(m.id).in_(ids), SET_ASIDE)
-            .values(body=None, sender_enc=None)
-        )
+        done = await session.exec(update(m).where(col(m.id).in_(ids), SET_ASIDE).values(body=None, sender_enc=None))
         return int(done.rowcount)
 
 
@@ -91,14 +93,18 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             elif action == "failed":
                 rows = await set_aside(store, deps, args.limit)
                 for row in rows:
-                    print(f"{row['id']}\t{row['received_at']}\t{row['sender']}\ttries {row['attempts']}\t{row['error']}\t{row['text']!r}")
+                    print(
+                        f"{row['id']}\t{row['received_at']}\t{row['sender']}\ttries {row['attempts']}\t{row['error']}\t{row['text']!r}"
+                    )
                 if not rows:
                     print("no message set aside")
             elif action == "retry":
                 done = await retry(store, args.ids)
                 print(f"{done} of {len(args.ids)} back in the inbox")
                 if done < len(args.ids):
-                    print("the others are not set aside, were purged, or their sender has messages waiting (try again later)")
+                    print(
+                        "the others are not set aside, were purged, or their sender has messages waiting (try again later)"
+                    )
             elif action == "purge":
                 print(f"{await purge(store, args.ids)} of {len(args.ids)} purged")
             return 0
@@ -115,6 +121,9 @@ def add_parser(sub: argparse._SubParsersAction, handler: Callable[[argparse.Name
     actions.add_parser("status", help="pending and set-aside counts (the default)")
     failed = actions.add_parser("failed", help="list the messages set aside after repeated failures")
     failed.add_argument("--limit", type=int, default=100)
-    for name, summary in (("retry", "put set-aside messages back into the inbox"), ("purge", "clear a set-aside message's text and number")):
+    for name, summary in (
+        ("retry", "put set-aside messages back into the inbox"),
+        ("purge", "clear a set-aside message's text and number"),
+    ):
         action = actions.add_parser(name, help=summary)
         action.add_argument("ids", nargs="+", type=int)

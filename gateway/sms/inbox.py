@@ -152,13 +152,21 @@ class InboxWriter:
 
     async def _write(self, arrivals: list[Arrival]) -> set[str]:
         rows = [
-            {"provider": PROVIDER, "provider_id": a.provider_id, "received_at": a.received_at, "sender_hash": a.sender_hash,
-             "sender_enc": a.sender_enc, "body": a.body, "attempts": 0}
+            {
+                "provider": PROVIDER,
+                "provider_id": a.provider_id,
+                "received_at": a.received_at,
+                "sender_hash": a.sender_hash,
+                "sender_enc": a.sender_enc,
+                "body": a.body,
+                "attempts": 0,
+            }
             for a in arrivals
         ]
         async with self.store.transaction() as session:
             statement = (
-                dialect_insert(session, InboundMessage).values(rows)
+                dialect_insert(session, InboundMessage)
+                .values(rows)
                 .on_conflict_do_nothing(index_elements=["provider", "provider_id"])
                 .returning(col(InboundMessage.provider_id))
             )
@@ -202,7 +210,11 @@ class InboxDrainer:
     """Processes stored inbound SMS through the conversation runner; see the module docstring."""
 
     def __init__(
-        self, runner: Runner, *, policy: InboxPolicy, on_replies: Callable[[], None] = lambda: None,
+        self,
+        runner: Runner,
+        *,
+        policy: InboxPolicy,
+        on_replies: Callable[[], None] = lambda: None,
         intake_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.runner, self.policy, self.on_replies = runner, policy, on_replies
@@ -238,7 +250,10 @@ class InboxDrainer:
         async with self.store.transaction() as session:
             ids = (
                 await session.exec(
-                    select(m.id).where(pending, free, col(m.id) == first_of_sender).order_by(col(m.id)).limit(limit or self.policy.batch_size)
+                    select(m.id)
+                    .where(pending, free, col(m.id) == first_of_sender)
+                    .order_by(col(m.id))
+                    .limit(limit or self.policy.batch_size)
                 )
             ).all()
             if not ids:
@@ -254,7 +269,9 @@ class InboxDrainer:
             # The senders' citizens in the same round trip budget: one query for the whole batch.
             unknown = {p.sender_hash for p in batch} - self.runner.citizen_ids.keys()
             if unknown:
-                found = await session.exec(select(Citizen.id, Citizen.phone_hash).where(col(Citizen.phone_hash).in_(unknown)))
+                found = await session.exec(
+                    select(Citizen.id, Citizen.phone_hash).where(col(Citizen.phone_hash).in_(unknown))
+                )
                 for citizen_id, phone_hash in found.all():
                     if citizen_id is not None and phone_hash is not None:
                         self.runner.remember(phone_hash, citizen_id)
@@ -295,7 +312,9 @@ class InboxDrainer:
         """The background loop owned by the app (and by `gateway worker`). On PostgreSQL it also
         listens for the writers' NOTIFY, so a worker starts on a new message at once instead of at
         its next poll; polling stays, for a lost listening connection and for retries coming due."""
-        listening = asyncio.create_task(self._listen(), name="sms-inbox-listen") if self.store.dialect == "postgresql" else None
+        listening = (
+            asyncio.create_task(self._listen(), name="sms-inbox-listen") if self.store.dialect == "postgresql" else None
+        )
         try:
             await run_passes(self.drain_once, interval_seconds=interval_seconds, what="inbox", wake=self._wake)
         finally:
@@ -346,14 +365,19 @@ class InboxDrainer:
         try:
             citizen_id = await self._citizen(message)
             outcome = await converse(
-                self.runner, channel="sms", citizen_id=citizen_id, inbox_id=message.id,
+                self.runner,
+                channel="sms",
+                citizen_id=citizen_id,
+                inbox_id=message.id,
                 inbound=Inbound(kind="text", at=as_utc(message.received_at), text=message.body),
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("inbound SMS failed; it stays in the inbox for another try",
-                          extra={"inbox_id": message.id, "attempt": message.attempts})
+            log.exception(
+                "inbound SMS failed; it stays in the inbox for another try",
+                extra={"inbox_id": message.id, "attempt": message.attempts},
+            )
             await self._failed(message, redact(f"{type(exc).__name__}: {exc}"))
             return
         if outcome.replies:
@@ -365,7 +389,9 @@ class InboxDrainer:
         if citizen_id is None:
             if message.sender_enc is None:
                 raise ValueError("pending message without its sender")
-            citizen_id = await citizen_for_phone(runner.store, runner.deps, runner.deps.vault.decrypt(message.sender_enc))
+            citizen_id = await citizen_for_phone(
+                runner.store, runner.deps, runner.deps.vault.decrypt(message.sender_enc)
+            )
             runner.remember(message.sender_hash, citizen_id)
         return citizen_id
 
@@ -401,8 +427,12 @@ async def citizen_for_phone(store: Store, deps: Deps, phone: str) -> int:
             if found is not None:
                 return found
             try:
-                citizen = Citizen(phone_hash=phone_hash, phone_enc=deps.vault.encrypt(phone), phone_masked=mask_phone(phone),
-                                  created_at=deps.clock.now())
+                citizen = Citizen(
+                    phone_hash=phone_hash,
+                    phone_enc=deps.vault.encrypt(phone),
+                    phone_masked=mask_phone(phone),
+                    created_at=deps.clock.now(),
+                )
                 async with session.begin_nested():
                     session.add(citizen)
                     await session.flush()
@@ -419,7 +449,9 @@ async def inbox_status(store: Store, now: datetime) -> dict[str, int | float | N
     `/metrics` and `gateway inbox` show."""
     m = InboundMessage
     async with store.transaction() as session:
-        pending, oldest = (await session.exec(select(func.count(), func.min(m.received_at)).where(text(INBOX_PENDING)))).one()
+        pending, oldest = (
+            await session.exec(select(func.count(), func.min(m.received_at)).where(text(INBOX_PENDING)))
+        ).one()
         failed = (await session.exec(select(func.count()).select_from(m).where(text(INBOX_SET_ASIDE)))).one()
     age = round(max(0.0, (now - as_utc(oldest)).total_seconds()), 1) if oldest is not None else None
     return {"pending": int(pending), "oldest_pending_seconds": age, "set_aside": int(failed)}

@@ -254,9 +254,7 @@ class TwilioProvider:
         except (TimeoutError, aiohttp.ClientError) as exc:
             # A timeout may hide a message Twilio did create; the outbox accepts at-least-once.
             code = "timeout" if isinstance(exc, asyncio.TimeoutError) else "network"
-            log.warning(
-                "twilio unreachable", extra={"message_id": message.message_id, "error": type(exc).__name__}
-            )
+            log.warning("twilio unreachable", extra={"message_id": message.message_id, "error": type(exc).__name__})
             raise SendFailed(f"Twilio unreachable: {type(exc).__name__}", code=code) from exc
         # "sent" for the outbox: Twilio accepted it. Twilio's own queued/accepted would read as
         # "not yet sent" to the dispatcher; delivery arrives later through the status callback.

@@ -37,7 +37,9 @@ async def signed_form(request: web.Request) -> MultiDictProxy[str]:
     form = await request.post()
     params = MultiDictProxy(form)
     ok = verify_twilio_signature(
-        settings.twilio_auth_token.get_secret_value(), url, cast(Mapping[str, str], params),
+        settings.twilio_auth_token.get_secret_value(),
+        url,
+        cast(Mapping[str, str], params),
         request.headers.get("X-Twilio-Signature"),
     )
     if not ok:
@@ -67,9 +69,16 @@ async def delivery_status(request: web.Request) -> web.Response:
             return web.Response(status=204)  # not ours, or long gone: nothing to do, nothing to retry
         kind = classify_delivery_error(code) if code else None
         await record_delivery_report(
-            session, message, reported=_AS_OUTBOX_STATUS.get(status, status), outcome=status, provider_id=sid,
-            error_code=code, error_reason=kind.reason if kind else None, opt_out=bool(kind and kind.opt_out),
-            detail="delivery status callback", at=now,
+            session,
+            message,
+            reported=_AS_OUTBOX_STATUS.get(status, status),
+            outcome=status,
+            provider_id=sid,
+            error_code=code,
+            error_reason=kind.reason if kind else None,
+            opt_out=bool(kind and kind.opt_out),
+            detail="delivery status callback",
+            at=now,
         )
     return web.Response(status=204)
 
@@ -87,7 +96,9 @@ async def _callback_message(session: AsyncSession, message_id: str, sid: str) ->
         if message is not None and message.channel == "sms" and message.provider_message_id in (None, sid):
             return message
         return None
-    return (await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid).with_for_update())).first()
+    return (
+        await session.exec(select(OutboundMessage).where(OutboundMessage.provider_message_id == sid).with_for_update())
+    ).first()
 
 
 # Twilio's Advanced Opt-Out reports what it did with a keyword; its own confirmation has been sent.
@@ -111,8 +122,13 @@ async def inbound_sms(request: web.Request) -> web.Response:
     body = str(form.get("Body", ""))
     opt_type = _OPT_OUT_TYPES.get(str(form.get("OptOutType", "")).upper())
     text = {"opt_out": "STOP", "opt_in": "START"}.get(opt_type or "", body)
-    arrival = Arrival(provider_id=sid, sender_hash=deps.vault.lookup_hash(phone), sender_enc=deps.vault.encrypt(phone),
-                      body=storable_text(text), received_at=deps.clock.now())
+    arrival = Arrival(
+        provider_id=sid,
+        sender_hash=deps.vault.lookup_hash(phone),
+        sender_enc=deps.vault.encrypt(phone),
+        body=storable_text(text),
+        received_at=deps.clock.now(),
+    )
     try:
         new = await request.app[INBOX_WRITER].accept(arrival)
         if keyword(text) == "opt_out":

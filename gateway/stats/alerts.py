@@ -101,15 +101,29 @@ async def scan(session: AsyncSession, *, today: date, at: datetime) -> list[Stat
         if not flag:
             continue
         inserted = await insert_if_absent(
-            session, StatsAlert, unit_org_id=unit_id, window_start=window_start, window_end=window_end, bad=bad,
-            valid=valid, baseline_bad=base_bad, baseline_valid=base_valid, p_value=p_value, created_at=at, attempts=0,
+            session,
+            StatsAlert,
+            unit_org_id=unit_id,
+            window_start=window_start,
+            window_end=window_end,
+            bad=bad,
+            valid=valid,
+            baseline_bad=base_bad,
+            baseline_valid=base_valid,
+            p_value=p_value,
+            created_at=at,
+            attempts=0,
         )
         if inserted:
-            found = (await session.exec(select(StatsAlert).where(
-                StatsAlert.unit_org_id == unit_id, StatsAlert.window_end == window_end))).one()
+            found = (
+                await session.exec(
+                    select(StatsAlert).where(StatsAlert.unit_org_id == unit_id, StatsAlert.window_end == window_end)
+                )
+            ).one()
             raised.append(found)
-            log.info("bad-review rate alert", extra={"unit_org_id": unit_id, "bad": bad, "valid": valid,
-                                                     "p_value": p_value})
+            log.info(
+                "bad-review rate alert", extra={"unit_org_id": unit_id, "bad": bad, "valid": valid, "p_value": p_value}
+            )
     return raised
 
 
@@ -118,9 +132,13 @@ def payload(alert: StatsAlert, org: Organisation | None) -> dict[str, Any]:
         "kind": "bad_review_rate_alert",
         "org": {"code": org.code if org else None, "name": org.name if org else None},
         "window": {"from": alert.window_start.isoformat(), "to": alert.window_end.isoformat()},
-        "bad": alert.bad, "valid": alert.valid,
-        "baseline": {"bad": alert.baseline_bad, "valid": alert.baseline_valid,
-                     "from": (alert.window_start - timedelta(days=BASELINE_DAYS)).isoformat()},
+        "bad": alert.bad,
+        "valid": alert.valid,
+        "baseline": {
+            "bad": alert.baseline_bad,
+            "valid": alert.baseline_valid,
+            "from": (alert.window_start - timedelta(days=BASELINE_DAYS)).isoformat(),
+        },
         "p_value": alert.p_value,
     }
 
@@ -128,8 +146,13 @@ def payload(alert: StatsAlert, org: Organisation | None) -> dict[str, Any]:
 async def send_pending(store: Store, send: Send, *, at: datetime) -> int:
     """Send every alert not yet delivered; a failure is counted and tried again on the next pass."""
     async with store.transaction() as session:
-        pending = (await session.exec(select(StatsAlert).where(
-            col(StatsAlert.sent_at).is_(None), StatsAlert.attempts < MAX_SEND_ATTEMPTS).order_by(col(StatsAlert.id)))).all()
+        pending = (
+            await session.exec(
+                select(StatsAlert)
+                .where(col(StatsAlert.sent_at).is_(None), StatsAlert.attempts < MAX_SEND_ATTEMPTS)
+                .order_by(col(StatsAlert.id))
+            )
+        ).all()
         bodies = [(a.id, payload(a, await session.get(Organisation, a.unit_org_id))) for a in pending]
     sent = 0
     for alert_id, body in bodies:
@@ -168,7 +191,7 @@ def webhook_sender(session: aiohttp.ClientSession, url: str) -> Send:
             async with session.post(url, json=body) as response:
                 if not 200 <= response.status < 300:
                     raise AlertFailed(f"webhook answered {response.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise AlertFailed(f"webhook unreachable: {type(exc).__name__}") from None
 
     return send
@@ -190,12 +213,16 @@ def alerts_ctx(run: bool, start_task: Callable[..., Any]) -> Callable[[web.Appli
             send = webhook_sender(session, settings.overdue_reminder_webhook)
         task = None
         if run:
+
             async def a_pass() -> int:
                 now = deps.clock.now()
                 return await one_pass(app[STORE], send, today=deps.calendar.local_date(now), at=now)
 
-            task = start_task(app, run_passes(a_pass, interval_seconds=settings.stats_alert_interval_seconds,
-                                              what="stats alert"), name="stats-alerts")
+            task = start_task(
+                app,
+                run_passes(a_pass, interval_seconds=settings.stats_alert_interval_seconds, what="stats alert"),
+                name="stats-alerts",
+            )
         yield
         if task is not None:
             task.cancel()

@@ -33,8 +33,10 @@ def _axis(y_max: float, y_format: Callable[[float], str]) -> list[str]:
         value = y_max * i / 4
         y = PAD_TOP + plot_h - plot_h * i / 4
         out.append(f'<line x1="{PAD_LEFT}" y1="{y:.1f}" x2="{WIDTH - PAD_RIGHT}" y2="{y:.1f}" stroke="{LINE}"/>')
-        out.append(f'<text x="{PAD_LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="{MUTED}">'
-                   f'{escape(y_format(value))}</text>')
+        out.append(
+            f'<text x="{PAD_LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="{MUTED}">'
+            f"{escape(y_format(value))}</text>"
+        )
     return out
 
 
@@ -42,8 +44,9 @@ def _x_labels(labels: Sequence[str], xs: Sequence[float]) -> list[str]:
     step = max(1, len(labels) // 8)  # at most about eight labels, so they stay readable on a phone
     return [
         f'<text x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" font-size="11" text-anchor="middle" fill="{MUTED}">'
-        f'{escape(label)}</text>'
-        for i, (label, x) in enumerate(zip(labels, xs)) if i % step == 0 or i == len(labels) - 1
+        f"{escape(label)}</text>"
+        for i, (label, x) in enumerate(zip(labels, xs))
+        if i % step == 0 or i == len(labels) - 1
     ]
 
 
@@ -59,8 +62,15 @@ def percent(value: float) -> str:
 
 
 def line_chart(
-    labels: Sequence[str], values: Sequence[float | None], *, title: str, description: str, chart_id: str,
-    y_max: float = 1.0, y_format: Callable[[float], str] = percent, colour: str = ACCENT,
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    title: str,
+    description: str,
+    chart_id: str,
+    y_max: float = 1.0,
+    y_format: Callable[[float], str] = percent,
+    colour: str = ACCENT,
 ) -> Markup:
     """A line over the labels; a missing value (None) breaks the line instead of drawing a zero."""
     body = _axis(y_max, y_format)
@@ -84,7 +94,12 @@ def line_chart(
 
 
 def bar_chart(
-    labels: Sequence[str], values: Sequence[int], *, title: str, description: str, chart_id: str,
+    labels: Sequence[str],
+    values: Sequence[int],
+    *,
+    title: str,
+    description: str,
+    chart_id: str,
     highlight: Sequence[int] | None = None,
 ) -> Markup:
     """Bars of counts over the labels; `highlight` (same length) draws a second, darker bar in front (e.g. bad reviews)."""
@@ -100,12 +115,16 @@ def bar_chart(
     xs = [PAD_LEFT + slot * (i + 0.5) for i in range(len(labels))]
     for i, (x, v) in enumerate(zip(xs, values)):
         h = plot_h * v / y_max
-        body.append(f'<rect x="{x - width / 2:.1f}" y="{PAD_TOP + plot_h - h:.1f}" width="{width:.1f}" '
-                    f'height="{h:.1f}" fill="{ACCENT}" opacity="0.35"/>')
+        body.append(
+            f'<rect x="{x - width / 2:.1f}" y="{PAD_TOP + plot_h - h:.1f}" width="{width:.1f}" '
+            f'height="{h:.1f}" fill="{ACCENT}" opacity="0.35"/>'
+        )
         if highlight is not None:
             hh = plot_h * highlight[i] / y_max
-            body.append(f'<rect x="{x - width / 2:.1f}" y="{PAD_TOP + plot_h - hh:.1f}" width="{width:.1f}" '
-                        f'height="{hh:.1f}" fill="{BAD}"/>')
+            body.append(
+                f'<rect x="{x - width / 2:.1f}" y="{PAD_TOP + plot_h - hh:.1f}" width="{width:.1f}" '
+                f'height="{hh:.1f}" fill="{BAD}"/>'
+            )
     body += _x_labels(labels, xs)
     return _frame(title, description, body, chart_id)
 

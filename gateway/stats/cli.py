@@ -11,7 +11,9 @@ from gateway.settings import Settings
 
 
 def add_parser(sub: Any, func: Any) -> None:
-    stats = sub.add_parser("stats", help="statistics: rebuild the roll-ups").add_subparsers(dest="stats_command", required=True)
+    stats = sub.add_parser("stats", help="statistics: rebuild the roll-ups").add_subparsers(
+        dest="stats_command", required=True
+    )
     stats.add_parser("rebuild", help="recount every roll-up row from the raw evaluations").set_defaults(func=func)
 
 

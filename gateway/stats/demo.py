@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 _RATES = (
-    ("participation_rate", "参评率"), ("good_rate", "好评率"), ("bad_rate", "差评率"), ("satisfied_rate", "满意率"),
-    ("rectification_rate", "差评整改率"), ("on_time_rate", "按期整改率"), ("callback_rate", "回访率"),
+    ("participation_rate", "参评率"),
+    ("good_rate", "好评率"),
+    ("bad_rate", "差评率"),
+    ("satisfied_rate", "满意率"),
+    ("rectification_rate", "差评整改率"),
+    ("on_time_rate", "按期整改率"),
+    ("callback_rate", "回访率"),
     ("callback_satisfaction_rate", "回访满意率"),
 )
 

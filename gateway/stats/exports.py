@@ -41,12 +41,42 @@ CHUNK_ROWS = 500
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 EVALUATION_COLUMNS = (
-    "评价编号", "评价时间", "行政区划", "单位编码", "单位名称", "事项编码", "事项名称", "办件编号", "窗口人员",
-    "评价渠道", "评价等级", "评价内容编码", "文字评价", "员工评价", "是否计入统计", "评价人手机号", "工单编号",
+    "评价编号",
+    "评价时间",
+    "行政区划",
+    "单位编码",
+    "单位名称",
+    "事项编码",
+    "事项名称",
+    "办件编号",
+    "窗口人员",
+    "评价渠道",
+    "评价等级",
+    "评价内容编码",
+    "文字评价",
+    "员工评价",
+    "是否计入统计",
+    "评价人手机号",
+    "工单编号",
 )
 TICKET_COLUMNS = (
-    "工单编号", "创建时间", "行政区划", "单位编码", "单位名称", "事项名称", "评价等级", "责任类型", "状态",
-    "办理期限", "是否超期", "办结时间", "关闭时间", "延期工作日", "重办次数", "评价人手机号", "整改答复",
+    "工单编号",
+    "创建时间",
+    "行政区划",
+    "单位编码",
+    "单位名称",
+    "事项名称",
+    "评价等级",
+    "责任类型",
+    "状态",
+    "办理期限",
+    "是否超期",
+    "办结时间",
+    "关闭时间",
+    "延期工作日",
+    "重办次数",
+    "评价人手机号",
+    "整改答复",
 )
 
 _case = aliased(ServiceCase)  # a batch's first case, looked up beside the joined one
@@ -71,8 +101,10 @@ def _local(value: datetime | None, calendar: WorkingCalendar) -> str:
 
 def _bounds(start: date, end: date, calendar: WorkingCalendar) -> tuple[datetime, datetime]:
     tz = calendar.tz
-    return (datetime.combine(start, datetime.min.time(), tzinfo=tz).astimezone(timezone.utc),
-            datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=tz).astimezone(timezone.utc))
+    return (
+        datetime.combine(start, datetime.min.time(), tzinfo=tz).astimezone(timezone.utc),
+        datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=tz).astimezone(timezone.utc),
+    )
 
 
 async def evaluation_rows(
@@ -83,15 +115,27 @@ async def evaluation_rows(
     since, until = _bounds(start, end, calendar)
     first_case = select(func.min(_case.id)).where(_case.invitation_id == Evaluation.invitation_id).scalar_subquery()
     stmt = (
-        select(Evaluation, Invitation.region_code, Organisation.code, Organisation.name, ServiceCase.item_code,
-               Invitation.item_name, ServiceCase.case_no, Citizen.phone_masked, Ticket.id)
+        select(
+            Evaluation,
+            Invitation.region_code,
+            Organisation.code,
+            Organisation.name,
+            ServiceCase.item_code,
+            Invitation.item_name,
+            ServiceCase.case_no,
+            Citizen.phone_masked,
+            Ticket.id,
+        )
         .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
         .join(Organisation, col(Organisation.id) == Invitation.org_id)
         .outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
         .outerjoin(Citizen, col(Citizen.id) == Evaluation.citizen_id)
         .outerjoin(Ticket, col(Ticket.evaluation_id) == Evaluation.id)
-        .where(col(Evaluation.created_at) >= since, col(Evaluation.created_at) < until,
-               scope.clause(Invitation.region_code, Invitation.org_id))
+        .where(
+            col(Evaluation.created_at) >= since,
+            col(Evaluation.created_at) < until,
+            scope.clause(Invitation.region_code, Invitation.org_id),
+        )
         .order_by(col(Evaluation.id))
     )
     result = await session.stream(stmt.execution_options(yield_per=CHUNK_ROWS))
@@ -101,19 +145,37 @@ async def evaluation_rows(
         for e, region, org_code, org_name, item_code, item_name, case_no, phone, ticket_id in chunk:
             codes, staff_level, ruling = extra.get(e.id, (set(), None, None))
             yield [
-                e.id, _local(e.created_at, calendar), region, org_code, org_name, item_code or "", item_name,
-                case_no or "", e.staff_id or "", e.channel, e.level,
-                ",".join(str(c) for c in sorted(set(e.reason_codes) | codes)), redact(e.content),
+                e.id,
+                _local(e.created_at, calendar),
+                region,
+                org_code,
+                org_name,
+                item_code or "",
+                item_name,
+                case_no or "",
+                e.staff_id or "",
+                e.channel,
+                e.level,
+                ",".join(str(c) for c in sorted(set(e.reason_codes) | codes)),
+                redact(e.content),
                 staff_level if staff_level is not None else (e.staff_level or ""),
-                "计入" if ruling is None else {"invalid": "不计入(无效)", "malicious": "不计入(恶意)"}.get(ruling, f"不计入({ruling})"),
-                phone or "", ticket_id or "",
+                "计入"
+                if ruling is None
+                else {"invalid": "不计入(无效)", "malicious": "不计入(恶意)"}.get(ruling, f"不计入({ruling})"),
+                phone or "",
+                ticket_id or "",
             ]
 
 
-async def _addenda_and_rulings(session: AsyncSession, ids: Sequence[int]) -> dict[int, tuple[set[int], int | None, str | None]]:
+async def _addenda_and_rulings(
+    session: AsyncSession, ids: Sequence[int]
+) -> dict[int, tuple[set[int], int | None, str | None]]:
     out: dict[int, tuple[set[int], int | None, str | None]] = {}
     addenda = await session.exec(
-        select(EvaluationAddendum).where(col(EvaluationAddendum.evaluation_id).in_(ids)).order_by(col(EvaluationAddendum.id)))
+        select(EvaluationAddendum)
+        .where(col(EvaluationAddendum.evaluation_id).in_(ids))
+        .order_by(col(EvaluationAddendum.id))
+    )
     for a in addenda.all():
         codes, staff, ruling = out.get(a.evaluation_id, (set(), None, None))
         if a.kind == "reasons":
@@ -122,7 +184,10 @@ async def _addenda_and_rulings(session: AsyncSession, ids: Sequence[int]) -> dic
             staff = a.staff_level
         out[a.evaluation_id] = (codes, staff, ruling)
     rulings = await session.exec(
-        select(EvaluationDecision).where(col(EvaluationDecision.evaluation_id).in_(ids)).order_by(col(EvaluationDecision.id)))
+        select(EvaluationDecision)
+        .where(col(EvaluationDecision.evaluation_id).in_(ids))
+        .order_by(col(EvaluationDecision.id))
+    )
     for d in rulings.all():
         codes, staff, ruling = out.get(d.evaluation_id, (set(), None, None))
         out[d.evaluation_id] = (codes, staff, ruling or d.decision)
@@ -148,21 +213,36 @@ async def ticket_rows(
     result = await session.stream(stmt.execution_options(yield_per=CHUNK_ROWS))
     async for t, item_name, unit_code, unit_name, phone in result:
         yield [
-            t.id, _local(t.created_at, calendar), t.region_code, unit_code or "", unit_name or "", item_name, t.level,
-            {"platform": "平台建设", "handling": "办理"}.get(t.responsibility, t.responsibility), t.status,
-            _local(t.due_at, calendar), "是" if is_overdue(t, now) else "否", _local(t.resolved_at, calendar),
-            _local(t.closed_at, calendar), t.extension_working_days, t.redo_count, phone or "", redact(t.reply_text),
+            t.id,
+            _local(t.created_at, calendar),
+            t.region_code,
+            unit_code or "",
+            unit_name or "",
+            item_name,
+            t.level,
+            {"platform": "平台建设", "handling": "办理"}.get(t.responsibility, t.responsibility),
+            t.status,
+            _local(t.due_at, calendar),
+            "是" if is_overdue(t, now) else "否",
+            _local(t.resolved_at, calendar),
+            _local(t.closed_at, calendar),
+            t.extension_working_days,
+            t.redo_count,
+            phone or "",
+            redact(t.reply_text),
         ]
 
 
 async def stream_csv(
     request: web.Request, *, filename: str, header: Sequence[str], rows: AsyncIterator[list[Any]]
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/csv; charset=utf-8",
-        "Content-Disposition": f'attachment; filename="{filename}.csv"',
-        "Cache-Control": "no-store",
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
     await response.prepare(request)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -186,10 +266,15 @@ async def stream_xlsx(
 ) -> web.StreamResponse:
     """XlsxWriter in constant-memory mode writes the sheet row by row to a temporary file, streamed out."""
     with tempfile.TemporaryFile() as out:
-        workbook = xlsxwriter.Workbook(out, {  # type: ignore[arg-type]
-            "constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False,
-            "strings_to_numbers": False,
-        })
+        workbook = xlsxwriter.Workbook(
+            out,
+            {  # type: ignore[arg-type]
+                "constant_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
         sheet = workbook.add_worksheet(filename[:31])
         bold = workbook.add_format({"bold": True})
         for c, name in enumerate(header):
@@ -204,11 +289,13 @@ async def stream_xlsx(
                 else:
                     sheet.write_string(r, c, cell)
         await asyncio.to_thread(workbook.close)
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            "Content-Disposition": f'attachment; filename="{filename}.xlsx"',
-            "Cache-Control": "no-store",
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "Content-Disposition": f'attachment; filename="{filename}.xlsx"',
+                "Cache-Control": "no-store",
+            }
+        )
         await response.prepare(request)
         out.seek(0)
         await _copy(out, response)
@@ -225,8 +312,16 @@ async def _copy(source: BinaryIO, response: web.StreamResponse) -> None:
 
 
 async def export(
-    request: web.Request, *, store: Store, kind: str, fmt: str, caller: Caller, start: date, end: date,
-    calendar: WorkingCalendar, now: datetime,
+    request: web.Request,
+    *,
+    store: Store,
+    kind: str,
+    fmt: str,
+    caller: Caller,
+    start: date,
+    end: date,
+    calendar: WorkingCalendar,
+    now: datetime,
 ) -> web.StreamResponse:
     """Stream one export; the rows are read in one transaction while they are written out."""
     async with store.transaction() as session:

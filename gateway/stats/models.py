@@ -20,7 +20,9 @@ class StatsUnitDaily(SQLModel, table=True):
     """Day × region × unit × level × status: the city, county and unit figures."""
 
     __tablename__ = "stats_unit_daily"
-    __table_args__ = (UniqueConstraint("day", "region_code", "unit_org_id", "level", "status", name="uq_stats_unit_daily"),)
+    __table_args__ = (
+        UniqueConstraint("day", "region_code", "unit_org_id", "level", "status", name="uq_stats_unit_daily"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     day: date = Field(index=True)
     region_code: str = Field(max_length=12)
@@ -56,7 +58,15 @@ class StatsDaily(SQLModel, table=True):
     __tablename__ = "stats_daily"
     __table_args__ = (
         UniqueConstraint(
-            "day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status", name="uq_stats_daily"
+            "day",
+            "region_code",
+            "unit_org_id",
+            "item_code",
+            "staff_id",
+            "channel",
+            "level",
+            "status",
+            name="uq_stats_daily",
         ),
     )
     id: int | None = Field(default=None, primary_key=True)
@@ -79,7 +89,15 @@ class StatsReasonDaily(SQLModel, table=True):
     __tablename__ = "stats_reason_daily"
     __table_args__ = (
         UniqueConstraint(
-            "day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status", "code",
+            "day",
+            "region_code",
+            "unit_org_id",
+            "item_code",
+            "staff_id",
+            "channel",
+            "level",
+            "status",
+            "code",
             name="uq_stats_reason_daily",
         ),
     )

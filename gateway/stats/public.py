@@ -36,10 +36,18 @@ SUMMARY_CHARS = 200
 LogHead = Callable[[AsyncSession, datetime], Awaitable[dict[str, Any] | None]]
 
 STATUS_WORDS = {
-    "dispatching": "待派单", "transferred": "已转办", "accepted": "已受理", "in_progress": "整改中",
-    "extension_requested": "申请延期", "appealed": "申诉中", "resolved": "已整改待回访",
-    "callback_unsatisfied": "回访不满意", "closed_satisfied": "已办结(回访满意)",
-    "closed_unsatisfied": "已办结(回访不满意)", "closed_no_answer": "已办结(未接回访)", "closed_invalid": "申诉成立",
+    "dispatching": "待派单",
+    "transferred": "已转办",
+    "accepted": "已受理",
+    "in_progress": "整改中",
+    "extension_requested": "申请延期",
+    "appealed": "申诉中",
+    "resolved": "已整改待回访",
+    "callback_unsatisfied": "回访不满意",
+    "closed_satisfied": "已办结(回访满意)",
+    "closed_unsatisfied": "已办结(回访不满意)",
+    "closed_no_answer": "已办结(未接回访)",
+    "closed_invalid": "申诉成立",
 }
 
 
@@ -59,8 +67,9 @@ async def public_figures(
         first_trend = previous_month(first_trend)
 
     async def figures(group_by: tuple[str, ...], start: date, stop: date) -> Any:
-        return await compute(session, Selection(start=start, end=stop, group_by=group_by), scope=PUBLIC,
-                             calendar=cal, catalogue=cat)
+        return await compute(
+            session, Selection(start=start, end=stop, group_by=group_by), scope=PUBLIC, calendar=cal, catalogue=cat
+        )
 
     city = await figures((), month, last_day)
     counties = await figures(("region",), month, last_day)
@@ -79,7 +88,11 @@ async def public_figures(
         "generated_at": now.isoformat(),
         "city": city.indicators(city.total).model_dump(mode="json"),
         "counties": [
-            {"region": dict(k)["region"], "name": counties.label(k)["region"], **counties.indicators(t).model_dump(mode="json")}
+            {
+                "region": dict(k)["region"],
+                "name": counties.label(k)["region"],
+                **counties.indicators(t).model_dump(mode="json"),
+            }
             for k, t in sorted(counties.groups.items())
         ],
         "units": [
@@ -87,13 +100,17 @@ async def public_figures(
             for k, t in sorted(units.groups.items())
         ],
         "trend": [
-            {"month": label, **(trend_by_month[label].model_dump(mode="json") if label in trend_by_month
-                                else trend.indicators(_empty()).model_dump(mode="json"))}
+            {
+                "month": label,
+                **(
+                    trend_by_month[label].model_dump(mode="json")
+                    if label in trend_by_month
+                    else trend.indicators(_empty()).model_dump(mode="json")
+                ),
+            }
             for label in months
         ],
-        "rankings": [
-            e.model_dump(mode="json", exclude={"staff"}) for e in ranked
-        ],
+        "rankings": [e.model_dump(mode="json", exclude={"staff"}) for e in ranked],
         "ranking_min_sample": min_sample,
         "bad_reviews": await bad_reviews(session, deps=deps, start=month, end=last_day),
         "evaluation_log_head": await log_head(session, now),
@@ -112,14 +129,18 @@ async def bad_reviews(session: AsyncSession, *, deps: Deps, start: date, end: da
     since = datetime.combine(start, datetime.min.time(), tzinfo=tz)
     until = datetime.combine(date.fromordinal(end.toordinal() + 1), datetime.min.time(), tzinfo=tz)
     ruled = select(EvaluationDecision.evaluation_id)
-    rows = (await session.exec(
-        select(Ticket, Invitation.item_name, Organisation.name)
-        .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
-        .join(Organisation, col(Organisation.id) == Invitation.org_id)
-        .where(col(Ticket.created_at) >= since, col(Ticket.created_at) < until,
-               col(Ticket.evaluation_id).not_in(ruled))
-        .order_by(col(Ticket.id).desc()).limit(BAD_REVIEWS_SHOWN)
-    )).all()
+    rows = (
+        await session.exec(
+            select(Ticket, Invitation.item_name, Organisation.name)
+            .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
+            .join(Organisation, col(Organisation.id) == Invitation.org_id)
+            .where(
+                col(Ticket.created_at) >= since, col(Ticket.created_at) < until, col(Ticket.evaluation_id).not_in(ruled)
+            )
+            .order_by(col(Ticket.id).desc())
+            .limit(BAD_REVIEWS_SHOWN)
+        )
+    ).all()
     if not rows:
         return []
     ids = [t.id for t, _, _ in rows]
@@ -127,26 +148,39 @@ async def bad_reviews(session: AsyncSession, *, deps: Deps, start: date, end: da
     from gateway.store.models import Evaluation
 
     codes: dict[int, set[int]] = {
-        e.id: set(e.reason_codes) for e in (await session.exec(select(Evaluation).where(col(Evaluation.id).in_(eval_ids)))).all()  # type: ignore[misc]
+        e.id: set(e.reason_codes)
+        for e in (await session.exec(select(Evaluation).where(col(Evaluation.id).in_(eval_ids)))).all()  # type: ignore[misc]
     }
-    for a in (await session.exec(select(EvaluationAddendum).where(col(EvaluationAddendum.evaluation_id).in_(eval_ids)))).all():
+    for a in (
+        await session.exec(select(EvaluationAddendum).where(col(EvaluationAddendum.evaluation_id).in_(eval_ids)))
+    ).all():
         codes.setdefault(a.evaluation_id, set()).update(a.reason_codes)
     summaries: dict[int, str] = {}
     events = await session.exec(
-        select(TicketEvent).where(col(TicketEvent.ticket_id).in_(ids), TicketEvent.action == "resolve").order_by(col(TicketEvent.id)))
+        select(TicketEvent)
+        .where(col(TicketEvent.ticket_id).in_(ids), TicketEvent.action == "resolve")
+        .order_by(col(TicketEvent.id))
+    )
     for event in events.all():
         summaries[event.ticket_id] = str(event.data.get("rectification", ""))
     out = []
     for t, item_name, unit_name in rows:
         reason_codes = sorted(codes.get(t.evaluation_id, set()))
-        out.append({
-            "item": item_name, "unit": unit_name,
-            "date": as_utc(t.created_at).astimezone(tz).date().isoformat(),
-            "level": t.level, "level_words": LEVEL_WORDS.get(t.level, ""),
-            "reasons": [{"code": c, "label": r.label if (r := deps.catalogue.get(c)) else str(c)} for c in reason_codes],
-            "status": t.status, "status_words": STATUS_WORDS.get(t.status, t.status),
-            "rectification": _summary(summaries.get(t.id, "")),  # type: ignore[arg-type]
-        })
+        out.append(
+            {
+                "item": item_name,
+                "unit": unit_name,
+                "date": as_utc(t.created_at).astimezone(tz).date().isoformat(),
+                "level": t.level,
+                "level_words": LEVEL_WORDS.get(t.level, ""),
+                "reasons": [
+                    {"code": c, "label": r.label if (r := deps.catalogue.get(c)) else str(c)} for c in reason_codes
+                ],
+                "status": t.status,
+                "status_words": STATUS_WORDS.get(t.status, t.status),
+                "rectification": _summary(summaries.get(t.id, "")),  # type: ignore[arg-type]
+            }
+        )
     return out
 
 

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Date, ColumnElement, and_, case, cast, exists, func, literal, or_, true
+from sqlalchemy import ColumnElement, Date, and_, case, cast, exists, func, literal, or_, true
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,7 +22,15 @@ from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, S
 from gateway.stats.periods import next_month, period_bounds, period_key
 from gateway.stats.rollup import INVITED, VALID
 from gateway.stats.schemas import GROUPS, MAX_RANGE_DAYS, PERIODS, Indicators, StatsQuery
-from gateway.store.models import APPROVAL_KINDS, Evaluation, EvaluationDecision, Invitation, Organisation, ServiceCase, Ticket
+from gateway.store.models import (
+    APPROVAL_KINDS,
+    Evaluation,
+    EvaluationDecision,
+    Invitation,
+    Organisation,
+    ServiceCase,
+    Ticket,
+)
 from gateway.tickets.calendar import WorkingCalendar
 
 GOOD_LEVELS = (3, 4, 5)
@@ -44,7 +52,7 @@ class Scope:
     unit_org_id: int | None = None  # a unit or platform builder: its own services
 
     @classmethod
-    def of(cls, caller: Caller) -> "Scope":
+    def of(cls, caller: Caller) -> Scope:
         if caller.kind == "operator":
             return cls(caller.code)
         if caller.kind == "city_bureau":
@@ -121,7 +129,9 @@ def check_range(start: date | None, end: date | None, *, today: date, default_da
     return start, end
 
 
-async def select_figures(session: AsyncSession, query: StatsQuery, *, scope: Scope, today: date, catalogue: Catalogue) -> Selection:
+async def select_figures(
+    session: AsyncSession, query: StatsQuery, *, scope: Scope, today: date, catalogue: Catalogue
+) -> Selection:
     """Check a query against the store and the caller's jurisdiction; a fault names its field (422)."""
     if query.from_ is not None or query.to is not None:
         if query.period is not None or query.date is not None:
@@ -150,9 +160,14 @@ async def select_figures(session: AsyncSession, query: StatsQuery, *, scope: Sco
             raise InvalidStatsQuery(f"region {region} is unknown or outside your jurisdiction", field="region")
     if query.approval is not None:
         approval = (await session.exec(select(Organisation).where(Organisation.code == query.approval))).first()
-        if approval is None or approval.kind not in APPROVAL_KINDS or not scope.covers(approval.region_code, scope.unit_org_id):
+        if (
+            approval is None
+            or approval.kind not in APPROVAL_KINDS
+            or not scope.covers(approval.region_code, scope.unit_org_id)
+        ):
             raise InvalidStatsQuery(
-                f"approval {query.approval!r} is not an approval department in your jurisdiction", field="approval")
+                f"approval {query.approval!r} is not an approval department in your jurisdiction", field="approval"
+            )
         if region is not None and region != approval.region_code:
             raise InvalidStatsQuery("region lies outside that approval department's region", field="region")
         region = approval.region_code  # the approval department of a level handles that region's services (Art. 14)
@@ -171,8 +186,15 @@ async def select_figures(session: AsyncSession, query: StatsQuery, *, scope: Sco
         kinds = [code for code in all_codes(catalogue) if reason_kind(catalogue, code) == query.reason_kind]
         reasons = tuple(c for c in kinds if reasons is None or c in reasons)
     return Selection(
-        start=start, end=end, group_by=group_by, region=region, unit_org_id=unit_org_id, item=query.item,
-        staff=query.staff, channel=query.channel, reasons=reasons,
+        start=start,
+        end=end,
+        group_by=group_by,
+        region=region,
+        unit_org_id=unit_org_id,
+        item=query.item,
+        staff=query.staff,
+        channel=query.channel,
+        reasons=reasons,
     )
 
 
@@ -215,7 +237,8 @@ class Tally:
             satisfied_rate=ratio(sum(self.levels[x] for x in SATISFIED_LEVELS), valid),
             satisfaction_mean=ratio(sum(level * n for level, n in self.levels.items()), valid, digits=3),
             satisfaction_score=(
-                round(20 * sum(level * n for level, n in self.levels.items()) / valid, 1) if valid else None),
+                round(20 * sum(level * n for level, n in self.levels.items()) / valid, 1) if valid else None
+            ),
             staff_rated=self.staff_rated,
             staff_satisfaction_mean=ratio(self.staff_level_sum, self.staff_rated, digits=3),
             tickets_due=t["due"] if tickets_known else None,
@@ -266,7 +289,8 @@ async def load_labels(session: AsyncSession, *, items: set[str] | None = None) -
             labels.approval_of_region[org.region_code] = (org.code, org.name)
     if items:
         rows = await session.exec(
-            select(ServiceCase.item_code, func.max(ServiceCase.item_name)).where(col(ServiceCase.item_code).in_(items))
+            select(ServiceCase.item_code, func.max(ServiceCase.item_name))
+            .where(col(ServiceCase.item_code).in_(items))
             .group_by(ServiceCase.item_code)
         )
         labels.item_name = {code: name for code, name in rows.all()}
@@ -311,14 +335,24 @@ def _local_start(day: date, tz: ZoneInfo) -> datetime:
 
 
 async def compute(
-    session: AsyncSession, selection: Selection, *, scope: Scope, calendar: WorkingCalendar, catalogue: Catalogue,
+    session: AsyncSession,
+    selection: Selection,
+    *,
+    scope: Scope,
+    calendar: WorkingCalendar,
+    catalogue: Catalogue,
     tickets: bool = True,
 ) -> Figures:
     """Count the selection: evaluations from the roll-ups, rectification and callbacks from the tickets."""
     sel = selection
     by_reason = sel.by_reason
-    needs_full = by_reason or sel.item is not None or sel.staff is not None or sel.channel is not None or bool(
-        {"item", "staff", "channel"} & set(sel.group_by))
+    needs_full = (
+        by_reason
+        or sel.item is not None
+        or sel.staff is not None
+        or sel.channel is not None
+        or bool({"item", "staff", "channel"} & set(sel.group_by))
+    )
     table: Any = StatsReasonDaily if by_reason else StatsDaily if needs_full else StatsUnitDaily
     dims = _raw_dims(sel.group_by)
     rows: list[Any] = []
@@ -351,12 +385,24 @@ async def compute(
     if by_reason and sel.reasons is None:
         # Grouped by reason: a group counts the evaluations carrying that reason, and the total counts each
         # evaluation once, from the table without reasons (an evaluation with two reasons is one evaluation).
-        total = (await compute(session, replace(sel, group_by=()), scope=scope, calendar=calendar,
-                               catalogue=catalogue, tickets=False)).total
+        total = (
+            await compute(
+                session, replace(sel, group_by=()), scope=scope, calendar=calendar, catalogue=catalogue, tickets=False
+            )
+        ).total
     tickets_known = tickets and not by_reason
     if tickets_known:
-        await _count_tickets(session, sel, scope=scope, calendar=calendar, labels=labels, total=total, groups=groups,
-                             keyer=keyer, dims=dims)
+        await _count_tickets(
+            session,
+            sel,
+            scope=scope,
+            calendar=calendar,
+            labels=labels,
+            total=total,
+            groups=groups,
+            keyer=keyer,
+            dims=dims,
+        )
     invitations_known = not by_reason and not sel.by_channel
     return Figures(sel, total, groups, labels, invitations_known, tickets_known)
 
@@ -411,14 +457,22 @@ def _raw_dims(group_by: tuple[str, ...]) -> list[str]:
     need: list[str] = []
     for dim in group_by:
         cols = {
-            "region": ["region_code"], "approval": ["region_code"], "unit": ["unit_org_id"], "item": ["item_code"],
-            "staff": ["unit_org_id", "staff_id"], "channel": ["channel"], "reason": ["code"], "reason_kind": ["code"],
+            "region": ["region_code"],
+            "approval": ["region_code"],
+            "unit": ["unit_org_id"],
+            "item": ["item_code"],
+            "staff": ["unit_org_id", "staff_id"],
+            "channel": ["channel"],
+            "reason": ["code"],
+            "reason_kind": ["code"],
         }.get(dim, ["day"])
         need.extend(c for c in cols if c not in need)
     return need
 
 
-def _keyer(group_by: tuple[str, ...], dims: list[str], labels: Labels, catalogue: Catalogue) -> Callable[[Any], GroupKey]:
+def _keyer(
+    group_by: tuple[str, ...], dims: list[str], labels: Labels, catalogue: Catalogue
+) -> Callable[[Any], GroupKey]:
     at = {d: i for i, d in enumerate(dims)}
 
     def key(row: Any) -> GroupKey:
@@ -471,8 +525,16 @@ def _flag(condition: Any) -> Any:
 
 
 async def _count_tickets(
-    session: AsyncSession, sel: Selection, *, scope: Scope, calendar: WorkingCalendar, labels: Labels, total: Tally,
-    groups: dict[GroupKey, Tally], keyer: Callable[[Any], GroupKey], dims: list[str],
+    session: AsyncSession,
+    sel: Selection,
+    *,
+    scope: Scope,
+    calendar: WorkingCalendar,
+    labels: Labels,
+    total: Tally,
+    groups: dict[GroupKey, Tally],
+    keyer: Callable[[Any], GroupKey],
+    dims: list[str],
 ) -> None:
     """Rectification and callback figures of the valid bad-review tickets due in the period, counted by the
     database per group and per (day received, day resolved), so the cost grows with days, not tickets."""
@@ -483,9 +545,13 @@ async def _count_tickets(
     closed = col(Ticket.status).in_(CLOSED_COUNTED)
     redone = col(Ticket.redo_count) > 0
     dim_columns = {
-        "region_code": Invitation.region_code, "unit_org_id": Invitation.org_id,
-        "item_code": ServiceCase.item_code, "staff_id": Evaluation.staff_id, "channel": Evaluation.channel,
-        "code": literal(0), "day": _local_date(session, Ticket.due_at, tz),
+        "region_code": Invitation.region_code,
+        "unit_org_id": Invitation.org_id,
+        "item_code": ServiceCase.item_code,
+        "staff_id": Evaluation.staff_id,
+        "channel": Evaluation.channel,
+        "code": literal(0),
+        "day": _local_date(session, Ticket.due_at, tz),
     }
     keys = [dim_columns[d].label(f"k_{d}") for d in dims]
     received_day = _local_date(session, func.coalesce(Ticket.received_at, Ticket.resolved_at), tz).label("received")
@@ -493,15 +559,22 @@ async def _count_tickets(
     # Join only what the selection needs: a city-wide figure reads the tickets and their invitations.
     stmt = (
         select(
-            *keys, received_day, resolved_day, func.count(),
-            _flag(closed), _flag(and_(closed, col(Ticket.resolved_at).is_not(None), col(Ticket.resolved_at) <= Ticket.due_at)),
-            _flag(or_(col(Ticket.status).in_(CALLED_BACK), redone)), _flag(or_(col(Ticket.status).in_(ANSWERED), redone)),
+            *keys,
+            received_day,
+            resolved_day,
+            func.count(),
+            _flag(closed),
+            _flag(and_(closed, col(Ticket.resolved_at).is_not(None), col(Ticket.resolved_at) <= Ticket.due_at)),
+            _flag(or_(col(Ticket.status).in_(CALLED_BACK), redone)),
+            _flag(or_(col(Ticket.status).in_(ANSWERED), redone)),
             _flag(Ticket.status == "closed_satisfied"),
         )
         .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
         .where(
-            col(Ticket.due_at) >= _local_start(sel.start, tz), col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
-            ~ruled, scope.clause(Invitation.region_code, Invitation.org_id),
+            col(Ticket.due_at) >= _local_start(sel.start, tz),
+            col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
+            ~ruled,
+            scope.clause(Invitation.region_code, Invitation.org_id),
         )
         .group_by(*keys, received_day, resolved_day)
     )
@@ -524,9 +597,10 @@ async def _count_tickets(
     width = len(dims)
     for row in (await session.exec(stmt)).all():  # type: ignore[call-overload]
         received, resolved_on = row[width], row[width + 1]
-        due, n_closed, on_time, called_back, answered, satisfied = (int(v or 0) for v in row[width + 2:])
-        counts: Counter[str] = Counter(due=due, closed=n_closed, on_time=on_time, called_back=called_back,
-                                       answered=answered, satisfied=satisfied)
+        due, n_closed, on_time, called_back, answered, satisfied = (int(v or 0) for v in row[width + 2 :])
+        counts: Counter[str] = Counter(
+            due=due, closed=n_closed, on_time=on_time, called_back=called_back, answered=answered, satisfied=satisfied
+        )
         days = 0
         if resolved_on is not None:
             counts["resolved"] = due  # every ticket of this row was resolved on that day
@@ -536,8 +610,10 @@ async def _count_tickets(
             days = elapsed[pair] * due
         targets = [total]
         if sel.group_by:
-            raw = [_as_date(v) if d == "day" else (v or "") if d in ("item_code", "staff_id", "channel") else v
-                   for d, v in zip(dims, row[:width])]
+            raw = [
+                _as_date(v) if d == "day" else (v or "") if d in ("item_code", "staff_id", "channel") else v
+                for d, v in zip(dims, row[:width])
+            ]
             targets.append(groups.setdefault(keyer(raw), Tally()))
         for tally in targets:
             tally.tickets.update(counts)

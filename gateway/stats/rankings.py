@@ -52,8 +52,13 @@ async def _month_entries(session: AsyncSession, *, month: date, kind: str, scope
     good = func.sum(case((col(table.level).in_(GOOD_LEVELS), table.n), else_=0))
     stmt = (
         select(*keys, func.sum(table.n), good)
-        .where(table.day >= month, table.day < next_month(month), table.status == VALID, table.level > 0,
-               scope.clause(table.region_code, table.unit_org_id))
+        .where(
+            table.day >= month,
+            table.day < next_month(month),
+            table.status == VALID,
+            table.level > 0,
+            scope.clause(table.region_code, table.unit_org_id),
+        )
         .group_by(*keys)
     )
     if kind == "staff":
@@ -75,7 +80,7 @@ def _bottom(entries: list[_Entry], min_sample: int) -> tuple[list[_Entry], set[t
     )
     # The bottom tenth: the last ⌊n/10⌋ ranked entries (none while fewer than ten are ranked).
     tail = len(ranked) // 10
-    bottom = {(e.unit_org_id, e.staff) for e in ranked[len(ranked) - tail:]} if tail else set()
+    bottom = {(e.unit_org_id, e.staff) for e in ranked[len(ranked) - tail :]} if tail else set()
     return ranked, bottom
 
 
@@ -91,17 +96,26 @@ async def rankings(
     for position, e in enumerate(ranked, start=1):
         key = (e.unit_org_id, e.staff)
         out.append(_entry(e, labels, rank=position, bottom=key in bottom, consecutive=key in bottom and key in before))
-    for e in sorted((e for e in entries if e.valid < min_sample), key=lambda e: (-e.valid, e.unit_org_id, e.staff or "")):
+    for e in sorted(
+        (e for e in entries if e.valid < min_sample), key=lambda e: (-e.valid, e.unit_org_id, e.staff or "")
+    ):
         out.append(_entry(e, labels, rank=None, bottom=False, consecutive=False))
     return out
 
 
 def _entry(e: _Entry, labels: Any, *, rank: int | None, bottom: bool, consecutive: bool) -> RankingEntry:
     return RankingEntry(
-        rank=rank, unit=labels.org_code.get(e.unit_org_id, str(e.unit_org_id)),
-        unit_name=labels.org_name.get(e.unit_org_id, ""), staff=e.staff, valid=e.valid, good=e.good,
-        good_rate=ratio(e.good, e.valid), wilson_lower=wilson_lower(e.good, e.valid),
-        sample="ok" if rank is not None else "样本不足", bottom_tenth=bottom, consecutive_bottom=consecutive,
+        rank=rank,
+        unit=labels.org_code.get(e.unit_org_id, str(e.unit_org_id)),
+        unit_name=labels.org_name.get(e.unit_org_id, ""),
+        staff=e.staff,
+        valid=e.valid,
+        good=e.good,
+        good_rate=ratio(e.good, e.valid),
+        wilson_lower=wilson_lower(e.good, e.valid),
+        sample="ok" if rank is not None else "样本不足",
+        bottom_tenth=bottom,
+        consecutive_bottom=consecutive,
     )
 
 
@@ -115,15 +129,28 @@ async def top_reasons(
     t: Any = StatsReasonDaily
     stmt = (
         select(t.code, func.sum(t.n).label("n"))
-        .where(t.day >= start, t.day <= end, t.status == VALID, col(t.level).in_(BAD_LEVELS),
-               scope.clause(t.region_code, t.unit_org_id))
-        .group_by(t.code).order_by(func.sum(t.n).desc(), t.code).limit(limit)
+        .where(
+            t.day >= start,
+            t.day <= end,
+            t.status == VALID,
+            col(t.level).in_(BAD_LEVELS),
+            scope.clause(t.region_code, t.unit_org_id),
+        )
+        .group_by(t.code)
+        .order_by(func.sum(t.n).desc(), t.code)
+        .limit(limit)
     )
     out = []
     for code, n in (await session.exec(stmt)).all():  # type: ignore[call-overload]
         reason = catalogue.get(int(code))
-        out.append(ReasonCount(code=int(code), label=reason.label if reason else str(code),
-                               kind=reason_kind(catalogue, int(code)), n=int(n)))
+        out.append(
+            ReasonCount(
+                code=int(code),
+                label=reason.label if reason else str(code),
+                kind=reason_kind(catalogue, int(code)),
+                n=int(n),
+            )
+        )
     return out
 
 
@@ -132,9 +159,16 @@ async def top_items(session: AsyncSession, *, start: date, end: date, scope: Sco
     t: Any = StatsDaily
     stmt = (
         select(t.item_code, func.sum(t.n))
-        .where(t.day >= start, t.day <= end, t.status == VALID, col(t.level).in_(BAD_LEVELS),
-               scope.clause(t.region_code, t.unit_org_id))
-        .group_by(t.item_code).order_by(func.sum(t.n).desc(), t.item_code).limit(limit)
+        .where(
+            t.day >= start,
+            t.day <= end,
+            t.status == VALID,
+            col(t.level).in_(BAD_LEVELS),
+            scope.clause(t.region_code, t.unit_org_id),
+        )
+        .group_by(t.item_code)
+        .order_by(func.sum(t.n).desc(), t.item_code)
+        .limit(limit)
     )
     rows = (await session.exec(stmt)).all()  # type: ignore[call-overload]
     labels = await load_labels(session, items={r[0] for r in rows})
@@ -166,18 +200,29 @@ async def weekly(session: AsyncSession, *, start: date, end: date, scope: Scope)
 
 async def recent_alerts(session: AsyncSession, *, start: date, end: date, scope: Scope) -> list[AlertOut]:
     labels = await load_labels(session)
-    stmt = select(StatsAlert).where(StatsAlert.window_end >= start, StatsAlert.window_end <= end).order_by(
-        col(StatsAlert.window_end).desc(), col(StatsAlert.id))
+    stmt = (
+        select(StatsAlert)
+        .where(StatsAlert.window_end >= start, StatsAlert.window_end <= end)
+        .order_by(col(StatsAlert.window_end).desc(), col(StatsAlert.id))
+    )
     unit_regions = await _unit_regions(session)
     out = []
     for a in (await session.exec(stmt)).all():
         if not scope.covers(unit_regions.get(a.unit_org_id, ""), a.unit_org_id):
             continue
-        out.append(AlertOut(
-            unit=labels.org_code.get(a.unit_org_id, ""), unit_name=labels.org_name.get(a.unit_org_id, ""),
-            window_start=a.window_start, window_end=a.window_end, bad=a.bad, valid=a.valid,
-            baseline_bad=a.baseline_bad, baseline_valid=a.baseline_valid, p_value=a.p_value,
-        ))
+        out.append(
+            AlertOut(
+                unit=labels.org_code.get(a.unit_org_id, ""),
+                unit_name=labels.org_name.get(a.unit_org_id, ""),
+                window_start=a.window_start,
+                window_end=a.window_end,
+                bad=a.bad,
+                valid=a.valid,
+                baseline_bad=a.baseline_bad,
+                baseline_valid=a.baseline_valid,
+                p_value=a.p_value,
+            )
+        )
     return out
 
 

@@ -34,7 +34,15 @@ _KEYS: dict[type[SQLModel], tuple[str, ...]] = {
     StatsUnitMonthly: ("day", "region_code", "unit_org_id", "level", "status"),
     StatsDaily: ("day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status"),
     StatsReasonDaily: (
-        "day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status", "code",
+        "day",
+        "region_code",
+        "unit_org_id",
+        "item_code",
+        "staff_id",
+        "channel",
+        "level",
+        "status",
+        "code",
     ),
 }
 _SUMS: dict[type[SQLModel], tuple[str, ...]] = {
@@ -66,9 +74,14 @@ class Facts:
 def contributions(facts: Facts) -> Tally:
     """The roll-up rows one evaluation (or invitation) adds to, and how much."""
     base = {
-        "day": facts.day, "region_code": facts.region_code, "unit_org_id": facts.unit_org_id,
-        "item_code": facts.item_code, "staff_id": facts.staff_id, "channel": facts.channel,
-        "level": facts.level, "status": facts.status,
+        "day": facts.day,
+        "region_code": facts.region_code,
+        "unit_org_id": facts.unit_org_id,
+        "item_code": facts.item_code,
+        "staff_id": facts.staff_id,
+        "channel": facts.channel,
+        "level": facts.level,
+        "status": facts.status,
     }
     sums = Counter({"n": 1})
     if facts.staff_level is not None:
@@ -99,7 +112,8 @@ async def apply(session: AsyncSession, tally: Tally) -> None:
     for table in ROLLUPS:
         rows = [
             {**dict(zip(_KEYS[table], key)), **{s: delta.get(s, 0) for s in _SUMS[table]}}
-            for (t, key), delta in tally.items() if t is table
+            for (t, key), delta in tally.items()
+            if t is table
         ]
         if not rows:
             continue
@@ -123,13 +137,19 @@ async def _first_case(session: AsyncSession, evaluation: Evaluation) -> ServiceC
     if evaluation.case_id is not None:
         return await session.get(ServiceCase, evaluation.case_id)
     # A batch or a theme rated as a whole: counted once, under its first case's item (docs/statistics.md).
-    query = select(ServiceCase).where(ServiceCase.invitation_id == evaluation.invitation_id).order_by(col(ServiceCase.id))
+    query = (
+        select(ServiceCase).where(ServiceCase.invitation_id == evaluation.invitation_id).order_by(col(ServiceCase.id))
+    )
     return (await session.exec(query.limit(1))).first()
 
 
 def evaluation_facts(
-    evaluation: Evaluation, invitation: Invitation, item_code: str, addenda: Sequence[EvaluationAddendum],
-    decisions: Sequence[EvaluationDecision], tz: ZoneInfo,
+    evaluation: Evaluation,
+    invitation: Invitation,
+    item_code: str,
+    addenda: Sequence[EvaluationAddendum],
+    decisions: Sequence[EvaluationDecision],
+    tz: ZoneInfo,
 ) -> Facts:
     """The facts of an evaluation given its addenda and rulings (each list in id order)."""
     codes = set(evaluation.reason_codes)
@@ -140,9 +160,16 @@ def evaluation_facts(
         elif addendum.kind == "staff" and addendum.staff_level is not None:
             staff_level = addendum.staff_level
     return Facts(
-        day=local_day(evaluation.created_at, tz), region_code=invitation.region_code, unit_org_id=invitation.org_id,
-        item_code=item_code, staff_id=evaluation.staff_id or "", channel=evaluation.channel, level=evaluation.level,
-        status=decisions[0].decision if decisions else VALID, codes=frozenset(codes), staff_level=staff_level,
+        day=local_day(evaluation.created_at, tz),
+        region_code=invitation.region_code,
+        unit_org_id=invitation.org_id,
+        item_code=item_code,
+        staff_id=evaluation.staff_id or "",
+        channel=evaluation.channel,
+        level=evaluation.level,
+        status=decisions[0].decision if decisions else VALID,
+        codes=frozenset(codes),
+        staff_level=staff_level,
     )
 
 
@@ -165,14 +192,24 @@ async def record_changed(
     addenda: list[EvaluationAddendum] = []
     decisions: list[EvaluationDecision] = []
     if not isinstance(record, Evaluation):
-        addenda = list((await session.exec(
-            select(EvaluationAddendum).where(EvaluationAddendum.evaluation_id == evaluation.id)
-            .order_by(col(EvaluationAddendum.id))
-        )).all())
-        decisions = list((await session.exec(
-            select(EvaluationDecision).where(EvaluationDecision.evaluation_id == evaluation.id)
-            .order_by(col(EvaluationDecision.id))
-        )).all())
+        addenda = list(
+            (
+                await session.exec(
+                    select(EvaluationAddendum)
+                    .where(EvaluationAddendum.evaluation_id == evaluation.id)
+                    .order_by(col(EvaluationAddendum.id))
+                )
+            ).all()
+        )
+        decisions = list(
+            (
+                await session.exec(
+                    select(EvaluationDecision)
+                    .where(EvaluationDecision.evaluation_id == evaluation.id)
+                    .order_by(col(EvaluationDecision.id))
+                )
+            ).all()
+        )
     after = evaluation_facts(evaluation, invitation, item_code, addenda, decisions, tz)
     if isinstance(record, Evaluation):
         before: Tally = {}
@@ -186,8 +223,14 @@ async def record_changed(
 def invitation_facts(invitation: Invitation, *, item_code: str, staff_id: str | None, tz: ZoneInfo) -> Facts:
     """An invitation counts under level 0, status `invited`, on the local day of its service (参评率)."""
     return Facts(
-        day=local_day(invitation.completed_at, tz), region_code=invitation.region_code, unit_org_id=invitation.org_id,
-        item_code=item_code, staff_id=staff_id or "", channel="", level=0, status=INVITED,
+        day=local_day(invitation.completed_at, tz),
+        region_code=invitation.region_code,
+        unit_org_id=invitation.org_id,
+        item_code=item_code,
+        staff_id=staff_id or "",
+        channel="",
+        level=0,
+        status=INVITED,
     )
 
 
@@ -223,15 +266,30 @@ async def recount(session: AsyncSession, tz: ZoneInfo) -> Tally:
 
     for invitation in invitations.values():
         first = first_cases.get(invitation.id)  # type: ignore[arg-type]
-        add(contributions(invitation_facts(
-            invitation, item_code=first.item_code if first else "", staff_id=first.staff_id if first else None, tz=tz,
-        )))
+        add(
+            contributions(
+                invitation_facts(
+                    invitation,
+                    item_code=first.item_code if first else "",
+                    staff_id=first.staff_id if first else None,
+                    tz=tz,
+                )
+            )
+        )
     for e in (await session.exec(select(Evaluation))).all():
         case = cases.get(e.case_id) if e.case_id is not None else first_cases.get(e.invitation_id)  # type: ignore[arg-type]
-        add(contributions(evaluation_facts(
-            e, invitations[e.invitation_id], case.item_code if case else "", addenda.get(e.id, []),  # type: ignore[arg-type]
-            decisions.get(e.id, []), tz,  # type: ignore[arg-type]
-        )))
+        add(
+            contributions(
+                evaluation_facts(
+                    e,
+                    invitations[e.invitation_id],
+                    case.item_code if case else "",
+                    addenda.get(e.id, []),  # type: ignore[arg-type]
+                    decisions.get(e.id, []),
+                    tz,  # type: ignore[arg-type]
+                )
+            )
+        )
     return total
 
 
@@ -255,7 +313,7 @@ async def rebuild(session: AsyncSession, tz: ZoneInfo) -> int:
     return sum(1 for _ in tally)
 
 
-def merge_tallies(tallies: "Sequence[Tally]") -> Tally:
+def merge_tallies(tallies: Sequence[Tally]) -> Tally:
     """The sum of several tallies."""
     total: Tally = {}
     for tally in tallies:

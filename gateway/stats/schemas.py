@@ -20,7 +20,8 @@ class StatsQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     period: Literal["day", "week", "month", "quarter", "year"] | None = Field(
-        default=None, description="the day, ISO week, month, quarter or year holding `date` (default: month)")
+        default=None, description="the day, ISO week, month, quarter or year holding `date` (default: month)"
+    )
     date: dt.date | None = Field(default=None, description="a day inside the period (default: today)")
     from_: dt.date | None = Field(default=None, alias="from", description="first day of a date range (with `to`)")
     to: dt.date | None = Field(default=None, description="last day of a date range (with `from`), at most 3 years")
@@ -32,10 +33,14 @@ class StatsQuery(BaseModel):
     channel: Channel | None = None
     reason: int | None = Field(default=None, ge=100, le=999, description="reason code: counts evaluations carrying it")
     reason_kind: Literal["platform", "staff", "handling"] | None = Field(
-        default=None, description="reasons about the platform (谁建设、谁负责), the staff member, or the handling")
+        default=None, description="reasons about the platform (谁建设、谁负责), the staff member, or the handling"
+    )
     group_by: str | None = Field(
-        default=None, max_length=200, pattern=r"^[a-z_]+(,[a-z_]+)*$",
-        description="comma-separated: " + ", ".join(GROUPS))
+        default=None,
+        max_length=200,
+        pattern=r"^[a-z_]+(,[a-z_]+)*$",
+        description="comma-separated: " + ", ".join(GROUPS),
+    )
 
 
 class Indicators(BaseModel):
@@ -44,7 +49,9 @@ class Indicators(BaseModel):
     counts: dict[str, int] = Field(description="valid evaluations per level, '1' … '5'")
     valid: int = Field(description="N: valid evaluations (a batch or theme rating counts once)")
     not_counted: dict[str, int] = Field(description="evaluations ruled out, by ruling kind (stored, not counted)")
-    invited: int | None = Field(description="invitations (services to be rated); null when a channel or reason is selected")
+    invited: int | None = Field(
+        description="invitations (services to be rated); null when a channel or reason is selected"
+    )
     participation_rate: float | None = Field(description="参评率 = (valid + not_counted) / invited")
     good_rate: float | None = Field(description="好评率 = (n3+n4+n5) / N")
     bad_rate: float | None = Field(description="差评率 = (n1+n2) / N")
@@ -89,7 +96,9 @@ class StatsAnswer(BaseModel):
 
 class RankingQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    month: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (default: last month)")
+    month: str | None = Field(
+        default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (default: last month)"
+    )
     kind: Literal["unit", "staff"] = "unit"
     min_sample: int | None = Field(default=None, ge=1, le=100000, description="default GATEWAY_RANKING_MIN_SAMPLE (30)")
 

@@ -87,7 +87,9 @@ async def stats_view(request: web.Request) -> web.Response:
         selection = await select_figures(session, query, scope=scope, today=_today(request), catalogue=deps.catalogue)
         figures = await compute(session, selection, scope=scope, calendar=deps.calendar, catalogue=deps.catalogue)
     answer = StatsAnswer(
-        period=Period(start=selection.start, end=selection.end), scope=scope.label, group_by=list(selection.group_by),
+        period=Period(start=selection.start, end=selection.end),
+        scope=scope.label,
+        group_by=list(selection.group_by),
         total=figures.indicators(figures.total),
         groups=[
             StatsGroup(key=dict(k), label=figures.label(k), indicators=figures.indicators(t))
@@ -107,8 +109,11 @@ async def rankings_view(request: web.Request) -> web.Response:
     scope = Scope.of(caller)
     async with request.app[STORE].transaction() as session:
         entries = await rankings(session, month=month, kind=query.kind, min_sample=min_sample, scope=scope)
-    return _json(RankingAnswer(month=f"{month:%Y-%m}", kind=query.kind, min_sample=min_sample, scope=scope.label,
-                               entries=entries))
+    return _json(
+        RankingAnswer(
+            month=f"{month:%Y-%m}", kind=query.kind, min_sample=min_sample, scope=scope.label, entries=entries
+        )
+    )
 
 
 @routes.get("/api/v1/stats/analysis")
@@ -120,9 +125,11 @@ async def analysis_view(request: web.Request) -> web.Response:
     catalogue = request.app[DEPS].catalogue
     async with request.app[STORE].transaction() as session:
         answer = AnalysisAnswer(
-            period=Period(start=start, end=end), scope=scope.label,
-            top_reasons=await top_reasons(session, start=start, end=end, scope=scope, catalogue=catalogue,
-                                          limit=query.limit),
+            period=Period(start=start, end=end),
+            scope=scope.label,
+            top_reasons=await top_reasons(
+                session, start=start, end=end, scope=scope, catalogue=catalogue, limit=query.limit
+            ),
             top_items=await top_items(session, start=start, end=end, scope=scope, limit=query.limit),
             weekly=await weekly(session, start=start, end=end, scope=scope),
             alerts=await recent_alerts(session, start=start, end=end, scope=scope),
@@ -135,8 +142,17 @@ async def _export(request: web.Request, kind: str) -> web.StreamResponse:
     query = parse_query(request, ExportQuery)
     start, end = check_range(query.from_, query.to, today=_today(request), default_days=30)
     deps = request.app[DEPS]
-    return await export(request, store=request.app[STORE], kind=kind, fmt=query.format, caller=caller, start=start,
-                        end=end, calendar=deps.calendar, now=deps.clock.now())
+    return await export(
+        request,
+        store=request.app[STORE],
+        kind=kind,
+        fmt=query.format,
+        caller=caller,
+        start=start,
+        end=end,
+        calendar=deps.calendar,
+        now=deps.clock.now(),
+    )
 
 
 @routes.get("/api/v1/exports/evaluations")
@@ -159,7 +175,11 @@ async def _public_text(request: web.Request) -> str:
     month = parse_month(request.query.get("month"), _today(request))
     app = request.app
     text = await cached_figures(
-        app[STORE], app[STATS_CACHE], deps=app[DEPS], month=month, min_sample=app[SETTINGS].ranking_min_sample,
+        app[STORE],
+        app[STATS_CACHE],
+        deps=app[DEPS],
+        month=month,
+        min_sample=app[SETTINGS].ranking_min_sample,
         log_head=app.get(LOG_HEAD, no_log_head),
     )
     return text
@@ -180,8 +200,7 @@ async def public_page(request: web.Request) -> web.Response:
     try:
         text = await _public_text(request)
     except InvalidStatsQuery as exc:
-        return _html(environment().get_template("stats_error.html").render(message=exc.message), status=422,
-                     ttl=0)
+        return _html(environment().get_template("stats_error.html").render(message=exc.message), status=422, ttl=0)
     pages = request.app[STATS_PAGES]
     html = pages.get(text)
     if html is None:  # rendered once per computed figures, then served as is
@@ -213,12 +232,18 @@ def page_charts(data: dict[str, Any]) -> dict[str, Any]:
     labels = [row["month"][2:] for row in data["trend"]]
     return {
         "good_rate": charts.line_chart(
-            labels, [row["good_rate"] for row in data["trend"]], title="每月好评率",
-            description="近12个月的好评率；具体数字见下表。", chart_id="trend-good",
+            labels,
+            [row["good_rate"] for row in data["trend"]],
+            title="每月好评率",
+            description="近12个月的好评率；具体数字见下表。",
+            chart_id="trend-good",
         ),
         "counts": charts.bar_chart(
-            labels, [row["valid"] for row in data["trend"]], title="每月有效评价数与差评数",
-            description="浅色柱为有效评价数，深色柱为差评数；具体数字见下表。", chart_id="trend-counts",
+            labels,
+            [row["valid"] for row in data["trend"]],
+            title="每月有效评价数与差评数",
+            description="浅色柱为有效评价数，深色柱为差评数；具体数字见下表。",
+            chart_id="trend-counts",
             highlight=[row["counts"]["1"] + row["counts"]["2"] for row in data["trend"]],
         ),
     }
@@ -239,13 +264,21 @@ def stats_ctx(run: bool, start_task: Any) -> Any:
     return ctx
 
 
-_CSV_XLSX = {"text/csv": "CSV (UTF-8 with BOM)",
-             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "XLSX"}
+_CSV_XLSX = {
+    "text/csv": "CSV (UTF-8 with BOM)",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "XLSX",
+}
 
 OPERATIONS = [
     Operation(
-        "GET", "/api/v1/stats", "Indicators in your jurisdiction, filtered and grouped", tag="statistics",
-        operation_id="getStats", query=StatsQuery, response=StatsAnswer, errors=(401, 422),
+        "GET",
+        "/api/v1/stats",
+        "Indicators in your jurisdiction, filtered and grouped",
+        tag="statistics",
+        operation_id="getStats",
+        query=StatsQuery,
+        response=StatsAnswer,
+        errors=(401, 422),
         description=(
             "Valid evaluations only (rulings counted apart, under not_counted). Period: `period` + `date`, or "
             "`from` + `to` (at most 3 years). Group by any of region, approval, unit, item, staff, channel, "
@@ -253,22 +286,46 @@ OPERATIONS = [
         ),
     ),
     Operation(
-        "GET", "/api/v1/stats/rankings", "Monthly ranking of units or window staff (Art. 22)", tag="statistics",
-        operation_id="getRankings", query=RankingQuery, response=RankingAnswer, errors=(401, 422),
+        "GET",
+        "/api/v1/stats/rankings",
+        "Monthly ranking of units or window staff (Art. 22)",
+        tag="statistics",
+        operation_id="getRankings",
+        query=RankingQuery,
+        response=RankingAnswer,
+        errors=(401, 422),
         description="Ordered by the Wilson lower bound of 好评率; below the minimum sample: 样本不足.",
     ),
     Operation(
-        "GET", "/api/v1/stats/analysis", "Reasons and items behind bad reviews, weekly trend, alerts (Art. 23)",
-        tag="statistics", operation_id="getAnalysis", query=AnalysisQuery, response=AnalysisAnswer, errors=(401, 422),
+        "GET",
+        "/api/v1/stats/analysis",
+        "Reasons and items behind bad reviews, weekly trend, alerts (Art. 23)",
+        tag="statistics",
+        operation_id="getAnalysis",
+        query=AnalysisQuery,
+        response=AnalysisAnswer,
+        errors=(401, 422),
     ),
     Operation(
-        "GET", "/api/v1/exports/evaluations", "Export evaluations in your jurisdiction (CSV or XLSX)", tag="statistics",
-        operation_id="exportEvaluations", query=ExportQuery, errors=(401, 422), media_types=_CSV_XLSX,
+        "GET",
+        "/api/v1/exports/evaluations",
+        "Export evaluations in your jurisdiction (CSV or XLSX)",
+        tag="statistics",
+        operation_id="exportEvaluations",
+        query=ExportQuery,
+        errors=(401, 422),
+        media_types=_CSV_XLSX,
         description="Streamed; phone numbers masked; cells that could be read as formulas start with '.",
     ),
     Operation(
-        "GET", "/api/v1/exports/tickets", "Export work orders in your jurisdiction (CSV or XLSX)", tag="statistics",
-        operation_id="exportTickets", query=ExportQuery, errors=(401, 422), media_types=_CSV_XLSX,
+        "GET",
+        "/api/v1/exports/tickets",
+        "Export work orders in your jurisdiction (CSV or XLSX)",
+        tag="statistics",
+        operation_id="exportTickets",
+        query=ExportQuery,
+        errors=(401, 422),
+        media_types=_CSV_XLSX,
         description="Streamed; phone numbers masked; cells that could be read as formulas start with '.",
     ),
 ]

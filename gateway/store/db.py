@@ -37,7 +37,9 @@ class Store:
         else:
             # Connections beyond the pool are opened and closed per use: size the pool for the
             # process's concurrency (dispatcher 16 + inbox 8 + the web), not for its peaks.
-            engine = create_async_engine(url, pool_size=pool_size, max_overflow=max(5, pool_size // 5), pool_pre_ping=True)
+            engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=max(5, pool_size // 5), pool_pre_ping=True
+            )
         return cls(engine)
 
     @asynccontextmanager

@@ -255,9 +255,16 @@ class InboundMessage(SQLModel, table=True):
         # The claim walks pending messages in order (ix_inbound_pending_id) and checks each sender for an
         # earlier one (ix_inbound_pending): both stay as small as the backlog, however many were processed.
         Index("ix_inbound_pending_id", "id", sqlite_where=text(INBOX_PENDING), postgresql_where=text(INBOX_PENDING)),
-        Index("ix_inbound_pending", "sender_hash", "id",
-              sqlite_where=text(INBOX_PENDING), postgresql_where=text(INBOX_PENDING)),
-        Index("ix_inbound_error", "id", sqlite_where=text("error IS NOT NULL"), postgresql_where=text("error IS NOT NULL")),
+        Index(
+            "ix_inbound_pending",
+            "sender_hash",
+            "id",
+            sqlite_where=text(INBOX_PENDING),
+            postgresql_where=text(INBOX_PENDING),
+        ),
+        Index(
+            "ix_inbound_error", "id", sqlite_where=text("error IS NOT NULL"), postgresql_where=text("error IS NOT NULL")
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(max_length=16)
@@ -320,8 +327,14 @@ class CampaignTarget(SQLModel, table=True):
         Index("ix_target_campaign_status", "campaign_id", "status"),
         # One open callback question per ticket and round across campaigns (Art. 15(五)): a second
         # campaign started at the same moment skips the ticket instead of asking twice.
-        Index("uq_target_open_round", "ticket_id", "round", unique=True,
-              sqlite_where=_OPEN_TARGET, postgresql_where=_OPEN_TARGET),
+        Index(
+            "uq_target_open_round",
+            "ticket_id",
+            "round",
+            unique=True,
+            sqlite_where=_OPEN_TARGET,
+            postgresql_where=_OPEN_TARGET,
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
@@ -360,10 +373,9 @@ class FraudFlag(SQLModel, table=True):
 
 
 # Tables kept in their own packages, registered here so the metadata (and Alembic) sees every table.
-from gateway.upload.models import UploadRecord  # noqa: E402,F401
+# The statistics' roll-ups and alerts.
+import gateway.stats.models  # noqa: E402,F401
 
 # The console's tables (accounts, sessions, audit) live with the console; registered here with the metadata.
 from gateway.console import models as _console_models  # noqa: E402,F401
-
-# The statistics' roll-ups and alerts.
-import gateway.stats.models  # noqa: E402,F401
+from gateway.upload.models import UploadRecord  # noqa: E402,F401

@@ -65,9 +65,7 @@ async def load_for_update(session: AsyncSession, ticket_id: int) -> Ticket | Non
     """
     if not 1 <= ticket_id <= MAX_ID:
         return None
-    query = (
-        select(Ticket).where(Ticket.id == ticket_id).with_for_update().execution_options(populate_existing=True)
-    )
+    query = select(Ticket).where(Ticket.id == ticket_id).with_for_update().execution_options(populate_existing=True)
     return (await session.exec(query)).first()
 
 
@@ -86,7 +84,9 @@ async def apply_action(
         return await _apply(session, ticket_id=ticket_id, action=action, actor=actor, deps=deps)
 
 
-async def _apply(session: AsyncSession, *, ticket_id: int, action: TicketAction, actor: Actor, deps: Deps) -> TicketEvent:
+async def _apply(
+    session: AsyncSession, *, ticket_id: int, action: TicketAction, actor: Actor, deps: Deps
+) -> TicketEvent:
     at = deps.clock.now()
     ticket = await load_for_update(session, ticket_id)
     if ticket is None or not may_see(actor, ticket):
@@ -95,7 +95,8 @@ async def _apply(session: AsyncSession, *, ticket_id: int, action: TicketAction,
         raise StaleTicket(
             f"the ticket changed since you read it (version {action.expected_version}, now {ticket.version}); "
             "reload it and decide again",
-            field="expected_version", details={"version": ticket.version, "status": ticket.status},
+            field="expected_version",
+            details={"version": ticket.version, "status": ticket.status},
         )
     # Role and status first: a refused move says so before any of its input is looked up.
     check_allowed(ticket, action.action, actor)
@@ -202,8 +203,12 @@ async def _effects(
         if actor.org_id is None:
             raise BrokenInvariant("actor.org_id is missing")
         decision = EvaluationDecision(
-            evaluation_id=ticket.evaluation_id, ticket_id=ticket.id, decision=action.decision,
-            org_id=actor.org_id, note=action.reason, created_at=event.at,
+            evaluation_id=ticket.evaluation_id,
+            ticket_id=ticket.id,
+            decision=action.decision,
+            org_id=actor.org_id,
+            note=action.reason,
+            created_at=event.at,
         )
         session.add(decision)
         await session.flush()
@@ -216,8 +221,15 @@ async def _effects(
         else:
             round_no = event.data.get("round", 1)
             message = await enqueue(
-                session, channel=reply.channel, citizen=reply.citizen, purpose="notice", body=reply.body,
-                at=event.at, quiet=deps.quiet, dedupe_key=f"ticket-reply:{ticket.id}:{round_no}", ticket_id=ticket.id,
+                session,
+                channel=reply.channel,
+                citizen=reply.citizen,
+                purpose="notice",
+                body=reply.body,
+                at=event.at,
+                quiet=deps.quiet,
+                dedupe_key=f"ticket-reply:{ticket.id}:{round_no}",
+                ticket_id=ticket.id,
             )
             data["reply_channel"] = reply.channel
             data["message_id"] = message.id if message is not None else None
@@ -247,4 +259,12 @@ async def record_callback_result(
     return await apply_action(session, ticket_id=ticket_id, action=action, actor=actor, deps=deps)
 
 
-__all__ = ["CALLBACK_CAMPAIGN", "Caller", "SystemActor", "apply_action", "load_for_update", "may_see", "record_callback_result"]
+__all__ = [
+    "CALLBACK_CAMPAIGN",
+    "Caller",
+    "SystemActor",
+    "apply_action",
+    "load_for_update",
+    "may_see",
+    "record_callback_result",
+]

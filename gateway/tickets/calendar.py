@@ -134,9 +134,7 @@ def _parse_day_list(path: Path, year: int, key: str, value: Any) -> set[date]:
                     f"which belongs to year {d.year}"
                 )
         if last < first:
-            raise CalendarFileError(
-                f"{path}: year {year}: {key} range {_show(item)} ends before it starts"
-            )
+            raise CalendarFileError(f"{path}: year {year}: {key} range {_show(item)} ends before it starts")
         d = first
         while d <= last:
             days.add(d)
@@ -297,7 +295,9 @@ class WorkingCalendar:
             try:
                 d += _ONE_DAY
             except OverflowError:
-                raise ValueError(f"{n} working days after {start.isoformat()} is beyond the supported date range") from None
+                raise ValueError(
+                    f"{n} working days after {start.isoformat()} is beyond the supported date range"
+                ) from None
             working, official = self._day(d)
             if not official:
                 provisional = True

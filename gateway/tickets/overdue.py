@@ -78,7 +78,9 @@ class LogNotifier:
     async def notify(self, reminder: Reminder) -> None:
         log.warning(
             "overdue tickets: %s holds %d (%s)",
-            reminder.org_code, len(reminder.tickets), ", ".join(str(t.id) for t in reminder.tickets),
+            reminder.org_code,
+            len(reminder.tickets),
+            ", ".join(str(t.id) for t in reminder.tickets),
             extra={"org": reminder.org_code, "ticket_ids": [t.id for t in reminder.tickets]},
         )
 
@@ -96,7 +98,9 @@ async def sweep(store: Store, deps: Deps, notifier: Notifier) -> int:
             await notifier.notify(reminder)
         except Exception as exc:  # any failure: release the claim so the next pass tries again
             log.warning(
-                "overdue reminder to %s failed; retrying on the next pass: %s", reminder.org_code, exc,
+                "overdue reminder to %s failed; retrying on the next pass: %s",
+                reminder.org_code,
+                exc,
                 extra={"org": reminder.org_code},
             )
             await _release(store, reminder, previous)
@@ -123,7 +127,11 @@ async def _flag(store: Store, now: datetime) -> None:
         rows = (
             await session.exec(
                 select(Ticket.id, Ticket.status, Ticket.due_at)
-                .where(col(Ticket.status).in_(OPEN_STATUSES), col(Ticket.due_at) <= now, col(Ticket.overdue_since).is_(None))
+                .where(
+                    col(Ticket.status).in_(OPEN_STATUSES),
+                    col(Ticket.due_at) <= now,
+                    col(Ticket.overdue_since).is_(None),
+                )
                 .order_by(col(Ticket.id))
                 .limit(BATCH_SIZE)
             )
@@ -140,8 +148,13 @@ async def _flag(store: Store, now: datetime) -> None:
             if result.rowcount == 1:
                 session.add(
                     TicketEvent(
-                        ticket_id=ticket_id, at=now, actor=SYSTEM_ACTOR, action="overdue", from_status=status,
-                        to_status=status, note="the due time passed before the ticket was resolved (Art. 16(一))",
+                        ticket_id=ticket_id,
+                        at=now,
+                        actor=SYSTEM_ACTOR,
+                        action="overdue",
+                        from_status=status,
+                        to_status=status,
+                        note="the due time passed before the ticket was resolved (Art. 16(一))",
                         data={"due_at": as_utc(due_at).isoformat()},
                     )
                 )
@@ -165,7 +178,9 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[t
         if not tickets:
             return []
         org_ids = {t.assignee_org_id for t in tickets} | {t.unit_org_id for t in tickets if t.unit_org_id is not None}
-        orgs = {o.id: o for o in (await session.exec(select(Organisation).where(col(Organisation.id).in_(org_ids)))).all()}
+        orgs = {
+            o.id: o for o in (await session.exec(select(Organisation).where(col(Organisation.id).in_(org_ids)))).all()
+        }
         groups: dict[int, tuple[Reminder, dict[int, date | None]]] = {}
         per_org: dict[int, list[OverdueTicket]] = defaultdict(list)
         for ticket in tickets:
@@ -187,8 +202,11 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[t
             per_org[ticket.assignee_org_id].append(
                 OverdueTicket(
                     id=ticket.id,  # type: ignore[arg-type]
-                    status=ticket.status, region_code=ticket.region_code, unit=unit.code if unit else None,
-                    due_at=due.isoformat(), due_local=local_deadline(due, deps.calendar),
+                    status=ticket.status,
+                    region_code=ticket.region_code,
+                    unit=unit.code if unit else None,
+                    due_at=due.isoformat(),
+                    due_local=local_deadline(due, deps.calendar),
                     overdue_since=as_utc(ticket.overdue_since or due).isoformat(),
                 )
             )
@@ -218,8 +236,13 @@ async def _record(store: Store, reminder: Reminder, channel: str, now: datetime)
         for item in reminder.tickets:
             session.add(
                 TicketEvent(
-                    ticket_id=item.id, at=now, actor=SYSTEM_ACTOR, action="overdue_reminder", from_status=item.status,
-                    to_status=item.status, note=f"{reminder.org_code} reminded of the overdue ticket",
+                    ticket_id=item.id,
+                    at=now,
+                    actor=SYSTEM_ACTOR,
+                    action="overdue_reminder",
+                    from_status=item.status,
+                    to_status=item.status,
+                    note=f"{reminder.org_code} reminded of the overdue ticket",
                     data={"org": reminder.org_code, "channel": channel, "day": reminder.day.isoformat()},
                 )
             )

@@ -14,8 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
-from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.errors import BrokenInvariant
+from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.messaging.outbox import reachable_channel
 from gateway.orgs import Caller, org_by_code, ticket_scope
 from gateway.privacy import mask_phone, redact
@@ -100,9 +100,7 @@ async def _filtered(session: AsyncSession, *, caller: Caller, query: TicketQuery
         wanted = query.status.split(",")
         unknown = [s for s in wanted if s not in STATUSES]
         if unknown:
-            raise ValidationFailed(
-                f"unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}", field="status"
-            )
+            raise ValidationFailed(f"unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}", field="status")
         stmt = stmt.where(col(Ticket.status).in_(wanted))
     if query.region:
         stmt = stmt.where(Ticket.region_code == query.region)
@@ -178,22 +176,35 @@ async def ticket_detail(session: AsyncSession, *, caller: Caller, ticket_id: int
         office_name=invitation.office_name,
         evaluation=EvaluationRef(
             id=evaluation.id,
-            level=evaluation.level, reasons=evaluation.reason_codes, text=redact(evaluation.content),
-            staff_level=evaluation.staff_level, channel=evaluation.channel, created_at=as_utc(evaluation.created_at),
-            counts=not voided, addenda=addenda_out(addenda), current=current_of(evaluation, addenda),
+            level=evaluation.level,
+            reasons=evaluation.reason_codes,
+            text=redact(evaluation.content),
+            staff_level=evaluation.staff_level,
+            channel=evaluation.channel,
+            created_at=as_utc(evaluation.created_at),
+            counts=not voided,
+            addenda=addenda_out(addenda),
+            current=current_of(evaluation, addenda),
         ),
         citizen=CitizenRef(
             phone_masked=citizen.phone_masked,
             reachable_by=reachable_channel(citizen, bot_enabled=deps.settings.bot_enabled),
-        ) if citizen else None,
+        )
+        if citizen
+        else None,
         reply_text=ticket.reply_text,
         allowed_actions=allowed_actions(ticket, caller),
         events=[
             EventRead(
                 id=e.id,
-                at=as_utc(e.at), actor=e.actor,
+                at=as_utc(e.at),
+                actor=e.actor,
                 actor_org=orgs[e.actor_org_id].code if e.actor_org_id in orgs else None,
-                action=e.action, from_status=e.from_status, to_status=e.to_status, note=e.note, data=e.data,
+                action=e.action,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                note=e.note,
+                data=e.data,
             )
             for e in events
         ],
@@ -242,7 +253,9 @@ def _ref(org: Organisation) -> OrgRef:
     return OrgRef(code=org.code, name=org.name, kind=org.kind)
 
 
-def _summary(ticket: Ticket, item_name: str, orgs: dict[int, Organisation], now: datetime, calendar: WorkingCalendar) -> TicketSummary:
+def _summary(
+    ticket: Ticket, item_name: str, orgs: dict[int, Organisation], now: datetime, calendar: WorkingCalendar
+) -> TicketSummary:
     def opt(value: datetime | None) -> datetime | None:
         return as_utc(value) if value is not None else None
 

@@ -35,7 +35,10 @@ async def route(
         builder = await platform_builder_for(session, region_code)
         if builder is not None:
             return Route(
-                approval.id, builder.id, "platform", "reasons concern the platform: its builder handles it",
+                approval.id,
+                builder.id,
+                "platform",
+                "reasons concern the platform: its builder handles it",
                 tuple(sorted({c.org_id for c in cases})),
             )
         note = "reasons concern the platform, but no platform builder is registered: the handling unit is proposed"
@@ -47,7 +50,9 @@ async def route(
     # A theme ("一件事") rated as a whole spans several units (Art. 11): no single unit answers for it, so the
     # approval department transfers it to the unit at fault or coordinates them in a consultation (会商, Art. 15).
     return Route(
-        approval.id, None, "handling",
+        approval.id,
+        None,
+        "handling",
         f"the rated theme spans {len(units)} units: the approval department transfers it or opens a consultation",
         units,
     )

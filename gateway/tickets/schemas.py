@@ -21,7 +21,9 @@ class _Action(BaseModel):
 
     note: str = Field(default="", max_length=1000, description="a free comment kept on the event")
     expected_version: StrictInt | None = Field(
-        default=None, ge=1, le=MAX_ID,
+        default=None,
+        ge=1,
+        le=MAX_ID,
         description="the ticket version the caller read; a different current version answers 409 stale_ticket",
     )
 
@@ -145,14 +147,36 @@ class Close(_Action):
 
 TicketAction = Annotated[
     Union[
-        Transfer, Accept, Classify, Contact, RequestExtension, DecideExtension, Appeal, DecideAppeal,
-        Consult, Resolve, CallbackResult, Redo, Close,
+        Transfer,
+        Accept,
+        Classify,
+        Contact,
+        RequestExtension,
+        DecideExtension,
+        Appeal,
+        DecideAppeal,
+        Consult,
+        Resolve,
+        CallbackResult,
+        Redo,
+        Close,
     ],
     Field(discriminator="action"),
 ]
 ACTION_NAMES = (
-    "transfer", "accept", "classify", "contact", "request_extension", "decide_extension", "appeal",
-    "decide_appeal", "consult", "resolve", "callback_result", "redo", "close",
+    "transfer",
+    "accept",
+    "classify",
+    "contact",
+    "request_extension",
+    "decide_extension",
+    "appeal",
+    "decide_appeal",
+    "consult",
+    "resolve",
+    "callback_result",
+    "redo",
+    "close",
 )
 
 
@@ -268,6 +292,7 @@ class TicketQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, pattern=r"^\d{1,10}$", description="next_cursor of the previous page")
     case_no: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$",
         description="tickets whose rating covers this case number (its own, or its batch's or theme's)",
     )

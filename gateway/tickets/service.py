@@ -22,7 +22,11 @@ async def open_ticket(
     """Create the work order for a bad rating, routed and with its due time, and its first event."""
     at = deps.clock.now()
     path = await route(
-        session, region_code=invitation.region_code, cases=cases, reason_codes=evaluation.reason_codes, catalogue=deps.catalogue
+        session,
+        region_code=invitation.region_code,
+        cases=cases,
+        reason_codes=evaluation.reason_codes,
+        catalogue=deps.catalogue,
     )
     due = deps.calendar.due_at(at, GENERAL_WORKING_DAYS)
     ticket = Ticket(
@@ -78,9 +82,13 @@ async def note_reasons(
     data: dict[str, object] = {"reasons": codes, "text": text.strip()[:1000]}
     if ticket.status == INITIAL_STATUS and codes:
         cases = [c for c in [await session.get(ServiceCase, ticket.case_id)] if c] if ticket.case_id else []
-        path = await route(
-            session, region_code=ticket.region_code, cases=cases, reason_codes=codes, catalogue=deps.catalogue
-        ) if cases else None
+        path = (
+            await route(
+                session, region_code=ticket.region_code, cases=cases, reason_codes=codes, catalogue=deps.catalogue
+            )
+            if cases
+            else None
+        )
         if path is not None and (path.unit_org_id, path.responsibility) != (ticket.unit_org_id, ticket.responsibility):
             ticket.unit_org_id, ticket.responsibility = path.unit_org_id, path.responsibility
             data.update(proposed_unit_org_id=path.unit_org_id, responsibility=path.responsibility, route_note=path.note)
@@ -88,8 +96,13 @@ async def note_reasons(
     session.add(
         TicketEvent(
             ticket_id=ticket.id,  # type: ignore[arg-type]
-            at=at, actor="citizen", action="reasons_added", from_status=ticket.status, to_status=ticket.status,
-            note="the evaluator gave the reasons for the bad rating", data=data,
+            at=at,
+            actor="citizen",
+            action="reasons_added",
+            from_status=ticket.status,
+            to_status=ticket.status,
+            note="the evaluator gave the reasons for the bad rating",
+            data=data,
         )
     )
     await session.flush()

@@ -106,20 +106,36 @@ async def contact_view(request: web.Request) -> web.Response:
 
 OPERATIONS = [
     Operation(
-        "GET", "/api/v1/tickets", "List work orders in your jurisdiction", tag="tickets",
-        operation_id="listTickets", query=TicketQuery, response=TicketPage,
+        "GET",
+        "/api/v1/tickets",
+        "List work orders in your jurisdiction",
+        tag="tickets",
+        operation_id="listTickets",
+        query=TicketQuery,
+        response=TicketPage,
         description="Newest first. Page with `limit` and the `next_cursor` of the previous page.",
         errors=(401, 422),
     ),
     Operation(
-        "GET", "/api/v1/tickets/{id}", "Read one work order with its history", tag="tickets",
-        operation_id="getTicket", path_params=(_TICKET_ID,), response=TicketDetail,
+        "GET",
+        "/api/v1/tickets/{id}",
+        "Read one work order with its history",
+        tag="tickets",
+        operation_id="getTicket",
+        path_params=(_TICKET_ID,),
+        response=TicketDetail,
         description="The evaluator's phone number is masked; `allowed_actions` lists what you may do next.",
         errors=(401, 404),
     ),
     Operation(
-        "POST", "/api/v1/tickets/{id}/actions", "Take an action on a work order", tag="tickets",
-        operation_id="actOnTicket", path_params=(_TICKET_ID,), body=ActionIn, response=TicketDetail,
+        "POST",
+        "/api/v1/tickets/{id}/actions",
+        "Take an action on a work order",
+        tag="tickets",
+        operation_id="actOnTicket",
+        path_params=(_TICKET_ID,),
+        body=ActionIn,
+        response=TicketDetail,
         description=(
             "One action per call, named by `action`. 403: your role may not take it; 404: not in your "
             "jurisdiction; 409: not allowed in the ticket's status (or stale `expected_version`); "
@@ -128,8 +144,13 @@ OPERATIONS = [
         errors=(400, 401, 403, 404, 409, 415, 422),
     ),
     Operation(
-        "GET", "/api/v1/tickets/{id}/contact", "Read the evaluator's full phone number (handling unit only)",
-        tag="tickets", operation_id="getTicketContact", path_params=(_TICKET_ID,), response=ContactRead,
+        "GET",
+        "/api/v1/tickets/{id}/contact",
+        "Read the evaluator's full phone number (handling unit only)",
+        tag="tickets",
+        operation_id="getTicketContact",
+        path_params=(_TICKET_ID,),
+        response=ContactRead,
         description="Each read is logged (Art. 16(四)). Other organisations get 403.",
         errors=(401, 403, 404),
     ),

@@ -65,8 +65,18 @@ CLOSED_NO_ANSWER = "closed_no_answer"  # the evaluator did not answer the callba
 CLOSED_INVALID = "closed_invalid"  # an appeal found the rating mistaken or malicious
 
 STATUSES = (
-    DISPATCHING, TRANSFERRED, ACCEPTED, IN_PROGRESS, EXTENSION_REQUESTED, APPEALED, RESOLVED,
-    CALLBACK_UNSATISFIED, CLOSED_SATISFIED, CLOSED_UNSATISFIED, CLOSED_NO_ANSWER, CLOSED_INVALID,
+    DISPATCHING,
+    TRANSFERRED,
+    ACCEPTED,
+    IN_PROGRESS,
+    EXTENSION_REQUESTED,
+    APPEALED,
+    RESOLVED,
+    CALLBACK_UNSATISFIED,
+    CLOSED_SATISFIED,
+    CLOSED_UNSATISFIED,
+    CLOSED_NO_ANSWER,
+    CLOSED_INVALID,
 )
 # The deadline runs in these statuses: a ticket in one of them past its due time is overdue (Art. 16(一)).
 OPEN_STATUSES = (DISPATCHING, TRANSFERRED, ACCEPTED, IN_PROGRESS, EXTENSION_REQUESTED, APPEALED)
@@ -126,7 +136,9 @@ RULES: dict[str, Rule] = {
     "decide_extension": Rule(APPROVAL, (EXTENSION_REQUESTED,)),
     "appeal": Rule(UNIT, (ACCEPTED, IN_PROGRESS)),
     "decide_appeal": Rule(APPROVAL, (APPEALED,)),
-    "consult": Rule(APPROVAL, (DISPATCHING, TRANSFERRED, ACCEPTED, IN_PROGRESS, EXTENSION_REQUESTED), guard=_consult_guard),
+    "consult": Rule(
+        APPROVAL, (DISPATCHING, TRANSFERRED, ACCEPTED, IN_PROGRESS, EXTENSION_REQUESTED), guard=_consult_guard
+    ),
     "resolve": Rule(UNIT, WORKING_STATUSES),
     "callback_result": Rule(APPROVAL, (RESOLVED,), system_may=True),
     "redo": Rule(APPROVAL, (CALLBACK_UNSATISFIED,), guard=_redo_guard),
@@ -312,7 +324,9 @@ def _local(instant: datetime, calendar: WorkingCalendar) -> str:
 # --- the handlers: each returns the new status and fills the event data -----------------------------
 
 
-def _transfer(ticket: Ticket, action: Transfer, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _transfer(
+    ticket: Ticket, action: Transfer, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     unit = ctx.unit
     if unit is None:
         raise ValidationFailed(
@@ -364,19 +378,25 @@ def _check_category(ticket: Ticket, category: str, at: datetime, cal: WorkingCal
     _set_due(ticket, standard_due(ticket, cal), at, data)
 
 
-def _accept(ticket: Ticket, action: Accept, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _accept(
+    ticket: Ticket, action: Accept, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     if action.category is None:
         return ACCEPTED
     _check_category(ticket, action.category, at, cal, data)
     return IN_PROGRESS
 
 
-def _classify(ticket: Ticket, action: Classify, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _classify(
+    ticket: Ticket, action: Classify, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     _check_category(ticket, action.category, at, cal, data)
     return IN_PROGRESS
 
 
-def _contact(ticket: Ticket, action: Contact, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _contact(
+    ticket: Ticket, action: Contact, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     data.update(method=action.method, outcome=action.outcome)
     return ticket.status
 
@@ -412,7 +432,9 @@ def _decide_extension(
     return IN_PROGRESS
 
 
-def _appeal(ticket: Ticket, action: Appeal, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _appeal(
+    ticket: Ticket, action: Appeal, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     end = window_end(ticket, APPEAL_WINDOW_WORKING_DAYS, cal)
     if at >= end.at:
         raise DeadlinePassed(
@@ -439,14 +461,18 @@ def _decide_appeal(
     return CLOSED_INVALID
 
 
-def _consult(ticket: Ticket, action: Consult, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _consult(
+    ticket: Ticket, action: Consult, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     ticket.consultation = True
     data["orgs"] = [o.code for o in ctx.consulted]
     _set_due(ticket, standard_due(ticket, cal), at, data)
     return ticket.status
 
 
-def _resolve(ticket: Ticket, action: Resolve, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _resolve(
+    ticket: Ticket, action: Resolve, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     if ticket.category == "simple" and not ctx.contacted:
         # 立整立改 means contacting the evaluator at once (Art. 15(一)); the step must be on record.
         raise TransitionNotAllowed(
@@ -492,7 +518,9 @@ def _redo(ticket: Ticket, action: Redo, at: datetime, cal: WorkingCalendar, ctx:
     return IN_PROGRESS
 
 
-def _close(ticket: Ticket, action: Close, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]) -> str:
+def _close(
+    ticket: Ticket, action: Close, at: datetime, cal: WorkingCalendar, ctx: Context, data: dict[str, Any]
+) -> str:
     data["reason"] = action.reason
     ticket.closed_at = at
     return CLOSED_UNSATISFIED
@@ -551,4 +579,3 @@ def _verb(action: str) -> str:
 def _not_from(action: str, status: str) -> str:
     where = _WHAT_NEXT.get(status, "it is closed")
     return f"cannot {_verb(action)}: the ticket is {status} ({where})"
-

@@ -1,10 +1,10 @@
 """`gateway upload …`: the operator's view of the feed to the provincial platform.
 
-    gateway upload status          # pending, acknowledged, set aside; the oldest pending one's age;
-                                   # the records set aside, with the province's message
-    gateway upload retry ID …      # put set-aside records back in the feed (sent alone, next pass)
-    gateway upload reconcile DATE  # a local day (Asia/Shanghai): sent and acknowledged per level and
-                                   # channel; with a count endpoint, the province's counts and the gap
+gateway upload status          # pending, acknowledged, set aside; the oldest pending one's age;
+                               # the records set aside, with the province's message
+gateway upload retry ID …      # put set-aside records back in the feed (sent alone, next pass)
+gateway upload reconcile DATE  # a local day (Asia/Shanghai): sent and acknowledged per level and
+                               # channel; with a count endpoint, the province's counts and the gap
 """
 
 from __future__ import annotations
@@ -41,15 +41,19 @@ async def _status(store: Store, settings: Settings) -> int:
     base = settings.province_base_url or (profile.endpoint.base_url if profile else "")
     target = f"{profile.name} ({base})" if profile else "none configured"
     print(f"province: {target}")
-    print(f"pending {status['pending']} (being sent {status['sending']}), "
-          f"sent and acknowledged {status['acknowledged']}, failed {status['failed']}; "
-          f"oldest pending {_age(status['oldest_pending_seconds'])}")
+    print(
+        f"pending {status['pending']} (being sent {status['sending']}), "
+        f"sent and acknowledged {status['acknowledged']}, failed {status['failed']}; "
+        f"oldest pending {_age(status['oldest_pending_seconds'])}"
+    )
     rows = await set_aside(store)
     if rows:
         print("set aside (retry with `gateway upload retry ID…` once the cause is fixed):")
     for row in rows:
-        print(f"  {row.id}\t{row.record_key}\t{as_utc(row.updated_at).isoformat(timespec='seconds')}\t"
-              f"tries {row.attempts}\t{row.error_code}: {row.last_error or ''}")
+        print(
+            f"  {row.id}\t{row.record_key}\t{as_utc(row.updated_at).isoformat(timespec='seconds')}\t"
+            f"tries {row.attempts}\t{row.error_code}: {row.last_error or ''}"
+        )
     return 0
 
 
@@ -61,15 +65,17 @@ async def _reconcile(store: Store, settings: Settings, day: date) -> int:
     async with aiohttp.ClientSession() as session:
         try:
             result = await reconcile(store, profile, build_transport(settings, session), day)
-        except (CountsUnavailable, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, CountsUnavailable, aiohttp.ClientError) as exc:
             print(f"gateway: cannot read the province's counts: {exc}")
             return 1
     print(f"{day.isoformat()} ({profile.times.timezone}), evaluations given that day, first records:")
     print(f"{'level':<14}{'channel':<12}{'province':>9}{'recorded':>10}{'sent':>7}{'acknowledged':>14}{'failed':>8}")
     for (level, channel), tally in sorted(result.rows.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
         code = f"{profile.channel_code(channel)}/{profile.level_code(level)}"
-        print(f"{level} {LEVEL_WORDS.get(level, ''):<12}{channel:<12}{code:>9}{tally.recorded:>10}{tally.sent:>7}"
-              f"{tally.acknowledged:>14}{tally.failed:>8}")
+        print(
+            f"{level} {LEVEL_WORDS.get(level, ''):<12}{channel:<12}{code:>9}{tally.recorded:>10}{tally.sent:>7}"
+            f"{tally.acknowledged:>14}{tally.failed:>8}"
+        )
     total = result.total
     print(f"{'total':<26}{'':>9}{total.recorded:>10}{total.sent:>7}{total.acknowledged:>14}{total.failed:>8}")
     if not result.compared:
@@ -80,8 +86,10 @@ async def _reconcile(store: Store, settings: Settings, day: date) -> int:
         return 0
     print("gaps against the province's own counts (channel/level in its codes):")
     for gap in result.gaps:
-        print(f"  {gap.channel}/{gap.level}: acknowledged {gap.acknowledged}, province counts {gap.province}, "
-              f"difference {gap.missing:+d}")
+        print(
+            f"  {gap.channel}/{gap.level}: acknowledged {gap.acknowledged}, province counts {gap.province}, "
+            f"difference {gap.missing:+d}"
+        )
     return 1
 
 
@@ -110,7 +118,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_parser(
-    sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int],  # type: ignore[type-arg]
+    sub: argparse._SubParsersAction,
+    handler: Callable[[argparse.Namespace], int],  # type: ignore[type-arg]
 ) -> None:
     upload = sub.add_parser("upload", help="the feed to the provincial platform: status, retry, reconcile")
     upload.set_defaults(func=handler, upload_command=None)

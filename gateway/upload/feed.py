@@ -55,8 +55,9 @@ class _Claimed:
 
 
 class UploadFeed:
-    def __init__(self, *, store: Store, profile: ProvinceProfile, transport: Transport, clock: Clock,
-                 policy: FeedPolicy) -> None:
+    def __init__(
+        self, *, store: Store, profile: ProvinceProfile, transport: Transport, clock: Clock, policy: FeedPolicy
+    ) -> None:
         self.store = store
         self.profile = profile
         self.transport = transport
@@ -78,7 +79,7 @@ class UploadFeed:
             return 0
         requests: list[list[_Claimed]] = [[c] for c in claimed if c.solo or batch == 1]
         together = [c for c in claimed if not c.solo and batch > 1]
-        requests += [together[i:i + batch] for i in range(0, len(together), batch)]
+        requests += [together[i : i + batch] for i in range(0, len(together), batch)]
         gate = asyncio.Semaphore(self.policy.concurrency)
 
         async def one(records: list[_Claimed]) -> None:
@@ -117,8 +118,11 @@ class UploadFeed:
                     update(U)  # type: ignore[call-overload]
                     .where(col(U.id).in_(ids))
                     .values(
-                        status="sending", lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                        attempts=U.attempts + 1, first_sent_at=func.coalesce(U.first_sent_at, now), updated_at=now,
+                        status="sending",
+                        lease_until=now + timedelta(seconds=self.policy.lease_seconds),
+                        attempts=U.attempts + 1,
+                        first_sent_at=func.coalesce(U.first_sent_at, now),
+                        updated_at=now,
                     )
                 )
         return [_Claimed(id=i, solo=bool(s), payload=p) for i, s, p in rows if i is not None]
@@ -143,14 +147,20 @@ class UploadFeed:
                     self.policy.max_attempts and record.attempts >= self.policy.max_attempts
                 ):
                     record.status = "failed"
-                    log.warning("upload record set aside", extra={
-                        "record_key": record.record_key, "error_code": delivery.code, "attempts": record.attempts,
-                    })
+                    log.warning(
+                        "upload record set aside",
+                        extra={
+                            "record_key": record.record_key,
+                            "error_code": delivery.code,
+                            "attempts": record.attempts,
+                        },
+                    )
                 else:
                     delay = delivery.retry_after_seconds
                     if delay is None:
-                        delay = backoff_seconds(record.attempts, self.policy.base_backoff_seconds,
-                                                self.policy.max_backoff_seconds)
+                        delay = backoff_seconds(
+                            record.attempts, self.policy.base_backoff_seconds, self.policy.max_backoff_seconds
+                        )
                     record.status, record.next_attempt_at = "pending", now + timedelta(seconds=delay)
 
 

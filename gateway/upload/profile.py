@@ -141,7 +141,7 @@ class ProvinceProfile(_Strict):
     constants: dict[str, str | int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _every_channel_mapped(self) -> "ProvinceProfile":
+    def _every_channel_mapped(self) -> ProvinceProfile:
         unknown = sorted(set(self.channels) - set(EVALUATION_CHANNELS))
         if unknown:
             raise ValueError(
@@ -155,7 +155,9 @@ class ProvinceProfile(_Strict):
         # DESIGN §4: the gateway never creates a "default" (系统默认) rating, so no channel may claim to be one.
         default = [c for c, code in self.channels.items() if "默认" in code]
         if default:
-            raise ValueError(f"[channels] maps {default} to a 系统默认 code; the gateway never uploads a default rating")
+            raise ValueError(
+                f"[channels] maps {default} to a 系统默认 code; the gateway never uploads a default rating"
+            )
         return self
 
     def channel_code(self, channel: str) -> str:

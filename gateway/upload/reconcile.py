@@ -63,6 +63,7 @@ async def reconcile(store: Store, profile: ProvinceProfile, transport: Transport
         province[(row.channel, row.level)] = province.get((row.channel, row.level), 0) + row.count
     for key in sorted(set(ours) | set(province)):
         if ours.get(key, 0) != province.get(key, 0):
-            result.gaps.append(Gap(channel=key[0], level=key[1], acknowledged=ours.get(key, 0),
-                                   province=province.get(key, 0)))
+            result.gaps.append(
+                Gap(channel=key[0], level=key[1], acknowledged=ours.get(key, 0), province=province.get(key, 0))
+            )
     return result

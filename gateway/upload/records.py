@@ -47,15 +47,25 @@ async def queue_upload(session: AsyncSession, *, evaluation_id: int, change: str
         # lock serialises two changes to the same evaluation (SQLite's writers are serialised already).
         locked = select(Evaluation).where(col(Evaluation.id) == evaluation_id).with_for_update()
         evaluation = (await session.exec(locked)).one()
-        last = (await session.exec(
-            select(func.max(UploadRecord.version)).where(UploadRecord.evaluation_id == evaluation_id)
-        )).one()
+        last = (
+            await session.exec(
+                select(func.max(UploadRecord.version)).where(UploadRecord.evaluation_id == evaluation_id)
+            )
+        ).one()
         version = (last or 0) + 1
     payload = await snapshot(session, evaluation, version=version, change=change, at=at, fresh=first)
     record = UploadRecord(
-        evaluation_id=evaluation_id, version=version, record_key=payload["record_id"], change=change,
-        level=evaluation.level, channel=evaluation.channel, evaluated_at=as_utc(evaluation.created_at),
-        payload=payload, next_attempt_at=at, created_at=at, updated_at=at,
+        evaluation_id=evaluation_id,
+        version=version,
+        record_key=payload["record_id"],
+        change=change,
+        level=evaluation.level,
+        channel=evaluation.channel,
+        evaluated_at=as_utc(evaluation.created_at),
+        payload=payload,
+        next_attempt_at=at,
+        created_at=at,
+        updated_at=at,
     )
     session.add(record)
     await session.flush()
@@ -63,7 +73,13 @@ async def queue_upload(session: AsyncSession, *, evaluation_id: int, change: str
 
 
 async def snapshot(
-    session: AsyncSession, evaluation: Evaluation, *, version: int, change: str, at: datetime, fresh: bool = False,
+    session: AsyncSession,
+    evaluation: Evaluation,
+    *,
+    version: int,
+    change: str,
+    at: datetime,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """The evaluation as the province should now see it, in the gateway's own terms (JSON-ready).
     `fresh`: the evaluation was written in this transaction and has nothing added to it yet."""
@@ -72,21 +88,31 @@ async def snapshot(
         raise LookupError(f"evaluation {evaluation.id} has no invitation {evaluation.invitation_id}")
     case = await session.get(ServiceCase, evaluation.case_id) if evaluation.case_id is not None else None
     if case is None:
-        case = (await session.exec(
-            select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id))
-        )).first()
+        case = (
+            await session.exec(
+                select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id))
+            )
+        ).first()
     org = await session.get(Organisation, case.org_id if case is not None else invitation.org_id)
     addenda: list[EvaluationAddendum] = []
     decision, ticket = None, None
     if not fresh:
-        addenda = list((await session.exec(
-            select(EvaluationAddendum).where(EvaluationAddendum.evaluation_id == evaluation.id)
-            .order_by(col(EvaluationAddendum.id))
-        )).all())
-        decision = (await session.exec(
-            select(EvaluationDecision).where(EvaluationDecision.evaluation_id == evaluation.id)
-            .order_by(col(EvaluationDecision.id).desc())
-        )).first()
+        addenda = list(
+            (
+                await session.exec(
+                    select(EvaluationAddendum)
+                    .where(EvaluationAddendum.evaluation_id == evaluation.id)
+                    .order_by(col(EvaluationAddendum.id))
+                )
+            ).all()
+        )
+        decision = (
+            await session.exec(
+                select(EvaluationDecision)
+                .where(EvaluationDecision.evaluation_id == evaluation.id)
+                .order_by(col(EvaluationDecision.id).desc())
+            )
+        ).first()
         ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
 
     reasons = list(evaluation.reason_codes)
@@ -104,7 +130,8 @@ async def snapshot(
         "version": version,
         "change": change,
         # A batch's one rating carries the batch number, a theme's the theme number (Art. 11).
-        "case_no": case.case_no if case is not None and (invitation.kind == "single" or evaluation.case_id)
+        "case_no": case.case_no
+        if case is not None and (invitation.kind == "single" or evaluation.case_id)
         else invitation.group_no,
         "item_code": case.item_code if case is not None else "",
         "item_name": case.item_name if case is not None else invitation.item_name,
@@ -129,19 +156,25 @@ async def snapshot(
 
 async def _rectification(session: AsyncSession, ticket: Ticket) -> str | None:
     """The latest rectification the unit recorded (resolve), or None before it has."""
-    event = (await session.exec(
-        select(TicketEvent).where(TicketEvent.ticket_id == ticket.id, TicketEvent.action == "resolve")
-        .order_by(col(TicketEvent.id).desc())
-    )).first()
+    event = (
+        await session.exec(
+            select(TicketEvent)
+            .where(TicketEvent.ticket_id == ticket.id, TicketEvent.action == "resolve")
+            .order_by(col(TicketEvent.id).desc())
+        )
+    ).first()
     if event is None:
         return None
     return str(event.data.get("rectification") or "") or None
 
 
 async def _callback(session: AsyncSession, ticket: Ticket) -> str | None:
-    event = (await session.exec(
-        select(TicketEvent).where(TicketEvent.ticket_id == ticket.id, TicketEvent.action == "callback_result")
-        .order_by(col(TicketEvent.id).desc())
-    )).first()
+    event = (
+        await session.exec(
+            select(TicketEvent)
+            .where(TicketEvent.ticket_id == ticket.id, TicketEvent.action == "callback_result")
+            .order_by(col(TicketEvent.id).desc())
+        )
+    ).first()
     outcome = event.data.get("outcome") if event is not None else None
     return outcome if isinstance(outcome, str) else None

@@ -6,7 +6,6 @@ console, the demo's) prints each request and accepts it. Both answer a `Delivery
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -54,8 +53,14 @@ class ProvinceClient:
     """The HTTP transport: POST the mapped records to the profile's endpoint, signed."""
 
     def __init__(
-        self, *, profile: ProvinceProfile, session: aiohttp.ClientSession, base_url: str = "",
-        app_key: str = "", app_secret: str = "", token: str = "",
+        self,
+        *,
+        profile: ProvinceProfile,
+        session: aiohttp.ClientSession,
+        base_url: str = "",
+        app_key: str = "",
+        app_secret: str = "",
+        token: str = "",
     ) -> None:
         self.profile = profile
         self.session = session
@@ -85,7 +90,7 @@ class ProvinceClient:
             async with self.session.post(url, data=body, headers=headers, timeout=timeout) as response:
                 text = await response.text(errors="replace")
                 return self._read(response.status, text, response.headers.get("Retry-After"))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             waited = self.profile.endpoint.timeout_seconds
             return Delivery("retry", code="timeout", detail=f"no answer within {waited:g} s")
         except aiohttp.ClientError as exc:
@@ -122,8 +127,9 @@ class ProvinceClient:
         headers = self.headers(body)
         headers.pop("Content-Type", None)
         timeout = aiohttp.ClientTimeout(total=endpoint.timeout_seconds)
-        async with self.session.get(self.base_url + endpoint.count_path, params=params, headers=headers,
-                                    timeout=timeout) as response:
+        async with self.session.get(
+            self.base_url + endpoint.count_path, params=params, headers=headers, timeout=timeout
+        ) as response:
             text = await response.text(errors="replace")
             if response.status != 200:
                 raise CountsUnavailable(f"the province's count endpoint answered {response.status}: {text[:200]}")
@@ -135,8 +141,13 @@ class ProvinceClient:
         out = []
         for row in rows:
             if isinstance(row, dict):
-                out.append(ProvinceCount(channel=str(row.get(fields.channel)), level=str(row.get(fields.level)),
-                                         count=int(row.get(spec.count_field) or 0)))
+                out.append(
+                    ProvinceCount(
+                        channel=str(row.get(fields.channel)),
+                        level=str(row.get(fields.level)),
+                        count=int(row.get(spec.count_field) or 0),
+                    )
+                )
         return out
 
 

@@ -27,8 +27,11 @@ def build_transport(settings: Settings, session: aiohttp.ClientSession) -> Trans
     if settings.province_base_url == "console":
         return ConsoleProvince(profile)
     return ProvinceClient(
-        profile=profile, session=session, base_url=settings.province_base_url,
-        app_key=settings.province_app_key, app_secret=settings.province_app_secret.get_secret_value(),
+        profile=profile,
+        session=session,
+        base_url=settings.province_base_url,
+        app_key=settings.province_app_key,
+        app_secret=settings.province_app_secret.get_secret_value(),
         token=settings.province_token.get_secret_value(),
     )
 
@@ -37,8 +40,11 @@ def build_feed(settings: Settings, store: Store, transport: Transport, clock: An
     profile = settings.province
     if profile is None:
         raise ValueError("no province profile is configured (GATEWAY_PROVINCE_PROFILE)")
-    policy = FeedPolicy(lease_seconds=settings.upload_lease_seconds, max_attempts=settings.upload_max_attempts,
-                        concurrency=settings.upload_concurrency)
+    policy = FeedPolicy(
+        lease_seconds=settings.upload_lease_seconds,
+        max_attempts=settings.upload_max_attempts,
+        concurrency=settings.upload_concurrency,
+    )
     return UploadFeed(store=store, profile=profile, transport=transport, clock=clock, policy=policy)
 
 

@@ -38,16 +38,27 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:
             checks["redis"] = f"down: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
+    )
 
 
 def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge, Gauge, Gauge]:
     registry = CollectorRegistry()
-    inbox = Gauge("gateway_sms_inbox_messages", "Inbound SMS waiting to be processed, and set aside after repeated failures",
-                  ["state"], registry=registry)
-    inbox_age = Gauge("gateway_sms_inbox_oldest_pending_seconds",
-                      "How long the oldest inbound SMS still waiting has waited (0 when none waits)", registry=registry)
-    outbox = Gauge("gateway_outbox_messages", "Outbox messages by channel and status", ["channel", "status"], registry=registry)
+    inbox = Gauge(
+        "gateway_sms_inbox_messages",
+        "Inbound SMS waiting to be processed, and set aside after repeated failures",
+        ["state"],
+        registry=registry,
+    )
+    inbox_age = Gauge(
+        "gateway_sms_inbox_oldest_pending_seconds",
+        "How long the oldest inbound SMS still waiting has waited (0 when none waits)",
+        registry=registry,
+    )
+    outbox = Gauge(
+        "gateway_outbox_messages", "Outbox messages by channel and status", ["channel", "status"], registry=registry
+    )
     tickets = Gauge("gateway_tickets", "Tickets by status", ["status"], registry=registry)
     overdue = Gauge("gateway_tickets_overdue", "Open tickets past their due time", registry=registry)
     return registry, outbox, tickets, overdue, inbox, inbox_age
@@ -59,13 +70,19 @@ async def metrics(request: web.Request) -> web.Response:
     now = request.app[DEPS].clock.now()
     async with request.app[STORE].transaction() as session:
         for channel, status, count in (
-            await session.exec(select(OutboundMessage.channel, OutboundMessage.status, func.count()).group_by(OutboundMessage.channel, OutboundMessage.status))
+            await session.exec(
+                select(OutboundMessage.channel, OutboundMessage.status, func.count()).group_by(
+                    OutboundMessage.channel, OutboundMessage.status
+                )
+            )
         ).all():
             outbox.labels(channel, status).set(count)
         for status, count in (await session.exec(select(Ticket.status, func.count()).group_by(Ticket.status))).all():
             tickets.labels(status).set(count)
         late = await session.exec(
-            select(func.count()).select_from(Ticket).where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
+            select(func.count())
+            .select_from(Ticket)
+            .where(Ticket.due_at < now, Ticket.closed_at.is_(None), Ticket.resolved_at.is_(None))  # type: ignore[union-attr]
         )
         overdue.set(late.one())
     backlog = await inbox_status(request.app[STORE], now)

@@ -54,12 +54,16 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ApiError(
+            400, "invalid_json", f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object")
     where = _nul_at(data)
     if where is not None:  # PostgreSQL cannot store it, and no field of ours has a use for it
-        raise ApiError(422, "invalid", f"{where or 'body'}: must not contain the NUL character (\\u0000)", field=where or None)
+        raise ApiError(
+            422, "invalid", f"{where or 'body'}: must not contain the NUL character (\\u0000)", field=where or None
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -92,8 +96,13 @@ def validation_error(exc: ValidationError) -> ApiError:
         for err in exc.errors(include_url=False, include_input=False)
     ]
     first = details[0]
-    return ApiError(422, "invalid", f"{first['field']}: {first['message']}" if first["field"] else first["message"],
-                    field=first["field"], details=details)
+    return ApiError(
+        422,
+        "invalid",
+        f"{first['field']}: {first['message']}" if first["field"] else first["message"],
+        field=first["field"],
+        details=details,
+    )
 
 
 async def require_caller(request: web.Request) -> Caller:

@@ -63,15 +63,23 @@ class OpenApiDocument(BaseModel):
 
 
 OPENAPI_OPERATION = Operation(
-    "GET", "/api/v1/openapi.json", "This OpenAPI document", tag="meta", operation_id="getOpenApi",
-    response=OpenApiDocument, errors=(), secured=False,
+    "GET",
+    "/api/v1/openapi.json",
+    "This OpenAPI document",
+    tag="meta",
+    operation_id="getOpenApi",
+    response=OpenApiDocument,
+    errors=(),
+    secured=False,
 )
 
 
 # --- building the document -----------------------------------------------------------------------
 
 
-def document(ops: Iterable[Operation], *, title: str = "好差评 gateway department API", version: str = "1") -> dict[str, Any]:
+def document(
+    ops: Iterable[Operation], *, title: str = "好差评 gateway department API", version: str = "1"
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document for these operations."""
     ops = list(ops)
     models: dict[type[BaseModel], None] = {ErrorBody: None}
@@ -79,9 +87,7 @@ def document(ops: Iterable[Operation], *, title: str = "好差评 gateway depart
         for model in (op.body, op.response):
             if model is not None:
                 models[model] = None
-    key_map, definitions = models_json_schema(
-        [(m, "validation") for m in models], ref_template=_REF
-    )
+    key_map, definitions = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     schemas = definitions.get("$defs", {})
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -130,7 +136,7 @@ def document(ops: Iterable[Operation], *, title: str = "好差评 gateway depart
             "description": (
                 "Department API of the 好差评 evaluation gateway. Every call carries "
                 "`Authorization: Bearer <api key>`; a key belongs to one organisation and sees only its "
-                "jurisdiction. Errors are JSON: {\"error\": {\"code\", \"message\", \"field\"?}}."
+                'jurisdiction. Errors are JSON: {"error": {"code", "message", "field"?}}.'
             ),
         },
         "paths": paths,
@@ -147,7 +153,13 @@ def _path_parameter(param: PathParam) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "integer", "minimum": 1}
     if param.maximum is not None:
         schema["maximum"] = param.maximum
-    out: dict[str, Any] = {"name": param.name, "in": "path", "required": True, "description": param.description, "schema": schema}
+    out: dict[str, Any] = {
+        "name": param.name,
+        "in": "path",
+        "required": True,
+        "description": param.description,
+        "schema": schema,
+    }
     if param.example is not None:
         out["example"] = param.example
     return out

@@ -46,7 +46,10 @@ async def _context(request: web.Request, invitation: Invitation, *, case_no: str
     theme_items = []
     if invitation.kind == "theme" and len(cases) > 1 and not case_no:
         theme_items = [
-            {"item_name": c.item_name, "href": f"/r/{invitation.token}?item={c.case_no}" + ("&c=qr" if via == "qr" else "")}
+            {
+                "item_name": c.item_name,
+                "href": f"/r/{invitation.token}?item={c.case_no}" + ("&c=qr" if via == "qr" else ""),
+            }
             for c in cases
         ]
     return {
@@ -63,7 +66,9 @@ async def _context(request: web.Request, invitation: Invitation, *, case_no: str
         "case_no": case_no,
         "rating_item": rating_item,
         "theme_items": theme_items,
-        "bot_link": telegram_deep_link(deps.settings.telegram_bot_username, invitation.token) if deps.settings.bot_enabled else None,
+        "bot_link": telegram_deep_link(deps.settings.telegram_bot_username, invitation.token)
+        if deps.settings.bot_enabled
+        else None,
     }
 
 
@@ -71,11 +76,20 @@ def _closed_page(exc: EvaluationError) -> web.Response:
     if isinstance(exc, InvitationNotFound):
         return render("message.html", status=404, heading="链接无效", message="未找到该评价链接，请核对短信中的链接。")
     if isinstance(exc, InvitationExpired):
-        return render("message.html", status=410, heading="评价已过期",
-                      message="该服务的评价期（办结后7个工作日）已结束，感谢您的关注。")
+        return render(
+            "message.html",
+            status=410,
+            heading="评价已过期",
+            message="该服务的评价期（办结后7个工作日）已结束，感谢您的关注。",
+        )
     if isinstance(exc, AlreadyRated):
-        return render("message.html", status=409, heading="已评价", message="该服务已评价过，每项服务只能评价一次。",
-                      extra="如对整改情况有意见，可等待回访或拨打12345热线。")
+        return render(
+            "message.html",
+            status=409,
+            heading="已评价",
+            message="该服务已评价过，每项服务只能评价一次。",
+            extra="如对整改情况有意见，可等待回访或拨打12345热线。",
+        )
     return render("message.html", status=exc.status, heading="无法提交", message=exc.message)
 
 
@@ -94,8 +108,11 @@ async def rating_page(request: web.Request) -> web.Response:
         return _closed_page(AlreadyRated(""))
     case_no = request.query.get("item") or None
     signals = signals_for(deps.settings.effective_secret)
-    response = render("rate.html", opened=signals.opened_value(invitation.token, deps.clock.now()),
-                      **await _context(request, invitation, case_no=case_no, via=via))
+    response = render(
+        "rate.html",
+        opened=signals.opened_value(invitation.token, deps.clock.now()),
+        **await _context(request, invitation, case_no=case_no, via=via),
+    )
     _keep_device_cookie(request, response)
     return response
 
@@ -132,14 +149,25 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
         async with store.transaction() as session:
             fresh = await invitation_by_token(session, invitation.token)
             rated = await record_rating(
-                session, invitation=fresh, level=rating.level, channel=_channel(via), deps=deps,
-                reasons=rating.reasons, text=rating.text, staff_level=rating.staff_level, case_no=rating.case_no,
+                session,
+                invitation=fresh,
+                level=rating.level,
+                channel=_channel(via),
+                deps=deps,
+                reasons=rating.reasons,
+                text=rating.text,
+                staff_level=rating.staff_level,
+                case_no=rating.case_no,
             )
             # Art. 19: what fraud detection needs of a page rating, in the rating's transaction.
             await record_signal(
-                session, evaluation_id=rated.evaluation.id,  # type: ignore[arg-type]
-                signals=signals, address=_client_address(request), device_id=device_id,
-                opened_at=signals.opened_at(invitation.token, opened), at=rated.evaluation.created_at,
+                session,
+                evaluation_id=rated.evaluation.id,  # type: ignore[arg-type]
+                signals=signals,
+                address=_client_address(request),
+                device_id=device_id,
+                opened_at=signals.opened_at(invitation.token, opened),
+                at=rated.evaluation.created_at,
             )
     except EvaluationError as exc:
         if wants_json:
@@ -151,14 +179,22 @@ async def submit_rating(request: web.Request) -> web.StreamResponse:
     response: web.Response
     if wants_json:
         response = web.json_response(
-            {"evaluation_id": rated.evaluation.id, "level": rated.evaluation.level,
-             "ticket_id": rated.ticket.id if rated.ticket else None},
+            {
+                "evaluation_id": rated.evaluation.id,
+                "level": rated.evaluation.level,
+                "ticket_id": rated.ticket.id if rated.ticket else None,
+            },
             status=201,
         )
     else:
         extra = "您的意见已转交相关部门办理，办理结果将回复给您。" if rated.ticket else None
-        response = render("message.html", status=201, heading="评价已提交", message=f"感谢您的评价：{LEVEL_WORDS[rating.level]}。",
-                          extra=extra)
+        response = render(
+            "message.html",
+            status=201,
+            heading="评价已提交",
+            message=f"感谢您的评价：{LEVEL_WORDS[rating.level]}。",
+            extra=extra,
+        )
     _keep_device_cookie(request, response, device_id)
     return response
 
@@ -176,8 +212,15 @@ def _keep_device_cookie(request: web.Request, response: web.StreamResponse, devi
     current = valid_device_id(request.cookies.get(DEVICE_COOKIE))
     value = current or device_id or new_device_id()
     if value != current:
-        response.set_cookie(DEVICE_COOKIE, value, max_age=DEVICE_COOKIE_MAX_AGE, httponly=True, samesite="Lax",
-                            secure=request.app[DEPS].settings.public_url.startswith("https://"), path="/r/")
+        response.set_cookie(
+            DEVICE_COOKIE,
+            value,
+            max_age=DEVICE_COOKIE_MAX_AGE,
+            httponly=True,
+            samesite="Lax",
+            secure=request.app[DEPS].settings.public_url.startswith("https://"),
+            path="/r/",
+        )
 
 
 def _form_to_rating(form: Any) -> dict[str, Any]:
@@ -185,7 +228,10 @@ def _form_to_rating(form: Any) -> dict[str, Any]:
         text = str(value).strip()
         return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else text
 
-    data: dict[str, Any] = {"level": number(form.get("level", "")), "reasons": [number(v) for v in form.getall("reasons", [])]}
+    data: dict[str, Any] = {
+        "level": number(form.get("level", "")),
+        "reasons": [number(v) for v in form.getall("reasons", [])],
+    }
     if form.get("text"):
         data["text"] = str(form.get("text"))
     if form.get("staff_level"):
@@ -196,7 +242,13 @@ def _form_to_rating(form: Any) -> dict[str, Any]:
 
 
 def _reasons_page(
-    request: web.Request, invitation: Invitation, rating: RatingIn, *, via: str, error: str | None, opened: str = "",
+    request: web.Request,
+    invitation: Invitation,
+    rating: RatingIn,
+    *,
+    via: str,
+    error: str | None,
+    opened: str = "",
 ) -> web.Response:
     deps = request.app[DEPS]
     return render(

@@ -99,8 +99,13 @@ async def _caller(store: Store, code: str) -> Caller:
 
 def _body(args: argparse.Namespace) -> CampaignIn:
     values: dict[str, Any] = {
-        "name": args.name or "", "resolved_from": args.resolved_from, "resolved_to": args.resolved_to,
-        "region_code": args.region, "unit": args.unit, "level": args.level, "starts_at": args.starts_at,
+        "name": args.name or "",
+        "resolved_from": args.resolved_from,
+        "resolved_to": args.resolved_to,
+        "region_code": args.region,
+        "unit": args.unit,
+        "level": args.level,
+        "starts_at": args.starts_at,
     }
     if args.tickets:
         try:
@@ -138,23 +143,34 @@ async def follow(tools: Tools, campaign_id: int, *, out: Any = sys.stderr) -> tu
     """Show a progress bar until nothing of the campaign is left to send."""
     campaign, counts = await _snapshot(tools.store, campaign_id)
     quiet_noted = False
-    with tqdm(total=counts.targets, unit="target", desc=f"campaign {campaign_id}", file=out, mininterval=0.2,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=counts.targets,
+        unit="target",
+        desc=f"campaign {campaign_id}",
+        file=out,
+        mininterval=0.2,
+        dynamic_ncols=True,
+    ) as bar:
         while True:
             if tools.feeder is not None:
                 await tools.feeder.run_once()
             campaign, counts = await _snapshot(tools.store, campaign_id)
             handled = counts.targets - counts.pending - counts.queued
-            bar.set_postfix(sent=counts.sent, failed=counts.failed, skipped=counts.skipped, answered=counts.answered,
-                            refresh=False)
+            bar.set_postfix(
+                sent=counts.sent, failed=counts.failed, skipped=counts.skipped, answered=counts.answered, refresh=False
+            )
             bar.update(handled - bar.n)
             if campaign.status in ("cancelled", "finished") or (counts.pending == 0 and counts.queued == 0):
                 return campaign, counts
             now = tools.deps.clock.now()
             if not quiet_noted and tools.deps.quiet.is_quiet(now):
                 opens = tools.deps.quiet.next_open(now)
-                bar.write(f"quiet hours ({tools.deps.settings.quiet_hours} {tools.deps.settings.timezone}): "
-                          f"surveys wait until {opens.astimezone(tools.deps.calendar.tz):%Y-%m-%d %H:%M}" if opens else "quiet hours")
+                bar.write(
+                    f"quiet hours ({tools.deps.settings.quiet_hours} {tools.deps.settings.timezone}): "
+                    f"surveys wait until {opens.astimezone(tools.deps.calendar.tz):%Y-%m-%d %H:%M}"
+                    if opens
+                    else "quiet hours"
+                )
                 quiet_noted = True
             await asyncio.sleep(POLL_SECONDS)
 
@@ -166,12 +182,21 @@ async def start(settings: Settings, args: argparse.Namespace) -> int:
         async with tools.store.transaction() as session:
             campaign, not_targeted = await create_campaign(session, caller=caller, body=body, deps=tools.deps)
             read = await campaign_read(session, campaign=campaign, not_targeted=not_targeted)
-        print(f"campaign {read.id} created by {read.org}: {read.counts.targets} targets, {read.status}"
-              + (f", starts {as_utc(campaign.starts_at).astimezone(tools.deps.calendar.tz):%Y-%m-%d %H:%M}"
-                 if read.status == "scheduled" else ""), flush=True)
+        print(
+            f"campaign {read.id} created by {read.org}: {read.counts.targets} targets, {read.status}"
+            + (
+                f", starts {as_utc(campaign.starts_at).astimezone(tools.deps.calendar.tz):%Y-%m-%d %H:%M}"
+                if read.status == "scheduled"
+                else ""
+            ),
+            flush=True,
+        )
         if not_targeted:
-            print(f"not taken ({len(not_targeted)}): {', '.join(map(str, not_targeted[:50]))}"
-                  + (" …" if len(not_targeted) > 50 else ""), flush=True)
+            print(
+                f"not taken ({len(not_targeted)}): {', '.join(map(str, not_targeted[:50]))}"
+                + (" …" if len(not_targeted) > 50 else ""),
+                flush=True,
+            )
         if args.no_follow:
             return 0
         if campaign.id is None:
@@ -203,7 +228,9 @@ async def act(settings: Settings, args: argparse.Namespace) -> int:
     async with _tools(settings, dispatch=False) as tools:
         caller = await _caller(tools.store, args.org)
         async with tools.store.transaction() as session:
-            campaign = await _ACTIONS[args.campaign_command](session, caller=caller, campaign_id=args.id, deps=tools.deps)
+            campaign = await _ACTIONS[args.campaign_command](
+                session, caller=caller, campaign_id=args.id, deps=tools.deps
+            )
             counts = await campaign_counts(session, args.id)
         print(summary(campaign, counts))
     return 0
@@ -232,14 +259,22 @@ def add_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     begin = campaign.add_parser("start", help="start a campaign and follow it with a progress bar")
     begin.add_argument("--org", required=True, help="code of the approval department running it")
     begin.add_argument("--name", help="a label")
-    begin.add_argument("--resolved-from", type=date.fromisoformat, metavar="YYYY-MM-DD", help="resolved on or after (local day)")
-    begin.add_argument("--resolved-to", type=date.fromisoformat, metavar="YYYY-MM-DD", help="resolved on or before (local day)")
+    begin.add_argument(
+        "--resolved-from", type=date.fromisoformat, metavar="YYYY-MM-DD", help="resolved on or after (local day)"
+    )
+    begin.add_argument(
+        "--resolved-to", type=date.fromisoformat, metavar="YYYY-MM-DD", help="resolved on or before (local day)"
+    )
     begin.add_argument("--region", help="six-digit 行政区划 code of the tickets")
     begin.add_argument("--unit", help="org code of the handling unit")
     begin.add_argument("--level", type=int, choices=[1, 2], help="rating level")
     begin.add_argument("--tickets", help="explicit ticket ids, comma-separated")
-    begin.add_argument("--starts-at", type=datetime.fromisoformat, metavar="ISO-TIME",
-                       help="when sending may begin, with its UTC offset (e.g. 2026-03-05T09:00+08:00)")
+    begin.add_argument(
+        "--starts-at",
+        type=datetime.fromisoformat,
+        metavar="ISO-TIME",
+        help="when sending may begin, with its UTC offset (e.g. 2026-03-05T09:00+08:00)",
+    )
     begin.add_argument("--dispatch", action="store_true", help="feed and send from this process too")
     begin.add_argument("--no-follow", action="store_true", help="create it and return")
     begin.set_defaults(func=func, campaign_func=run)
@@ -247,8 +282,11 @@ def add_parser(sub: Any, func: Callable[[argparse.Namespace], int]) -> None:
     show.add_argument("id", type=int)
     show.add_argument("--org", required=True)
     show.set_defaults(func=func, campaign_func=run)
-    for name, text in (("pause", "stop sending (resume carries on)"), ("resume", "carry on sending"),
-                       ("cancel", "send nothing more")):
+    for name, text in (
+        ("pause", "stop sending (resume carries on)"),
+        ("resume", "carry on sending"),
+        ("cancel", "send nothing more"),
+    ):
         one = campaign.add_parser(name, help=text)
         one.add_argument("id", type=int)
         one.add_argument("--org", required=True)

@@ -36,7 +36,9 @@ def campaigns_ctx(run: bool, start_task: Callable[..., Any]) -> Callable[[web.Ap
         settings = app[SETTINGS]
         dispatcher = app.get(DISPATCHER)
         feeder = CampaignFeeder(
-            store=app[STORE], deps=app[DEPS], queue_ahead=queue_ahead(settings),
+            store=app[STORE],
+            deps=app[DEPS],
+            queue_ahead=queue_ahead(settings),
             on_queued=dispatcher.wake if dispatcher is not None else None,
         )
         app[CAMPAIGN_FEEDER] = feeder

@@ -57,7 +57,8 @@ def overdue_ctx(run: bool, start_task: Callable[..., Any]) -> Callable[[web.Appl
         task = None
         if run:
             task = start_task(
-                app, run_forever(app[STORE], app[DEPS], notifier, settings.overdue_sweep_interval_seconds),
+                app,
+                run_forever(app[STORE], app[DEPS], notifier, settings.overdue_sweep_interval_seconds),
                 name="overdue-sweep",
             )
         yield
