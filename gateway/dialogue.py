@@ -49,6 +49,7 @@ from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
 from gateway.messaging.outbox import enqueue
 from gateway.store.db import Store
+from gateway.store.redis_watch import RedisWatch, is_outage
 from gateway.store.upsert import insert_if_absent
 from gateway.store.models import (
     CampaignTarget,
@@ -89,6 +90,8 @@ class Runner:
     locks: Locks
     deps: Deps
     surveys: SurveyAnswers | None = None
+    # With Redis state: its reachability, shared by the inbox drainer, the timers and the bot webhook.
+    redis_watch: RedisWatch | None = None
     # sender hash -> citizen id; the mapping never changes once made, so it can be cached.
     citizen_ids: dict[str, int] = field(default_factory=dict)
 
@@ -383,11 +386,21 @@ async def due_timers(store: Store, deps: Deps, limit: int = 100) -> list[tuple[i
 
 
 async def fire_timers(runner: Runner) -> int:
-    """Deliver due timers to their conversations; each fires once even with several workers."""
+    """Deliver due timers to their conversations; each fires once even with several workers. While Redis
+    is unreachable the timers wait (nothing of a timer is used up before its conversation commits)."""
+    watch = runner.redis_watch
+    if watch is not None and not await watch.ready():
+        return 0
     fired = 0
     for timer_id, channel, citizen_id in await due_timers(runner.store, runner.deps):
-        outcome = await converse(runner, channel=channel, citizen_id=citizen_id, timer_id=timer_id,
-                                 inbound=Inbound(kind="timer", at=runner.deps.clock.now()))
+        try:
+            outcome = await converse(runner, channel=channel, citizen_id=citizen_id, timer_id=timer_id,
+                                     inbound=Inbound(kind="timer", at=runner.deps.clock.now()))
+        except Exception as exc:
+            if watch is not None and is_outage(exc):
+                watch.report(exc)
+                return fired
+            raise
         fired += 0 if outcome.duplicate else 1
     return fired
 
