@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import col, select
 
-from gateway.evaluations.errors import Forbidden
+from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.schemas import CaseIn, CaseOut, EvaluationIn, EvaluationOut, InvitationOut
 from gateway.evaluations.service import Intake, invitation_by_token, record_rating, report_case
 from gateway.orgs import Caller, is_above
@@ -84,7 +84,8 @@ async def submit_evaluation(request: web.Request) -> web.Response:
         unit = await session.get(Organisation, invitation.org_id)
         assert unit is not None
         if not await is_above(session, caller, unit):
-            raise Forbidden("this API key may not rate services of that organisation")
+            # Outside the caller's jurisdiction, as on every other route: not found, saying nothing more.
+            raise InvitationNotFound("no such rating link")
         rated = await record_rating(
             session, invitation=invitation, level=data.level, channel=data.channel, deps=deps,
             reasons=data.reasons, text=data.text, staff_level=data.staff_level, case_no=data.case_no,
@@ -97,6 +98,15 @@ async def submit_evaluation(request: web.Request) -> web.Response:
         applies_to=applies[rated.evaluation.id],  # type: ignore[index]
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
+
+
+def _whole_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ApiError(422, "invalid", f"{name}: a whole number from {low} to {high}", field=name)
+    return int(raw)
 
 
 def _evaluation_out(
@@ -130,11 +140,9 @@ async def _applies_to(session: AsyncSession, evaluations: list[Evaluation]) -> d
 async def list_evaluations(request: web.Request) -> web.Response:
     """Evaluations within the caller's jurisdiction, newest first; phone numbers are never shown."""
     caller = await require_caller(request)
-    try:
-        limit = min(max(int(request.query.get("limit", "50")), 1), 500)
-        before_id = int(request.query["before_id"]) if "before_id" in request.query else None
-    except ValueError:
-        raise ApiError(422, "invalid", "limit and before_id must be whole numbers", field="limit") from None
+    # The bounds of the OpenAPI document (EvaluationQuery): outside them is a 422, never a silent clamp.
+    limit = _whole_query(request, "limit", 50, 1, 500)
+    before_id = _whole_query(request, "before_id", None, 1, 2**31 - 1)
     query = (
         select(Evaluation, Invitation, Ticket.id)
         .join(Invitation, Invitation.id == Evaluation.invitation_id)
