@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
-import pytest
-import redis.asyncio as aioredis
 from sqlmodel import select
 
 from gateway.app import create_app
@@ -24,57 +18,8 @@ from gateway.store.models import InboundMessage
 from gateway.web.keys import DISPATCHER, RUNNER, STORE
 from tests.conftest import case_payload, register_world
 from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.fakes.redis_server import private_redis  # noqa: F401  (the fixture)
 from tests.gateway.sms.conftest import PUBLIC, Phone
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
-class PrivateRedis:
-    """A redis-server of this test alone, on a free port, that the test may stop and start."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = aioredis.from_url(self.url)
-        try:
-            for _ in range(100):
-                try:
-                    if await client.ping():
-                        return
-                except Exception:
-                    await asyncio.sleep(0.05)
-            raise AssertionError("the private redis-server did not start")
-        finally:
-            await client.aclose()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.process = None
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    await server.start()
-    yield server
-    server.stop()
-
 
 async def until(condition: Callable[[], object], *, timeout: float = 30.0, what: str = "the condition") -> None:
     loop = asyncio.get_running_loop()
@@ -89,7 +34,7 @@ CITIZENS = 6
 
 
 async def test_replies_wait_out_a_redis_outage_and_are_all_answered(
-    aiohttp_client, database_url, fake_twilio, private_redis, caplog
+    aiohttp_client, database_url, fake_twilio, private_redis, caplog  # noqa: F811
 ):  # type: ignore[no-untyped-def]
     # One attempt only and the shortest lease: before, a message that met the outage was set aside after
     # its second claim, five seconds later. The real clock: leases and backoffs must run out by themselves.
@@ -154,7 +99,7 @@ async def test_replies_wait_out_a_redis_outage_and_are_all_answered(
 
 
 async def test_sends_go_on_while_redis_is_down(
-    aiohttp_client, database_url, fake_twilio, private_redis, caplog
+    aiohttp_client, database_url, fake_twilio, private_redis, caplog  # noqa: F811
 ):  # type: ignore[no-untyped-def]
     """The dispatcher's shared rate limit falls back to one in the process: prompts still go out, once."""
     from tests.conftest import START
@@ -185,7 +130,7 @@ async def _true(value: object) -> bool:
 
 
 async def test_timers_wait_for_redis_and_fire_once_it_is_back(
-    aiohttp_client, database_url, fake_twilio, private_redis, caplog
+    aiohttp_client, database_url, fake_twilio, private_redis, caplog  # noqa: F811
 ):  # type: ignore[no-untyped-def]
     """The reasons reminder of a bad rating: not fired (nor used up) during the outage, fired after it."""
     from datetime import timedelta
