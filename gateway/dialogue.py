@@ -48,6 +48,7 @@ from gateway.deps import Deps
 from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
 from gateway.messaging.outbox import enqueue
+from gateway.sms.segments import first_fitting, segments
 from gateway.store.db import Store
 from gateway.store.redis_watch import RedisWatch, is_outage
 from gateway.store.upsert import insert_if_absent
@@ -344,7 +345,7 @@ async def _queue_replies(
         replies = replies[: await _sms_answers_left(session, deps, citizen, now)]
     for reply in replies:
         if channel == "sms":
-            body, buttons, edit = f"{deps.settings.sms_signature}{plain_text(reply)}", None, None
+            body, buttons, edit = sms_text(reply, deps.settings.sms_signature), None, None
         else:
             body, buttons = reply.text, render_buttons(reply)
             edit = source_message_id if reply.edit_previous else None
@@ -353,6 +354,16 @@ async def _queue_replies(
         if message is not None:
             queued.append(message)
     return queued
+
+
+def sms_text(reply: Reply, signature: str) -> str:
+    """A reply as an SMS within two segments with the signature: its first rendering that fits (the
+    service and office names shorten, the instructions never; DESIGN §2)."""
+    body = first_fitting(f"{signature}{plain_text(r)}" for r in (reply, *reply.shorter))
+    if segments(body) > 2:
+        log.warning("an SMS answer takes more than two segments even with the shortest names",
+                    extra={"segments": segments(body)})
+    return body
 
 
 async def _sms_answers_left(session: AsyncSession, deps: Deps, citizen: Citizen, now: datetime) -> int:
