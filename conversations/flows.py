@@ -15,6 +15,7 @@ Reading order for an inbound text:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from conversations import buttons, parsing, texts
@@ -77,7 +78,12 @@ def rating_prompt(invitation: InvitationRef) -> Reply:
         Choice(parsing.LEVEL_WORDS[level], buttons.rate_data(invitation.id, level), key=str(level))
         for level in (5, 4, 3, 2, 1)
     )
-    return Reply(texts.rating_prompt(invitation.item_name, invitation.office, invitation.completed_on), choices)
+    return _named(
+        lambda item, office: Reply(
+            texts.rating_prompt(invitation.item_name, invitation.office, invitation.completed_on, item, office),
+            choices,
+        )
+    )
 
 
 def survey_prompt(survey: SurveyRef) -> Reply:
@@ -86,10 +92,16 @@ def survey_prompt(survey: SurveyRef) -> Reply:
         Choice("满意", buttons.survey_data(survey.ticket_id, True), key="1"),
         Choice("不满意", buttons.survey_data(survey.ticket_id, False), key="2"),
     )
-    return Reply(texts.survey_prompt(survey.item_name), choices)
+    return _named(lambda item, _office: Reply(texts.survey_prompt(survey.item_name, item), choices))
 
 
 # Plumbing.
+
+
+def _named(build: Callable[[int, int], Reply]) -> Reply:
+    """A reply that names services, with its renderings at shorter name lengths (texts.NAME_BUDGETS)."""
+    first, *rest = (build(item, office) for item, office in texts.NAME_BUDGETS)
+    return replace(first, shorter=tuple(rest))
 
 
 def _done(step: Step, ctx: Context, replies: Iterable[Reply] = (), effects: Iterable[Effect] = ()) -> Transition:
@@ -144,8 +156,10 @@ def _all_codes(ctx: Context) -> set[int]:
     return {o.code for options in ctx.reasons_by_level.values() for o in options}
 
 
-def _service(invitation: InvitationRef) -> str:
-    return texts.service(invitation.item_name, invitation.office, invitation.completed_on)
+def _service(
+    invitation: InvitationRef, item_chars: int = texts.ITEM_CHARS, office_chars: int = texts.OFFICE_CHARS
+) -> str:
+    return texts.service(invitation.item_name, invitation.office, invitation.completed_on, item_chars, office_chars)
 
 
 # Typed text.
@@ -207,37 +221,45 @@ def _rate(level: int, remark: str, at: datetime, ctx: Context) -> Transition:
     if len(invitations) == 1:
         return _record(invitations[0], level, remark, at, ctx)
     shown = invitations[:MAX_CANDIDATES]
-    choices = tuple(
-        Choice(
-            texts.service_choice(i.item_name, i.office, i.completed_on),
-            buttons.rate_data(i.id, level),
-            key=str(n),
+
+    def question(item: int, office: int) -> Reply:
+        choices = tuple(
+            Choice(
+                texts.service_choice(i.item_name, i.office, i.completed_on, item, office),
+                buttons.rate_data(i.id, level),
+                key=str(n),
+            )
+            for n, i in enumerate(shown, 1)
         )
-        for n, i in enumerate(shown, 1)
-    )
+        return Reply(texts.choose_invitation(len(invitations), level), choices)
+
     step = Choosing(level, tuple(i.id for i in shown), remark, at)
-    return _done(step, ctx, (Reply(texts.choose_invitation(len(invitations), level), choices),))
+    return _done(step, ctx, (_named(question),))
 
 
 def _record(invitation: InvitationRef, level: int, remark: str, at: datetime, ctx: Context) -> Transition:
     """Record the rating at once (it is never lost while waiting), then ask what the level calls for."""
     effects: list[Effect] = [RecordRating(invitation.id, level)]
-    lead = texts.recorded(_service(invitation), level)
+
+    def lead(item: int, office: int) -> str:
+        return texts.recorded(_service(invitation, item, office), level)
+
     if remark:
         effects.append(AttachReasons(invitation.id, (), remark))
     if level in parsing.BAD_LEVELS and not remark:
         # Art. 8: a bad rating needs reasons or text; ask once now, remind once later.
         effects.append(ScheduleTimer(ctx.reminder_after_seconds))
-        reply = _reasons_reply(RatedInvitation(invitation, level, at), (), ctx, lead=lead)
+        rated = RatedInvitation(invitation, level, at)
+        reply = _named(lambda item, office: _reasons_reply(rated, (), ctx, lead=lead(item, office)))
         return _done(AwaitingReasons(invitation.id, level, (), False, at), ctx, (reply,), effects)
-    if level in parsing.BAD_LEVELS:
-        lead += texts.REMARK_RECEIVED
+    after = texts.REMARK_RECEIVED if level in parsing.BAD_LEVELS else ""
     if invitation.window:
         # Art. 7: window cases may also rate the staff member; offered, never required.
-        return _done(AwaitingStaff(invitation.id, at), ctx, (_staff_reply(invitation.id, lead),), effects)
+        staff = _named(lambda item, office: _staff_reply(invitation.id, lead(item, office) + after))
+        return _done(AwaitingStaff(invitation.id, at), ctx, (staff,), effects)
     if level not in parsing.BAD_LEVELS:
-        lead += texts.THANKS
-    return _done(IDLE, ctx, (Reply(lead),), effects)
+        after += texts.THANKS
+    return _done(IDLE, ctx, (_named(lambda item, office: Reply(lead(item, office) + after)),), effects)
 
 
 def _reasons_reply(
@@ -314,10 +336,20 @@ def _reasons_given(
     invitation = rated.invitation
     effects: list[Effect] = [AttachReasons(invitation.id, codes, remark), CancelTimer()]
     shorts = {o.code: o.short for o in _options(ctx, rated.level)}
-    text = texts.reasons_recorded(invitation.item_name, [shorts[c] for c in codes if c in shorts], bool(remark))
-    if invitation.window and _awaits_staff(ctx, invitation.id):
-        return _done(AwaitingStaff(invitation.id, at), ctx, (_staff_reply(invitation.id, text),), effects)
-    return _done(IDLE, ctx, (Reply(text),), effects)
+    labels = [shorts[c] for c in codes if c in shorts]
+
+    staff = invitation.window and _awaits_staff(ctx, invitation.id)
+
+    def reply(item: int, listed: bool) -> Reply:
+        text = texts.reasons_recorded(invitation.item_name, labels, bool(remark), item, listed)
+        return _staff_reply(invitation.id, text) if staff else Reply(text)
+
+    # Shorter names first; a long list of reasons is then counted instead of named.
+    first, *rest = [reply(item, listed) for listed in (True, False) for item, _ in texts.NAME_BUDGETS]
+    answer = replace(first, shorter=tuple(rest))
+    if staff:
+        return _done(AwaitingStaff(invitation.id, at), ctx, (answer,), effects)
+    return _done(IDLE, ctx, (answer,), effects)
 
 
 def _staff_given(invitation_id: int, level: int, ctx: Context) -> Transition:
@@ -396,8 +428,14 @@ def _on_timer(step: Step, at: datetime, ctx: Context) -> Transition:
         return _done(IDLE, ctx)
     if step.reminded:
         return _done(step, ctx)
-    lead = texts.reasons_reminder(rated.invitation.item_name, rated.level)
-    reply = _reasons_reply(rated, step.selected, ctx, lead=lead)
+    reply = _named(
+        lambda item, _office: _reasons_reply(
+            rated,
+            step.selected,
+            ctx,
+            lead=texts.reasons_reminder(rated.invitation.item_name, rated.level, item),
+        )
+    )
     reminded = AwaitingReasons(step.invitation_id, rated.level, step.selected, True, at)
     return _done(reminded, ctx, (reply,))
 
@@ -441,8 +479,16 @@ def _on_button(step: Step, data: str, at: datetime, ctx: Context) -> Transition:
         else:
             selected = (current.selected + (button.code,))[:MAX_SELECTED_REASONS]
         toggled = AwaitingReasons(current.invitation_id, rated.level, selected, current.reminded, current.since)
-        lead = texts.recorded(_service(rated.invitation), rated.level)
-        return _done(toggled, ctx, (_reasons_reply(rated, selected, ctx, lead=lead, edit=True),))
+        reply = _named(
+            lambda item, office: _reasons_reply(
+                rated,
+                selected,
+                ctx,
+                lead=texts.recorded(_service(rated.invitation, item, office), rated.level),
+                edit=True,
+            )
+        )
+        return _done(toggled, ctx, (reply,))
     if isinstance(button, buttons.StaffButton):
         if not _awaits_staff(ctx, button.invitation_id):
             return stale

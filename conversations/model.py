@@ -7,7 +7,7 @@ Everything here is a frozen dataclass without behaviour beyond validation. A run
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal, Union
 
@@ -54,12 +54,17 @@ class Choice:
 
 @dataclass(frozen=True)
 class Reply:
-    """One message to send back. `edit_previous` asks the bot to redraw the message the button was on."""
+    """One message to send back. `edit_previous` asks the bot to redraw the message the button was on.
+
+    `shorter`: the same reply with ever shorter service and office names (never shorter instructions),
+    for a channel that must fit a length: an SMS takes the first that fits two segments with its signature.
+    """
 
     text: str
     choices: tuple[Choice, ...] = ()
     multi_select: bool = False
     edit_previous: bool = False
+    shorter: tuple[Reply, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ _LEVEL_PHRASES: tuple[tuple[str, int], ...] = (
 )
 _AMBIGUOUS_PHRASES: tuple[tuple[str, Literal["good", "bad"]], ...] = (("好评", "good"), ("差评", "bad"))
 
+# "5分", "4 分", "五分", "给5分", "打4星", "五颗星": a level given as a score. One digit or numeral only
+# ("50分" is not a level), and the unit must end the token ("5分钟" is a duration, "一分钱" money).
+_CHINESE_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
+_SCORE = re.compile(r"(?:给|打|评)?\s?([1-5一二两三四五])\s?(?:分|颗星|星)")
+
 # Whole-message keywords, compared after NFKC and casefold. Opt-out also takes Twilio's default
 # keywords: a citizen who says stop in any of the usual ways is never messaged again.
 OPT_OUT_WORDS = frozenset(
@@ -124,7 +129,8 @@ class AmbiguousLevel:
 
 
 def parse_level(text: str) -> LevelAnswer | AmbiguousLevel | None:
-    """A level 1-5 as a digit or its words at the start of the message, optionally followed by text.
+    """A level 1-5 as a digit, a score ("5分", "给4分", "五星") or its words at the start of the message,
+    optionally followed by text.
 
     The digit or words must stand alone or be followed by a space or punctuation: "2 太慢了" is level 2
     with a remark, while "1楼窗口…" or "13" are not levels, and "1 3" is a list of numbers.
@@ -132,6 +138,13 @@ def parse_level(text: str) -> LevelAnswer | AmbiguousLevel | None:
     text = text.strip()
     if not text:
         return None
+    score = _SCORE.match(text)
+    if score is not None:
+        rest = _rest(text, score.end())
+        if rest is None or rest[:1].isascii() and rest[:1].isdigit():
+            return None
+        digit = score.group(1)
+        return _level_answer(_CHINESE_DIGITS.get(digit) or int(digit), rest)
     if text[0] in "12345":
         rest = _rest(text, 1)
         if rest is None or rest[:1].isascii() and rest[:1].isdigit():
@@ -162,11 +175,11 @@ def _level_answer(level: int, rest: str) -> LevelAnswer:
 def is_rating_words(text: str) -> bool:
     """Level words or 好评/差评 and nothing else ("不满意"): a rating, not a reason, however read.
 
-    A bare digit is not included: after a list of reasons, "5" is the fifth reason.
+    A bare digit is not included: after a list of reasons, "5" is the fifth reason; "5分" is a rating.
     """
     text = text.strip()
     answer = parse_level(text)
-    return answer is not None and not answer.text and not text[:1].isdigit()
+    return answer is not None and not answer.text and not _strip_separators(text).isdigit()
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,21 @@ def level_words(level: int) -> str:
     return LEVEL_WORDS.get(level, str(level))
 
 
-def service(item_name: str, office: str, completed_on: date) -> str:
-    """「不动产登记」（市不动产登记中心，5月3日）"""
-    return f"「{short(item_name, ITEM_CHARS)}」（{short(office, OFFICE_CHARS)}，{day(completed_on)}）"
+def service(
+    item_name: str, office: str, completed_on: date, item_chars: int = ITEM_CHARS, office_chars: int = OFFICE_CHARS
+) -> str:
+    """「不动产登记」（市不动产登记中心，5月3日）; without room for the office, 「不动产登记」（5月3日）."""
+    if office_chars <= 0:
+        return f"「{short(item_name, item_chars)}」（{day(completed_on)}）"
+    return f"「{short(item_name, item_chars)}」（{short(office, office_chars)}，{day(completed_on)}）"
 
 
-def service_choice(item_name: str, office: str, completed_on: date) -> str:
+def service_choice(
+    item_name: str, office: str, completed_on: date, item_chars: int = ITEM_CHARS, office_chars: int = OFFICE_CHARS
+) -> str:
     """A line of the "which service?" list."""
-    return f"「{short(item_name, ITEM_CHARS)}」{short(office, OFFICE_CHARS)} {day(completed_on)}"
+    where = f"{short(office, office_chars)} " if office_chars > 0 else ""
+    return f"「{short(item_name, item_chars)}」{where}{day(completed_on)}"
 
 
 def recorded(service_text: str, level: int) -> str:
@@ -47,24 +54,27 @@ THANKS = "感谢您的反馈。"
 REMARK_RECEIVED = "您的意见已收到，将转有关部门核实整改。"
 
 # Art. 8: a bad rating carries preset reasons and/or text; the level is already recorded.
-ASK_REASONS = "请告诉我们原因，回复序号（可多选，如“1 3”）或直接回复文字："
+ASK_REASONS = "请告诉我们原因，回复序号（可多选如“1 3”）或文字："
 ASK_REASONS_TEXT_ONLY = "请用一句话告诉我们原因。"
 SUBMIT = "提交"
 
 
-def reasons_reminder(item_name: str, level: int) -> str:
-    return f"您对「{short(item_name, ITEM_CHARS)}」的评价为{level_words(level)}。"
+def reasons_reminder(item_name: str, level: int, item_chars: int = ITEM_CHARS) -> str:
+    return f"您对「{short(item_name, item_chars)}」的评价为{level_words(level)}。"
 
 
-def reasons_recorded(item_name: str, labels: list[str], with_text: bool) -> str:
-    parts = "、".join(labels)
+def reasons_recorded(
+    item_name: str, labels: list[str], with_text: bool, item_chars: int = ITEM_CHARS, listed: bool = True
+) -> str:
+    """The confirmation of reasons; `listed` False counts them instead of naming them (for a long list)."""
+    parts = "、".join(labels) if listed or not labels else f"{len(labels)}项原因"
     if parts and with_text:
         what = f"（{parts}，及您的留言）"
     elif parts:
         what = f"（{parts}）"
     else:
         what = ""
-    return f"已收到您对「{short(item_name, ITEM_CHARS)}」的意见{what}，将转有关部门核实整改。谢谢！"
+    return f"已收到您对「{short(item_name, item_chars)}」的意见{what}，将转有关部门核实整改。谢谢！"
 
 
 def unknown_numbers(numbers: list[str], count: int) -> str:
@@ -115,12 +125,33 @@ SURVEY_UNSATISFIED_RECORDED = "已记录您的回访意见：不满意，并已�
 SURVEY_REASON_EMPTY = "请用一句话说明不满意的原因。"
 
 
-def survey_prompt(item_name: str) -> str:
-    return f"回访：您对「{short(item_name, ITEM_CHARS)}」差评的整改结果是否满意？请回复序号（不满意可在序号后写原因）："
+def survey_prompt(item_name: str, item_chars: int = ITEM_CHARS) -> str:
+    return f"回访：您对「{short(item_name, item_chars)}」差评的整改结果是否满意？请回复序号（不满意可在序号后写原因）："
 
 
-def rating_prompt(item_name: str, office: str, completed_on: date) -> str:
+def rating_prompt(
+    item_name: str, office: str, completed_on: date, item_chars: int = ITEM_CHARS, office_chars: int = OFFICE_CHARS
+) -> str:
+    where = f"在{short(office, office_chars)}" if office_chars > 0 else ""
     return (
-        f"您在{short(office, OFFICE_CHARS)}办理的「{short(item_name, ITEM_CHARS)}」已于{day(completed_on)}办结，"
+        f"您{where}办理的「{short(item_name, item_chars)}」已于{day(completed_on)}办结，"
         "请对本次服务作出评价，回复数字："
     )
+
+
+# Name lengths (item, office) tried in turn, longest first: a reply that would not fit two SMS
+# segments with the operator's signature is sent with shorter names, the office going first, and
+# never with shorter instructions.
+NAME_BUDGETS: tuple[tuple[int, int], ...] = (
+    (ITEM_CHARS, OFFICE_CHARS),
+    (ITEM_CHARS, 8),
+    (ITEM_CHARS, 4),
+    (ITEM_CHARS, 0),
+    (12, 0),
+    (10, 0),
+    (8, 0),
+    (6, 0),
+    (4, 0),
+    (3, 0),
+    (2, 0),
+)

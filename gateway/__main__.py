@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
+
+def _interrupted(*_args: object) -> None:
+    print("gateway: interrupted", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    # `python -m gateway`: Ctrl-C while the command is still loading gives one line instead of a
+    # traceback from whichever module was being imported (main() covers the rest; commands that run an
+    # event loop install their own handling once it runs).
+    signal.signal(signal.SIGINT, _interrupted)
+
 import argparse
 import asyncio
-import sys
+import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,12 +49,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure(settings.log_level)
     app = create_app(settings, migrate=settings.is_sqlite or args.migrate)
-    web.run_app(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        print=lambda m: print(m.replace("======== ", "").replace(" ========", "")),
-    )
+    host, port = args.host or settings.host, args.port or settings.port
+    try:
+        web.run_app(
+            app, host=host, port=port, print=lambda m: print(m.replace("======== ", "").replace(" ========", ""))
+        )
+    except OSError as exc:  # the port is taken, the address is not this machine's, no permission
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        print(f"gateway: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -242,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C before a command had set up its own handling (e.g. while starting)
+        print("gateway: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -160,12 +160,19 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     import redis.asyncio as aioredis
 
     from gateway.store.redis_state import RedisStateStore
+    from gateway.store.redis_watch import RedisWatch
 
-    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    # Timeouts: a Redis that hangs counts as an outage (the processing pauses) instead of stalling it.
+    client = aioredis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
     app[REDIS] = client
     app[STATE_STORE] = RedisStateStore(client)
     app[RUNNER] = Runner(
-        store=app[STORE], states=app[STATE_STORE], locks=RedisLocks(client), deps=app[DEPS], surveys=SurveyRecorder()
+        store=app[STORE],
+        states=app[STATE_STORE],
+        locks=RedisLocks(client),
+        deps=app[DEPS],
+        surveys=SurveyRecorder(),
+        redis_watch=RedisWatch(client),
     )
     yield
     await client.aclose()
@@ -190,6 +197,12 @@ async def _providers_ctx(app: web.Application) -> AsyncIterator[None]:
         providers["telegram"] = telegram
         closers.append(telegram)
         app[BOT] = telegram.bot  # one Bot (one HTTP session) for sending and for the webhook's answers
+    if settings.overdue_reminder_webhook:  # overdue reminders to the departments' system, through the outbox
+        from gateway.wiring.reminders import ReminderWebhook
+
+        reminder_webhook = ReminderWebhook.from_settings(settings)
+        providers["webhook"] = reminder_webhook
+        closers.append(reminder_webhook)
     app[PROVIDERS] = providers
     yield
     for closer in closers:
@@ -202,7 +215,7 @@ def _dispatcher_ctx(run: bool):  # type: ignore[no-untyped-def]
         redis = app.get(REDIS)
         providers: dict[str, Provider] = app[PROVIDERS]
         limiter = (
-            RedisRateLimiter(redis, settings.sms_rate_per_second)
+            RedisRateLimiter(redis, settings.sms_rate_per_second, watch=app[RUNNER].redis_watch)
             if redis is not None
             else LocalRateLimiter(settings.sms_rate_per_second)
         )

@@ -50,6 +50,7 @@ from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
 from gateway.messaging.outbox import enqueue, record_opt_in, record_opt_out
+from gateway.messaging.segments import first_fitting, segments
 from gateway.store.db import Store
 from gateway.store.models import (
     CampaignTarget,
@@ -62,6 +63,7 @@ from gateway.store.models import (
     OutboundMessage,
     Ticket,
 )
+from gateway.store.redis_watch import RedisWatch, is_outage
 from gateway.store.upsert import insert_if_absent
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ class Runner:
     locks: Locks
     deps: Deps
     surveys: SurveyAnswers | None = None
+    # With Redis state: its reachability, shared by the inbox drainer, the timers and the bot webhook.
+    redis_watch: RedisWatch | None = None
     # sender hash -> citizen id; the mapping never changes once made, so it can be cached.
     citizen_ids: dict[str, int] = field(default_factory=dict)
 
@@ -445,7 +449,7 @@ async def _queue_replies(
         replies = replies[: await _sms_answers_left(session, deps, citizen, now)]
     for reply in replies:
         if channel == "sms":
-            body, buttons, edit = f"{deps.settings.sms_signature}{plain_text(reply)}", None, None
+            body, buttons, edit = sms_text(reply, deps.settings.sms_signature), None, None
         else:
             body, buttons = reply.text, render_buttons(reply)
             edit = source_message_id if reply.edit_previous else None
@@ -463,6 +467,18 @@ async def _queue_replies(
         if message is not None:
             queued.append(message)
     return queued
+
+
+def sms_text(reply: Reply, signature: str) -> str:
+    """A reply as an SMS within two segments with the signature: its first rendering that fits (the
+    service and office names shorten, the instructions never; DESIGN §2)."""
+    body = first_fitting(f"{signature}{plain_text(r)}" for r in (reply, *reply.shorter))
+    if segments(body) > 2:
+        log.warning(
+            "an SMS answer takes more than two segments even with the shortest names",
+            extra={"segments": segments(body)},
+        )
+    return body
 
 
 async def _sms_answers_left(session: AsyncSession, deps: Deps, citizen: Citizen, now: datetime) -> int:
@@ -500,16 +516,26 @@ async def due_timers(store: Store, deps: Deps, limit: int = 100) -> list[tuple[i
 
 
 async def fire_timers(runner: Runner) -> int:
-    """Deliver due timers to their conversations; each fires once even with several workers."""
+    """Deliver due timers to their conversations; each fires once even with several workers. While Redis
+    is unreachable the timers wait (nothing of a timer is used up before its conversation commits)."""
+    watch = runner.redis_watch
+    if watch is not None and not await watch.ready():
+        return 0
     fired = 0
     for timer_id, channel, citizen_id in await due_timers(runner.store, runner.deps):
-        outcome = await converse(
-            runner,
-            channel=channel,
-            citizen_id=citizen_id,
-            timer_id=timer_id,
-            inbound=Inbound(kind="timer", at=runner.deps.clock.now()),
-        )
+        try:
+            outcome = await converse(
+                runner,
+                channel=channel,
+                citizen_id=citizen_id,
+                timer_id=timer_id,
+                inbound=Inbound(kind="timer", at=runner.deps.clock.now()),
+            )
+        except Exception as exc:
+            if watch is not None and is_outage(exc):
+                watch.report(exc)
+                return fired
+            raise
         fired += 0 if outcome.duplicate else 1
     return fired
 

@@ -5,6 +5,7 @@ without it (or with another) is answered 401 before the body is read, and nothin
 genuine update is handled in the request (the database work takes milliseconds; the replies are only
 queued) and answered 200, also when it is of a kind the bot ignores. An unexpected error is answered
 500 so that Telegram delivers the update again; the update id makes the second delivery act once.
+While Redis (the conversation state) is unreachable the answer is 503, with one log line per outage.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from gateway.bot.handlers import build_dispatcher
 from gateway.bot.provider import make_bot
 from gateway.settings import Settings
+from gateway.store.redis_watch import is_outage
 from gateway.web.keys import BOT, BOT_DISPATCHER, DISPATCHER, RUNNER, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,25 @@ async def telegram_webhook(request: web.Request) -> web.Response:
         # retry would not change that.
         log.info("telegram update ignored", extra={"update_id": data.get("update_id"), "reason": type(exc).__name__})
         return web.Response(status=200)
-    await app[BOT_DISPATCHER].feed_update(bot, update, runner=app[RUNNER])
+    watch = app[RUNNER].redis_watch
+    if watch is not None and not await watch.ready():
+        return _redis_down()
+    try:
+        await app[BOT_DISPATCHER].feed_update(bot, update, runner=app[RUNNER])
+    except Exception as exc:
+        if watch is None or not is_outage(exc):
+            raise
+        watch.report(exc)
+        return _redis_down()
     log.debug("telegram update handled", extra={"update_id": update.update_id, "kind": kind})
     app[DISPATCHER].wake()  # the replies are in the outbox: send them now rather than at the next poll
     return web.Response(status=200)
+
+
+def _redis_down() -> web.Response:
+    # Telegram delivers the update again later (the update id keeps it to one effect): nothing is lost
+    # while Redis, which holds the conversation state, cannot be reached.
+    return web.Response(status=503, text="conversation state unavailable; deliver again later")
 
 
 class WebhookSetupError(Exception):

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from conversations import SurveyRef, button_label, plain_text, survey_prompt
-from gateway.messaging.segments import segments
+from gateway.messaging.segments import first_fitting, segments
 
 OPT_OUT_HINT = "，回T退订"
 
@@ -21,10 +21,12 @@ def survey_message(
     the dispatcher sends the same body by SMS instead, and it must still say what to reply.
     """
     reply = survey_prompt(SurveyRef(ticket_id=ticket_id, item_name=item_name, sent_at=at))
-    text = plain_text(reply)
     if channel == "telegram":
-        return text, [[{"text": button_label(choice), "data": choice.data} for choice in reply.choices]]
-    body = f"{signature}{text}{OPT_OUT_HINT}"
-    if segments(body) > 2:  # a long operator signature: the question and its choices come first
-        body = f"{signature}{text}"
+        return plain_text(reply), [[{"text": button_label(choice), "data": choice.data} for choice in reply.choices]]
+    renderings = (reply, *reply.shorter)
+    # The opt-out hint if it fits with the whole question (names shortened as needed); a long operator
+    # signature leaves it out: the question and its choices come first.
+    body = first_fitting(f"{signature}{plain_text(r)}{OPT_OUT_HINT}" for r in renderings)
+    if segments(body) > 2:
+        body = first_fitting(f"{signature}{plain_text(r)}" for r in renderings)
     return body, None

@@ -5,17 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    field_validator,
-    model_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from gateway.jsontypes import WholeInt, whole_int
 from gateway.tickets.schemas import MAX_ID, ORG_CODE
 
 MAX_EXPLICIT_TICKETS = 10_000  # a longer list is a filter's job (and would not fit the request size limit)
@@ -30,7 +22,7 @@ TARGET_STATUSES = (
     "no_answer",
     "skipped",
 )
-TicketId = StrictInt
+TicketId = whole_int(1, MAX_ID)  # the bounds are in the OpenAPI document too
 
 
 class CampaignFilters(BaseModel):
@@ -55,12 +47,8 @@ class CampaignFilters(BaseModel):
 
     @field_validator("ticket_ids")
     @classmethod
-    def _ids_in_range(cls, value: list[int] | None) -> list[int] | None:
-        if value is None:
-            return None
-        if any(not 1 <= i <= MAX_ID for i in value):
-            raise ValueError(f"ticket ids are between 1 and {MAX_ID}")
-        return list(dict.fromkeys(value))
+    def _once_each(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else list(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _ordered_days(self) -> CampaignFilters:
@@ -147,7 +135,7 @@ class AnswerIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    ticket_id: StrictInt = Field(ge=1, le=MAX_ID)
+    ticket_id: WholeInt = Field(ge=1, le=MAX_ID)
     satisfied: StrictBool
     reason: str = Field(
         default="", max_length=1000, description="what the evaluator said (the reason when unsatisfied)"

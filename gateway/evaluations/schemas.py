@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.jsontypes import WholeInt
 
 _CODE = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
 
@@ -20,7 +22,7 @@ def _no_control_characters(value: str | None) -> str | None:
 class CitizenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     phone: str | None = Field(default=None, max_length=32, description="mobile number; stored encrypted")
-    telegram_chat_id: StrictInt | None = Field(default=None, description="private chat with the bot")
+    telegram_chat_id: WholeInt | None = Field(default=None, description="private chat with the bot")
     name: str | None = Field(default=None, max_length=50)
 
     _printable = field_validator("name", "phone")(_no_control_characters)
@@ -58,10 +60,10 @@ class RatingIn(BaseModel):
     """A rating: level 5 非常满意 … 1 非常不满意; levels 1-2 need reasons or text (Art. 8)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    level: StrictInt = Field(ge=1, le=5)
-    reasons: list[StrictInt] = Field(default_factory=list, max_length=20)
+    level: WholeInt = Field(ge=1, le=5)
+    reasons: list[WholeInt] = Field(default_factory=list, max_length=20)
     text: str = Field(default="", max_length=500)
-    staff_level: StrictInt | None = Field(default=None, ge=1, le=5)
+    staff_level: WholeInt | None = Field(default=None, ge=1, le=5)
     case_no: str | None = Field(default=None, pattern=_CODE, description="rate one item of a theme")
 
     @field_validator("text")

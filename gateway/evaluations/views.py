@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
-from gateway.evaluations.errors import Forbidden
+from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.evaluations.schemas import (
     CaseIn,
@@ -104,7 +104,8 @@ async def submit_evaluation(request: web.Request) -> web.Response:
     async with request.app[STORE].transaction() as session:
         invitation = await invitation_by_token(session, data.token)
         if not await may_rate_for(session, caller, invitation):
-            raise Forbidden("this API key may not rate services of that organisation")
+            # Outside the caller's jurisdiction, as on every other route: not found, saying nothing more.
+            raise InvitationNotFound("no such rating link")
         rated = await record_rating(
             session,
             invitation=invitation,

@@ -32,6 +32,8 @@ from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
 
 log = logging.getLogger(__name__)
 
+WEBHOOK = "webhook"  # messages to a department's system (overdue reminders), not to a citizen
+
 
 @dataclass(frozen=True)
 class DispatchPolicy:
@@ -76,7 +78,7 @@ class Dispatcher:
         """Lease a batch of due messages to this dispatcher; returns their ids in sending order."""
         return [message_id for message_id, _ in await self._claim()]
 
-    async def _claim(self) -> list[tuple[int, int]]:
+    async def _claim(self) -> list[tuple[int, int | None]]:
         now = self.clock.now()
         ready = or_(
             and_(col(OutboundMessage.status) == "queued", col(OutboundMessage.next_attempt_at) <= now),
@@ -115,7 +117,7 @@ class Dispatcher:
         claimed = await self._claim()
         if not claimed:
             return 0
-        by_citizen: dict[int, list[int]] = {}
+        by_citizen: dict[int | None, list[int]] = {}  # None: messages to departments (webhook)
         for message_id, citizen_id in sorted(claimed):
             by_citizen.setdefault(citizen_id, []).append(message_id)
         gate = asyncio.Semaphore(self.policy.concurrency)
@@ -140,9 +142,10 @@ class Dispatcher:
             message = await session.get(OutboundMessage, message_id)
             if message is None or message.status != "sending":
                 return
-            citizen = await session.get(Citizen, message.citizen_id)
-            if citizen is None:
-                raise BrokenInvariant("citizen is missing")
+            citizen = await session.get(Citizen, message.citizen_id) if message.citizen_id is not None else None
+            if citizen is None and message.channel != WEBHOOK:
+                _finish(session, message, self.clock.now(), "failed", detail="the message has no recipient")
+                return
             now = self.clock.now()
             held = self.quiet.hold_until(message.purpose, now)
             if held is not None:
@@ -151,8 +154,8 @@ class Dispatcher:
                 message.attempts -= 1
                 message.lease_until, message.updated_at = None, now
                 return
-            blocked = _blocked_reason(message, citizen)
-            if blocked is not None:
+            blocked = _blocked_reason(message, citizen) if citizen is not None else None
+            if blocked is not None and citizen is not None:
                 if message.channel == "telegram" and citizen.phone_enc and citizen.sms_opted_out_at is None:
                     if not _to_sms(message, self.policy.sms_signature):
                         _finish(session, message, now, "suppressed", detail="a keyboard edit has no SMS form")
@@ -175,15 +178,19 @@ class Dispatcher:
 
     def _rates(self, outgoing: Outgoing) -> list[tuple[str, float]]:
         """The send-rate buckets a message passes: per sender, and per chat for the bot."""
+        if outgoing.channel == WEBHOOK:
+            return []  # one department endpoint, a few calls a day
         if outgoing.channel == "telegram":
             # Telegram's limits: about 30 messages a second per bot, one a second per chat.
             return [("telegram", self.policy.telegram_rate_per_second), (f"telegram:{outgoing.to}", 1.0)]
         return [(outgoing.channel, self.policy.sms_rate_per_second)]
 
-    def _outgoing(self, message: OutboundMessage, citizen: Citizen) -> Outgoing:
+    def _outgoing(self, message: OutboundMessage, citizen: Citizen | None) -> Outgoing:
         if message.id is None:
             raise BrokenInvariant("message.id is missing")
-        if message.channel == "sms":
+        if citizen is None:  # a webhook message: the provider knows the URL
+            to, callback = "", None
+        elif message.channel == "sms":
             if citizen.phone_enc is None:
                 raise BrokenInvariant("citizen.phone_enc is missing")
             to = self.vault.decrypt(citizen.phone_enc)
@@ -231,7 +238,7 @@ class Dispatcher:
                 message.sent_at = now
                 _finish(session, message, now, result.status, outcome="sent")
                 return
-            citizen = await session.get(Citizen, message.citizen_id)
+            citizen = await session.get(Citizen, message.citizen_id) if message.citizen_id is not None else None
             if result.opt_out and citizen is not None:
                 if message.channel == "sms":
                     record_opt_out(citizen, channel="sms", at=now)

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.store.redis_watch import RedisWatch, is_outage
+
 
 class RateLimiter(Protocol):
     async def acquire(self, key: str, rate_per_second: float | None = None) -> None: ...
@@ -49,14 +51,32 @@ return n
 
 
 class RedisRateLimiter:
-    """At most `rate` sends per second per key across all processes (keys gw:rate:{key}:{second})."""
+    """At most `rate` sends per second per key across all processes (keys gw:rate:{key}:{second}).
 
-    def __init__(self, redis: Any, rate_per_second: float) -> None:
+    Sending does not need Redis: while it is unreachable (see `RedisWatch`) each process keeps to the
+    rate on its own with a local bucket, and a message never fails, or uses up its attempts, for it.
+    """
+
+    def __init__(self, redis: Any, rate_per_second: float, *, watch: RedisWatch | None = None) -> None:
         self.redis = redis
         self.rate = max(1, int(rate_per_second))
         self._script = redis.register_script(_WINDOW_SCRIPT)
+        self.watch = watch if watch is not None else RedisWatch(redis)
+        self.fallback = LocalRateLimiter(rate_per_second)
 
     async def acquire(self, key: str, rate_per_second: float | None = None) -> None:
+        if not await self.watch.ready():
+            await self.fallback.acquire(key, rate_per_second)
+            return
+        try:
+            await self._shared(key, rate_per_second)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.watch.report(exc)
+            await self.fallback.acquire(key, rate_per_second)
+
+    async def _shared(self, key: str, rate_per_second: float | None) -> None:
         limit = max(1, int(rate_per_second)) if rate_per_second else self.rate
         while True:
             now = time.time()

@@ -9,7 +9,7 @@ GSM-7 extension characters (€, [, ], {, }, …) take two septets; neither is s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 GSM7_SINGLE = 160
@@ -76,6 +76,18 @@ def fit(render: Callable[[str], str], item_name: str, max_segments: int = 2) -> 
         f"the message does not fit in {max_segments} SMS segment(s) even without the item name "
         f"({units(text)} {encoding(text)} units)"
     )
+
+
+def first_fitting(candidates: Iterable[str], max_segments: int = 2) -> str:
+    """The first text that fits `max_segments` (renderings of one message, longest names first); the
+    last one when none does. Raises ValueError when there is no candidate."""
+    text: str | None = None
+    for text in candidates:
+        if segments(text) <= max_segments:
+            return text
+    if text is None:
+        raise ValueError("no text to fit")
+    return text
 
 
 def _weights(text: str) -> list[int]:

@@ -12,6 +12,11 @@ conversation's transaction also marks the message processed and clears its text 
 effects and the mark commit together: a crash leaves the message pending, and the next claim after the
 lease acts once. A message that fails `max_attempts` times is set aside with its error (a dead letter
 for an operator), so it no longer holds back that sender's later messages.
+
+An outage of Redis (conversation state and locks) is not the message's fault: a message that meets
+one goes back to pending with its attempt given back, and the drainer pauses until Redis answers
+again (`RedisWatch`: one log line when it goes, one when it returns). Webhooks keep being stored
+meanwhile, and every message is processed, in order, once Redis is back.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from gateway.passes import run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
 from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, Citizen, InboundMessage
+from gateway.store.redis_watch import is_outage
 from gateway.store.upsert import dialect_insert
 
 log = logging.getLogger(__name__)
@@ -279,6 +285,9 @@ class InboxDrainer:
 
     async def drain_once(self) -> int:
         """One pass: claim a batch and process it (different senders side by side); returns how many."""
+        watch = self.runner.redis_watch
+        if watch is not None and not await watch.ready():
+            return 0  # paused: the conversation cannot run without its state; nothing is claimed
         # While webhooks come in, a small batch: its messages wait their turn one by one, and a lease
         # must not run out on a message still waiting.
         batch = await self.claim(min(self.policy.batch_size, 4) if self.intake_busy() else None)
@@ -294,6 +303,10 @@ class InboxDrainer:
         while self._running >= self._limit():
             self._freed.clear()
             await self._freed.wait()
+        watch = self.runner.redis_watch
+        if watch is not None and not watch.available:
+            await self._give_back(message)  # Redis went while it waited its turn
+            return
         self._running += 1
         try:
             await self._process(message)
@@ -374,6 +387,11 @@ class InboxDrainer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            watch = self.runner.redis_watch
+            if watch is not None and is_outage(exc):
+                watch.report(exc)
+                await self._give_back(message)
+                return
             log.exception(
                 "inbound SMS failed; it stays in the inbox for another try",
                 extra={"inbox_id": message.id, "attempt": message.attempts},
@@ -404,6 +422,16 @@ class InboxDrainer:
                 update(InboundMessage)
                 .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
                 .values(error=error[:200], lease_until=now + timedelta(seconds=backoff))
+            )
+
+    async def _give_back(self, message: Pending) -> None:
+        """Return a claimed message untried: pending at once, its attempt not counted (an outage of
+        Redis is not the message's failure)."""
+        async with self.store.transaction() as session:
+            await session.exec(
+                update(InboundMessage)  # type: ignore[call-overload]
+                .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
+                .values(lease_until=None, attempts=InboundMessage.attempts - 1)
             )
 
     async def _set_aside(self, message: Pending) -> None:

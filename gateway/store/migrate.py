@@ -26,5 +26,30 @@ async def upgrade(engine: AsyncEngine) -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    async with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite changes a column by rebuilding its table (copy, drop, rename); with foreign keys
+            # enforced, dropping a table that other rows point at fails. SQLite's documented procedure:
+            # foreign keys off (only possible outside a transaction), migrate, check, on again.
+            await conn.run_sync(_foreign_keys, False)
+        try:
+            async with conn.begin():
+                await conn.run_sync(_upgrade)
+                if sqlite:
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"the migration left rows pointing nowhere: {broken[:5]}")
+        finally:
+            if sqlite:
+                await conn.run_sync(_foreign_keys, True)
+
+
+def _foreign_keys(connection, on: bool) -> None:  # type: ignore[no-untyped-def]
+    # On the driver's connection: SQLAlchemy would start a transaction first (BEGIN IMMEDIATE), and
+    # inside one SQLite ignores this pragma.
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    finally:
+        cursor.close()

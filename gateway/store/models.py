@@ -199,9 +199,9 @@ class OutboundMessage(SQLModel, table=True):
     __tablename__ = "outbound_message"
     __table_args__ = (Index("ix_outbound_ready", "status", "priority", "next_attempt_at"),)
     id: int | None = Field(default=None, primary_key=True)
-    channel: str = Field(max_length=16)  # sms | telegram
-    citizen_id: int = Field(foreign_key="citizen.id", index=True)
-    purpose: str = Field(max_length=16)  # prompt | reply | survey | notice
+    channel: str = Field(max_length=16)  # sms | telegram | webhook
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id", index=True)  # None: to a department
+    purpose: str = Field(max_length=16)  # prompt | reply | survey | notice | reminder
     priority: int = 10  # lower goes first: answers to citizens (0) before bulk prompts (10)
     body: str = Field(sa_type=Text)
     buttons: list[Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -1,28 +1,31 @@
 """Overdue work orders (Art. 16(一)): flag them, and remind whoever holds them once per working day.
 
 A pass (`sweep`) first flags every unfinished ticket past its due time (`overdue_since`, and an event in
-its history), then, on working days, sends each organisation holding overdue tickets one reminder
-listing those not yet reminded today. The day is claimed on the tickets before the reminder leaves, so
-several gateway processes never send the same reminder twice; a reminder that fails is released and
-tried again on the next pass.
+its history), then, on working days, reminds each organisation holding overdue tickets once, listing
+those not yet reminded today. The day's claim on the tickets, the reminder and the events in their
+history commit in one transaction: with a webhook configured the reminder is an outbox message
+(channel `webhook`) that the dispatcher delivers, retrying with backoff until the webhook takes it, so
+it is neither lost nor sent twice by several gateway processes; without one, it is a log line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.messaging.outbox import PRIORITY_NOTICE
 from gateway.passes import run_passes
 from gateway.store.db import Store
-from gateway.store.models import Organisation, Ticket, TicketEvent
+from gateway.store.models import Organisation, OutboundMessage, Ticket, TicketEvent
 from gateway.tickets.workflow import OPEN_STATUSES, local_deadline
 
 log = logging.getLogger(__name__)
@@ -62,20 +65,12 @@ class Reminder:
         }
 
 
-class Notifier(Protocol):
-    """Where reminders go; `notify` raises when the reminder could not be delivered."""
-
-    name: str
-
-    async def notify(self, reminder: Reminder) -> None: ...
-
-
 class LogNotifier:
     """The default without a webhook: a warning line per reminder, for the operator's log pipeline."""
 
     name = "log"
 
-    async def notify(self, reminder: Reminder) -> None:
+    def notify(self, reminder: Reminder) -> None:
         log.warning(
             "overdue tickets: %s holds %d (%s)",
             reminder.org_code,
@@ -85,38 +80,40 @@ class LogNotifier:
         )
 
 
-async def sweep(store: Store, deps: Deps, notifier: Notifier) -> int:
-    """One pass: flag newly overdue tickets, send today's reminders; returns how many tickets were reminded."""
+WEBHOOK = "webhook"
+LOG = "log"
+
+
+async def sweep(store: Store, deps: Deps, *, via: str = LOG) -> int:
+    """One pass: flag newly overdue tickets and remind their holders (`via` "webhook": queued in the
+    outbox for the dispatcher; "log": logged); returns how many tickets were reminded."""
     now = deps.clock.now()
     await _flag(store, now)
     today = deps.calendar.local_date(now)
     if not deps.calendar.is_working_day(today):
         return 0  # reminders go out on working days only
-    reminded = 0
-    for reminder, previous in await _claim(store, deps, now, today):
-        try:
-            await notifier.notify(reminder)
-        except Exception as exc:  # any failure: release the claim so the next pass tries again
-            log.warning(
-                "overdue reminder to %s failed; retrying on the next pass: %s",
-                reminder.org_code,
-                exc,
-                extra={"org": reminder.org_code},
-            )
-            await _release(store, reminder, previous)
-            continue
-        await _record(store, reminder, notifier.name, now)
-        reminded += len(reminder.tickets)
-    return reminded
+    reminders = await _claim(store, deps, now, today, via=via)
+    if via == LOG:
+        for reminder in reminders:
+            LogNotifier().notify(reminder)
+    return sum(len(r.tickets) for r in reminders)
 
 
-async def run_forever(store: Store, deps: Deps, notifier: Notifier, interval_seconds: float) -> None:
+async def run_forever(
+    store: Store,
+    deps: Deps,
+    interval_seconds: float,
+    *,
+    via: str = LOG,
+    wake: Callable[[], None] = lambda: None,
+) -> None:
     """The background loop owned by the app; a failed pass is logged and the loop carries on."""
 
     async def one_pass() -> int:
-        count = await sweep(store, deps, notifier)
+        count = await sweep(store, deps, via=via)
         if count:
-            log.info("overdue reminders sent", extra={"tickets": count})
+            log.info("overdue reminders %s", "queued" if via == WEBHOOK else "logged", extra={"tickets": count})
+            wake()  # the dispatcher sends them now rather than at its next poll
         return count
 
     await run_passes(one_pass, interval_seconds=interval_seconds, what="overdue sweep")
@@ -160,8 +157,9 @@ async def _flag(store: Store, now: datetime) -> None:
                 )
 
 
-async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[tuple[Reminder, dict[int, date | None]]]:
-    """Mark today's reminder on each due ticket, grouped by the organisation that holds it."""
+async def _claim(store: Store, deps: Deps, now: datetime, today: date, *, via: str) -> list[Reminder]:
+    """Mark today's reminder on each due ticket, grouped by the organisation that holds it, and record
+    the reminders (outbox message and history events) in the same transaction."""
     async with store.transaction() as session:
         tickets = (
             await session.exec(
@@ -181,10 +179,9 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[t
         orgs = {
             o.id: o for o in (await session.exec(select(Organisation).where(col(Organisation.id).in_(org_ids)))).all()
         }
-        groups: dict[int, tuple[Reminder, dict[int, date | None]]] = {}
-        per_org: dict[int, list[OverdueTicket]] = defaultdict(list)
+        groups: dict[int, Reminder] = {}
         for ticket in tickets:
-            previous = ticket.last_reminded_on
+            # Conditional: of several processes sweeping at once, one claims each ticket for the day.
             result = await session.exec(
                 update(Ticket)
                 .where(
@@ -199,7 +196,14 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[t
             holder = orgs[ticket.assignee_org_id]
             unit = orgs.get(ticket.unit_org_id) if ticket.unit_org_id is not None else None
             due = as_utc(ticket.due_at)
-            per_org[ticket.assignee_org_id].append(
+            if ticket.assignee_org_id not in groups:
+                groups[ticket.assignee_org_id] = Reminder(
+                    org_id=holder.id,
+                    org_code=holder.code,
+                    org_name=holder.name,
+                    day=today,  # type: ignore[arg-type]
+                )
+            groups[ticket.assignee_org_id].tickets.append(
                 OverdueTicket(
                     id=ticket.id,  # type: ignore[arg-type]
                     status=ticket.status,
@@ -210,39 +214,32 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date) -> list[t
                     overdue_since=as_utc(ticket.overdue_since or due).isoformat(),
                 )
             )
-            if ticket.assignee_org_id not in groups:
-                groups[ticket.assignee_org_id] = (
-                    Reminder(org_id=holder.id, org_code=holder.code, org_name=holder.name, day=today),  # type: ignore[arg-type]
-                    {},
+        reminders = [groups[k] for k in sorted(groups)]
+        for reminder in reminders:
+            if via == WEBHOOK:
+                session.add(
+                    OutboundMessage(
+                        channel=WEBHOOK,
+                        citizen_id=None,
+                        purpose="reminder",
+                        priority=PRIORITY_NOTICE,
+                        body=json.dumps(reminder.as_json(), ensure_ascii=False),
+                        next_attempt_at=now,
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            groups[ticket.assignee_org_id][1][ticket.id] = previous  # type: ignore[index]
-        for org_id, items in per_org.items():
-            groups[org_id][0].tickets.extend(items)
-    return [groups[k] for k in sorted(groups)]
-
-
-async def _release(store: Store, reminder: Reminder, previous: dict[int, date | None]) -> None:
-    async with store.transaction() as session:
-        for ticket_id, before in previous.items():
-            await session.exec(
-                update(Ticket)
-                .where(col(Ticket.id) == ticket_id, col(Ticket.last_reminded_on) == reminder.day)
-                .values(last_reminded_on=before)
-            )
-
-
-async def _record(store: Store, reminder: Reminder, channel: str, now: datetime) -> None:
-    async with store.transaction() as session:
-        for item in reminder.tickets:
-            session.add(
-                TicketEvent(
-                    ticket_id=item.id,
-                    at=now,
-                    actor=SYSTEM_ACTOR,
-                    action="overdue_reminder",
-                    from_status=item.status,
-                    to_status=item.status,
-                    note=f"{reminder.org_code} reminded of the overdue ticket",
-                    data={"org": reminder.org_code, "channel": channel, "day": reminder.day.isoformat()},
+            for item in reminder.tickets:
+                session.add(
+                    TicketEvent(
+                        ticket_id=item.id,
+                        at=now,
+                        actor=SYSTEM_ACTOR,
+                        action="overdue_reminder",
+                        from_status=item.status,
+                        to_status=item.status,
+                        note=f"{reminder.org_code} reminded of the overdue ticket",
+                        data={"org": reminder.org_code, "channel": via, "day": reminder.day.isoformat()},
+                    )
                 )
-            )
+    return reminders

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from gateway.evaluations.schemas import AddendumOut, EvaluationCurrent
+from gateway.jsontypes import WholeInt
 
 ORG_CODE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MAX_ID = 2**31 - 1  # the ticket table's integer keys; larger numbers cannot name a ticket
@@ -20,7 +21,7 @@ class _Action(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     note: str = Field(default="", max_length=1000, description="a free comment kept on the event")
-    expected_version: StrictInt | None = Field(
+    expected_version: WholeInt | None = Field(
         default=None,
         ge=1,
         le=MAX_ID,
@@ -63,7 +64,7 @@ class RequestExtension(_Action):
     """Handling unit: ask the approval department for more time, within 5 working days of receipt."""
 
     action: Literal["request_extension"]
-    working_days: StrictInt = Field(ge=1, le=5)
+    working_days: WholeInt = Field(ge=1, le=5)
     reason: Text
 
 
@@ -72,7 +73,7 @@ class DecideExtension(_Action):
 
     action: Literal["decide_extension"]
     decision: Literal["approve", "deny"]
-    working_days: StrictInt | None = Field(
+    working_days: WholeInt | None = Field(
         default=None, ge=1, le=5, description="days granted when approving; default: the days requested"
     )
     reason: str = Field(default="", max_length=2000)
@@ -128,7 +129,7 @@ class CallbackResult(_Action):
     outcome: Literal["satisfied", "unsatisfied", "no_answer"]
     answer: str = Field(default="", max_length=1000, description="what the evaluator said, if anything")
     channel: Literal["phone", "sms", "telegram", "visit", "other"] | None = None
-    campaign_id: StrictInt | None = Field(default=None, ge=1, le=MAX_ID)
+    campaign_id: WholeInt | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class Redo(_Action):

@@ -22,25 +22,55 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
+async def _checks(app: web.Application) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(request.app[STORE].ping(), timeout=3)
+        await asyncio.wait_for(app[STORE].ping(), timeout=3)
         checks["database"] = "ok"
     except Exception as exc:  # the answer says what is down, not why in detail
         checks["database"] = f"down: {type(exc).__name__}"
-    redis = request.app.get(REDIS)
+    redis = app.get(REDIS)
     if redis is not None:
         try:
             await asyncio.wait_for(redis.ping(), timeout=3)
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"down: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
-    )
+    return checks
+
+
+# What each part needs. Intake (webhooks, the department API, the rating page) stores into the
+# database only; processing (SMS replies, the bot's conversations, timers) also needs Redis when it
+# is configured. A load balancer asks /readyz, which is intake: an outage of Redis must not send the
+# webhooks away while the inbox can still take them.
+_NEEDS = {"intake": ("database",), "processing": ("database", "redis")}
+
+
+def _readiness(checks: dict[str, str]) -> dict[str, str]:
+    return {
+        part: "ready" if all(checks.get(name, "ok") == "ok" for name in needs) else "not ready"
+        for part, needs in _NEEDS.items()
+    }
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Intake readiness (200 or 503), with processing's readiness and each check in the body."""
+    return await _answer(request, "intake")
+
+
+@routes.get("/readyz/processing")
+async def readyz_processing(request: web.Request) -> web.Response:
+    """Processing readiness: 503 while the conversations cannot run (database or Redis down)."""
+    return await _answer(request, "processing")
+
+
+async def _answer(request: web.Request, part: str) -> web.Response:
+    checks = await _checks(request.app)
+    parts = _readiness(checks)
+    ready = parts[part] == "ready"
+    body = {"status": "ready" if ready else "not ready", **parts, "checks": checks}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def metrics_registry() -> tuple[CollectorRegistry, Gauge, Gauge, Gauge, Gauge, Gauge]:

@@ -135,6 +135,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400 and request.path.startswith(("/api/", "/webhooks/")):
             code = _CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
             response = ApiError(exc.status, code, exc.reason).response()
+            if "Allow" in exc.headers:  # a 405 says which methods the resource takes (RFC 9110 §15.5.6)
+                response.headers["Allow"] = exc.headers["Allow"]
         else:
             raise
     except Exception:

@@ -25,4 +25,8 @@ def render(name: str, *, status: int = 200, **context: Any) -> web.Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Never inside another site's frame: a page that records a rating with one tap must not be
+    # overlaid and clicked through (clickjacking). CSP for current browsers, X-Frame-Options for old ones.
+    response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    response.headers["X-Frame-Options"] = "DENY"
     return response

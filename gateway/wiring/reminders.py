@@ -1,4 +1,4 @@
-"""Delivering overdue reminders over HTTP, and the app's overdue loop (wiring for gateway.app)."""
+"""Delivering overdue reminders over HTTP (the outbox's `webhook` channel), and the app's overdue loop."""
 
 from __future__ import annotations
 
@@ -10,62 +10,75 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.tickets.overdue import LogNotifier, Notifier, Reminder, run_forever
-from gateway.web.keys import DEPS, SETTINGS, STORE
+from gateway.messaging.providers import Outgoing, SendFailed, Sent
+from gateway.settings import Settings
+from gateway.tickets.overdue import LOG, WEBHOOK, run_forever
+from gateway.web.keys import DEPS, DISPATCHER, SETTINGS, STORE
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_SECONDS = 10.0
-OVERDUE_NOTIFIER: web.AppKey[Notifier] = web.AppKey("overdue_notifier")
+# A 4xx says the request itself is wrong, and sending it again cannot help; these say "not now".
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 
 
-class ReminderFailed(Exception):
-    """The webhook did not accept the reminder."""
+class ReminderWebhook:
+    """The outbox provider for channel `webhook`: POSTs the reminder's JSON to GATEWAY_OVERDUE_WEBHOOK_URL.
 
+    A 2xx is delivered. Timeouts, connection errors, 5xx, 408 and 429 are retried by the dispatcher
+    with backoff; any other 4xx fails for good (visible in the outbox). Each call carries
+    `Idempotency-Key: overdue-reminder-<outbox id>`, the same on every retry: delivery is at least once.
+    """
 
-class WebhookNotifier:
-    """POSTs each reminder as JSON (GATEWAY_OVERDUE_WEBHOOK_URL); anything but a 2xx is a failure."""
-
-    name = "webhook"
+    channel = WEBHOOK
 
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session = session
-        self.url = url
+        self.session, self.url = session, url
 
-    async def notify(self, reminder: Reminder) -> None:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReminderWebhook:
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS))
+        return cls(session, settings.overdue_reminder_webhook)
+
+    async def send(self, message: Outgoing) -> Sent:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": f"overdue-reminder-{message.message_id}"}
         try:
-            async with self.session.post(self.url, json=reminder.as_json()) as response:
-                if not 200 <= response.status < 300:
-                    raise ReminderFailed(f"webhook answered {response.status}")
+            async with self.session.post(self.url, data=message.body.encode("utf-8"), headers=headers) as response:
+                if 200 <= response.status < 300:
+                    return Sent(provider_message_id=None, status="delivered")
+                retry_after = response.headers.get("Retry-After", "")
+                raise SendFailed(
+                    f"webhook answered {response.status}",
+                    code=str(response.status),
+                    permanent=400 <= response.status < 500 and response.status not in _TRANSIENT_4XX,
+                    retry_after_seconds=float(retry_after) if retry_after.isdigit() else None,
+                )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ReminderFailed(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
+            raise SendFailed(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        await self.session.close()
 
 
 def overdue_ctx(run: bool, start_task: Callable[..., Any]) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: the notifier (and its HTTP session), and the sweep loop when background tasks run."""
+    """A cleanup context: the sweep loop when background tasks run. Reminders go to the webhook through
+    the outbox when GATEWAY_OVERDUE_WEBHOOK_URL is set (its provider is wired with the others), else to the log."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        session: aiohttp.ClientSession | None = None
-        notifier: Notifier
-        if settings.overdue_reminder_webhook:
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS))
-            notifier = WebhookNotifier(session, settings.overdue_reminder_webhook)
-        else:
-            notifier = LogNotifier()
-        app[OVERDUE_NOTIFIER] = notifier
+        via = WEBHOOK if settings.overdue_reminder_webhook else LOG
         task = None
         if run:
             task = start_task(
                 app,
-                run_forever(app[STORE], app[DEPS], notifier, settings.overdue_sweep_interval_seconds),
+                run_forever(
+                    app[STORE], app[DEPS], settings.overdue_sweep_interval_seconds, via=via, wake=app[DISPATCHER].wake
+                ),
                 name="overdue-sweep",
             )
         yield
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if session is not None:
-            await session.close()
 
     return ctx

@@ -54,6 +54,11 @@ CATALOGUE: dict[int, tuple[ReasonOption, ...]] = {
 }
 
 START = datetime(2026, 5, 6, 2, 0, tzinfo=timezone.utc)  # 10:00 in Asia/Shanghai
+
+# The longest names a department system may send (item names are up to 200 characters): replies that
+# name a service must still fit two SMS segments.
+LONG_ITEM = "建设工程规划许可证核发及企业投资项目备案与施工图设计文件审查合格书备案联合审批（含变更、延续、补证、注销）" * 2
+LONG_OFFICE = "安康市汉滨区行政审批服务局政务服务中心第二综合受理窗口（工程建设项目审批专区）"
 RECENT_SECONDS = 48 * 3600  # how far back the runner looks for bad ratings without reasons
 
 

@@ -43,6 +43,19 @@ class TestRating:
         assert len(t.replies) == 1 and not t.replies[0].choices
         assert world.timer_due is None
 
+    @pytest.mark.parametrize(("text", "level"), [("5分", 5), ("4 分", 4), ("五分", 5), ("给5分", 5), ("2分", 2)])
+    def test_a_score_is_a_rating(self, world, text, level):
+        world.invite(7)
+        t = world.send(text)
+        assert t.effects[0] == RecordRating(7, level)
+        assert world.reply != texts.HELP
+
+    @pytest.mark.parametrize("text", ["50分", "5分钟", "13812341234"])
+    def test_numbers_that_are_not_a_score_get_help(self, world, text):
+        world.invite(7)
+        t = world.send(text)
+        assert t.effects == () and world.reply == texts.HELP
+
     def test_level_with_remark_keeps_the_words(self, world):
         world.invite(7)
         t = world.send("5 办得很快")

@@ -82,6 +82,24 @@ class TestLevel:
     def test_not_a_level(self, text):
         assert parse_level(clean(text)) is None
 
+    @pytest.mark.parametrize(
+        ("text", "level"),
+        [("5分", 5), ("4 分", 4), ("五分", 5), ("给5分", 5), ("打4分", 4), ("３分", 3), ("5星", 5), ("五颗星", 5),
+         ("两分", 2), ("一分", 1), ("5分。", 5), ("给 5 分", 5)],
+    )
+    def test_score(self, text, level):
+        assert parse_level(clean(text)) == LevelAnswer(level)
+
+    def test_score_with_text(self):
+        assert parse_level(clean("2分，窗口让我跑了三趟")) == LevelAnswer(2, "窗口让我跑了三趟")
+        assert parse_level(clean("5分 非常满意")) == LevelAnswer(5)
+
+    @pytest.mark.parametrize(
+        "text", ["50分", "5分钟", "5 分钟就办好了", "五分钟", "一分钱没花", "0分", "6分", "10分", "13812341234", "5分5"],
+    )
+    def test_not_a_score(self, text):
+        assert parse_level(clean(text)) is None
+
     def test_good_and_bad_review_are_ambiguous(self):
         assert parse_level("好评") == AmbiguousLevel("good")
         assert parse_level("差评，太慢") == AmbiguousLevel("bad", "太慢")
@@ -90,6 +108,7 @@ class TestLevel:
         assert is_rating_words("不满意")
         assert is_rating_words("差评")
         assert not is_rating_words("5")  # after a reasons list, a digit is a list number
+        assert is_rating_words("5分")  # a score is not a list number
         assert not is_rating_words("不满意，还是没人管")
 
 

@@ -25,14 +25,31 @@ async def test_health_and_readiness(client):
     assert resp.status == 200 and body["checks"]["database"] == "ok"
 
 
-async def test_readiness_fails_when_redis_is_down(aiohttp_client, settings, clock):
+async def test_intake_stays_ready_when_redis_is_down(aiohttp_client, settings, clock):
+    """Webhooks and the API need only the database: a load balancer must keep sending them; the
+    processing readiness says that conversations wait."""
     from gateway.app import create_app
 
     broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     client = await aiohttp_client(create_app(broken, clock=clock, migrate=False, run_background=False))
     resp = await client.get("/readyz")
     body = await resp.json()
-    assert resp.status == 503 and body["checks"]["redis"].startswith("down")
+    assert resp.status == 200 and body["checks"]["redis"].startswith("down")
+    assert body["intake"] == "ready" and body["processing"] == "not ready"
+    resp = await client.get("/readyz/processing")
+    body = await resp.json()
+    assert resp.status == 503 and body["status"] == "not ready" and body["checks"]["database"] == "ok"
+
+
+async def test_nothing_is_ready_without_the_database(aiohttp_client, settings, clock):
+    from gateway.app import create_app
+
+    broken = settings.model_copy(update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/gone"})
+    client = await aiohttp_client(create_app(broken, clock=clock, migrate=False, run_background=False))
+    for path in ("/readyz", "/readyz/processing"):
+        resp = await client.get(path)
+        body = await resp.json()
+        assert resp.status == 503 and body["intake"] == "not ready" and body["checks"]["database"].startswith("down")
 
 
 async def test_metrics_count_the_outbox_and_tickets(client, world):
@@ -104,3 +121,47 @@ async def test_serve_starts_on_the_embedded_default_and_stops(tmp_path):
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
     assert (tmp_path / "serve.db").exists()  # serve migrated the embedded SQLite by itself
+
+
+def test_the_outbox_takes_department_messages_after_an_upgrade_with_data(database_url):
+    """outbound_message.citizen_id becomes optional (reminders to a department's webhook): on SQLite the
+    table is rebuilt while delivery_attempt rows point at it, and nothing is lost or left dangling."""
+    from sqlalchemy import text
+
+    from gateway.store.migrate import upgrade
+
+    async def run() -> tuple[int, int]:
+        store = Store.connect(database_url)
+
+        def to(connection, target: str) -> None:  # type: ignore[no-untyped-def]
+            config = alembic_config(database_url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, target)
+
+        async with store.engine.begin() as conn:
+            await conn.run_sync(to, "c41d7e9a0f12")
+        async with store.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO citizen (id, created_at) VALUES (1, '2026-01-01')"))
+            await conn.execute(text(
+                "INSERT INTO outbound_message (id, channel, citizen_id, purpose, priority, body, status, "
+                "next_attempt_at, attempts, created_at, updated_at) VALUES (1, 'sms', 1, 'reply', 0, 'x', 'sent', '2026-01-01', 1, "
+                "'2026-01-01', '2026-01-01')"))
+            await conn.execute(text(
+                "INSERT INTO delivery_attempt (message_id, at, outcome, detail) VALUES (1, '2026-01-01', 'sent', '')"))
+        await upgrade(store.engine)
+        async with store.engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO outbound_message (id, channel, purpose, priority, body, status, next_attempt_at, "
+                "attempts, created_at, updated_at) VALUES (2, 'webhook', 'reminder', 5, '{}', 'queued', '2026-01-01', 0, "
+                "'2026-01-01', '2026-01-01')"))
+            counts = (
+                (await conn.execute(text("SELECT count(*) FROM delivery_attempt"))).scalar_one(),
+                (await conn.execute(text("SELECT count(*) FROM outbound_message"))).scalar_one(),
+            )
+            await conn.execute(text("DELETE FROM delivery_attempt"))
+            await conn.execute(text("DELETE FROM outbound_message"))
+            await conn.execute(text("DELETE FROM citizen"))
+        await store.close()
+        return counts
+
+    assert asyncio.run(run()) == (1, 2)
