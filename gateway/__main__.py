@@ -1,4 +1,4 @@
-"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | inbox | campaign`."""
+"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | inbox | campaign | audit`."""
 
 from __future__ import annotations
 
@@ -146,6 +146,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     return run(settings, args)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.audit.cli import run
+
+    return run(_settings(), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="好差评 evaluation gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.callbacks.cli import add_parser as add_campaign_parser
 
     add_campaign_parser(sub, cmd_campaign)
+
+    from gateway.audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub, cmd_audit)
 
     demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
     demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import gateway.store.models  # noqa: F401  (registers the tables)
+import gateway.audit.models  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata
