@@ -79,8 +79,8 @@ async def populate(client: Any, world: World) -> Written:
     return Written(kinds, ticket_id)
 
 
-async def tamper(store: Store, *statements: str) -> None:
-    """Run SQL as the database owner with the protecting triggers switched off."""
+async def tamper(store: Store, *statements: str | tuple[str, dict[str, Any]]) -> None:
+    """Run SQL (a statement, or one with its parameters) as the database owner, protecting triggers off."""
     async with store.engine.begin() as conn:
         if store.dialect == "postgresql":
             await conn.execute(text("SET LOCAL session_replication_role = replica"))
@@ -89,7 +89,8 @@ async def tamper(store: Store, *statements: str) -> None:
             for name in names:
                 await conn.execute(text(f'DROP TRIGGER "{name}"'))
         for statement in statements:
-            await conn.execute(text(statement))
+            sql, params = statement if isinstance(statement, tuple) else (statement, {})
+            await conn.execute(text(sql), params)
 
 
 @pytest.fixture
