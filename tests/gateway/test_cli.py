@@ -45,6 +45,7 @@ def test_migrate_then_demo(tmp_path):
     assert demo.returncode == 0, demo.stderr
     assert "ticket #1" in demo.stdout and "汉滨区行政审批服务局" in demo.stdout and "24:00" in demo.stdout
     assert "13812341234" not in demo.stdout
+    assert "evaluation log intact: 1 records checked, head seq 1 sha256" in demo.stdout
 
 
 def test_inbox_status_and_set_aside_messages(tmp_path):

@@ -62,7 +62,7 @@ async def populate(client: Any, world: World) -> Written:
     async with store.transaction() as session:
         invitation = await invitation_by_token(session, token)
         rated = await record_rating(session, invitation=invitation, level=1, channel="sms", deps=deps, require_content=False)
-        await add_reasons(session, evaluation=rated.evaluation, codes=[115], text="态度差", channel="sms", deps=deps)
+        await add_reasons(session, evaluation=rated.evaluation, codes=[115], text="态度差\t\\ \x01\u2028😀", channel="sms", deps=deps)
         kinds += ["evaluation", "addendum"]
     clock.advance(seconds=1)
     async with store.transaction() as session:

@@ -37,7 +37,7 @@ async def test_an_intact_log_verifies_from_the_command_line(client, world, store
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     last = (await entries(store))[-1]
-    assert lines == [f"evaluation log intact: 6 records checked, head seq 6 sha256 {last.hash}, 1 published heads match"]
+    assert lines == [f"evaluation log intact: 6 records checked, head seq 6 sha256 {last.hash}, 1 published heads agree"]
 
 
 async def test_a_changed_level_in_the_log_is_named_by_its_seq(client, world, store, database_url) -> None:  # type: ignore[no-untyped-def]
