@@ -7,6 +7,8 @@ import asyncio
 import sys
 from collections.abc import Callable
 
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
 from gateway.audit.verify import PAGE_SIZE, Verified, verify
 from gateway.settings import Settings
 from gateway.store.db import Store
@@ -35,6 +37,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.page_size < 1:
         print("gateway: --page-size must be at least 1", file=sys.stderr)
         return 2
-    result = asyncio.run(verify_store(settings.database_url, page_size=args.page_size))
+    try:
+        result = asyncio.run(verify_store(settings.database_url, page_size=args.page_size))
+    except (OperationalError, ProgrammingError) as exc:  # no such table, database unreachable
+        print(f"gateway: cannot read the evaluation log ({exc.orig}); is the schema migrated (gateway migrate)?",
+              file=sys.stderr)
+        return 2
     print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1

@@ -163,8 +163,12 @@ def append(conn: Connection, pending: Sequence[tuple[str, int, datetime]]) -> He
                         "prev_hash": prev, "hash": digest, "created_at": at})
         prev = digest
     if entries:
-        conn.execute(insert(LOG), entries)
-        conn.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev))
+        move = update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev)
+        if conn.dialect.name == "postgresql":  # one round trip: the head moves in the INSERT's CTE
+            conn.execute(insert(LOG).values(entries).add_cte(move.cte("moved")))
+        else:
+            conn.execute(insert(LOG), entries)
+            conn.execute(move)
     return Head(seq, prev)
 
 

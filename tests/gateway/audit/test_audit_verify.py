@@ -184,3 +184,8 @@ def _cli(database_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GATEWAY_DATABASE_URL": database_url}
     return subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--page-size", "2"],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_verify_on_a_database_without_the_log_says_to_migrate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = _cli(f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    assert done.returncode == 2 and "is the schema migrated (gateway migrate)?" in done.stderr
