@@ -105,6 +105,19 @@ def canonical(document: dict[str, Any]) -> str:
     return rfc8785.dumps(document).decode("utf-8")
 
 
+def canonical_record(record: dict[str, Any]) -> str:
+    """RFC 8785 canonical JSON of a record alone, to be placed in its entry by `entry_text`."""
+    return rfc8785.dumps(record).decode("utf-8")
+
+
+def entry_text(seq: int, kind: str, record_text: str) -> str:
+    """`canonical(entry_document(seq, kind, record))`, given the record's canonical text: the entry's
+    keys sort as kind < record < seq, and a canonical value stays canonical nested (RFC 8785 §3.2)."""
+    if kind not in FIELDS:
+        raise ValueError(f"unknown evaluation record kind {kind!r}")
+    return f'{{"kind":"{kind}","record":{record_text},"seq":{seq}}}'
+
+
 def fast_canonical(document: dict[str, Any]) -> str:
     """The same text as `canonical` for entries (ASCII keys, strings, safe integers, null, lists),
     from the C JSON encoder: what verify uses to rebuild millions of entries quickly.
@@ -149,15 +162,16 @@ def _forget_on_rollback(session: Session, transaction: Any) -> None:
 def append(conn: Connection, pending: Sequence[tuple[str, int, datetime]]) -> Head:
     """Append the records (kind, id, at) in order, under the head's lock; returns the new head."""
     rows = _source_rows(conn, pending)
+    # Canonicalise before taking the lock: it is held only for string joins, hashing and one INSERT.
+    records = [(kind, record_id, at, canonical_record(record_of(kind, row)))
+               for kind, record_id, at in pending if (row := rows.get((kind, record_id))) is not None]
+    # (A record missing here was written inside a savepoint that was rolled back: nothing to log.)
     head = _lock_head(conn)
     seq, prev = head.seq, head.hash
     entries = []
-    for kind, record_id, at in pending:
-        row = rows.get((kind, record_id))
-        if row is None:  # written inside a savepoint that was rolled back: there is nothing to log
-            continue
+    for kind, record_id, at, record_text in records:
         seq += 1
-        text = canonical(entry_document(seq, kind, record_of(kind, row)))
+        text = entry_text(seq, kind, record_text)
         digest = chain_hash(prev, text)
         entries.append({"seq": seq, "kind": kind, "record_id": record_id, "record": text,
                         "prev_hash": prev, "hash": digest, "created_at": at})

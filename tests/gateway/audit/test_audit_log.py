@@ -11,7 +11,9 @@ import rfc8785
 from hypothesis import given, settings, strategies as st
 from sqlalchemy import text
 
-from gateway.audit.log import GENESIS, Head, canonical, current_head, entry_document, fast_canonical, publish_head
+from gateway.audit.log import (
+    GENESIS, Head, canonical, canonical_record, current_head, entry_document, entry_text, fast_canonical, publish_head,
+)
 from gateway.audit.verify import verify
 from gateway.evaluations.service import invitation_by_token, record_rating
 from gateway.web.keys import DEPS
@@ -145,3 +147,9 @@ _record = st.fixed_dictionaries({
 def test_the_fast_encoder_verify_uses_is_rfc_8785(seq: int, kind: str, record: dict) -> None:  # type: ignore[type-arg]
     document = entry_document(seq, kind, record)
     assert fast_canonical(document) == canonical(document)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seq=st.integers(1, 2**53 - 1), kind=st.sampled_from(["evaluation", "addendum", "decision"]), record=_record)
+def test_an_entry_joined_from_its_canonical_record_is_the_canonical_entry(seq: int, kind: str, record: dict) -> None:  # type: ignore[type-arg]
+    assert entry_text(seq, kind, canonical_record(record)) == canonical(entry_document(seq, kind, record))
