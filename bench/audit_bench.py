@@ -11,7 +11,7 @@ On a fresh PostgreSQL database:
      second, the verifier's CPU and the backend's CPU per record. The real command line is run once
      too, for its wall time.
 
-    python bench/audit_bench.py --rate 500 --seconds 8 --rounds 2 --records 500000
+    python bench/audit_bench.py --rate 500 --seconds 8 --rounds 2 --sequential 300 --records 500000
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
-async def rating_round(store: Store, deps: Deps, url: str, tokens: list[str], rate: float, logged: bool) -> dict[str, Any]:
+async def rating_round(
+    store: Store, deps: Deps, url: str, tokens: list[str], rate: float, logged: bool, concurrency: int = 16
+) -> dict[str, Any]:
     original = audit_log.queue_record
     if not logged:
         records.queue_record = lambda *_args, **_kwargs: None  # type: ignore[assignment]
@@ -120,7 +122,7 @@ async def rating_round(store: Store, deps: Deps, url: str, tokens: list[str], ra
 
         # At most as many ratings in flight as the pool has connections, as in a serve process; a rate the
         # machine cannot keep shows as a lower achieved rate.
-        slots = asyncio.Semaphore(16)
+        slots = asyncio.Semaphore(concurrency)
 
         async def one(index: int, token: str) -> None:
             due = start + index / rate
@@ -141,7 +143,7 @@ async def rating_round(store: Store, deps: Deps, url: str, tokens: list[str], ra
         records.queue_record = original  # type: ignore[assignment]
     n = len(tokens)
     return {
-        "log": logged, "ratings": n, "achieved_per_s": round(n / elapsed, 1),
+        "log": logged, "concurrency": concurrency, "ratings": n, "achieved_per_s": round(n / elapsed, 1),
         "mean_ms": round(statistics.fmean(latencies), 3),
         **{k: round(v, 3) for k, v in percentiles(latencies).items()},
         "gateway_cpu_ms_per_rating": round(client_cpu / n * 1000, 3),
@@ -254,6 +256,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=500, help="ratings per second")
     parser.add_argument("--seconds", type=float, default=8, help="length of each round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating")
+    parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
     parser.add_argument("--records", type=int, default=500_000, help="length of the chain verify reads")
     args = parser.parse_args()
     per_round = int(args.rate * args.seconds)
@@ -262,7 +265,7 @@ async def main() -> None:
         store = await setup(url)
         settings = load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
         deps = Deps.build(settings, SystemClock())
-        await seed_invitations(url, per_round * args.rounds * 2 + 100)
+        await seed_invitations(url, (per_round + args.sequential) * args.rounds * 2 + 100)
         # Warm-up: caches, prepared statements, the code paths.
         await rating_round(store, deps, url, [f"a{i:015d}" for i in range(1, 101)], args.rate, True)
         rounds = []
@@ -272,18 +275,25 @@ async def main() -> None:
             next_token += per_round
             rounds.append(await rating_round(store, deps, url, tokens, args.rate, logged=index % 2 == 1))
             print(json.dumps(rounds[-1]), file=sys.stderr)
+        # One rating at a time: the log's own cost, without queueing behind other ratings.
+        sequential = []
+        for index in range(args.rounds * 2):
+            tokens = [f"a{i:015d}" for i in range(next_token, next_token + args.sequential)]
+            next_token += args.sequential
+            sequential.append(await rating_round(store, deps, url, tokens, 1e9, logged=index % 2 == 1, concurrency=1))
+            print(json.dumps(sequential[-1]), file=sys.stderr)
         await store.close()
-        with_log = [r for r in rounds if r["log"]]
-        without = [r for r in rounds if not r["log"]]
 
-        def mean(rows: list[dict[str, Any]], key: str) -> float:
-            return statistics.fmean(r[key] for r in rows)
+        def added(rows: list[dict[str, Any]]) -> dict[str, float]:
+            def mean(logged: bool, key: str) -> float:
+                return statistics.fmean(r[key] for r in rows if r["log"] == logged)
 
-        report["rounds"] = rounds
-        report["added_per_rating"] = {
-            key: round(mean(with_log, key) - mean(without, key), 3)
-            for key in ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
-        }
+            return {key: round(mean(True, key) - mean(False, key), 3)
+                    for key in ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")}
+
+        report["rounds"], report["sequential"] = rounds, sequential
+        report["added_per_rating"] = added(rounds)
+        report["added_per_rating_sequential"] = added(sequential)
     async with fresh_database() as url:  # a log of its own: the rounds without the hook left records out of it
         await (await setup(url)).close()
         report["chain_seed_seconds"] = round(await seed_chain(url, args.records), 1)
