@@ -153,3 +153,26 @@ def test_the_fast_encoder_verify_uses_is_rfc_8785(seq: int, kind: str, record: d
 @given(seq=st.integers(1, 2**53 - 1), kind=st.sampled_from(["evaluation", "addendum", "decision"]), record=_record)
 def test_an_entry_joined_from_its_canonical_record_is_the_canonical_entry(seq: int, kind: str, record: dict) -> None:  # type: ignore[type-arg]
     assert entry_text(seq, kind, canonical_record(record)) == canonical(entry_document(seq, kind, record))
+
+
+async def test_times_do_not_depend_on_the_session_time_zone(client, world, store, database_url) -> None:  # type: ignore[no-untyped-def]
+    """A PostgreSQL session in Asia/Shanghai appends and verifies the same UTC text as any other."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite stores no time zone")
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from gateway.store.db import Store
+
+    shanghai = Store(create_async_engine(database_url, connect_args={"server_settings": {"timezone": "Asia/Shanghai"}}))
+    try:
+        token = await report(client, world)
+        async with shanghai.transaction() as session:
+            zone = (await session.exec(text("SHOW timezone"))).one()  # type: ignore[call-overload]
+            invitation = await invitation_by_token(session, token)
+            await record_rating(session, invitation=invitation, level=4, channel="web", deps=client.app[DEPS])
+        assert zone[0] == "Asia/Shanghai"
+        record = json.loads((await entries(store))[0].record)["record"]
+        assert record["created_at"] == "2026-03-04T02:00:00.000000Z"
+        assert (await verify(shanghai.engine)).ok and (await verify(store.engine)).ok
+    finally:
+        await shanghai.close()
