@@ -5,7 +5,8 @@ On a fresh PostgreSQL database:
      through the real path (`invitation_by_token` + `record_rating`, one transaction each, one in ten a
      bad review that opens its ticket) at a fixed rate, in rounds alternating without and with the
      evaluation-log hook. Per round: the latency of each rating's transaction, this process's CPU per
-     rating, and the CPU of the PostgreSQL backends serving it per rating (from /proc).
+     rating, and the CPU of the PostgreSQL backends serving it per rating (from /proc). Then the same,
+     one rating at a time (`--sequential`), without queueing behind other ratings.
   2. **Verify speed.** A chain of N records is seeded set-based (evaluations by INSERT … SELECT, their
      log entries computed in order and written with COPY), then `verify` reads it all: records per
      second, the verifier's CPU and the backend's CPU per record. The real command line is run once
@@ -74,7 +75,9 @@ async def seed_invitations(url: str, n: int) -> None:
                    '汉滨区市场监督管理局', 'window', $2::timestamptz, $2::timestamptz + interval '10 days', false, 'open', $2
             FROM generate_series(1, $3::int) AS i
             """,
-            unit, done, n,
+            unit,
+            done,
+            n,
         )
         await conn.execute(
             """
@@ -84,7 +87,9 @@ async def seed_invitations(url: str, n: int) -> None:
                    $2::timestamptz, i, md5(i::text) || md5(i::text), $2
             FROM generate_series(1, $3::int) AS i
             """,
-            unit, done, n,
+            unit,
+            done,
+            n,
         )
         for table in ("invitation", "service_case"):
             await conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {n})")
@@ -132,8 +137,15 @@ async def rating_round(
                 async with store.transaction() as session:
                     invitation = await invitation_by_token(session, token)
                     bad = index % 10 == 0
-                    await record_rating(session, invitation=invitation, level=2 if bad else 5, channel="web",
-                                        deps=deps, reasons=[213] if bad else [], staff_level=4)
+                    await record_rating(
+                        session,
+                        invitation=invitation,
+                        level=2 if bad else 5,
+                        channel="web",
+                        deps=deps,
+                        reasons=[213] if bad else [],
+                        staff_level=4,
+                    )
                 latencies.append((time.perf_counter() - t0) * 1000)
 
         await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
@@ -143,7 +155,10 @@ async def rating_round(
         records.queue_record = original  # type: ignore[assignment]
     n = len(tokens)
     return {
-        "log": logged, "concurrency": concurrency, "ratings": n, "achieved_per_s": round(n / elapsed, 1),
+        "log": logged,
+        "concurrency": concurrency,
+        "ratings": n,
+        "achieved_per_s": round(n / elapsed, 1),
         "mean_ms": round(statistics.fmean(latencies), 3),
         **{k: round(v, 3) for k, v in percentiles(latencies).items()},
         "gateway_cpu_ms_per_rating": round(client_cpu / n * 1000, 3),
@@ -169,12 +184,16 @@ async def seed_chain(url: str, n: int) -> float:
         await conn.execute(
             """
             INSERT INTO invitation (id, token, org_id, kind, group_no, region_code, item_name, office_name,
-                                    service_channel, completed_at, expires_at, expires_provisional, status, rated_at, created_at)
+                                    service_channel, completed_at, expires_at, expires_provisional, status, rated_at,
+                                    created_at)
             SELECT i, 'v' || lpad(i::text, 15, '0'), $1, 'single', 'CHAIN-' || i, '610902', '个体工商户设立登记',
                    '汉滨区市场监督管理局', 'online', $2::timestamptz, $2::timestamptz + interval '10 days', false, 'rated', $2, $2
             FROM generate_series($3::int, $4::int) AS i
             """,
-            unit, at, first, first + n - 1,
+            unit,
+            at,
+            first,
+            first + n - 1,
         )
         await conn.execute(
             """
@@ -184,7 +203,9 @@ async def seed_chain(url: str, n: int) -> float:
                    $1::timestamptz + (i || ' milliseconds')::interval
             FROM generate_series($2::int, $3::int) AS i ORDER BY i
             """,
-            at, first, first + n - 1,
+            at,
+            first,
+            first + n - 1,
         )
         fields = audit_log.FIELDS["evaluation"]
         columns = ", ".join(fields)
@@ -192,13 +213,16 @@ async def seed_chain(url: str, n: int) -> float:
         batch: list[tuple[Any, ...]] = []
         now = datetime.now(timezone.utc)
         async with conn.transaction():
-            cursor = conn.cursor(f"SELECT {columns} FROM evaluation WHERE invitation_id >= $1 ORDER BY id", first,
-                                 prefetch=10000)
+            cursor = conn.cursor(
+                f"SELECT {columns} FROM evaluation WHERE invitation_id >= $1 ORDER BY id", first, prefetch=10000
+            )
             async for row in cursor:
                 values = dict(row)
                 values["reason_codes"] = json.loads(values["reason_codes"])
                 seq += 1
-                text = audit_log.fast_canonical(audit_log.entry_document(seq, "evaluation", audit_log.record_of("evaluation", values)))
+                text = audit_log.fast_canonical(
+                    audit_log.entry_document(seq, "evaluation", audit_log.record_of("evaluation", values))
+                )
                 digest = hashlib.sha256(bytes.fromhex(prev) + text.encode()).hexdigest()
                 batch.append((seq, "evaluation", values["id"], text, prev, digest, now))
                 prev = digest
@@ -217,7 +241,8 @@ async def seed_chain(url: str, n: int) -> float:
 
 async def _copy(conn: Any, batch: list[tuple[Any, ...]]) -> None:
     await conn.copy_records_to_table(
-        "evaluation_log", records=batch,
+        "evaluation_log",
+        records=batch,
         columns=["seq", "kind", "record_id", "record", "prev_hash", "hash", "created_at"],
     )
 
@@ -237,7 +262,9 @@ async def verify_speed(url: str) -> dict[str, Any]:
         raise RuntimeError(result.summary())
     n = result.records
     return {
-        "records": n, "seconds": round(elapsed, 2), "records_per_s": round(n / elapsed),
+        "records": n,
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(n / elapsed),
         "verifier_cpu_us_per_record": round(client_cpu / n * 1e6, 2),
         "server_cpu_us_per_record": round(server_cpu / n * 1e6, 2),
     }
@@ -245,10 +272,19 @@ async def verify_speed(url: str) -> dict[str, Any]:
 
 def cli_verify(url: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify"], cwd=ROOT,
-                          env={**os.environ, "GATEWAY_DATABASE_URL": url}, capture_output=True, text=True, check=False)
-    return {"exit": done.returncode, "seconds": round(time.perf_counter() - t0, 2),
-            "output": (done.stdout or done.stderr).strip()}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify"],
+        cwd=ROOT,
+        env={**os.environ, "GATEWAY_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {
+        "exit": done.returncode,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "output": (done.stdout or done.stderr).strip(),
+    }
 
 
 async def main() -> None:
@@ -277,7 +313,7 @@ async def main() -> None:
             print(json.dumps(rounds[-1]), file=sys.stderr)
         # One rating at a time: the log's own cost, without queueing behind other ratings.
         sequential = []
-        for index in range(args.rounds * 2):
+        for index in range(args.rounds * 2 if args.sequential > 0 else 0):
             tokens = [f"a{i:015d}" for i in range(next_token, next_token + args.sequential)]
             next_token += args.sequential
             sequential.append(await rating_round(store, deps, url, tokens, 1e9, logged=index % 2 == 1, concurrency=1))
@@ -288,12 +324,15 @@ async def main() -> None:
             def mean(logged: bool, key: str) -> float:
                 return statistics.fmean(r[key] for r in rows if r["log"] == logged)
 
-            return {key: round(mean(True, key) - mean(False, key), 3)
-                    for key in ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")}
+            return {
+                key: round(mean(True, key) - mean(False, key), 3)
+                for key in ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
+            }
 
         report["rounds"], report["sequential"] = rounds, sequential
         report["added_per_rating"] = added(rounds)
-        report["added_per_rating_sequential"] = added(sequential)
+        if sequential:
+            report["added_per_rating_sequential"] = added(sequential)
     async with fresh_database() as url:  # a log of its own: the rounds without the hook left records out of it
         await (await setup(url)).close()
         report["chain_seed_seconds"] = round(await seed_chain(url, args.records), 1)

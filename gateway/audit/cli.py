@@ -14,7 +14,10 @@ from gateway.settings import Settings
 from gateway.store.db import Store
 
 
-def add_parser(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:  # type: ignore[type-arg]
+def add_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
     audit = sub.add_parser("audit", help="the tamper-evident evaluation log")
     actions = audit.add_subparsers(dest="audit_command", required=True)
     check = actions.add_parser(
@@ -40,8 +43,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(verify_store(settings.database_url, page_size=args.page_size))
     except (OperationalError, ProgrammingError) as exc:  # no such table, database unreachable
-        print(f"gateway: cannot read the evaluation log ({exc.orig}); is the schema migrated (gateway migrate)?",
-              file=sys.stderr)
+        print(
+            f"gateway: cannot read the evaluation log ({exc.orig}); is the schema migrated (gateway migrate)?",
+            file=sys.stderr,
+        )
         return 2
     print(result.summary(), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1

@@ -38,8 +38,21 @@ GENESIS = "0" * 64  # prev_hash of entry 1: 32 zero bytes
 # The fields of each kind that are hashed, by name: explicit, so a column added later does not
 # change how older entries are rebuilt. A new field is a new, documented version of the entry.
 FIELDS: dict[str, tuple[str, ...]] = {
-    "evaluation": ("id", "invitation_id", "case_id", "scope", "citizen_id", "level", "reason_codes", "content",
-                   "staff_id", "staff_level", "channel", "submitted_by_org_id", "created_at"),
+    "evaluation": (
+        "id",
+        "invitation_id",
+        "case_id",
+        "scope",
+        "citizen_id",
+        "level",
+        "reason_codes",
+        "content",
+        "staff_id",
+        "staff_level",
+        "channel",
+        "submitted_by_org_id",
+        "created_at",
+    ),
     "addendum": ("id", "evaluation_id", "kind", "reason_codes", "content", "staff_level", "channel", "created_at"),
     "decision": ("id", "evaluation_id", "ticket_id", "decision", "org_id", "note", "created_at"),
 }
@@ -163,8 +176,11 @@ def append(conn: Connection, pending: Sequence[tuple[str, int, datetime]]) -> He
     """Append the records (kind, id, at) in order, under the head's lock; returns the new head."""
     rows = _source_rows(conn, pending)
     # Canonicalise before taking the lock: it is held only for string joins, hashing and one INSERT.
-    records = [(kind, record_id, at, canonical_record(record_of(kind, row)))
-               for kind, record_id, at in pending if (row := rows.get((kind, record_id))) is not None]
+    records = [
+        (kind, record_id, at, canonical_record(record_of(kind, row)))
+        for kind, record_id, at in pending
+        if (row := rows.get((kind, record_id))) is not None
+    ]
     # (A record missing here was written inside a savepoint that was rolled back: nothing to log.)
     head = _lock_head(conn)
     seq, prev = head.seq, head.hash
@@ -173,8 +189,17 @@ def append(conn: Connection, pending: Sequence[tuple[str, int, datetime]]) -> He
         seq += 1
         text = entry_text(seq, kind, record_text)
         digest = chain_hash(prev, text)
-        entries.append({"seq": seq, "kind": kind, "record_id": record_id, "record": text,
-                        "prev_hash": prev, "hash": digest, "created_at": at})
+        entries.append(
+            {
+                "seq": seq,
+                "kind": kind,
+                "record_id": record_id,
+                "record": text,
+                "prev_hash": prev,
+                "hash": digest,
+                "created_at": at,
+            }
+        )
         prev = digest
     if entries:
         move = update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev)
@@ -210,7 +235,8 @@ def _lock_head(conn: Connection) -> Head:
         last = conn.execute(select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)).first()
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(
-            dialect.insert(HEAD).values(id=1, seq=last.seq if last else 0, hash=last.hash if last else GENESIS)
+            dialect.insert(HEAD)
+            .values(id=1, seq=last.seq if last else 0, hash=last.hash if last else GENESIS)
             .on_conflict_do_nothing()
         )
         row = conn.execute(statement).one()

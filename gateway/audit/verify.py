@@ -19,7 +19,18 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, and_, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.audit.log import FIELDS, GENESIS, HEAD, LOG, PUBLISHED, TABLES, Head, entry_document, fast_canonical, record_of
+from gateway.audit.log import (
+    FIELDS,
+    GENESIS,
+    HEAD,
+    LOG,
+    PUBLISHED,
+    TABLES,
+    Head,
+    entry_document,
+    fast_canonical,
+    record_of,
+)
 from gateway.clock import as_utc
 
 PAGE_SIZE = 5000
@@ -62,8 +73,11 @@ def _diff(kind: str, logged_text: str, stored: dict[str, Any]) -> str:
         logged = json.loads(logged_text).get("record", {})
     except ValueError:
         return "its logged text is not JSON"
-    changed = [f"{name}: logged {logged.get(name)!r}, stored {stored.get(name)!r}"
-               for name in FIELDS[kind] if logged.get(name) != stored.get(name)]
+    changed = [
+        f"{name}: logged {logged.get(name)!r}, stored {stored.get(name)!r}"
+        for name in FIELDS[kind]
+        if logged.get(name) != stored.get(name)
+    ]
     return "; ".join(changed) or "the logged text is not the canonical form of the stored row"
 
 
@@ -90,8 +104,9 @@ async def _verify(conn: AsyncConnection, page_size: int) -> Verified:
     seq, prev, published = 0, GENESIS, 0
 
     def broken(problem: str, at_seq: int | None) -> Verified:
-        return Verified(records=seq, head=Head(seq, prev) if seq else None, published=published,
-                        problem=problem, seq=at_seq)
+        return Verified(
+            records=seq, head=Head(seq, prev) if seq else None, published=published, problem=problem, seq=at_seq
+        )
 
     while True:
         page = await check(conn, seq, prev, page_size)
@@ -101,25 +116,38 @@ async def _verify(conn: AsyncConnection, page_size: int) -> Verified:
             seq, prev = page.last_seq, page.last_hash
             return broken(page.problem[1], page.problem[0])
         matched, problem = await _check_published(conn, seq, page.last_seq)
+        seq, prev, published = page.last_seq, page.last_hash, published + matched
         if problem is not None:
             return broken(problem[1], problem[0])
-        seq, prev, published = page.last_seq, page.last_hash, published + matched
-    beyond = (await conn.execute(
-        select(PUBLISHED.c.seq, PUBLISHED.c.place, PUBLISHED.c.published_at)
-        .where(PUBLISHED.c.seq > seq).order_by(PUBLISHED.c.seq).limit(1)
-    )).first()
+    beyond = (
+        await conn.execute(
+            select(PUBLISHED.c.seq, PUBLISHED.c.place, PUBLISHED.c.published_at)
+            .where(PUBLISHED.c.seq > seq)
+            .order_by(PUBLISHED.c.seq)
+            .limit(1)
+        )
+    ).first()
     if beyond is not None:
-        return broken(f"published head seq {beyond.seq} ({beyond.place}, {as_utc(beyond.published_at):%Y-%m-%d %H:%M}Z) "
-                      f"is beyond the log's end at seq {seq}: entries were removed", beyond.seq)
+        return broken(
+            f"published head seq {beyond.seq} ({beyond.place}, {as_utc(beyond.published_at):%Y-%m-%d %H:%M}Z) "
+            f"is beyond the log's end at seq {seq}: entries were removed",
+            beyond.seq,
+        )
     head_row = (await conn.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()
     if head_row is not None and (head_row.seq, head_row.hash) != (seq, prev):
-        return broken(f"the head row says seq {head_row.seq} but the log ends at seq {seq} with another hash",
-                      head_row.seq if head_row.seq > seq else seq)
+        return broken(
+            f"the head row says seq {head_row.seq} but the log ends at seq {seq} with another hash",
+            head_row.seq if head_row.seq > seq else seq,
+        )
     for kind, table in TABLES.items():
-        missing = (await conn.execute(
-            select(table.c.id).where(~exists().where(LOG.c.kind == kind, LOG.c.record_id == table.c.id))
-            .order_by(table.c.id).limit(1)
-        )).first()
+        missing = (
+            await conn.execute(
+                select(table.c.id)
+                .where(~exists().where(LOG.c.kind == kind, LOG.c.record_id == table.c.id))
+                .order_by(table.c.id)
+                .limit(1)
+            )
+        ).first()
         if missing is not None:
             return broken(f"{kind} #{missing.id} is in the database but not in the log", None)
     return Verified(records=seq, head=Head(seq, prev) if seq else None, published=published)
@@ -153,12 +181,15 @@ def _check_entry(row: Any, seq: int, prev: str) -> tuple[int, str] | None:
     if prev_hash != prev:
         return entry_seq, "its prev_hash does not link to the entry before it"
     if hashlib.sha256(bytes.fromhex(prev) + text.encode("utf-8")).hexdigest() != digest:
-        return entry_seq, f"{kind} #{record_id}: the logged record does not hash to its stored hash (the entry was altered)"
+        return (
+            entry_seq,
+            f"{kind} #{record_id}: the logged record does not hash to its stored hash (the entry was altered)",
+        )
     fields = FIELDS.get(kind)
     if fields is None:
         return entry_seq, f"unknown kind {kind!r}"
     start = _OFFSETS[kind]
-    values = row[start:start + len(fields)]
+    values = row[start : start + len(fields)]
     if values[0] is None:
         return entry_seq, f"{kind} #{record_id} is no longer in the database (deleted)"
     stored = record_of(kind, dict(zip(fields, values)))
@@ -201,7 +232,8 @@ def _sql_page_query() -> str:
             SELECT p.seq, p.prev_hash, p.hash,
                    p.seq = coalesce(lag(p.seq) OVER w, $1) + 1 AS seq_ok,
                    p.prev_hash = coalesce(lag(p.hash) OVER w, $2) AS link_ok,
-                   encode(sha256(decode(p.prev_hash, 'hex') || convert_to(p.record, 'UTF8')), 'hex') = p.hash AS hash_ok,
+                   encode(sha256(decode(p.prev_hash, 'hex') || convert_to(p.record, 'UTF8')), 'hex') = p.hash
+                       AS hash_ok,
                    (CASE p.kind {rebuilt} END) IS NOT DISTINCT FROM p.record AS source_ok,
                    max(p.seq) OVER () AS last_seq
             FROM page p WINDOW w AS (ORDER BY p.seq)
@@ -224,9 +256,11 @@ async def _sql_page(conn: AsyncConnection, seq: int, prev: str, page_size: int) 
     if row["ok"]:
         return _Page(row["seq"], row["hash"])
     # Name the problem with the reference check, from the entry before the first bad one.
-    before = (await conn.execute(
-        select(LOG.c.seq, LOG.c.hash).where(LOG.c.seq < row["seq"]).order_by(LOG.c.seq.desc()).limit(1)
-    )).first()
+    before = (
+        await conn.execute(
+            select(LOG.c.seq, LOG.c.hash).where(LOG.c.seq < row["seq"]).order_by(LOG.c.seq.desc()).limit(1)
+        )
+    ).first()
     if before is not None and before.seq > seq:
         seq, prev = before.seq, before.hash
     page = await _python_page(conn, seq, prev, 1)
@@ -237,17 +271,28 @@ async def _sql_page(conn: AsyncConnection, seq: int, prev: str, page_size: int) 
 
 async def _check_published(conn: AsyncConnection, after: int, upto: int) -> tuple[int, tuple[int, str] | None]:
     # Entries after..upto are verified, so their stored hashes are the recomputed chain.
-    heads = (await conn.execute(
-        select(PUBLISHED.c.seq, PUBLISHED.c.hash, PUBLISHED.c.place, PUBLISHED.c.published_at, LOG.c.hash.label("chained"))
-        .select_from(PUBLISHED.join(LOG, LOG.c.seq == PUBLISHED.c.seq))
-        .where(PUBLISHED.c.seq > after, PUBLISHED.c.seq <= upto).order_by(PUBLISHED.c.seq)
-    )).all()
+    heads = (
+        await conn.execute(
+            select(
+                PUBLISHED.c.seq,
+                PUBLISHED.c.hash,
+                PUBLISHED.c.place,
+                PUBLISHED.c.published_at,
+                LOG.c.hash.label("chained"),
+            )
+            .select_from(PUBLISHED.join(LOG, LOG.c.seq == PUBLISHED.c.seq))
+            .where(PUBLISHED.c.seq > after, PUBLISHED.c.seq <= upto)
+            .order_by(PUBLISHED.c.seq)
+        )
+    ).all()
     for head in heads:
         if head.chained != head.hash:
-            return 0, (head.seq, (
-                f"the head published at {head.place} on {as_utc(head.published_at):%Y-%m-%d %H:%M}Z "
-                f"(sha256 {head.hash}) differs from the log's hash at this seq: history was rewritten at or "
-                "before it"
-            ))
+            return 0, (
+                head.seq,
+                (
+                    f"the head published at {head.place} on {as_utc(head.published_at):%Y-%m-%d %H:%M}Z "
+                    f"(sha256 {head.hash}) differs from the log's hash at this seq: history was rewritten at or "
+                    "before it"
+                ),
+            )
     return len(heads), None
-

@@ -28,7 +28,9 @@ class Written:
 
 
 async def report(client: Any, world: World, **overrides: Any) -> str:
-    payload = case_payload(f"AU-{next(_numbers):05d}", completed_at=client.app[DEPS].clock.now().isoformat(), **overrides)
+    payload = case_payload(
+        f"AU-{next(_numbers):05d}", completed_at=client.app[DEPS].clock.now().isoformat(), **overrides
+    )
     resp = await client.post("/api/v1/cases", json=payload, headers=world.auth("hanbin-market"))
     body = await resp.json()
     assert resp.status == 201, body
@@ -43,8 +45,9 @@ async def rate(client: Any, token: str, **rating: Any) -> dict[str, Any]:
 
 
 async def act(client: Any, world: World, org: str, ticket_id: int, action: str, **fields: Any) -> None:
-    resp = await client.post(f"/api/v1/tickets/{ticket_id}/actions", json={"action": action, **fields},
-                             headers=world.auth(org))
+    resp = await client.post(
+        f"/api/v1/tickets/{ticket_id}/actions", json={"action": action, **fields}, headers=world.auth(org)
+    )
     assert resp.status == 200, await resp.json()
 
 
@@ -55,19 +58,24 @@ async def populate(client: Any, world: World) -> Written:
     await rate(client, await report(client, world), level=5, staff_level=4)
     kinds.append("evaluation")
     clock.advance(seconds=1)
-    bad = await rate(client, await report(client, world), level=2, reasons=[213], text="同一份证明交了三次\n\"两次\"")
+    bad = await rate(client, await report(client, world), level=2, reasons=[213], text='同一份证明交了三次\n"两次"')
     kinds.append("evaluation")
     clock.advance(seconds=1)
     token = await report(client, world)
     async with store.transaction() as session:
         invitation = await invitation_by_token(session, token)
-        rated = await record_rating(session, invitation=invitation, level=1, channel="sms", deps=deps, require_content=False)
-        await add_reasons(session, evaluation=rated.evaluation, codes=[115], text="态度差\t\\ \x01\u2028😀", channel="sms", deps=deps)
+        rated = await record_rating(
+            session, invitation=invitation, level=1, channel="sms", deps=deps, require_content=False
+        )
+        await add_reasons(
+            session, evaluation=rated.evaluation, codes=[115], text="态度差\t\\ \x01\u2028😀", channel="sms", deps=deps
+        )
         kinds += ["evaluation", "addendum"]
     clock.advance(seconds=1)
     async with store.transaction() as session:
         first = (await session.exec(select(Evaluation).order_by(Evaluation.id))).first()  # type: ignore[arg-type]
-        await add_staff_rating(session, evaluation=first, staff_level=3, channel="web", deps=deps)  # type: ignore[arg-type]
+        assert first is not None
+        await add_staff_rating(session, evaluation=first, staff_level=3, channel="web", deps=deps)
         kinds.append("addendum")
     clock.advance(seconds=1)
     ticket_id = int(bad["ticket_id"])

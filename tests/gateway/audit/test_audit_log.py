@@ -5,14 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import rfc8785
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from gateway.audit.log import (
-    GENESIS, Head, canonical, canonical_record, current_head, entry_document, entry_text, fast_canonical, publish_head,
+    GENESIS,
+    Head,
+    canonical,
+    canonical_record,
+    current_head,
+    entry_document,
+    entry_text,
+    fast_canonical,
+    publish_head,
 )
 from gateway.audit.verify import verify
 from gateway.evaluations.service import invitation_by_token, record_rating
@@ -20,14 +30,15 @@ from gateway.web.keys import DEPS
 from tests.gateway.audit.conftest import populate, report
 
 
-async def entries(store) -> list:  # type: ignore[no-untyped-def]
+_ENTRIES = text("SELECT seq, kind, record_id, record, prev_hash, hash, created_at FROM evaluation_log ORDER BY seq")
+
+
+async def entries(store: Any) -> list[Any]:
     async with store.engine.connect() as conn:
-        return list((await conn.execute(text(
-            "SELECT seq, kind, record_id, record, prev_hash, hash, created_at FROM evaluation_log ORDER BY seq"
-        ))).all())
+        return list((await conn.execute(_ENTRIES)).all())
 
 
-async def test_every_record_is_chained_in_the_order_written(client, world, store) -> None:  # type: ignore[no-untyped-def]
+async def test_every_record_is_chained_in_the_order_written(client: Any, world: Any, store: Any) -> None:
     written = await populate(client, world)
     rows = await entries(store)
     assert [r.kind for r in rows] == written.kinds
@@ -41,7 +52,7 @@ async def test_every_record_is_chained_in_the_order_written(client, world, store
         assert document["seq"] == row.seq and document["kind"] == row.kind and document["record"]["id"] == row.record_id
         prev = row.hash
     bad = json.loads(rows[1].record)["record"]
-    assert bad["level"] == 2 and bad["reason_codes"] == [213] and bad["content"] == "同一份证明交了三次\n\"两次\""
+    assert bad["level"] == 2 and bad["reason_codes"] == [213] and bad["content"] == '同一份证明交了三次\n"两次"'
     assert bad["created_at"] == "2026-03-04T02:00:01.000000Z"  # UTC, microseconds, whatever the session's zone
     assert json.loads(rows[3].record)["record"]["kind"] == "reasons"
     assert json.loads(rows[-1].record)["record"]["decision"] == "malicious"
@@ -52,7 +63,7 @@ async def test_every_record_is_chained_in_the_order_written(client, world, store
     assert result.records == len(rows) and result.head == Head(len(rows), rows[-1].hash)
 
 
-async def test_a_rolled_back_rating_leaves_no_entry_and_no_gap(client, world, store) -> None:  # type: ignore[no-untyped-def]
+async def test_a_rolled_back_rating_leaves_no_entry_and_no_gap(client: Any, world: Any, store: Any) -> None:
     deps = client.app[DEPS]
     token = await report(client, world)
     with pytest.raises(RuntimeError, match="crash"):
@@ -68,7 +79,7 @@ async def test_a_rolled_back_rating_leaves_no_entry_and_no_gap(client, world, st
     assert (await verify(store.engine)).ok
 
 
-async def test_a_record_written_in_a_rolled_back_savepoint_is_not_logged(client, world, store) -> None:  # type: ignore[no-untyped-def]
+async def test_a_record_written_in_a_rolled_back_savepoint_is_not_logged(client: Any, world: Any, store: Any) -> None:
     deps = client.app[DEPS]
     kept, dropped = await report(client, world), await report(client, world)
     async with store.transaction() as session:
@@ -83,7 +94,7 @@ async def test_a_record_written_in_a_rolled_back_savepoint_is_not_logged(client,
     assert (await verify(store.engine)).ok
 
 
-async def test_the_database_refuses_to_change_the_log(client, world, store) -> None:  # type: ignore[no-untyped-def]
+async def test_the_database_refuses_to_change_the_log(client: Any, world: Any, store: Any) -> None:
     await populate(client, world)
     async with store.transaction() as session:
         await publish_head(session, at=client.app[DEPS].clock.now(), where="public_stats")
@@ -105,7 +116,7 @@ async def test_the_database_refuses_to_change_the_log(client, world, store) -> N
     assert (await verify(store.engine)).ok
 
 
-async def test_publish_head_records_each_head_once_per_place(client, world, store) -> None:  # type: ignore[no-untyped-def]
+async def test_publish_head_records_each_head_once_per_place(client: Any, world: Any, store: Any) -> None:
     clock = client.app[DEPS].clock
     async with store.transaction() as session:
         assert await current_head(session) is None
@@ -127,7 +138,7 @@ async def test_publish_head_records_each_head_once_per_place(client, world, stor
     assert result.ok and result.published == 2, result.summary()
 
 
-async def _head(store) -> Head:  # type: ignore[no-untyped-def]
+async def _head(store: Any) -> Head:
     async with store.transaction() as session:
         head = await current_head(session)
     assert head is not None
@@ -136,26 +147,36 @@ async def _head(store) -> Head:  # type: ignore[no-untyped-def]
 
 _text = st.text(st.characters(codec="utf-8"), max_size=40)
 _int = st.integers(-(2**53) + 1, 2**53 - 1)
-_record = st.fixed_dictionaries({
-    "id": _int, "content": _text, "reason_codes": st.lists(_int, max_size=4), "staff_id": st.none() | _text,
-    "level": st.integers(1, 5), "created_at": st.just("2026-03-04T02:00:00.000000Z"),
-})
+_record = st.fixed_dictionaries(
+    {
+        "id": _int,
+        "content": _text,
+        "reason_codes": st.lists(_int, max_size=4),
+        "staff_id": st.none() | _text,
+        "level": st.integers(1, 5),
+        "created_at": st.just("2026-03-04T02:00:00.000000Z"),
+    }
+)
 
 
 @settings(max_examples=300, deadline=None)
 @given(seq=st.integers(1, 2**53 - 1), kind=st.sampled_from(["evaluation", "addendum", "decision"]), record=_record)
-def test_the_fast_encoder_verify_uses_is_rfc_8785(seq: int, kind: str, record: dict) -> None:  # type: ignore[type-arg]
+def test_the_fast_encoder_verify_uses_is_rfc_8785(seq: int, kind: str, record: dict[str, Any]) -> None:
     document = entry_document(seq, kind, record)
     assert fast_canonical(document) == canonical(document)
 
 
 @settings(max_examples=100, deadline=None)
 @given(seq=st.integers(1, 2**53 - 1), kind=st.sampled_from(["evaluation", "addendum", "decision"]), record=_record)
-def test_an_entry_joined_from_its_canonical_record_is_the_canonical_entry(seq: int, kind: str, record: dict) -> None:  # type: ignore[type-arg]
+def test_an_entry_joined_from_its_canonical_record_is_the_canonical_entry(
+    seq: int, kind: str, record: dict[str, Any]
+) -> None:
     assert entry_text(seq, kind, canonical_record(record)) == canonical(entry_document(seq, kind, record))
 
 
-async def test_times_do_not_depend_on_the_session_time_zone(client, world, store, database_url) -> None:  # type: ignore[no-untyped-def]
+async def test_times_do_not_depend_on_the_session_time_zone(
+    client: Any, world: Any, store: Any, database_url: Any
+) -> None:
     """A PostgreSQL session in Asia/Shanghai appends and verifies the same UTC text as any other."""
     if store.dialect != "postgresql":
         pytest.skip("SQLite stores no time zone")

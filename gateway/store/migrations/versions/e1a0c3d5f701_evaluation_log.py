@@ -4,6 +4,7 @@ Revision ID: e1a0c3d5f701
 Revises: c41d7e9a0f12
 Create Date: 2026-12-04 19:00:00
 """
+
 from datetime import datetime, timezone
 from typing import Sequence, Union
 
@@ -11,8 +12,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision: str = 'e1a0c3d5f701'
-down_revision: Union[str, None] = 'c41d7e9a0f12'
+revision: str = "e1a0c3d5f701"
+down_revision: Union[str, None] = "c41d7e9a0f12"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
@@ -23,36 +24,36 @@ _BACKFILL_BATCH = 1000
 
 def upgrade() -> None:
     op.create_table(
-        'evaluation_log',
-        sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column('kind', sa.String(length=16), nullable=False),
-        sa.Column('record_id', sa.BigInteger(), nullable=False),
-        sa.Column('record', sa.Text(), nullable=False),
-        sa.Column('prev_hash', sa.String(length=64), nullable=False),
-        sa.Column('hash', sa.String(length=64), nullable=False),
-        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint('seq'),
-        sa.UniqueConstraint('kind', 'record_id', name='uq_evaluation_log_record'),
+        "evaluation_log",
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("record_id", sa.BigInteger(), nullable=False),
+        sa.Column("record", sa.Text(), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("seq"),
+        sa.UniqueConstraint("kind", "record_id", name="uq_evaluation_log_record"),
     )
     op.create_table(
-        'evaluation_log_head',
-        sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column('seq', sa.BigInteger(), nullable=False),
-        sa.Column('hash', sa.String(length=64), nullable=False),
-        sa.CheckConstraint('id = 1', name='ck_evaluation_log_head_one_row'),
-        sa.PrimaryKeyConstraint('id'),
+        "evaluation_log_head",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.CheckConstraint("id = 1", name="ck_evaluation_log_head_one_row"),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
-        'published_head',
-        sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('seq', sa.BigInteger(), nullable=False),
-        sa.Column('hash', sa.String(length=64), nullable=False),
-        sa.Column('place', sa.String(length=64), nullable=False),
-        sa.Column('published_at', sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('seq', 'place', name='uq_published_head_seq_place'),
+        "published_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("place", sa.String(length=64), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("seq", "place", name="uq_published_head_seq_place"),
     )
-    op.create_index('ix_published_head_seq', 'published_head', ['seq'], unique=False)
+    op.create_index("ix_published_head_seq", "published_head", ["seq"], unique=False)
     _protect()
     _backfill()
 
@@ -88,17 +89,21 @@ def _backfill() -> None:
     from gateway.audit.log import GENESIS, KIND_ORDER, append
 
     conn = op.get_bind()
-    conn.execute(sa.text("INSERT INTO evaluation_log_head (id, seq, hash) VALUES (1, 0, :genesis)"),
-                 {"genesis": GENESIS})
+    conn.execute(
+        sa.text("INSERT INTO evaluation_log_head (id, seq, hash) VALUES (1, 0, :genesis)"), {"genesis": GENESIS}
+    )
     keys = []
-    for kind, table in (("evaluation", "evaluation"), ("addendum", "evaluation_addendum"),
-                        ("decision", "evaluation_decision")):
+    for kind, table in (
+        ("evaluation", "evaluation"),
+        ("addendum", "evaluation_addendum"),
+        ("decision", "evaluation_decision"),
+    ):
         rows = conn.execute(sa.text(f"SELECT created_at, id FROM {table}"))
         keys.extend((_utc(created_at), KIND_ORDER[kind], kind, record_id) for created_at, record_id in rows)
     keys.sort()
     at = datetime.now(timezone.utc)
     for start in range(0, len(keys), _BACKFILL_BATCH):
-        append(conn, [(kind, record_id, at) for _, _, kind, record_id in keys[start:start + _BACKFILL_BATCH]])
+        append(conn, [(kind, record_id, at) for _, _, kind, record_id in keys[start : start + _BACKFILL_BATCH]])
 
 
 def _utc(value: object) -> datetime:
@@ -120,7 +125,7 @@ def downgrade() -> None:
         for table in APPEND_ONLY:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
-    op.drop_index('ix_published_head_seq', table_name='published_head')
-    op.drop_table('published_head')
-    op.drop_table('evaluation_log_head')
-    op.drop_table('evaluation_log')
+    op.drop_index("ix_published_head_seq", table_name="published_head")
+    op.drop_table("published_head")
+    op.drop_table("evaluation_log_head")
+    op.drop_table("evaluation_log")
