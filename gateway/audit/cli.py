@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
+if TYPE_CHECKING:  # the parser is built for every command: the verifier is imported only when it runs
+    from gateway.audit.verify import Verified
+    from gateway.settings import Settings
 
-from gateway.audit.verify import PAGE_SIZE, Verified, verify
-from gateway.settings import Settings
-from gateway.store.db import Store
+PAGE_SIZE = 5000
 
 
 def add_parser(
@@ -27,7 +28,10 @@ def add_parser(
     check.set_defaults(func=handler)
 
 
-async def verify_store(url: str, *, page_size: int = PAGE_SIZE) -> Verified:
+async def verify_store(url: str, *, page_size: int = PAGE_SIZE) -> "Verified":
+    from gateway.audit.verify import verify
+    from gateway.store.db import Store
+
     store = Store.connect(url)
     try:
         return await verify(store.engine, page_size=page_size)
@@ -35,8 +39,10 @@ async def verify_store(url: str, *, page_size: int = PAGE_SIZE) -> Verified:
         await store.close()
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: "Settings", args: argparse.Namespace) -> int:
     """Exit 0 with a one-line summary when the log is intact; 1 naming the first mismatch otherwise."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     if args.page_size < 1:
         print("gateway: --page-size must be at least 1", file=sys.stderr)
         return 2

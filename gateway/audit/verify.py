@@ -33,7 +33,7 @@ from gateway.audit.log import (
 )
 from gateway.clock import as_utc
 
-PAGE_SIZE = 5000
+PAGE_SIZE = 5000  # also the command line's default (gateway.audit.cli)
 
 
 @dataclass(frozen=True)
