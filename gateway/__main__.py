@@ -1,4 +1,4 @@
-"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | inbox | campaign`."""
+"""Command line: `gateway serve | worker | migrate | org add | calendar due | demo | bot | inbox | campaign | audit`."""
 
 from __future__ import annotations
 
@@ -186,11 +186,19 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    pass
+    from gateway.console.cli import run
+
+    return run(_settings(), args)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from gateway.stats.cli import run
+
+    return run(_settings(), args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.audit.cli import run
 
     return run(_settings(), args)
 
@@ -248,9 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.console.cli import add_parser as add_user_parser
 
     add_user_parser(sub, cmd_user)
+
     from gateway.stats.cli import add_parser as add_stats_parser
 
     add_stats_parser(sub, cmd_stats)
+
+    from gateway.audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub, cmd_audit)
 
     demo = sub.add_parser("demo", help="a scripted end-to-end run on a throwaway SQLite database")
     demo.add_argument("--database", help="SQLite file to use (default: a temporary file)")

@@ -132,6 +132,8 @@ async def _scenario(client: TestClient) -> int:
     await _upload(client)
     await _fraud_flag(client, auth)
     await _show_indicators(client, auth)
+    if not await _verify_log(client):
+        return 1
     say("\nDone. Everything above ran on a throwaway SQLite database with the console SMS provider")
     say("and a console province.")
     return 0
@@ -249,3 +251,13 @@ async def _show_indicators(client: TestClient, auth: Any) -> None:
         return
     for line in indicator_lines(body):
         say(f"   {line}")
+
+
+async def _verify_log(client: TestClient) -> bool:
+    """The evaluation log holds the rating above, chained; `gateway audit verify` recomputes it."""
+    from gateway.audit.verify import verify
+
+    result = await verify(client.app[STORE].engine)
+    say("\n10. The evaluation log (Art. 19): the rating is chained in a tamper-evident log (gateway audit verify):")
+    say(f"   {result.summary()}")
+    return result.ok

@@ -90,6 +90,8 @@ async def _truncate(url: str) -> None:
     async with store.engine.begin() as conn:
         rows = await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))
         names = ", ".join(f'"{r[0]}"' for r in rows)
+        # The evaluation log refuses TRUNCATE (Art. 19); as the owner, the tests switch its triggers off.
+        await conn.execute(text("SET LOCAL session_replication_role = replica"))
         await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     await store.close()
 

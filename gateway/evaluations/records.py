@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.audit.log import queue_record
 from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
     """Called once per evaluation record, after it is flushed (it has its id), before the commit."""
     if record.id is None:
         raise ValueError(f"flush the {kind} before record_written: it has no id yet")
+    # The evaluation log (Art. 19): appended from the stored row when this transaction commits.
+    queue_record(session, kind=kind, record_id=record.id, at=at)
+
     if deps.settings.province is not None:  # no profile configured: nothing is queued for upload
         from gateway.upload.records import queue_upload
 

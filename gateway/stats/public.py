@@ -2,8 +2,8 @@
 
 Every figure comes from `gateway.stats.queries` and `gateway.stats.rankings`, the functions the department
 API uses. Nothing on the page identifies a citizen: no phone number, name or text of theirs; staff
-members are not named. The evaluation-log head is published beside the figures by the function held in
-`LOG_HEAD` (none until the evaluation log is wired in).
+members are not named. The evaluation log's head is published beside the figures (`published_log_head`,
+recorded in `published_head` so that `gateway audit verify` checks it against the chain).
 """
 
 from __future__ import annotations
@@ -51,12 +51,18 @@ STATUS_WORDS = {
 }
 
 
-async def no_log_head(session: AsyncSession, at: datetime) -> dict[str, Any] | None:
-    return None
+async def published_log_head(session: AsyncSession, at: datetime) -> dict[str, Any] | None:
+    """The evaluation log's head, recorded as published with these figures (docs/audit.md); None while empty."""
+    from gateway.audit.log import publish_head
+
+    head = await publish_head(session, at=at, where="public_stats")
+    if head is None:
+        return None
+    return {"seq": head.seq, "hash": head.hash, "published_at": at.isoformat()}
 
 
 async def public_figures(
-    session: AsyncSession, *, deps: Deps, month: date, min_sample: int, log_head: LogHead = no_log_head
+    session: AsyncSession, *, deps: Deps, month: date, min_sample: int, log_head: LogHead = published_log_head
 ) -> dict[str, Any]:
     """Everything the public page shows, as JSON-ready data."""
     cal, cat = deps.calendar, deps.catalogue

@@ -15,7 +15,7 @@ from gateway.stats import charts
 from gateway.stats.errors import InvalidStatsQuery
 from gateway.stats.exports import export
 from gateway.stats.periods import previous_month
-from gateway.stats.public import FiguresCache, LogHead, cached_figures, no_log_head, parse_month
+from gateway.stats.public import FiguresCache, cached_figures, parse_month
 from gateway.stats.queries import Scope, check_range, compute, select_figures
 from gateway.stats.rankings import rankings, recent_alerts, top_items, top_reasons, weekly
 from gateway.stats.schemas import (
@@ -38,8 +38,6 @@ routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)
 
 STATS_CACHE: web.AppKey[FiguresCache] = web.AppKey("stats_public_cache")
-# The evaluation-log head published with the public figures (gateway.stats.public.LogHead).
-LOG_HEAD: web.AppKey[LogHead] = web.AppKey("stats_log_head")
 STATS_PAGES: web.AppKey[dict[str, str]] = web.AppKey("stats_public_pages")  # figures' JSON text -> rendered page
 _CSS = Path(__file__).with_name("static") / "stats.css"
 SECURITY_HEADERS = {
@@ -180,7 +178,6 @@ async def _public_text(request: web.Request) -> str:
         deps=app[DEPS],
         month=month,
         min_sample=app[SETTINGS].ranking_min_sample,
-        log_head=app.get(LOG_HEAD, no_log_head),
     )
     return text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -46,6 +47,8 @@ def test_migrate_then_demo(tmp_path):
     assert "ticket #1" in demo.stdout and "汉滨区行政审批服务局" in demo.stdout and "24:00" in demo.stdout
     assert "13812341234" not in demo.stdout
     assert "rule burst" in demo.stdout and "5 ratings stop counting" in demo.stdout and "13900001111" not in demo.stdout
+    # Every record the demo wrote (its ratings, and the fraud ruling's decisions) is chained, none missing.
+    assert re.search(r"evaluation log intact: (\d+) records checked, head seq \1 sha256 [0-9a-f]{64}", demo.stdout)
 
 
 def test_inbox_status_and_set_aside_messages(tmp_path):

@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 import gateway.store.models  # noqa: F401  (registers the tables)
 import gateway.fraud.models  # noqa: F401  (registers the fraud tables)
 import gateway.bot.models  # noqa: F401  (chat_link_challenge)
+import gateway.audit.models  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import event
+from sqlmodel import select
+
+from gateway.audit.log import current_head
+from gateway.audit.models import PublishedHead
 
 from gateway.web.keys import STORE
 from tests.conftest import World
@@ -28,7 +32,13 @@ async def test_public_page_shows_the_figures_without_identifying_anyone(client, 
     # The page shows exactly the JSON's figures (no figure written by hand).
     api_resp = await client.get("/api/v1/stats", headers=world.auth("operator"))
     assert (await api_resp.json())["total"] == data["city"]
-    assert "evaluation_log_head" in data and data["evaluation_log_head"] is None
+    # The log head beside the figures is the chain's head, recorded as published (gateway audit verify checks it).
+    head = data["evaluation_log_head"]
+    async with client.app[STORE].transaction() as session:
+        current = await current_head(session)
+        published = (await session.exec(select(PublishedHead))).all()
+    assert current is not None and head["seq"] == current.seq and head["hash"] == current.hash
+    assert [(p.seq, p.hash) for p in published] == [(current.seq, current.hash)]
     [row] = data["bad_reviews"]
     assert row["item"] == "个体工商户设立登记" and row["unit"] == "汉滨区市场监督管理局"
     assert row["reasons"] == [{"code": 213, "label": "窗口人员业务不熟练"}]

@@ -1,0 +1,346 @@
+"""Evaluation-log benchmark: what the log adds to a rating, and how fast `gateway audit verify` reads it.
+
+On a fresh PostgreSQL database:
+  1. **Rating cost.** Open invitations are seeded set-based (INSERT … SELECT); then ratings are recorded
+     through the real path (`invitation_by_token` + `record_rating`, one transaction each, one in ten a
+     bad review that opens its ticket) at a fixed rate, in rounds alternating without and with the
+     evaluation-log hook. Per round: the latency of each rating's transaction, this process's CPU per
+     rating, and the CPU of the PostgreSQL backends serving it per rating (from /proc). Then the same,
+     one rating at a time (`--sequential`), without queueing behind other ratings.
+  2. **Verify speed.** A chain of N records is seeded set-based (evaluations by INSERT … SELECT, their
+     log entries computed in order and written with COPY), then `verify` reads it all: records per
+     second, the verifier's CPU and the backend's CPU per record. The real command line is run once
+     too, for its wall time.
+
+    python bench/audit_bench.py --rate 500 --seconds 8 --rounds 2 --sequential 300 --records 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, cpu_seconds, fresh_database, machine, percentiles, pg_connect  # noqa: E402
+from gateway.audit import log as audit_log  # noqa: E402
+from gateway.audit.verify import verify  # noqa: E402
+from gateway.clock import SystemClock  # noqa: E402
+from gateway.deps import Deps  # noqa: E402
+from gateway.evaluations import records  # noqa: E402
+from gateway.evaluations.service import invitation_by_token, record_rating  # noqa: E402
+from gateway.orgs import add_org  # noqa: E402
+from gateway.settings import load_settings  # noqa: E402
+from gateway.store.db import Store  # noqa: E402
+from gateway.store.migrate import upgrade  # noqa: E402
+
+ORGS = [
+    ("city", "安康市行政审批服务局", "city_bureau", "610900", None),
+    ("hanbin", "汉滨区行政审批服务局", "county_dept", "610902", "city"),
+    ("hanbin-market", "汉滨区市场监督管理局", "unit", "610902", "hanbin"),
+]
+
+
+async def setup(url: str) -> Store:
+    store = Store.connect(url, pool_size=16)
+    await upgrade(store.engine)
+    now = datetime.now(timezone.utc)
+    async with store.transaction() as session:
+        for code, name, kind, region, parent in ORGS:
+            await add_org(session, code=code, name=name, kind=kind, region_code=region, parent_code=parent, at=now)
+    return store
+
+
+async def seed_invitations(url: str, n: int) -> None:
+    """N open window-service invitations of 汉滨区市场监督管理局, each with its case."""
+    conn = await pg_connect(url)
+    try:
+        unit = await conn.fetchval("SELECT id FROM organisation WHERE code = 'hanbin-market'")
+        done = datetime.now(timezone.utc) - timedelta(hours=1)
+        await conn.execute(
+            """
+            INSERT INTO invitation (id, token, org_id, kind, group_no, region_code, item_name, office_name,
+                                    service_channel, completed_at, expires_at, expires_provisional, status, created_at)
+            SELECT i, 'a' || lpad(i::text, 15, '0'), $1, 'single', 'AUDIT-' || i, '610902', '个体工商户设立登记',
+                   '汉滨区市场监督管理局', 'window', $2::timestamptz, $2::timestamptz + interval '10 days', false, 'open', $2
+            FROM generate_series(1, $3::int) AS i
+            """,
+            unit,
+            done,
+            n,
+        )
+        await conn.execute(
+            """
+            INSERT INTO service_case (id, org_id, reporter_org_id, case_no, item_code, item_name, region_code, staff_id,
+                                      service_channel, completed_at, invitation_id, request_hash, created_at)
+            SELECT i, $1, $1, 'AUDIT-' || i, '11610902MB0001', '个体工商户设立登记', '610902', 'HB-017', 'window',
+                   $2::timestamptz, i, md5(i::text) || md5(i::text), $2
+            FROM generate_series(1, $3::int) AS i
+            """,
+            unit,
+            done,
+            n,
+        )
+        for table in ("invitation", "service_case"):
+            await conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {n})")
+    finally:
+        await conn.close()
+
+
+async def backend_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of every backend connected to the benchmark's database."""
+    conn = await pg_connect(url)
+    try:
+        name = url.rsplit("/", 1)[1]
+        pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+    finally:
+        await conn.close()
+    return {r["pid"]: cpu for r in pids if (cpu := cpu_seconds(r["pid"])) is not None}
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
+async def rating_round(
+    store: Store, deps: Deps, url: str, tokens: list[str], rate: float, logged: bool, concurrency: int = 16
+) -> dict[str, Any]:
+    original = audit_log.queue_record
+    if not logged:
+        records.queue_record = lambda *_args, **_kwargs: None  # type: ignore[assignment]
+    try:
+        # Warm the pool so every backend that serves the round exists before the CPU is read.
+        await asyncio.gather(*(_ping(store) for _ in range(16)))
+        server0, client0 = await backend_cpu(url), time.process_time()
+        latencies: list[float] = []
+        start = time.perf_counter()
+
+        # At most as many ratings in flight as the pool has connections, as in a serve process; a rate the
+        # machine cannot keep shows as a lower achieved rate.
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, token: str) -> None:
+            due = start + index / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            async with slots:
+                t0 = time.perf_counter()
+                async with store.transaction() as session:
+                    invitation = await invitation_by_token(session, token)
+                    bad = index % 10 == 0
+                    await record_rating(
+                        session,
+                        invitation=invitation,
+                        level=2 if bad else 5,
+                        channel="web",
+                        deps=deps,
+                        reasons=[213] if bad else [],
+                        staff_level=4,
+                    )
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
+        elapsed = time.perf_counter() - start
+        client_cpu, server_cpu = time.process_time() - client0, cpu_delta(server0, await backend_cpu(url))
+    finally:
+        records.queue_record = original  # type: ignore[assignment]
+    n = len(tokens)
+    return {
+        "log": logged,
+        "concurrency": concurrency,
+        "ratings": n,
+        "achieved_per_s": round(n / elapsed, 1),
+        "mean_ms": round(statistics.fmean(latencies), 3),
+        **{k: round(v, 3) for k, v in percentiles(latencies).items()},
+        "gateway_cpu_ms_per_rating": round(client_cpu / n * 1000, 3),
+        "server_cpu_ms_per_rating": round(server_cpu / n * 1000, 3),
+    }
+
+
+async def _ping(store: Store) -> None:
+    async with store.engine.connect() as conn:
+        await conn.exec_driver_sql("SELECT pg_sleep(0.05)")
+
+
+async def seed_chain(url: str, n: int) -> float:
+    """N evaluations (INSERT … SELECT) and their log entries, chained here in order and written by COPY."""
+    t0 = time.perf_counter()
+    conn = await pg_connect(url)
+    try:
+        first = await conn.fetchval("SELECT coalesce(max(id), 0) FROM invitation") + 1
+        last_seq = await conn.fetchval("SELECT seq FROM evaluation_log_head WHERE id = 1")
+        head = await conn.fetchval("SELECT hash FROM evaluation_log_head WHERE id = 1")
+        unit = await conn.fetchval("SELECT id FROM organisation WHERE code = 'hanbin-market'")
+        at = datetime(2026, 3, 4, 2, 0, tzinfo=timezone.utc)
+        await conn.execute(
+            """
+            INSERT INTO invitation (id, token, org_id, kind, group_no, region_code, item_name, office_name,
+                                    service_channel, completed_at, expires_at, expires_provisional, status, rated_at,
+                                    created_at)
+            SELECT i, 'v' || lpad(i::text, 15, '0'), $1, 'single', 'CHAIN-' || i, '610902', '个体工商户设立登记',
+                   '汉滨区市场监督管理局', 'online', $2::timestamptz, $2::timestamptz + interval '10 days', false, 'rated', $2, $2
+            FROM generate_series($3::int, $4::int) AS i
+            """,
+            unit,
+            at,
+            first,
+            first + n - 1,
+        )
+        await conn.execute(
+            """
+            INSERT INTO evaluation (invitation_id, scope, level, reason_codes, content, channel, created_at)
+            SELECT i, 'all', 1 + i % 5, (CASE WHEN i % 5 < 2 THEN '[213, 210]' ELSE '[]' END)::json,
+                   CASE WHEN i % 5 < 2 THEN '同一份证明交了三次' ELSE '' END, 'sms',
+                   $1::timestamptz + (i || ' milliseconds')::interval
+            FROM generate_series($2::int, $3::int) AS i ORDER BY i
+            """,
+            at,
+            first,
+            first + n - 1,
+        )
+        fields = audit_log.FIELDS["evaluation"]
+        columns = ", ".join(fields)
+        seq, prev = last_seq, head
+        batch: list[tuple[Any, ...]] = []
+        now = datetime.now(timezone.utc)
+        async with conn.transaction():
+            cursor = conn.cursor(
+                f"SELECT {columns} FROM evaluation WHERE invitation_id >= $1 ORDER BY id", first, prefetch=10000
+            )
+            async for row in cursor:
+                values = dict(row)
+                values["reason_codes"] = json.loads(values["reason_codes"])
+                seq += 1
+                text = audit_log.fast_canonical(
+                    audit_log.entry_document(seq, "evaluation", audit_log.record_of("evaluation", values))
+                )
+                digest = hashlib.sha256(bytes.fromhex(prev) + text.encode()).hexdigest()
+                batch.append((seq, "evaluation", values["id"], text, prev, digest, now))
+                prev = digest
+                if len(batch) == 20000:
+                    await _copy(conn, batch)
+                    batch = []
+        if batch:
+            await _copy(conn, batch)
+        await conn.execute("UPDATE evaluation_log_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
+        await conn.execute("VACUUM ANALYZE evaluation_log")
+        await conn.execute("VACUUM ANALYZE evaluation")
+    finally:
+        await conn.close()
+    return time.perf_counter() - t0
+
+
+async def _copy(conn: Any, batch: list[tuple[Any, ...]]) -> None:
+    await conn.copy_records_to_table(
+        "evaluation_log",
+        records=batch,
+        columns=["seq", "kind", "record_id", "record", "prev_hash", "hash", "created_at"],
+    )
+
+
+async def verify_speed(url: str) -> dict[str, Any]:
+    store = Store.connect(url, pool_size=1)
+    try:
+        await _ping(store)
+        server0, client0 = await backend_cpu(url), time.process_time()
+        t0 = time.perf_counter()
+        result = await verify(store.engine)
+        elapsed = time.perf_counter() - t0
+        client_cpu, server_cpu = time.process_time() - client0, cpu_delta(server0, await backend_cpu(url))
+    finally:
+        await store.close()
+    if not result.ok:
+        raise RuntimeError(result.summary())
+    n = result.records
+    return {
+        "records": n,
+        "seconds": round(elapsed, 2),
+        "records_per_s": round(n / elapsed),
+        "verifier_cpu_us_per_record": round(client_cpu / n * 1e6, 2),
+        "server_cpu_us_per_record": round(server_cpu / n * 1e6, 2),
+    }
+
+
+def cli_verify(url: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify"],
+        cwd=ROOT,
+        env={**os.environ, "GATEWAY_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {
+        "exit": done.returncode,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "output": (done.stdout or done.stderr).strip(),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500, help="ratings per second")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating")
+    parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
+    parser.add_argument("--records", type=int, default=500_000, help="length of the chain verify reads")
+    args = parser.parse_args()
+    per_round = int(args.rate * args.seconds)
+    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "seconds": args.seconds}
+    async with fresh_database() as url:
+        store = await setup(url)
+        settings = load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
+        deps = Deps.build(settings, SystemClock())
+        await seed_invitations(url, (per_round + args.sequential) * args.rounds * 2 + 100)
+        # Warm-up: caches, prepared statements, the code paths.
+        await rating_round(store, deps, url, [f"a{i:015d}" for i in range(1, 101)], args.rate, True)
+        rounds = []
+        next_token = 101
+        for index in range(args.rounds * 2):
+            tokens = [f"a{i:015d}" for i in range(next_token, next_token + per_round)]
+            next_token += per_round
+            rounds.append(await rating_round(store, deps, url, tokens, args.rate, logged=index % 2 == 1))
+            print(json.dumps(rounds[-1]), file=sys.stderr)
+        # One rating at a time: the log's own cost, without queueing behind other ratings.
+        sequential = []
+        for index in range(args.rounds * 2 if args.sequential > 0 else 0):
+            tokens = [f"a{i:015d}" for i in range(next_token, next_token + args.sequential)]
+            next_token += args.sequential
+            sequential.append(await rating_round(store, deps, url, tokens, 1e9, logged=index % 2 == 1, concurrency=1))
+            print(json.dumps(sequential[-1]), file=sys.stderr)
+        await store.close()
+
+        def added(rows: list[dict[str, Any]]) -> dict[str, float]:
+            def mean(logged: bool, key: str) -> float:
+                return statistics.fmean(r[key] for r in rows if r["log"] == logged)
+
+            return {
+                key: round(mean(True, key) - mean(False, key), 3)
+                for key in ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
+            }
+
+        report["rounds"], report["sequential"] = rounds, sequential
+        report["added_per_rating"] = added(rounds)
+        if sequential:
+            report["added_per_rating_sequential"] = added(sequential)
+    async with fresh_database() as url:  # a log of its own: the rounds without the hook left records out of it
+        await (await setup(url)).close()
+        report["chain_seed_seconds"] = round(await seed_chain(url, args.records), 1)
+        report["verify"] = await verify_speed(url)
+        print(json.dumps(report["verify"]), file=sys.stderr)
+        report["verify_cli"] = cli_verify(url)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

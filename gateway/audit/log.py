@@ -1,0 +1,267 @@
+"""The tamper-evident evaluation log (Art. 19 "自动生成、不可更改").
+
+Every evaluation, addendum and decision is appended, in the transaction that wrote it, as entry `seq`
+(1, 2, 3 … without gaps) whose `hash = sha256(prev_hash ‖ canonical JSON of the entry)`. The entry
+is built from the stored row only (explicit fields, times rendered as UTC strings here, never by
+the database session's time zone), so `gateway audit verify` can rebuild it from the same row.
+
+Appends are serialised by the one-row head table, locked FOR UPDATE. The lock is taken at commit
+time (a `before_commit` hook runs the append), not when the record is written, so it is held only
+for the append and the commit itself, not for the rest of the writer's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+from sqlalchemy import Connection, Table, event, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.audit.models import EvaluationLogEntry, EvaluationLogHead, PublishedHead
+from gateway.clock import as_utc
+from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision
+from gateway.store.upsert import insert_if_absent
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64  # prev_hash of entry 1: 32 zero bytes
+
+# The fields of each kind that are hashed, by name: explicit, so a column added later does not
+# change how older entries are rebuilt. A new field is a new, documented version of the entry.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "evaluation": (
+        "id",
+        "invitation_id",
+        "case_id",
+        "scope",
+        "citizen_id",
+        "level",
+        "reason_codes",
+        "content",
+        "staff_id",
+        "staff_level",
+        "channel",
+        "submitted_by_org_id",
+        "created_at",
+    ),
+    "addendum": ("id", "evaluation_id", "kind", "reason_codes", "content", "staff_level", "channel", "created_at"),
+    "decision": ("id", "evaluation_id", "ticket_id", "decision", "org_id", "note", "created_at"),
+}
+TABLES: dict[str, Table] = {
+    "evaluation": Evaluation.__table__,  # type: ignore[attr-defined]
+    "addendum": EvaluationAddendum.__table__,  # type: ignore[attr-defined]
+    "decision": EvaluationDecision.__table__,  # type: ignore[attr-defined]
+}
+# The order of kinds when several records share a time (the back-fill): a rating before what follows it.
+KIND_ORDER = {"evaluation": 0, "addendum": 1, "decision": 2}
+
+LOG: Table = EvaluationLogEntry.__table__  # type: ignore[attr-defined]
+HEAD: Table = EvaluationLogHead.__table__  # type: ignore[attr-defined]
+PUBLISHED: Table = PublishedHead.__table__  # type: ignore[attr-defined]
+
+_SAFE_INT = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers would not round-trip
+_PENDING = "gateway.audit.pending"
+
+
+class LogError(RuntimeError):
+    """A record cannot be put in the log (a value outside what its canonical JSON can carry)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where the log ends: the last entry's seq and hash (hex sha256)."""
+
+    seq: int
+    hash: str
+
+
+def render_time(value: datetime) -> str:
+    """A stored time as UTC ISO 8601 with microseconds and Z, whatever the connection's time zone."""
+    return as_utc(value).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value
+        raise LogError(f"integer {value} is outside the range canonical JSON carries exactly")
+    if isinstance(value, datetime):
+        return render_time(value)
+    if isinstance(value, (list, tuple)):
+        return [_value(v) for v in value]
+    raise LogError(f"a {type(value).__name__} cannot be logged")
+
+
+def record_of(kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The logged form of a stored evaluation record (a row of its table, by column name)."""
+    return {name: _value(row[name]) for name in FIELDS[kind]}
+
+
+def entry_document(seq: int, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What is hashed: the record with its kind and its place in the log."""
+    return {"seq": seq, "kind": kind, "record": record}
+
+
+def canonical(document: dict[str, Any]) -> str:
+    """RFC 8785 (JCS) canonical JSON of an entry."""
+    return rfc8785.dumps(document).decode("utf-8")
+
+
+def canonical_record(record: dict[str, Any]) -> str:
+    """RFC 8785 canonical JSON of a record alone, to be placed in its entry by `entry_text`."""
+    return rfc8785.dumps(record).decode("utf-8")
+
+
+def entry_text(seq: int, kind: str, record_text: str) -> str:
+    """`canonical(entry_document(seq, kind, record))`, given the record's canonical text: the entry's
+    keys sort as kind < record < seq, and a canonical value stays canonical nested (RFC 8785 §3.2)."""
+    if kind not in FIELDS:
+        raise ValueError(f"unknown evaluation record kind {kind!r}")
+    return f'{{"kind":"{kind}","record":{record_text},"seq":{seq}}}'
+
+
+def fast_canonical(document: dict[str, Any]) -> str:
+    """The same text as `canonical` for entries (ASCII keys, strings, safe integers, null, lists),
+    from the C JSON encoder: what verify uses to rebuild millions of entries quickly.
+
+    Within that domain RFC 8785 and `json.dumps(sort_keys, no spaces, ensure_ascii=False)` agree:
+    keys sort the same, strings escape the same characters the same way, integers print alike.
+    A test checks the two against each other on generated records.
+    """
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, text: str) -> str:
+    """sha256 over the previous hash's 32 bytes followed by the entry's UTF-8 canonical JSON."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("utf-8")).hexdigest()
+
+
+def queue_record(session: AsyncSession, *, kind: str, record_id: int, at: datetime) -> None:
+    """Note a written record; it is appended to the log when this session's transaction commits."""
+    if kind not in FIELDS:
+        raise ValueError(f"unknown evaluation record kind {kind!r}")
+    pending: list[tuple[str, int, datetime]] = session.sync_session.info.setdefault(_PENDING, [])
+    if not any(k == kind and i == record_id for k, i, _ in pending):
+        pending.append((kind, record_id, at))
+
+
+@event.listens_for(Session, "before_commit")
+def _append_at_commit(session: Session) -> None:
+    # Fired for savepoints too: only the outermost commit appends.
+    if session.in_nested_transaction():
+        return
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        append(session.connection(), pending)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_on_rollback(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+def append(conn: Connection, pending: Sequence[tuple[str, int, datetime]]) -> Head:
+    """Append the records (kind, id, at) in order, under the head's lock; returns the new head."""
+    rows = _source_rows(conn, pending)
+    # Canonicalise before taking the lock: it is held only for string joins, hashing and one INSERT.
+    records = [
+        (kind, record_id, at, canonical_record(record_of(kind, row)))
+        for kind, record_id, at in pending
+        if (row := rows.get((kind, record_id))) is not None
+    ]
+    # (A record missing here was written inside a savepoint that was rolled back: nothing to log.)
+    head = _lock_head(conn)
+    seq, prev = head.seq, head.hash
+    entries = []
+    for kind, record_id, at, record_text in records:
+        seq += 1
+        text = entry_text(seq, kind, record_text)
+        digest = chain_hash(prev, text)
+        entries.append(
+            {
+                "seq": seq,
+                "kind": kind,
+                "record_id": record_id,
+                "record": text,
+                "prev_hash": prev,
+                "hash": digest,
+                "created_at": at,
+            }
+        )
+        prev = digest
+    if entries:
+        move = update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev)
+        if conn.dialect.name == "postgresql":  # one round trip: the head moves in the INSERT's CTE
+            conn.execute(insert(LOG).values(entries).add_cte(move.cte("moved")))
+        else:
+            conn.execute(insert(LOG), entries)
+            conn.execute(move)
+    return Head(seq, prev)
+
+
+def _source_rows(conn: Connection, pending: Iterable[tuple[str, int, datetime]]) -> dict[tuple[str, int], Any]:
+    # Read back what was stored: the log holds the row as the database keeps it, not the Python object.
+    by_kind: dict[str, list[int]] = {}
+    for kind, record_id, _ in pending:
+        by_kind.setdefault(kind, []).append(record_id)
+    rows: dict[tuple[str, int], Any] = {}
+    for kind, ids in by_kind.items():
+        table = TABLES[kind]
+        columns = [table.c[name] for name in FIELDS[kind]]
+        for row in conn.execute(select(*columns).where(table.c.id.in_(ids))).mappings():
+            rows[(kind, row["id"])] = row
+    return rows
+
+
+def _lock_head(conn: Connection) -> Head:
+    statement = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
+    row = conn.execute(statement).first()
+    if row is None:
+        # The head row is made by the migration; rebuild it from the log's end if it was removed
+        # (only possible with its triggers disabled). A concurrent rebuild does nothing and the
+        # locked read below then sees the committed row.
+        last = conn.execute(select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)).first()
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(
+            dialect.insert(HEAD)
+            .values(id=1, seq=last.seq if last else 0, hash=last.hash if last else GENESIS)
+            .on_conflict_do_nothing()
+        )
+        row = conn.execute(statement).one()
+    return Head(row.seq, row.hash)
+
+
+async def current_head(session: AsyncSession) -> Head | None:
+    """The log's head as committed now; None while the log is empty."""
+    row = (await session.exec(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()
+    if row is None:
+        row = (await session.exec(select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1))).first()
+    if row is None or row.seq == 0:
+        return None
+    return Head(row.seq, row.hash)
+
+
+async def publish_head(session: AsyncSession, *, at: datetime, where: str) -> Head | None:
+    """Record that the current head is being shown at `where` (once per head and place); return it.
+
+    Call it in the transaction that reads the figures being published, and show the head beside them.
+    """
+    if not where or len(where) > 64:
+        raise ValueError("where names the place of publication, 1 to 64 characters")
+    head = await current_head(session)
+    if head is None:
+        return None
+    await insert_if_absent(session, PublishedHead, seq=head.seq, hash=head.hash, place=where, published_at=at)
+    return head
