@@ -237,7 +237,13 @@ class FiguresCache:
 
 
 async def cached_figures(
-    store: Store, cache: FiguresCache, *, deps: Deps, month: date, min_sample: int, log_head: LogHead
+    store: Store,
+    cache: FiguresCache,
+    *,
+    deps: Deps,
+    month: date,
+    min_sample: int,
+    log_head: LogHead = published_log_head,
 ) -> str:
     async def compute_now() -> dict[str, Any]:
         async with store.transaction() as session:
