@@ -16,7 +16,7 @@ PAGE_SIZE = 5000
 
 
 def add_parser(
-    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    sub: argparse._SubParsersAction,
     handler: Callable[[argparse.Namespace], int],
 ) -> None:
     audit = sub.add_parser("audit", help="the tamper-evident evaluation log")

@@ -245,9 +245,10 @@ def _lock_head(conn: Connection) -> Head:
 
 async def current_head(session: AsyncSession) -> Head | None:
     """The log's head as committed now; None while the log is empty."""
-    row = (await session.exec(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()
+    row = (await session.exec(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1))).first()  # type: ignore[call-overload]
     if row is None:
-        row = (await session.exec(select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1))).first()
+        last = select(LOG.c.seq, LOG.c.hash).order_by(LOG.c.seq.desc()).limit(1)
+        row = (await session.exec(last)).first()  # type: ignore[call-overload]
     if row is None or row.seq == 0:
         return None
     return Head(row.seq, row.hash)

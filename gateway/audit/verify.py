@@ -60,8 +60,8 @@ class Verified:
 
 def _joined_page_query() -> Any:
     # Each entry with the columns of its source row (at most one of the three joins matches).
-    columns = [LOG.c.seq, LOG.c.kind, LOG.c.record_id, LOG.c.record, LOG.c.prev_hash, LOG.c.hash]
-    source = LOG
+    columns: list[Any] = [LOG.c.seq, LOG.c.kind, LOG.c.record_id, LOG.c.record, LOG.c.prev_hash, LOG.c.hash]
+    source: Any = LOG
     for kind, table in TABLES.items():
         source = source.outerjoin(table, and_(LOG.c.kind == kind, table.c.id == LOG.c.record_id))
         columns += [table.c[name].label(f"{kind}_{name}") for name in FIELDS[kind]]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from gateway.jsontypes import WholeInt, whole_int
+from gateway.jsontypes import WholeInt
 from gateway.tickets.schemas import MAX_ID, ORG_CODE
 
 MAX_EXPLICIT_TICKETS = 10_000  # a longer list is a filter's job (and would not fit the request size limit)
@@ -22,7 +22,7 @@ TARGET_STATUSES = (
     "no_answer",
     "skipped",
 )
-TicketId = whole_int(1, MAX_ID)  # the bounds are in the OpenAPI document too
+TicketId = Annotated[WholeInt, Field(ge=1, le=MAX_ID)]  # the bounds are in the OpenAPI document too
 
 
 class CampaignFilters(BaseModel):

@@ -429,7 +429,7 @@ class InboxDrainer:
         Redis is not the message's failure)."""
         async with self.store.transaction() as session:
             await session.exec(
-                update(InboundMessage)  # type: ignore[call-overload]
+                update(InboundMessage)
                 .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
                 .values(lease_until=None, attempts=InboundMessage.attempts - 1)
             )

@@ -22,6 +22,7 @@ from sqlmodel import col, select
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.messaging.outbox import PRIORITY_NOTICE
 from gateway.passes import run_passes
 from gateway.store.db import Store
@@ -197,11 +198,13 @@ async def _claim(store: Store, deps: Deps, now: datetime, today: date, *, via: s
             unit = orgs.get(ticket.unit_org_id) if ticket.unit_org_id is not None else None
             due = as_utc(ticket.due_at)
             if ticket.assignee_org_id not in groups:
+                if holder.id is None:
+                    raise BrokenInvariant("the holder's id is missing")
                 groups[ticket.assignee_org_id] = Reminder(
                     org_id=holder.id,
                     org_code=holder.code,
                     org_name=holder.name,
-                    day=today,  # type: ignore[arg-type]
+                    day=today,
                 )
             groups[ticket.assignee_org_id].tickets.append(
                 OverdueTicket(
