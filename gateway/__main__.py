@@ -157,6 +157,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_user(args: argparse.Namespace) -> int:
     from gateway.console.cli import run
+
+    return run(_settings(), args)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from gateway.stats.cli import run
 
