@@ -53,7 +53,8 @@ async def flags_page(request: web.Request) -> web.StreamResponse:
         open_page = await list_flags(session, caller=p.caller, query=FlagQuery(status="open", limit=LISTED))
         ruled: list[FlagOut] = []
         for status in ("confirmed", "dismissed"):
-            page = await list_flags(session, caller=p.caller, query=FlagQuery(status=status, limit=LISTED))  # type: ignore[arg-type]
+            query = FlagQuery(status=status, limit=LISTED)  # type: ignore[arg-type]
+            page = await list_flags(session, caller=p.caller, query=query)
             ruled += page.items
     ruled.sort(key=lambda f: f.id, reverse=True)
     return render(
@@ -73,7 +74,9 @@ def evidence_rows(detail: FlagDetail) -> list[tuple[str, str]]:
     return rows
 
 
-def _detail_page(request: web.Request, p: Person, detail: FlagDetail, *, status: int = 200, **context: Any) -> web.Response:
+def _detail_page(
+    request: web.Request, p: Person, detail: FlagDetail, *, status: int = 200, **context: Any
+) -> web.Response:
     return render(
         request, "fraud_flag.html", status=status, flag=detail, evidence=evidence_rows(detail), may_rule=may_rule(p),
         **context,

@@ -44,7 +44,9 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
-async def test_stats_page_shows_the_apis_figures_for_the_jurisdiction(client, people, browser: Browser, new_browser):  # type: ignore[no-untyped-def]
+async def test_stats_page_shows_the_apis_figures_for_the_jurisdiction(
+    client, people, browser: Browser, new_browser  # type: ignore[no-untyped-def]
+):
     for level in (5, 5, 4, 2, 1):
         await rate(client, people, level)
     await rate(client, people, 1, org="hanyin-market", region="610921")  # another county's
@@ -78,7 +80,9 @@ async def test_stats_page_shows_the_apis_figures_for_the_jurisdiction(client, pe
     assert _shown(html)["valid"] == "1" and _shown(html)["good_rate"] == "0.0%"
 
 
-async def test_stats_period_selector_range_and_bad_input(client, people, browser: Browser):  # type: ignore[no-untyped-def]
+async def test_stats_period_selector_range_and_bad_input(
+    client, people, browser: Browser  # type: ignore[no-untyped-def]
+):
     await rate(client, people, 5)
     await rate(client, people, 2)
     today = client.app[DEPS].calendar.local_date(client.app[DEPS].clock.now())
@@ -115,7 +119,9 @@ async def _flag(client: Any, evaluation_ids: list[int], region: str = "610902", 
         return flag.id  # type: ignore[return-value]
 
 
-async def test_flags_are_listed_open_first_and_read_within_jurisdiction(client, people, new_browser):  # type: ignore[no-untyped-def]
+async def test_flags_are_listed_open_first_and_read_within_jurisdiction(
+    client, people, new_browser  # type: ignore[no-untyped-def]
+):
     good = [await rate(client, people, 5) for _ in range(2)]
     old = await _flag(client, good[:1], status="dismissed", rule="device")
     mine = await _flag(client, good)
@@ -152,7 +158,9 @@ async def _state(client: Any, flag_id: int) -> tuple[str, int, list[ConsoleAudit
         return flag.status, len(decisions), list(audits)  # type: ignore[union-attr]
 
 
-async def test_a_supervisor_rules_once_with_csrf_and_an_audit_row(client, people, new_browser):  # type: ignore[no-untyped-def]
+async def test_a_supervisor_rules_once_with_csrf_and_an_audit_row(
+    client, people, new_browser  # type: ignore[no-untyped-def]
+):
     good = [await rate(client, people, 5) for _ in range(2)]
     flag_id = await _flag(client, good)
     theirs = await _flag(client, [await rate(client, people, 5, org="hanyin-market", region="610921")],
