@@ -23,6 +23,7 @@ KINDS = {
     "number_reveal": "查看完整号码",
     "ticket_action": "工单操作",
     "campaign_action": "回访活动操作",
+    "fraud_ruling": "认定刷评线索",
     "user_added": "新增账号",
     "user_disabled": "停用账号",
     "user_enabled": "启用账号",

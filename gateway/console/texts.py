@@ -91,6 +91,19 @@ GROUNDS = {"mistaken": "误评", "malicious": "恶意差评"}
 APPEAL_DECISION = {"valid": "评价有效（继续整改）", "invalid": "评价无效", "malicious": "恶意差评"}
 EXTENSION_DECISION = {"approve": "同意", "deny": "不同意"}
 CALLBACK_OUTCOME = {"satisfied": "满意", "unsatisfied": "不满意", "no_answer": "未答复"}
+NOT_COUNTED = {"invalid": "申诉认定无效", "malicious": "认定恶意差评", "fraud": "认定刷评"}
+FRAUD_RULE = {
+    "burst": "同一评价人短时间内多次评价",
+    "staff_rater": "评价人号码在工作人员名单中",
+    "fast": "打开评价页或收到提示后数秒内即提交",
+    "device": "同一设备评价多次",
+    "address": "同一网络地址评价多次",
+    "staff_share": "窗口人员非常满意占比异常偏高",
+    "targeted": "同一评价人集中差评同一窗口人员",
+    "near_duplicate": "评价内容高度雷同",
+}
+FLAG_STATUS = {"open": "待认定", "confirmed": "认定属实", "dismissed": "认定不属实"}
+FLAG_NOT_FOUND = "该线索不存在，或不在本单位管辖范围内。"
 
 FIELD = {
     "unit": "承办单位",

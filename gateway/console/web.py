@@ -150,6 +150,9 @@ def environment(timezone: str = "Asia/Shanghai") -> Environment:
         APPEAL_DECISION=texts.APPEAL_DECISION,
         EXTENSION_DECISION=texts.EXTENSION_DECISION,
         CALLBACK_OUTCOME=texts.CALLBACK_OUTCOME,
+        NOT_COUNTED=texts.NOT_COUNTED,
+        FRAUD_RULE=texts.FRAUD_RULE,
+        FLAG_STATUS=texts.FLAG_STATUS,
         AUDIT=KINDS,
         HTMX_VERSION=HTMX_VERSION,
     )
@@ -321,10 +324,10 @@ def _error_page(request: web.Request, status: int, title: str, message: str) -> 
 
 def build_console() -> web.Application:
     """The console, mounted at /console by create_app."""
-    from gateway.console import admin_views, auth_views, campaign_views, stats_views, ticket_views
+    from gateway.console import admin_views, auth_views, campaign_views, fraud_views, stats_views, ticket_views
 
     console = web.Application(middlewares=[console_middleware])
     console.router.add_static("/static", STATIC)
-    for module in (auth_views, ticket_views, campaign_views, stats_views, admin_views):
+    for module in (auth_views, ticket_views, campaign_views, stats_views, fraud_views, admin_views):
         console.add_routes(module.routes)
     return console

@@ -105,7 +105,7 @@ def bar_chart(
     """Bars of counts over the labels; `highlight` (same length) draws a second, darker bar in front (e.g. bad reviews)."""
     top = max([*values, *(highlight or []), 1])
     y_max = float(_nice(top))
-    body = _axis(y_max, lambda v: f"{v:.0f}")
+    body = _axis(y_max, lambda v: f"{v:.0f}" if v == int(v) else "")  # counts: whole numbers only
     if not labels:
         return _frame(title, description, body, chart_id)
     plot_w = WIDTH - PAD_LEFT - PAD_RIGHT

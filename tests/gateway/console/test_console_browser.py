@@ -8,6 +8,7 @@ Screenshots of each main page go to tests/screenshots/ (git-ignored).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 import os
@@ -127,6 +128,30 @@ class Server:
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             return dict(json.loads(resp.read()))
+
+
+async def _flag_all(url: str) -> int:
+    """A fraud flag over every evaluation so far, as the detector would leave one."""
+    from datetime import datetime, timezone
+
+    from sqlmodel import select
+
+    from gateway.fraud.models import FlagEvaluation
+    from gateway.store.db import Store
+    from gateway.store.models import Evaluation, FraudFlag
+
+    store = Store.connect(url)
+    async with store.transaction() as session:
+        ids = list((await session.exec(select(Evaluation.id))).all())
+        flag = FraudFlag(rule="burst", subject="citizen 1", region_code="610902", evidence={"count": len(ids)},
+                         evaluation_count=len(ids), created_at=datetime.now(timezone.utc))
+        session.add(flag)
+        await session.flush()
+        for eid in ids:
+            session.add(FlagEvaluation(flag_id=flag.id, evaluation_id=eid, rule="burst"))  # type: ignore[arg-type]
+        flag_id = int(flag.id)  # type: ignore[arg-type]
+    await store.close()
+    return flag_id
 
 
 async def _seed(url: str, public_url: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -286,8 +311,17 @@ def test_closed_loop_in_the_browser(chromium: Any, server: Server) -> None:
     _shot(county, "campaign")
 
     county.get_by_role("link", name="统计").click()
-    expect(county.get_by_role("heading", name="差评工单")).to_be_visible()
+    expect(county.get_by_role("heading", name="主要指标")).to_be_visible()
+    expect(county.get_by_role("img", name="每月好评率")).to_be_visible()
     _shot(county, "stats")
+
+    with ThreadPoolExecutor(1) as pool:
+        flag = pool.submit(asyncio.run, _flag_all(server.env["GATEWAY_DATABASE_URL"])).result()
+    county.get_by_role("link", name="刷评线索").click()
+    county.get_by_role("link", name=f"#{flag}").click()
+    expect(county.locator("#flag-status")).to_have_text("待认定")
+    assert "13812341234" not in county.content()
+    _shot(county, "fraud-flag")
 
     # Another county's clerk: the ticket's URL gives exactly the page a missing ticket gives.
     other = _person(chromium, server, "hy.clerk")
