@@ -58,7 +58,10 @@ async def flags_page(request: web.Request) -> web.StreamResponse:
             ruled += page.items
     ruled.sort(key=lambda f: f.id, reverse=True)
     return render(
-        request, "fraud_flags.html", open_flags=open_page.items, more_open=open_page.next_before_id is not None,
+        request,
+        "fraud_flags.html",
+        open_flags=open_page.items,
+        more_open=open_page.next_before_id is not None,
         ruled=ruled[:LISTED],
     )
 
@@ -78,7 +81,12 @@ def _detail_page(
     request: web.Request, p: Person, detail: FlagDetail, *, status: int = 200, **context: Any
 ) -> web.Response:
     return render(
-        request, "fraud_flag.html", status=status, flag=detail, evidence=evidence_rows(detail), may_rule=may_rule(p),
+        request,
+        "fraud_flag.html",
+        status=status,
+        flag=detail,
+        evidence=evidence_rows(detail),
+        may_rule=may_rule(p),
         **context,
     )
 
@@ -115,14 +123,24 @@ async def ruling(request: web.Request) -> web.StreamResponse:
         body = RulingIn.model_validate({"outcome": data.get("outcome", ""), "note": data.get("note", "")})
     except ValidationError as exc:
         field = str(exc.errors()[0]["loc"][0]) if exc.errors() and exc.errors()[0]["loc"] else "note"
-        message = "请选择认定结果（属实或不属实）。" if field == "outcome" else "请在「认定说明」中写明核实了什么（不超过2000字）。"
+        message = (
+            "请选择认定结果（属实或不属实）。"
+            if field == "outcome"
+            else "请在「认定说明」中写明核实了什么（不超过2000字）。"
+        )
         return _detail_page(request, p, detail, status=422, error=message, note=data.get("note", ""))
     try:
         async with store.transaction() as session:
             ruled = await rule_flag(session, caller=p.caller, flag_id=flag_id, ruling=body, deps=deps)
             audit.record(
-                session, kind="fraud_ruling", at=deps.clock.now(), user=p.user, address=client_address(request),
-                flag_id=flag_id, outcome=body.outcome, decisions_written=ruled.decisions_written,
+                session,
+                kind="fraud_ruling",
+                at=deps.clock.now(),
+                user=p.user,
+                address=client_address(request),
+                flag_id=flag_id,
+                outcome=body.outcome,
+                decisions_written=ruled.decisions_written,
             )
     except AlreadyRuled:
         async with store.transaction() as session:

@@ -52,7 +52,9 @@ def period_of(query: dict[str, str], today: date) -> tuple[str, date, date, date
         try:
             start, end = check_range(start, end, today=today, default_days=1)
         except InvalidStatsQuery as exc:
-            raise _bad(exc.field or "to", "不在可统计的范围内：结束日期不能早于开始日期，范围最长3年，且不能晚于今天。") from None
+            raise _bad(
+                exc.field or "to", "不在可统计的范围内：结束日期不能早于开始日期，范围最长3年，且不能晚于今天。"
+            ) from None
         return mode, start, end, end.replace(day=1)
     if mode != "month":
         raise _bad("mode", "只能是按月或按日期范围。")
@@ -126,12 +128,18 @@ def trend_charts(rows: list[tuple[str, Any]]) -> dict[str, Any]:
     labels = [label[2:] for label, _ in rows]
     return {
         "good_rate": charts.line_chart(
-            labels, [i.good_rate for _, i in rows], title="每月好评率",
-            description="近12个月的好评率；具体数字见右侧表格。", chart_id="console-trend-good",
+            labels,
+            [i.good_rate for _, i in rows],
+            title="每月好评率",
+            description="近12个月的好评率；具体数字见右侧表格。",
+            chart_id="console-trend-good",
         ),
         "counts": charts.bar_chart(
-            labels, [i.valid for _, i in rows], title="每月有效评价数与差评数",
-            description="浅色柱为有效评价数，深色柱为差评数；具体数字见右侧表格。", chart_id="console-trend-counts",
+            labels,
+            [i.valid for _, i in rows],
+            title="每月有效评价数与差评数",
+            description="浅色柱为有效评价数，深色柱为差评数；具体数字见右侧表格。",
+            chart_id="console-trend-counts",
             highlight=[i.counts.get("1", 0) + i.counts.get("2", 0) for _, i in rows],
         ),
     }
