@@ -39,7 +39,7 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 @lru_cache(maxsize=1)
 def _template() -> Any:
-    from datasketch import MinHash
+    from datasketch import MinHash  # type: ignore[import-untyped]  # no stubs published
 
     # One set of permutations for every signature (building them is most of the cost of a MinHash).
     return MinHash(num_perm=NUM_PERM, seed=_SEED)
