@@ -168,7 +168,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    pass
+    from gateway.console.cli import run
+
+    return run(_settings(), args)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
