@@ -42,7 +42,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
                     select(Evaluation.level, func.count())
                     .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
                     .where(evaluation_scope(p.caller), col(Evaluation.id).not_in(voided))
-                    .group_by(Evaluation.level)
+                    .group_by(col(Evaluation.level))
                 )
             ).all()
         )

@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
-from lunar_python import Lunar
+from lunar_python import Lunar  # type: ignore[import-untyped]  # no stubs published
 
 __all__ = [
     "CalendarFileError",
