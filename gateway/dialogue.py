@@ -393,9 +393,9 @@ async def _apply(
         elif isinstance(effect, ScheduleTimer):
             await session.exec(
                 delete(ConversationTimer).where(
-                    ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id
+                    col(ConversationTimer.channel) == channel, col(ConversationTimer.citizen_id) == citizen.id
                 )
-            )  # type: ignore[arg-type]
+            )
             session.add(
                 ConversationTimer(
                     channel=channel, citizen_id=citizen.id, due_at=now + timedelta(seconds=effect.after_seconds)
@@ -404,9 +404,9 @@ async def _apply(
         elif isinstance(effect, CancelTimer):
             await session.exec(
                 delete(ConversationTimer).where(
-                    ConversationTimer.channel == channel, ConversationTimer.citizen_id == citizen.id
+                    col(ConversationTimer.channel) == channel, col(ConversationTimer.citizen_id) == citizen.id
                 )
-            )  # type: ignore[arg-type]
+            )
         elif isinstance(effect, RecordSurveyAnswer):
             if runner.surveys is not None:
                 await runner.surveys.answer(

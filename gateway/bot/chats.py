@@ -200,17 +200,21 @@ async def _send_code(
         )
         return Link("too_many", answerer, invitation)
     # A new code replaces the chat's earlier one: only the latest is answered.
-    table = ChatLinkChallenge.__table__
+    table = ChatLinkChallenge.__table__  # type: ignore[attr-defined]  # a Core UPDATE; SQLModel's stubs omit __table__
     await session.exec(
-        update(table)  # type: ignore[call-overload]
+        update(table)
         .where(table.c.chat_id == chat_id, table.c.status == "pending")
         .values(status="superseded", resolved_at=now)
     )
+    if owner.id is None:
+        raise BrokenInvariant("owner.id is missing")
+    if invitation.id is None:
+        raise BrokenInvariant("invitation.id is missing")
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     challenge = ChatLinkChallenge(
         chat_id=chat_id,
         citizen_id=owner.id,
-        invitation_id=invitation.id,  # type: ignore[arg-type]
+        invitation_id=invitation.id,
         code_hash=_code_hash(deps, chat_id, code),
         created_at=now,
         expires_at=now + timedelta(seconds=CODE_VALID_SECONDS),

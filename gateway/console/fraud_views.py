@@ -53,7 +53,7 @@ async def flags_page(request: web.Request) -> web.StreamResponse:
         open_page = await list_flags(session, caller=p.caller, query=FlagQuery(status="open", limit=LISTED))
         ruled: list[FlagOut] = []
         for status in ("confirmed", "dismissed"):
-            query = FlagQuery(status=status, limit=LISTED)  # type: ignore[arg-type]
+            query = FlagQuery(status=status, limit=LISTED)
             page = await list_flags(session, caller=p.caller, query=query)
             ruled += page.items
     ruled.sort(key=lambda f: f.id, reverse=True)

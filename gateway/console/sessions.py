@@ -91,12 +91,12 @@ class DatabaseSessions:
     async def end(self, token: str) -> None:
         async with self.store.transaction() as session:
             statement = delete(ConsoleSession).where(col(ConsoleSession.id) == token_hash(token))
-            await session.exec(statement)  # type: ignore[call-overload]
+            await session.exec(statement)
 
     async def end_all(self, user_id: int) -> None:
         async with self.store.transaction() as session:
             statement = delete(ConsoleSession).where(col(ConsoleSession.user_id) == user_id)
-            await session.exec(statement)  # type: ignore[call-overload]
+            await session.exec(statement)
 
 
 class RedisSessions:

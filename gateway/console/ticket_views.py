@@ -137,8 +137,8 @@ async def _extras(session: AsyncSession, p: Person, detail: TicketDetail, deps: 
             col(Organisation.region_code).startswith(region[:4])
             if is_city_level(region)
             else or_(
-                Organisation.region_code == region,
-                (Organisation.kind == "platform_builder") & (Organisation.region_code == city_of(region)),
+                col(Organisation.region_code) == region,
+                (col(Organisation.kind) == "platform_builder") & (col(Organisation.region_code) == city_of(region)),
             )
         )
         units = list(

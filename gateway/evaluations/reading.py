@@ -33,8 +33,8 @@ def addenda_out(addenda: list[EvaluationAddendum]) -> list[AddendumOut]:
     """The addenda as shown to departments (phone-like numbers in texts masked)."""
     return [
         AddendumOut(
-            id=a.id,  # type: ignore[arg-type]
-            kind=a.kind,  # type: ignore[arg-type]
+            id=a.id,
+            kind=a.kind,
             reasons=list(a.reason_codes),
             text=redact(a.content),
             staff_level=a.staff_level,

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.evaluations.schemas import (
@@ -120,13 +121,15 @@ async def submit_evaluation(request: web.Request) -> web.Response:
         )
         applies = await _applies_to(session, [rated.evaluation])
     request.app[DISPATCHER].wake()
+    if rated.evaluation.id is None:
+        raise BrokenInvariant("evaluation.id is missing")
     out = _evaluation_out(
         rated.evaluation,
         invitation.token,
         rated.ticket.id if rated.ticket else None,
         counts=True,
         applies_to=applies[rated.evaluation.id],
-        addenda=[],  # type: ignore[index]
+        addenda=[],
     )
     return web.json_response(out.model_dump(mode="json"), status=201)
 
@@ -199,9 +202,9 @@ async def list_evaluations(request: web.Request) -> web.Response:
         # The case's own rating, or the rating of its batch or theme as a whole (not another item's).
         query = query.where(
             exists().where(
-                ServiceCase.invitation_id == Evaluation.invitation_id,
-                ServiceCase.case_no == params.case_no,
-                or_(Evaluation.scope == "all", col(Evaluation.case_id) == ServiceCase.id),
+                col(ServiceCase.invitation_id) == col(Evaluation.invitation_id),
+                col(ServiceCase.case_no) == params.case_no,
+                or_(col(Evaluation.scope) == "all", col(Evaluation.case_id) == ServiceCase.id),
             )
         )
     if caller.kind == "city_bureau":
@@ -212,13 +215,15 @@ async def list_evaluations(request: web.Request) -> web.Response:
         # A unit sees the ratings of its own invitations and of the themes it took part in.
         query = query.where(
             or_(
-                Invitation.org_id == caller.org_id,
-                exists().where(and_(ServiceCase.invitation_id == Invitation.id, ServiceCase.org_id == caller.org_id)),
+                col(Invitation.org_id) == caller.org_id,
+                exists().where(
+                    and_(col(ServiceCase.invitation_id) == col(Invitation.id), col(ServiceCase.org_id) == caller.org_id)
+                ),
             )
         )
     async with request.app[STORE].transaction() as session:
         rows = (await session.exec(query)).all()
-        ids = [e.id for e, _, _ in rows]
+        ids = [e.id for e, _, _ in rows if e.id is not None]
         voided = (
             set(
                 (
@@ -231,18 +236,21 @@ async def list_evaluations(request: web.Request) -> web.Response:
             else set()
         )
         applies = await _applies_to(session, [e for e, _, _ in rows])
-        addenda = await addenda_of(session, ids)  # type: ignore[arg-type]
-    items = [
-        _evaluation_out(
-            e,
-            inv.token,
-            tid,
-            counts=e.id not in voided,
-            applies_to=applies[e.id],
-            addenda=addenda[e.id],  # type: ignore[index]
+        addenda = await addenda_of(session, ids)
+    items: list[EvaluationOut] = []
+    for e, inv, tid in rows:
+        if e.id is None:
+            raise BrokenInvariant("evaluation.id is missing")
+        items.append(
+            _evaluation_out(
+                e,
+                inv.token,
+                tid,
+                counts=e.id not in voided,
+                applies_to=applies[e.id],
+                addenda=addenda[e.id],
+            )
         )
-        for e, inv, tid in rows
-    ]
     page = EvaluationPage(items=items, next_before_id=items[-1].id if len(items) == params.limit else None)
     return web.json_response(page.model_dump(mode="json"))
 

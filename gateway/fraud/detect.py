@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import any_, bindparam, insert, select
+from sqlalchemy import Result, Select, any_, bindparam, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import col
 from sqlmodel import select as sqlmodel_select
@@ -279,20 +279,20 @@ class Detector:
         e, i, c, s = Evaluation, Invitation, Citizen, RatingSignal
         query = (
             select(
-                e.id,
-                e.citizen_id,
-                c.phone_hash,
-                e.level,
-                e.staff_id,
-                e.channel,
-                e.created_at,
-                e.content,
-                e.invitation_id,
-                i.org_id,
-                i.region_code,
-                s.address_hash,
-                s.device_hash,
-                s.opened_at,
+                col(e.id),
+                col(e.citizen_id),
+                col(c.phone_hash),
+                col(e.level),
+                col(e.staff_id),
+                col(e.channel),
+                col(e.created_at),
+                col(e.content),
+                col(e.invitation_id),
+                col(i.org_id),
+                col(i.region_code),
+                col(s.address_hash),
+                col(s.device_hash),
+                col(s.opened_at),
             )
             .join(i, col(i.id) == col(e.invitation_id))
             .outerjoin(c, col(c.id) == col(e.citizen_id))
@@ -302,7 +302,7 @@ class Detector:
             .limit(self.batch_size)
         )
         rows = []
-        for r in await session.exec(query):  # type: ignore[call-overload]
+        for r in await _rows(session, query):
             at = as_utc(r[6])
             if at > cutoff:
                 break  # in id order: stop at the first one too recent, read it next time
@@ -331,7 +331,14 @@ class Detector:
     ) -> list[tuple[int, int, str, datetime, int | None, str]]:
         a, e, i = EvaluationAddendum, Evaluation, Invitation
         query = (
-            select(a.id, a.evaluation_id, a.content, a.created_at, e.citizen_id, i.region_code)
+            select(
+                col(a.id),
+                col(a.evaluation_id),
+                col(a.content),
+                col(a.created_at),
+                col(e.citizen_id),
+                col(i.region_code),
+            )
             .join(e, col(e.id) == col(a.evaluation_id))
             .join(i, col(i.id) == col(e.invitation_id))
             .where(col(a.id) > after)
@@ -339,7 +346,7 @@ class Detector:
             .limit(self.batch_size)
         )
         out = []
-        for r in await session.exec(query):  # type: ignore[call-overload]
+        for r in await _rows(session, query):
             at = as_utc(r[3])
             if at > cutoff:
                 break
@@ -358,11 +365,11 @@ class Detector:
         past: dict[int, list[Past]] = defaultdict(list)
         for chunk in _members(session, citizens):
             query = (
-                select(e.id, e.citizen_id, e.created_at, i.region_code, e.invitation_id)
+                select(col(e.id), col(e.citizen_id), col(e.created_at), col(i.region_code), col(e.invitation_id))
                 .join(i, col(i.id) == col(e.invitation_id))
                 .where(chunk(col(e.citizen_id)), col(e.created_at) >= since, col(e.id) <= max_id)
             )
-            for r in await session.exec(query):  # type: ignore[call-overload]
+            for r in await _rows(session, query):
                 past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
         findings = []
         mine = _group(rows, lambda r: r.citizen_id)
@@ -401,12 +408,12 @@ class Detector:
         sc, o = StaffContact, Organisation
         for chunk in _members(session, hashes):
             query = (
-                select(sc.phone_hash, sc.org_id, sc.staff_id, o.region_code, o.code)
+                select(col(sc.phone_hash), col(sc.org_id), col(sc.staff_id), col(o.region_code), col(o.code))
                 .join(o, col(o.id) == col(sc.org_id))
                 .where(chunk(col(sc.phone_hash)))
             )
-            for r in await session.exec(query):  # type: ignore[call-overload]
-                contacts[r[0]].append((r[1], r[2], r[3], r[4]))
+            for row in await _rows(session, query):
+                contacts[row[0]].append((row[1], row[2], row[3], row[4]))
         if not contacts:
             return []
         org_regions = await _org_regions(session, {r.org_id for r in rows if r.phone_hash in contacts})
@@ -439,8 +446,10 @@ class Detector:
         messaged = sorted({r.invitation_id for r in rows if r.channel in ("sms", "bot") and r.opened_at is None})
         m = OutboundMessage
         for chunk in _members(session, [f"prompt:{n}" for n in messaged]):
-            query = select(m.invitation_id, m.sent_at, m.status, m.updated_at).where(chunk(col(m.dedupe_key)))
-            for invitation_id, sent_at, status, updated_at in await session.exec(query):  # type: ignore[call-overload]
+            query = select(col(m.invitation_id), col(m.sent_at), col(m.status), col(m.updated_at)).where(
+                chunk(col(m.dedupe_key))
+            )
+            for invitation_id, sent_at, status, updated_at in await _rows(session, query):
                 if sent_at is not None:
                     prompts[invitation_id].append(as_utc(sent_at))
                 if status == "delivered" and updated_at is not None:
@@ -448,6 +457,7 @@ class Detector:
         findings = []
         limit = self.t.fast_seconds
         for r in rows:
+            reference: datetime | None
             if r.opened_at is not None:
                 reference, what = r.opened_at, "page_shown"
             else:
@@ -485,12 +495,14 @@ class Detector:
             past: dict[str, list[Past]] = defaultdict(list)
             for chunk in _members(session, keys):
                 query = (
-                    select(s.evaluation_id, column, s.created_at, i.region_code, e.invitation_id)
+                    select(
+                        col(s.evaluation_id), col(column), col(s.created_at), col(i.region_code), col(e.invitation_id)
+                    )
                     .join(e, col(e.id) == col(s.evaluation_id))
                     .join(i, col(i.id) == col(e.invitation_id))
                     .where(chunk(col(column)), col(s.created_at) >= since, col(s.evaluation_id) <= max_id)
                 )
-                for r in await session.exec(query):  # type: ignore[call-overload]
+                for r in await _rows(session, query):
                     past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
             mine = _group(rows, lambda r: getattr(r, attr))  # noqa: B023 (used at once)
             for key, entries in past.items():
@@ -523,7 +535,15 @@ class Detector:
         past: dict[tuple[int, int, str], list[Past]] = defaultdict(list)
         for chunk in _members(session, citizens):
             query = (
-                select(e.id, e.citizen_id, i.org_id, e.staff_id, e.created_at, i.region_code, e.invitation_id)
+                select(
+                    col(e.id),
+                    col(e.citizen_id),
+                    col(i.org_id),
+                    col(e.staff_id),
+                    col(e.created_at),
+                    col(i.region_code),
+                    col(e.invitation_id),
+                )
                 .join(i, col(i.id) == col(e.invitation_id))
                 .where(
                     chunk(col(e.citizen_id)),
@@ -533,7 +553,7 @@ class Detector:
                     col(e.id) <= max_id,
                 )
             )
-            for r in await session.exec(query):  # type: ignore[call-overload]
+            for r in await _rows(session, query):
                 key = (r[1], r[2], r[3])
                 past[key].append(Past(id=r[0], key=key, at=as_utc(r[4]), region_code=r[5], invitation_id=r[6]))
         codes = await _org_codes(session, {k[1] for k in past})
@@ -590,10 +610,10 @@ class Detector:
         findings = []
         t = StaffTally
         for region, period in sorted({(k[2], k[3]) for k in deltas}):
-            query = select(t.org_id, t.staff_id, t.n, t.n5).where(
-                t.region_code == region, t.period == period, col(t.n) >= self.t.share_min_sample
+            query = select(col(t.org_id), col(t.staff_id), col(t.n), col(t.n5)).where(
+                col(t.region_code) == region, col(t.period) == period, col(t.n) >= self.t.share_min_sample
             )
-            tallies = list(await session.exec(query))  # type: ignore[call-overload]
+            tallies = list(await _rows(session, query))
             if len(tallies) < self.t.share_min_peers:
                 continue
             bounds = [wilson_lower(n5, n) for _, _, n, n5 in tallies]
@@ -614,23 +634,27 @@ class Detector:
             start, end = self._period_bounds(period)
             for (org_id, staff_id, n, n5), bound, z in high:
                 subject = f"staff {codes.get(org_id, org_id)}/{staff_id} {period}"
-                seen = await session.exec(
-                    select(FraudFlag.id).where(FraudFlag.rule == "staff_share", FraudFlag.subject == subject)
-                )  # type: ignore[call-overload]
+                seen = await _rows(
+                    session,
+                    select(col(FraudFlag.id)).where(
+                        col(FraudFlag.rule) == "staff_share", col(FraudFlag.subject) == subject
+                    ),
+                )
                 if seen.first() is not None:
                     continue  # one flag per staff member and month
                 e, i = Evaluation, Invitation
-                ids = await session.exec(
-                    select(e.id)
+                ids = await _rows(
+                    session,
+                    select(col(e.id))
                     .join(i, col(i.id) == col(e.invitation_id))
                     .where(
-                        i.org_id == org_id,
-                        e.staff_id == staff_id,
-                        e.level == 5,
+                        col(i.org_id) == org_id,
+                        col(e.staff_id) == staff_id,
+                        col(e.level) == 5,
                         col(e.created_at) >= start,
                         col(e.created_at) < end,
                         col(e.id) <= max_id,
-                    )
+                    ),
                 )
                 findings.append(
                     Finding(
@@ -676,10 +700,10 @@ class Detector:
         candidates: dict[int, set[int]] = defaultdict(set)  # band key -> evaluation ids stored before
         citizens: dict[int, int | None] = {}
         for chunk in _members(session, all_keys):
-            query = select(b.band_key, b.evaluation_id, b.citizen_id).where(
+            query = select(col(b.band_key), col(b.evaluation_id), col(b.citizen_id)).where(
                 chunk(col(b.band_key)), col(b.created_at) >= since
             )
-            for key, evaluation_id, citizen_id in await session.exec(query):  # type: ignore[call-overload]
+            for key, evaluation_id, citizen_id in await _rows(session, query):
                 candidates[key].add(evaluation_id)
                 citizens[evaluation_id] = citizen_id
         stored_ids = sorted({i for ids in candidates.values() for i in ids})
@@ -761,10 +785,10 @@ class Detector:
         for rule in {f.rule for f in findings}:
             ids = sorted({i for f in findings if f.rule == rule for i in f.evaluation_ids})
             for chunk in _members(session, ids):
-                query = select(FlagEvaluation.evaluation_id).where(
-                    FlagEvaluation.rule == rule, chunk(col(FlagEvaluation.evaluation_id))
+                query = select(col(FlagEvaluation.evaluation_id)).where(
+                    col(FlagEvaluation.rule) == rule, chunk(col(FlagEvaluation.evaluation_id))
                 )
-                taken[rule].update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+                taken[rule].update((await _rows(session, query)).scalars().all())
         written = 0
         for finding in findings:
             fresh = sorted(finding.evaluation_ids - taken[finding.rule])
@@ -795,6 +819,12 @@ class Detector:
         start = datetime(year, month, 1, tzinfo=self._tz)
         end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=self._tz)
         return start, end
+
+
+async def _rows(session: AsyncSession, query: Select[*tuple[Any, ...]]) -> Result[*tuple[Any, ...]]:
+    """Run a SQLAlchemy select of columns in the session. sqlmodel's `exec` runs any select but its overloads
+    take only sqlmodel's own `select`, which is typed for at most four columns."""
+    return await session.exec(query)  # type: ignore[call-overload]
 
 
 async def _execute_many(session: AsyncSession, statement: Any, rows: list[dict[str, Any]]) -> None:
@@ -840,8 +870,9 @@ async def _lock_cursor(session: AsyncSession, name: str, at: datetime) -> FraudC
 async def _org_regions(session: AsyncSession, org_ids: set[int]) -> dict[int, str]:
     if not org_ids:
         return {}
-    rows = await session.exec(
-        select(Organisation.id, Organisation.region_code).where(col(Organisation.id).in_(sorted(org_ids)))
+    rows = await _rows(
+        session,
+        select(col(Organisation.id), col(Organisation.region_code)).where(col(Organisation.id).in_(sorted(org_ids))),
     )
     return {r[0]: r[1] for r in rows}
 
@@ -849,8 +880,8 @@ async def _org_regions(session: AsyncSession, org_ids: set[int]) -> dict[int, st
 async def _org_codes(session: AsyncSession, org_ids: set[int]) -> dict[int, str]:
     if not org_ids:
         return {}
-    rows = await session.exec(
-        select(Organisation.id, Organisation.code).where(col(Organisation.id).in_(sorted(org_ids)))
+    rows = await _rows(
+        session, select(col(Organisation.id), col(Organisation.code)).where(col(Organisation.id).in_(sorted(org_ids)))
     )
     return {r[0]: r[1] for r in rows}
 
@@ -860,13 +891,17 @@ async def _texts_of(session: AsyncSession, evaluation_ids: list[int]) -> dict[in
     out: dict[int, tuple[str, list[frozenset[str]]]] = {}
     e, i, a = Evaluation, Invitation, EvaluationAddendum
     for chunk in _members(session, evaluation_ids):
-        rows = await session.exec(
-            select(e.id, e.content, i.region_code).join(i, col(i.id) == col(e.invitation_id)).where(chunk(col(e.id)))
+        rows = await _rows(
+            session,
+            select(col(e.id), col(e.content), col(i.region_code))
+            .join(i, col(i.id) == col(e.invitation_id))
+            .where(chunk(col(e.id))),
         )
         for evaluation_id, content, region in rows:
             out[evaluation_id] = (region, [texts.shingles(texts.normalise(content or ""))])
-        extra = await session.exec(
-            select(a.evaluation_id, a.content).where(chunk(col(a.evaluation_id)), a.content != "")
+        extra = await _rows(
+            session,
+            select(col(a.evaluation_id), col(a.content)).where(chunk(col(a.evaluation_id)), col(a.content) != ""),
         )
         for evaluation_id, content in extra:
             if evaluation_id in out:
@@ -876,14 +911,15 @@ async def _texts_of(session: AsyncSession, evaluation_ids: list[int]) -> dict[in
 
 async def _sample_text(session: AsyncSession, evaluation_id: int) -> str:
     content = (
-        await session.exec(select(Evaluation.content).where(Evaluation.id == evaluation_id))
-    ).scalars().first() or ""  # type: ignore[call-overload]
+        await _rows(session, select(col(Evaluation.content)).where(col(Evaluation.id) == evaluation_id))
+    ).scalars().first() or ""
     if texts.normalise(content):
         return content
-    extra = await session.exec(
-        select(EvaluationAddendum.content).where(
-            EvaluationAddendum.evaluation_id == evaluation_id, EvaluationAddendum.content != ""
-        )
+    extra = await _rows(
+        session,
+        select(col(EvaluationAddendum.content)).where(
+            col(EvaluationAddendum.evaluation_id) == evaluation_id, col(EvaluationAddendum.content) != ""
+        ),
     )
     return extra.scalars().first() or ""
 

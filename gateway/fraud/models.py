@@ -6,13 +6,14 @@ The flag itself is `gateway.store.models.FraudFlag`. Nothing here is a rating or
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, DateTime, Index, SmallInteger, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
-def _ts(**kw: object) -> object:
-    return Field(sa_type=DateTime(timezone=True), **kw)  # type: ignore[arg-type]
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kw)
 
 
 class FlagEvaluation(SQLModel, table=True):
@@ -32,7 +33,7 @@ class FraudCursor(SQLModel, table=True):
     __tablename__ = "fraud_cursor"
     name: str = Field(primary_key=True, max_length=32)
     last_id: int = Field(default=0, sa_type=BigInteger)
-    updated_at: datetime = _ts()  # type: ignore[assignment]
+    updated_at: datetime = _ts()
 
 
 class StaffContact(SQLModel, table=True):
@@ -44,7 +45,7 @@ class StaffContact(SQLModel, table=True):
     org_id: int = Field(foreign_key="organisation.id", index=True)
     staff_id: str = Field(default="", max_length=64)
     phone_hash: str = Field(max_length=64, index=True)
-    created_at: datetime = _ts()  # type: ignore[assignment]
+    created_at: datetime = _ts()
 
 
 class RatingSignal(SQLModel, table=True):
@@ -59,8 +60,8 @@ class RatingSignal(SQLModel, table=True):
     evaluation_id: int = Field(primary_key=True, foreign_key="evaluation.id")
     address_hash: str | None = Field(default=None, max_length=64)
     device_hash: str | None = Field(default=None, max_length=64)
-    opened_at: datetime | None = _ts(default=None)  # type: ignore[assignment]
-    created_at: datetime = _ts()  # type: ignore[assignment]
+    opened_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts()
 
 
 class StaffTally(SQLModel, table=True):
@@ -90,4 +91,4 @@ class TextBand(SQLModel, table=True):
     band: int = Field(sa_column=Column(SmallInteger, nullable=False))
     evaluation_id: int = Field(foreign_key="evaluation.id")
     citizen_id: int | None = None
-    created_at: datetime = _ts()  # type: ignore[assignment]
+    created_at: datetime = _ts()

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.deps import Deps
-from gateway.errors import DomainError
+from gateway.errors import BrokenInvariant, DomainError
 from gateway.evaluations.records import record_written
 from gateway.fraud.models import FlagEvaluation, StaffContact
 from gateway.fraud.schemas import (
@@ -148,8 +148,11 @@ async def flag_detail(session: AsyncSession, *, caller: Caller, flag_id: int) ->
 
 async def _detail(session: AsyncSession, flag: FraudFlag, decisions_written: int = 0) -> FlagDetail:
     e, i, o, c, t = Evaluation, Invitation, Organisation, Citizen, Ticket
+    # sqlmodel's select is typed for at most four columns; this one takes seven.
     rows = await session.exec(
-        select(e, i.item_name, o.code, i.region_code, c.phone_masked, c.telegram_chat_id, t.id)
+        select(  # type: ignore[call-overload]
+            e, i.item_name, o.code, i.region_code, c.phone_masked, c.telegram_chat_id, t.id
+        )
         .join(FlagEvaluation, col(FlagEvaluation.evaluation_id) == col(e.id))
         .join(i, col(i.id) == col(e.invitation_id))
         .join(o, col(o.id) == col(i.org_id))
@@ -176,7 +179,7 @@ async def _detail(session: AsyncSession, flag: FraudFlag, decisions_written: int
             channel=ev.channel,
             created_at=ev.created_at,
             item_name=item,
-            org_code=code,  # type: ignore[arg-type]
+            org_code=code,
             region_code=region,
             staff_id=ev.staff_id,
             citizen=masked or ("Telegram" if chat else None),
@@ -206,7 +209,7 @@ async def rule_flag(session: AsyncSession, *, caller: Caller, flag_id: int, ruli
     # The conditional UPDATE is the race guard: of two rulings at the same moment only one lands.
     moved = await session.exec(
         update(FraudFlag)
-        .where(col(FraudFlag.id) == flag_id, col(FraudFlag.status) == "open")  # type: ignore[call-overload]
+        .where(col(FraudFlag.id) == flag_id, col(FraudFlag.status) == "open")
         .values(status=ruling.outcome, ruled_at=at, ruled_by_org_id=caller.org_id, ruling_note=ruling.note)
     )
     if moved.rowcount != 1:
@@ -244,6 +247,8 @@ async def _stop_counting(
     )
     written = 0
     for evaluation_id in good:
+        if evaluation_id is None:
+            raise BrokenInvariant("evaluation.id is missing")
         if evaluation_id in ruled:
             continue
         decision = EvaluationDecision(
@@ -285,11 +290,11 @@ async def replace_staff_contacts(
             )
         hashes[deps.vault.lookup_hash(phone)] = contact.staff_id
     at = deps.clock.now()
-    await session.exec(delete(StaffContact).where(col(StaffContact.org_id) == unit.id))  # type: ignore[call-overload]
+    await session.exec(delete(StaffContact).where(col(StaffContact.org_id) == unit.id))
     rows = [{"org_id": unit.id, "staff_id": staff, "phone_hash": h, "created_at": at} for h, staff in hashes.items()]
     for start in range(0, len(rows), 500):
         statement = insert(StaffContact.__table__).values(rows[start : start + 500])  # type: ignore[attr-defined]
-        await session.exec(statement)  # type: ignore[call-overload]
+        await session.exec(statement)
     log.info("staff contacts replaced", extra={"org": unit.code, "contacts": len(rows)})
     return StaffContactsOut(org_code=unit.code, contacts=len(rows))
 
@@ -332,7 +337,7 @@ async def flag_counts(
         per_evaluation = per_evaluation.where(col(e.created_at) < end)
     if region_prefix:
         per_evaluation = per_evaluation.where(col(i.region_code).startswith(region_prefix))
-    sub = per_evaluation.group_by(FlagEvaluation.evaluation_id).subquery()
+    sub = per_evaluation.group_by(col(FlagEvaluation.evaluation_id)).subquery()
     rows = await session.exec(select(sub.c.rank, func.count(distinct(sub.c.evaluation_id))).group_by(sub.c.rank))
     counts = {rank_value: n for rank_value, n in rows}
     return FlagCounts(open=counts.get(2, 0), confirmed=counts.get(3, 0), dismissed=counts.get(1, 0))

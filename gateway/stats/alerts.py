@@ -83,7 +83,7 @@ async def _bad_and_valid(session: AsyncSession, start: date, end: date) -> dict[
         .where(t.day >= start, t.day <= end, t.status == VALID, t.level > 0)
         .group_by(t.unit_org_id)
     )
-    return {u: (int(b or 0), int(n or 0)) for u, b, n in (await session.exec(stmt)).all()}  # type: ignore[call-overload]
+    return {u: (int(b or 0), int(n or 0)) for u, b, n in (await session.exec(stmt)).all()}
 
 
 async def scan(session: AsyncSession, *, today: date, at: datetime) -> list[StatsAlert]:

@@ -17,10 +17,12 @@ from typing import Any, BinaryIO
 import xlsxwriter
 from aiohttp import web
 from sqlalchemy import func
+from sqlalchemy import select as core_select
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.errors import BrokenInvariant
 from gateway.orgs import Caller, ticket_scope
 from gateway.privacy import redact
 from gateway.stats.queries import Scope
@@ -114,17 +116,18 @@ async def evaluation_rows(
     scope = Scope.of(caller)
     since, until = _bounds(start, end, calendar)
     first_case = select(func.min(_case.id)).where(_case.invitation_id == Evaluation.invitation_id).scalar_subquery()
+    # SQLAlchemy's select (sqlmodel's is typed for at most four columns); streamed, not run by `exec`.
     stmt = (
-        select(
+        core_select(
             Evaluation,
-            Invitation.region_code,
-            Organisation.code,
-            Organisation.name,
-            ServiceCase.item_code,
-            Invitation.item_name,
-            ServiceCase.case_no,
-            Citizen.phone_masked,
-            Ticket.id,
+            col(Invitation.region_code),
+            col(Organisation.code),
+            col(Organisation.name),
+            col(ServiceCase.item_code),
+            col(Invitation.item_name),
+            col(ServiceCase.case_no),
+            col(Citizen.phone_masked),
+            col(Ticket.id),
         )
         .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
         .join(Organisation, col(Organisation.id) == Invitation.org_id)
@@ -140,9 +143,11 @@ async def evaluation_rows(
     )
     result = await session.stream(stmt.execution_options(yield_per=CHUNK_ROWS))
     async for chunk in result.partitions(CHUNK_ROWS):
-        ids = [row[0].id for row in chunk]
+        ids = [e.id for e, *_ in chunk if e.id is not None]
         extra = await _addenda_and_rulings(session, ids)
         for e, region, org_code, org_name, item_code, item_name, case_no, phone, ticket_id in chunk:
+            if e.id is None:
+                raise BrokenInvariant("evaluation.id is missing")
             codes, staff_level, ruling = extra.get(e.id, (set(), None, None))
             yield [
                 e.id,
@@ -203,7 +208,7 @@ async def ticket_rows(
     since, until = _bounds(start, end, calendar)
     unit = Organisation
     stmt = (
-        select(Ticket, Invitation.item_name, unit.code, unit.name, Citizen.phone_masked)
+        core_select(Ticket, col(Invitation.item_name), col(unit.code), col(unit.name), col(Citizen.phone_masked))
         .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
         .outerjoin(unit, col(unit.id) == Ticket.unit_org_id)
         .outerjoin(Citizen, col(Citizen.id) == Ticket.citizen_id)
@@ -268,7 +273,7 @@ async def stream_xlsx(
     with tempfile.TemporaryFile() as out:
         workbook = xlsxwriter.Workbook(
             out,
-            {  # type: ignore[arg-type]
+            {
                 "constant_memory": True,
                 "strings_to_formulas": False,
                 "strings_to_urls": False,

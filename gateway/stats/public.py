@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.deps import Deps
+from gateway.errors import BrokenInvariant
 from gateway.evaluations.reasons import LEVEL_WORDS
 from gateway.privacy import redact
 from gateway.stats.periods import month_start, next_month, period_key, previous_month
@@ -153,10 +154,11 @@ async def bad_reviews(session: AsyncSession, *, deps: Deps, start: date, end: da
     eval_ids = [t.evaluation_id for t, _, _ in rows]
     from gateway.store.models import Evaluation
 
-    codes: dict[int, set[int]] = {
-        e.id: set(e.reason_codes)
-        for e in (await session.exec(select(Evaluation).where(col(Evaluation.id).in_(eval_ids)))).all()  # type: ignore[misc]
-    }
+    codes: dict[int, set[int]] = {}
+    for e in (await session.exec(select(Evaluation).where(col(Evaluation.id).in_(eval_ids)))).all():
+        if e.id is None:
+            raise BrokenInvariant("evaluation.id is missing")
+        codes[e.id] = set(e.reason_codes)
     for a in (
         await session.exec(select(EvaluationAddendum).where(col(EvaluationAddendum.evaluation_id).in_(eval_ids)))
     ).all():
@@ -232,7 +234,7 @@ class FiguresCache:
             if text is not None:
                 text = text.decode() if isinstance(text, bytes) else text
                 self._local[key] = (time.monotonic() + min(self.ttl_seconds, 5.0), text)
-                return text  # type: ignore[no-any-return]
+                return text
         return None
 
 

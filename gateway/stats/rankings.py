@@ -51,7 +51,7 @@ async def _month_entries(session: AsyncSession, *, month: date, kind: str, scope
     keys = [table.unit_org_id] + ([table.staff_id] if kind == "staff" else [])
     good = func.sum(case((col(table.level).in_(GOOD_LEVELS), table.n), else_=0))
     stmt = (
-        select(*keys, func.sum(table.n), good)
+        select(*keys, func.sum(table.n), good)  # type: ignore[call-overload]  # sqlmodel's overloads take no *columns
         .where(
             table.day >= month,
             table.day < next_month(month),
@@ -64,7 +64,7 @@ async def _month_entries(session: AsyncSession, *, month: date, kind: str, scope
     if kind == "staff":
         stmt = stmt.where(table.staff_id != "")
     out = []
-    for row in (await session.exec(stmt)).all():  # type: ignore[call-overload]
+    for row in (await session.exec(stmt)).all():
         if kind == "staff":
             unit_id, staff, n, g = row
         else:
@@ -141,7 +141,7 @@ async def top_reasons(
         .limit(limit)
     )
     out = []
-    for code, n in (await session.exec(stmt)).all():  # type: ignore[call-overload]
+    for code, n in (await session.exec(stmt)).all():
         reason = catalogue.get(int(code))
         out.append(
             ReasonCount(
@@ -170,7 +170,7 @@ async def top_items(session: AsyncSession, *, start: date, end: date, scope: Sco
         .order_by(func.sum(t.n).desc(), t.item_code)
         .limit(limit)
     )
-    rows = (await session.exec(stmt)).all()  # type: ignore[call-overload]
+    rows = (await session.exec(stmt)).all()
     labels = await load_labels(session, items={r[0] for r in rows})
     return [ItemCount(item_code=code, item_name=labels.item_name.get(code, code), n=int(n)) for code, n in rows]
 
@@ -190,7 +190,7 @@ async def weekly(session: AsyncSession, *, start: date, end: date, scope: Scope)
         valid[period_key("week", day)] += 0
         day += timedelta(days=7 if day.weekday() == 0 else 7 - day.weekday())
     valid[period_key("week", end)] += 0
-    for d, level, n in (await session.exec(stmt)).all():  # type: ignore[call-overload]
+    for d, level, n in (await session.exec(stmt)).all():
         week = period_key("week", d if isinstance(d, date) else date.fromisoformat(str(d)[:10]))
         valid[week] += int(n)
         if level in BAD_LEVELS:

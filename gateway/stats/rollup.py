@@ -22,6 +22,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
+from gateway.errors import BrokenInvariant
 from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
 from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase
 from gateway.store.upsert import dialect_insert
@@ -123,7 +124,7 @@ async def apply(session: AsyncSession, tally: Tally) -> None:
                 index_elements=list(_KEYS[table]),
                 set_={s: getattr(table, s) + getattr(insert.excluded, s) for s in _SUMS[table]},
             )
-            await session.exec(statement)  # type: ignore[call-overload]
+            await session.exec(statement)
 
 
 # --- facts from the raw rows -------------------------------------------------------------------------
@@ -277,16 +278,18 @@ async def recount(session: AsyncSession, tz: ZoneInfo) -> Tally:
             )
         )
     for e in (await session.exec(select(Evaluation))).all():
-        case = cases.get(e.case_id) if e.case_id is not None else first_cases.get(e.invitation_id)  # type: ignore[arg-type]
+        if e.id is None:
+            raise BrokenInvariant("evaluation.id is missing")
+        service_case = cases.get(e.case_id) if e.case_id is not None else first_cases.get(e.invitation_id)
         add(
             contributions(
                 evaluation_facts(
                     e,
                     invitations[e.invitation_id],
-                    case.item_code if case else "",
-                    addenda.get(e.id, []),  # type: ignore[arg-type]
+                    service_case.item_code if service_case else "",
+                    addenda.get(e.id, []),
                     decisions.get(e.id, []),
-                    tz,  # type: ignore[arg-type]
+                    tz,
                 )
             )
         )
@@ -307,7 +310,7 @@ async def stored(session: AsyncSession) -> Tally:
 async def rebuild(session: AsyncSession, tz: ZoneInfo) -> int:
     """Replace the roll-ups by a recount (after migrating a store that already holds ratings)."""
     for table in ROLLUPS:
-        await session.exec(delete(table))  # type: ignore[call-overload]
+        await session.exec(delete(table))
     tally = await recount(session, tz)
     await apply(session, tally)
     return sum(1 for _ in tally)
@@ -323,10 +326,11 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
 
 
 async def row_counts(session: AsyncSession) -> dict[str, int]:
-    return {
-        table.__tablename__: (await session.exec(select(func.count()).select_from(table))).one()  # type: ignore[attr-defined]
-        for table in ROLLUPS
-    }
+    counts: dict[str, int] = {}
+    for table in ROLLUPS:
+        name: str = table.__table__.name  # type: ignore[attr-defined]  # SQLModel's stubs omit __table__
+        counts[name] = (await session.exec(select(func.count()).select_from(table))).one()
+    return counts
 
 
 __all__ = ["Facts", "contributions", "invitation_created", "rebuild", "recount", "record_changed", "stored"]

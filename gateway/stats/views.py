@@ -255,7 +255,7 @@ def stats_ctx(run: bool, start_task: Any) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         app[STATS_CACHE] = FiguresCache(app[SETTINGS].public_stats_ttl_seconds, redis=app.get(REDIS))
         app[STATS_PAGES] = {}
-        async for _ in alerts(app):  # type: ignore[attr-defined]
+        async for _ in alerts(app):
             yield
 
     return ctx

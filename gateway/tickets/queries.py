@@ -123,8 +123,8 @@ async def _filtered(session: AsyncSession, *, caller: Caller, query: TicketQuery
         # The case's own ticket, or the ticket of its batch or theme rated as a whole.
         stmt = stmt.where(
             exists().where(
-                ServiceCase.invitation_id == Ticket.invitation_id,
-                ServiceCase.case_no == query.case_no,
+                col(ServiceCase.invitation_id) == col(Ticket.invitation_id),
+                col(ServiceCase.case_no) == query.case_no,
                 or_(col(Ticket.case_id).is_(None), col(Ticket.case_id) == ServiceCase.id),
             )
         )

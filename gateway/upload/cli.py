@@ -119,7 +119,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def add_parser(
     sub: argparse._SubParsersAction,
-    handler: Callable[[argparse.Namespace], int],  # type: ignore[type-arg]
+    handler: Callable[[argparse.Namespace], int],
 ) -> None:
     upload = sub.add_parser("upload", help="the feed to the provincial platform: status, retry, reconcile")
     upload.set_defaults(func=handler, upload_command=None)

@@ -110,12 +110,12 @@ class UploadFeed:
         query = select(U.id, U.solo, U.payload).where(ready, ~blocked).order_by(col(U.id)).limit(limit)
         async with self.store.transaction() as session:
             if self.store.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True, of=U)  # type: ignore[arg-type]
+                query = query.with_for_update(skip_locked=True, of=U)
             rows = list((await session.exec(query)).all())
             ids = [row[0] for row in rows]
             if ids:
                 await session.exec(
-                    update(U)  # type: ignore[call-overload]
+                    update(U)
                     .where(col(U.id).in_(ids))
                     .values(
                         status="sending",
@@ -125,7 +125,7 @@ class UploadFeed:
                         updated_at=now,
                     )
                 )
-        return [_Claimed(id=i, solo=bool(s), payload=p) for i, s, p in rows if i is not None]
+        return [_Claimed(id=i, solo=bool(s), payload=dict(p)) for i, s, p in rows if i is not None]
 
     async def _record(self, ids: list[int], delivery: Delivery) -> None:
         now = self.clock.now()
@@ -190,8 +190,8 @@ async def retry(store: Store, ids: list[int], now: datetime) -> int:
     """Put set-aside records back in the feed (once the cause is fixed); returns how many moved."""
     async with store.transaction() as session:
         done = await session.exec(
-            update(U)  # type: ignore[call-overload]
-            .where(col(U.id).in_(ids), U.status == "failed")
+            update(U)
+            .where(col(U.id).in_(ids), col(U.status) == "failed")
             .values(status="pending", attempts=0, solo=True, next_attempt_at=now, lease_until=None, updated_at=now)
         )
         return int(done.rowcount)
@@ -209,8 +209,11 @@ async def day_counts(store: Store, day: date, timezone: str) -> dict[tuple[int, 
     """Per (level, channel): the evaluations given on a local day, and how many of their first records
     were sent, acknowledged and set aside."""
     start, end = local_day_bounds(day, timezone)
+    # sqlmodel's select is typed for at most four columns; this one takes five.
     query = (
-        select(U.level, U.channel, U.status, func.count(), func.count(U.first_sent_at))
+        select(  # type: ignore[call-overload]
+            U.level, U.channel, U.status, func.count(), func.count(col(U.first_sent_at))
+        )
         .where(U.version == 1, col(U.evaluated_at) >= start, col(U.evaluated_at) < end)
         .group_by(U.level, U.channel, U.status)
     )
