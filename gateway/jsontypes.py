@@ -12,19 +12,20 @@ from annotated_types import Ge, Le
 from pydantic import BeforeValidator, StrictInt
 
 
-def _whole(value: Any) -> Any:
+def whole_number(value: Any) -> Any:
+    """A float with no fractional part as the integer it is (JSON Schema's reading of "integer")."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
 
-WholeInt = Annotated[StrictInt, BeforeValidator(_whole)]
+WholeInt = Annotated[StrictInt, BeforeValidator(whole_number)]
 
 
 def whole_int(ge: int, le: int) -> Any:
     """A WholeInt within bounds, for list items and other places a Field() cannot go; the bounds show
     in the JSON Schema as minimum and maximum."""
-    return Annotated[StrictInt, Ge(ge), Le(le), BeforeValidator(_whole)]
+    return Annotated[StrictInt, Ge(ge), Le(le), BeforeValidator(whole_number)]
 
 
-__all__ = ["WholeInt", "whole_int"]
+__all__ = ["WholeInt", "whole_int", "whole_number"]

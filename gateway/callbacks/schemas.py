@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from annotated_types import Ge, Le
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
-from gateway.jsontypes import WholeInt
+from gateway.jsontypes import WholeInt, whole_number
 from gateway.tickets.schemas import MAX_ID, ORG_CODE
 
 MAX_EXPLICIT_TICKETS = 10_000  # a longer list is a filter's job (and would not fit the request size limit)
@@ -22,7 +33,8 @@ TARGET_STATUSES = (
     "no_answer",
     "skipped",
 )
-TicketId = Annotated[WholeInt, Field(ge=1, le=MAX_ID)]  # the bounds are in the OpenAPI document too
+# The bounds come before the validator so that they show in the OpenAPI document as minimum and maximum.
+TicketId = Annotated[StrictInt, Ge(1), Le(MAX_ID), BeforeValidator(whole_number)]
 
 
 class CampaignFilters(BaseModel):
