@@ -24,7 +24,8 @@ from gateway.web.keys import DEPS, STORE
 routes = web.RouteTableDef()
 
 _MASKED = re.compile(r"\+?\d{2,4}\*{4}\d{4}")  # a number as redact() leaves it: not shown either
-LISTED = 200  # open flags listed, and as many ruled ones after them
+PER_PAGE = 50  # flags on a page of the list
+RECENT_RULINGS = 10  # the latest rulings shown under the open flags
 NOT_READER = "刷评线索由审批部门和平台运营方查看，承办单位不能查看。"
 NOT_RULER = "只有审批部门的科室负责人可以认定刷评线索；经办人可以查看线索，请联系科室负责人认定。"
 
@@ -47,22 +48,39 @@ def _flag_id(request: web.Request) -> int:
 
 @routes.get("/fraud")
 async def flags_page(request: web.Request) -> web.StreamResponse:
+    """One state's flags, newest first, a page at a time (`before` = the last id of the previous page);
+    optionally one rule's. The open ones by default, with the latest rulings below them."""
     p = person(request)
     _readable(p)
+    wanted = {key: value for key, value in request.query.items() if value != ""}
+    unknown = sorted(set(wanted) - {"status", "rule", "before"})
+    status, rule, before = wanted.get("status", "open"), wanted.get("rule"), wanted.get("before")
+    if unknown:
+        raise PageError(422, f"无法识别的筛选条件：{'、'.join(unknown)}。", title="筛选条件有误")
+    if status not in texts.FLAG_STATUS:
+        raise PageError(422, "线索状态只能是待认定、认定属实或认定不属实。", title="筛选条件有误")
+    if rule is not None and rule not in texts.FRAUD_RULE:
+        raise PageError(422, "没有这条刷评规则。", title="筛选条件有误")
+    if before is not None and not (before.isdigit() and len(before) <= 10 and 1 <= int(before) <= MAX_ID):
+        raise PageError(422, "分页位置有误，请从第一页重新查看。", title="筛选条件有误")
+    query = FlagQuery.model_validate({"status": status, "rule": rule, "before_id": before, "limit": PER_PAGE})
+    recent: list[FlagOut] = []
     async with request.config_dict[STORE].transaction() as session:
-        open_page = await list_flags(session, caller=p.caller, query=FlagQuery(status="open", limit=LISTED))
-        ruled: list[FlagOut] = []
-        for status in ("confirmed", "dismissed"):
-            query = FlagQuery(status=status, limit=LISTED)
-            page = await list_flags(session, caller=p.caller, query=query)
-            ruled += page.items
-    ruled.sort(key=lambda f: f.id, reverse=True)
+        page = await list_flags(session, caller=p.caller, query=query)
+        if status == "open" and before is None:
+            for ruled in ("confirmed", "dismissed"):
+                latest = FlagQuery.model_validate({"status": ruled, "rule": rule, "limit": RECENT_RULINGS})
+                recent += (await list_flags(session, caller=p.caller, query=latest)).items
+    recent.sort(key=lambda f: f.id, reverse=True)
     return render(
         request,
         "fraud_flags.html",
-        open_flags=open_page.items,
-        more_open=open_page.next_before_id is not None,
-        ruled=ruled[:LISTED],
+        status_choice=status,
+        rule_choice=rule or "",
+        flags=page.items,
+        next_before=page.next_before_id,
+        first_page=before is None,
+        ruled=recent[:RECENT_RULINGS],
     )
 
 

@@ -150,6 +150,39 @@ async def test_flags_are_listed_open_first_and_read_within_jurisdiction(
     assert 'href="/console/fraud"' not in html
 
 
+async def test_flag_list_pages_by_state_and_rule_and_refuses_bad_filters(
+    client, people, browser: Browser  # type: ignore[no-untyped-def]
+):
+    from gateway.console.fraud_views import PER_PAGE
+
+    good = await rate(client, people, 5)
+    # (Flags without evaluations: the list is about flags; an evaluation is held once per rule.)
+    opened = [await _flag(client, [], rule="burst" if n % 2 else "device") for n in range(PER_PAGE + 5)]
+    confirmed = await _flag(client, [good], status="confirmed")
+    await browser.sign_in("hb.clerk")
+
+    def ids(html: str, table: str = "flags") -> list[int]:
+        part = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0] if f'id="{table}"' in html else ""
+        return [int(i) for i in re.findall(r'<a href="/console/fraud/(\d+)">#', part)]
+
+    status, first = await browser.get("/console/fraud")
+    assert status == 200 and ids(first) == sorted(opened, reverse=True)[:PER_PAGE]
+    assert ids(first, "ruled-flags") == [confirmed]
+    after = re.search(r'href="/console/fraud\?status=open&amp;before=(\d+)" rel="next"', first)
+    assert after is not None and int(after.group(1)) == ids(first)[-1]
+    status, second = await browser.get("/console/fraud", params={"status": "open", "before": after.group(1)})
+    assert status == 200 and ids(second) == sorted(opened, reverse=True)[PER_PAGE:]
+    assert 'rel="next"' not in second and 'id="ruled-flags"' not in second
+    status, html = await browser.get("/console/fraud", params={"status": "open", "rule": "device"})
+    assert status == 200 and ids(html) == [f for n, f in enumerate(opened) if n % 2 == 0][::-1]
+    status, html = await browser.get("/console/fraud", params={"status": "confirmed"})
+    assert status == 200 and ids(html) == [confirmed]
+    for params, said in (({"status": "closed"}, "线索状态"), ({"rule": "nope"}, "刷评规则"),
+                         ({"before": "-1"}, "分页位置"), ({"order": "asc"}, "order")):
+        status, html = await browser.get("/console/fraud", params=params)
+        assert status == 422 and said in html, params
+
+
 async def _state(client: Any, flag_id: int) -> tuple[str, int, list[ConsoleAudit]]:
     async with client.app[STORE].transaction() as session:
         flag = await session.get(FraudFlag, flag_id)
