@@ -85,13 +85,14 @@ async def flags_page(request: web.Request) -> web.StreamResponse:
 
 
 def evidence_rows(detail: FlagDetail) -> list[tuple[str, str]]:
-    """The rule's evidence as text without phone numbers, whole or masked (the evaluations are listed apart)."""
+    """The rule's evidence, labelled in Chinese, as text without phone numbers, whole or masked (the
+    evaluations are listed apart)."""
     rows = []
     for key, value in detail.evidence.items():
         if key == "evaluation_ids":
             continue
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-        rows.append((key, _MASKED.sub("（号码已隐去）", redact(text))[:2000]))
+        rows.append((texts.EVIDENCE.get(key, key), _MASKED.sub("（号码已隐去）", redact(text))[:2000]))
     return rows
 
 

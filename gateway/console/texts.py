@@ -102,6 +102,39 @@ FRAUD_RULE = {
     "targeted": "同一评价人集中差评同一窗口人员",
     "near_duplicate": "评价内容高度雷同",
 }
+# The evidence a rule records (gateway.fraud.detect), by key; a key not listed is shown as it is.
+EVIDENCE = {
+    "services": "评价的服务数",
+    "threshold": "规则阈值",
+    "window_minutes": "时间窗（分钟）",
+    "window_hours": "时间窗（小时）",
+    "window_days": "时间窗（天）",
+    "first_at": "首次评价",
+    "last_at": "末次评价",
+    "scope": "名单范围",
+    "matches": "匹配的工作人员",
+    "seconds": "用时（秒）",
+    "after": "计时起点",
+    "threshold_seconds": "阈值（秒）",
+    "channel": "渠道",
+    "ratings": "评价数",
+    "hash_prefix": "设备或地址标识（摘要前缀）",
+    "bad_reviews": "差评数",
+    "staff_id": "窗口人员工号",
+    "staff_org": "窗口人员所在单位",
+    "period": "统计月份",
+    "fives": "非常满意数",
+    "share": "非常满意占比",
+    "wilson_lower": "占比的 Wilson 下界",
+    "peers_median": "同类人员占比中位数",
+    "robust_z": "稳健 z 值",
+    "threshold_z": "z 值阈值",
+    "peers": "同类人员数",
+    "numbers": "涉及号码数",
+    "threshold_numbers": "号码数阈值",
+    "similarity": "相似度阈值",
+    "sample": "内容示例（已脱敏）",
+}
 FLAG_STATUS = {"open": "待认定", "confirmed": "认定属实", "dismissed": "认定不属实"}
 FLAG_NOT_FOUND = "该线索不存在，或不在本单位管辖范围内。"
 

@@ -109,7 +109,7 @@ async def _flag(client: Any, evaluation_ids: list[int], region: str = "610902", 
                 rule: str = "burst") -> int:
     async with client.app[STORE].transaction() as session:
         flag = FraudFlag(rule=rule, subject="citizen 1", region_code=region, status=status,
-                         evidence={"count": len(evaluation_ids), "minutes": 30, "evaluation_ids": evaluation_ids,
+                         evidence={"services": len(evaluation_ids), "window_minutes": 30, "evaluation_ids": evaluation_ids,
                                    "note": "rater 13812341234"},
                          evaluation_count=len(evaluation_ids), created_at=client.app[DEPS].clock.now())
         session.add(flag)
@@ -135,6 +135,8 @@ async def test_flags_are_listed_open_first_and_read_within_jurisdiction(
     assert listed == [mine, old]  # open first; another county's flag is not there
     status, html = await clerk.get(f"/console/fraud/{mine}")
     assert status == 200 and "同一评价人短时间内多次评价" in html and "待认定" in html
+    assert "<dt>评价的服务数</dt><dd>2</dd>" in html and "<dt>时间窗（分钟）</dt><dd>30</dd>" in html
+    assert "<dt>note</dt>" in html  # a key without a label is shown as it is
     assert all(f"#{e}" in html for e in good)
     assert "13812341234" not in html and "138****1234" not in html  # no phone numbers, whole or masked
     assert 'action="/console/fraud/' not in html  # a clerk reads; the supervisor rules
