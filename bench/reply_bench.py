@@ -161,6 +161,36 @@ async def reply_all(url: str, numbers: list[str], body: str, sid_prefix: str, co
     return latencies
 
 
+async def redis_footprint(conversations: int) -> dict[str, object]:
+    """The keys in the benchmark's Redis database by prefix, and their bytes (MEMORY USAGE) per open
+    conversation. The database is the benchmark's own, flushed at the start."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    by_prefix: dict[str, list[int]] = {}
+    try:
+        async for key in client.scan_iter(count=1000):
+            prefix = ":".join(key.decode().split(":")[:3])
+            by_prefix.setdefault(prefix, [0, 0])
+            by_prefix[prefix][0] += 1
+            by_prefix[prefix][1] += int(await client.memory_usage(key, samples=0) or 0)
+    finally:
+        await client.aclose()
+    total = sum(b for _, b in by_prefix.values())
+    return {"keys": {k: {"count": c, "bytes": b} for k, (c, b) in sorted(by_prefix.items())},
+            "bytes_per_open_conversation": round(total / conversations, 1)}
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def ms(values: list[float]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in percentiles(values).items()}
 
@@ -210,14 +240,17 @@ async def main() -> None:
                 cases = meter.stop(count)
                 prompts_after = await wait_for(fake, numbers, 1, timeout=600)
                 meter.start()
+                redis_state: dict[str, object] | None = None
                 if args.bad:
                     lat = await reply_all(public, numbers, "1", "a", args.reply_concurrency, fake, 2)
+                    redis_state = await redis_footprint(count)  # each conversation now waits for reasons
                     lat += await reply_all(public, numbers, "1", "b", args.reply_concurrency, fake, 3)
                 else:
                     lat = await reply_all(public, numbers, "5", "a", args.reply_concurrency, fake, 2)
                 replies = meter.stop(count)
                 return {"cases": {**cases, "request_ms": ms(case_lat), "all_prompts_sent_after_s": round(prompts_after, 2)},
-                        "replies": {**replies, "webhook_ms": ms(lat)}}
+                        "replies": {**replies, "webhook_ms": ms(lat)}, "redis_while_waiting_for_reasons": redis_state,
+                        "gateway_rss_mb": [rss_mb(p.pid) for p in processes]}
 
             await one_round(90_000_000, warm)  # warm-up: connections, caches, statistics
             measured = await one_round(1, n)
