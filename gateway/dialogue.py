@@ -49,7 +49,13 @@ from gateway.deps import Deps
 from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
-from gateway.messaging.outbox import enqueue, record_opt_in, record_opt_out
+from gateway.messaging.outbox import (
+    OPT_OUT_CONFIRMATION,
+    enqueue,
+    gateway_confirms_opt_out,
+    record_opt_in,
+    record_opt_out,
+)
 from gateway.messaging.segments import first_fitting, segments
 from gateway.store.db import Store
 from gateway.store.models import (
@@ -147,8 +153,9 @@ async def converse(
                 if citizen is None:
                     raise BrokenInvariant("citizen is missing")
                 await _apply(session, runner, transition, citizen, channel, invitations)
+                opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
                 replies = await _queue_replies(
-                    session, runner.deps, transition.replies, citizen, channel, source_message_id
+                    session, runner.deps, transition.replies, citizen, channel, source_message_id, opted_out=opted_out
                 )
         except EvaluationError as exc:
             # A rating raced with another channel (or the period ended meanwhile): nothing of the
@@ -432,12 +439,18 @@ async def _queue_replies(
     citizen: Citizen,
     channel: str,
     source_message_id: int | None,
+    *,
+    opted_out: bool = False,
 ) -> list[OutboundMessage]:
-    # Nothing goes to a sender who has just opted out (or had before): not even a confirmation.
+    purpose = "reply"
     if (channel == "sms" and citizen.sms_opted_out_at is not None) or (
         channel == "telegram" and citizen.bot_blocked_at is not None
     ):
-        return []
+        # Nothing goes to a sender who has opted out, except on the bot the confirmation of the opt-out
+        # this input made (on SMS the carrier confirms; messaging.outbox owns that rule).
+        if not (opted_out and gateway_confirms_opt_out(channel)):
+            return []
+        purpose = OPT_OUT_CONFIRMATION
     queued = []
     now = deps.clock.now()
     if channel == "sms" and replies:
@@ -452,7 +465,7 @@ async def _queue_replies(
             session,
             channel=channel,
             citizen=citizen,
-            purpose="reply",
+            purpose=purpose,
             body=body,
             buttons=buttons,
             at=now,

@@ -33,7 +33,7 @@ from gateway.dialogue import invitation_ref, render_buttons
 from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.service import invitation_by_token
-from gateway.messaging.outbox import enqueue
+from gateway.messaging.outbox import enqueue, record_opt_in
 from gateway.store.db import Store
 from gateway.store.models import BotUpdate, Citizen, Evaluation, Invitation, OutboundMessage
 from gateway.store.upsert import insert_if_absent
@@ -163,7 +163,7 @@ async def _bind(
         here.telegram_chat_id = None
         await session.flush()
     owner.telegram_chat_id = chat_id
-    owner.bot_blocked_at = None
+    record_opt_in(owner, channel="telegram")  # a newly linked chat is open
     await session.flush()
     return Link("linked", owner, invitation)
 

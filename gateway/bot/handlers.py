@@ -97,7 +97,7 @@ async def on_start(message: Message, command: CommandObject, runner: Runner, eve
             about = [texts.ABOUT] + ([texts.HOW_TO_LINK] if await is_blank(session, citizen) else []) + [texts.COMMANDS]
             reply = Reply("\n".join(about))
         # Pressing Start re-opens the chat after a block or a TD, as START does by SMS.
-        citizen.bot_blocked_at = None
+        record_opt_in(citizen, channel=CHANNEL)
         await queue_reply(session, deps, citizen, reply)
 
 
@@ -194,7 +194,7 @@ async def _answered_code(runner: Runner, chat_id: int, code: str, update_id: int
         if not await first_delivery(session, update_id, None, deps.clock.now()):
             return True
         link = await answer_code(session, chat_id=chat_id, challenge=challenge, code=code, deps=deps)
-        link.citizen.bot_blocked_at = None
+        record_opt_in(link.citizen, channel=CHANNEL)
         log.info("link code answered", extra={"result": link.result, "citizen_id": link.citizen.id})
         await queue_reply(session, deps, link.citizen, _link_reply(link, deps))
     return True
@@ -297,9 +297,9 @@ async def on_member_status(event: ChatMemberUpdated, runner: Runner, event_updat
         if citizen is None or not await first_delivery(session, event_update.update_id, citizen.id, now):
             return
         if status == ChatMemberStatus.KICKED:
-            record_opt_out(citizen, channel="telegram", at=now)
+            record_opt_out(citizen, channel=CHANNEL, at=now)
         else:
-            record_opt_in(citizen, channel="telegram")
+            record_opt_in(citizen, channel=CHANNEL)
         log.info("bot membership changed", extra={"citizen_id": citizen.id, "status": str(status)})
 
 
