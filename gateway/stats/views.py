@@ -10,11 +10,11 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
 import xlsxwriter
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from gateway.orgs import Caller
 from gateway.stats import charts
@@ -44,13 +44,12 @@ from gateway.stats.schemas import (
 )
 from gateway.store.db import Store
 from gateway.tickets.calendar import WorkingCalendar
-from gateway.web.http import ApiError, require_caller, validation_error
+from gateway.web.http import parse_query, require_caller
 from gateway.web.keys import DEPS, SETTINGS, STORE
 from gateway.web.operations import Operation
 from gateway.web.templating import environment
 
 routes = web.RouteTableDef()
-M = TypeVar("M", bound=BaseModel)
 
 STATS_CACHE: web.AppKey[FiguresCache] = web.AppKey("stats_public_cache")
 STATS_PAGES: web.AppKey[dict[str, str]] = web.AppKey("stats_public_pages")  # figures' JSON text -> rendered page
@@ -64,21 +63,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def parse_query(request: web.Request, model: type[M]) -> M:
-    """The query string as a model: an unknown or repeated parameter is a 422 naming it."""
-    data: dict[str, str] = {}
-    for name, value in request.query.items():
-        if name in data:
-            raise ApiError(422, "invalid", f"{name}: given more than once", field=name)
-        if "\x00" in value or "\x00" in name:
-            raise ApiError(422, "invalid", f"{name}: must not contain the NUL character", field=name)
-        data[name] = value
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 def _today(request: web.Request) -> date:
