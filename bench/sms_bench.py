@@ -143,7 +143,7 @@ async def open_loop(url: str, requests: Requests, rate: float) -> tuple[float, l
 async def backlog(db_url: str) -> int:
     conn = await pg_connect(db_url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM inbound_message WHERE processed_at IS NULL AND sender_hash IS NOT NULL"))
+        return int(await conn.fetchval("SELECT count(*) FROM inbound_message WHERE state = 'pending'"))
     finally:
         await conn.close()
 

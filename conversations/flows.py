@@ -454,7 +454,7 @@ def _on_button(step: Step, data: str, at: datetime, ctx: Context) -> Transition:
         remark = ""
         if isinstance(step, Choosing) and button.invitation_id in step.candidates and button.level == step.level:
             remark = step.text
-        return _record(invitation, button.level, remark, at, ctx)
+        return _answers(_record(invitation, button.level, remark, at, ctx))
     if isinstance(button, (buttons.ReasonToggle, buttons.ReasonSubmit)):
         rated = _awaiting(ctx, button.invitation_id)
         if rated is None:
@@ -471,7 +471,7 @@ def _on_button(step: Step, data: str, at: datetime, ctx: Context) -> Transition:
         if isinstance(button, buttons.ReasonSubmit):
             if not current.selected:
                 return _say(current, ctx, texts.REASONS_PICK_FIRST)
-            return _reasons_given(rated, current.selected, "", at, ctx)
+            return _answers(_reasons_given(rated, current.selected, "", at, ctx))
         if button.code not in {o.code for o in options}:
             return stale
         if button.code in current.selected:
@@ -492,12 +492,17 @@ def _on_button(step: Step, data: str, at: datetime, ctx: Context) -> Transition:
     if isinstance(button, buttons.StaffButton):
         if not _awaits_staff(ctx, button.invitation_id):
             return stale
-        return _staff_given(button.invitation_id, button.level, ctx)
+        return _answers(_staff_given(button.invitation_id, button.level, ctx))
     if isinstance(button, buttons.SurveyButton):
         if not any(s.ticket_id == button.ticket_id for s in ctx.open_surveys):
             return stale
-        return _answer_survey(button.ticket_id, button.satisfied, "", at, ctx)
+        return _answers(_answer_survey(button.ticket_id, button.satisfied, "", at, ctx))
     return stale
+
+
+def _answers(transition: Transition) -> Transition:
+    """The tap answered its keyboard's question: the bot closes that keyboard."""
+    return replace(transition, answered=True)
 
 
 __all__ = ["QUESTION_TTL_SECONDS", "STATE_TTL_SECONDS", "advance", "rating_prompt", "survey_prompt"]

@@ -214,13 +214,16 @@ class Transition:
     """The outcome of one step: the state to keep, the messages to send, the effects to apply.
 
     `ttl_seconds` is how long to keep `state`; 0 means the conversation is idle and its key can be
-    deleted.
+    deleted. `answered` is true when a tapped button answered the question its keyboard asked (a
+    rating, the ticked reasons submitted, a staff level or the skip, a survey answer): the bot then
+    closes that keyboard. A tick, a refused or stale tap and every typed input leave it false.
     """
 
     state: dict[str, Any]
     replies: tuple[Reply, ...] = ()
     effects: tuple[Effect, ...] = ()
     ttl_seconds: int = 0
+    answered: bool = False
 
     @property
     def step(self) -> str:

@@ -70,16 +70,16 @@ def create_app(
         campaigns_ctx(settings.run_dispatcher if run_background is None else run_background, start_task)
     )
 
-    from gateway.upload.wiring import upload_ctx
+    from gateway.wiring.upload import upload_ctx
 
     run_upload = settings.run_dispatcher if run_background is None else run_background
     app.cleanup_ctx.append(upload_ctx(run_upload, start_task))
 
-    from gateway.fraud.wiring import fraud_ctx
+    from gateway.wiring.fraud import fraud_ctx
 
     app.cleanup_ctx.append(fraud_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 
-    from gateway.stats.views import stats_ctx
+    from gateway.wiring.stats import stats_ctx
 
     app.cleanup_ctx.append(stats_ctx(settings.run_dispatcher if run_background is None else run_background, start_task))
 

@@ -176,7 +176,7 @@ async def _walk_ticket(client: TestClient, ticket_id: int, auth: Any) -> None:
 async def _upload(client: TestClient) -> None:
     """The feed to the provincial platform: the evaluation and its rectification, as the province sees them."""
     from gateway.upload.transport import ConsoleProvince
-    from gateway.upload.wiring import UPLOAD_FEED
+    from gateway.wiring.upload import UPLOAD_FEED
 
     feed = client.app[UPLOAD_FEED]
     if feed is None or not isinstance(feed.transport, ConsoleProvince):
@@ -196,7 +196,7 @@ async def _upload(client: TestClient) -> None:
 
 async def _fraud_flag(client: TestClient, auth: Any) -> None:
     """One number rates five services at once: the detector flags it for the county to rule."""
-    from gateway.fraud.wiring import FRAUD_DETECTOR
+    from gateway.wiring.fraud import FRAUD_DETECTOR
 
     say("\n8. Fraud detection (Art. 19): one number rates five more services at once, from one browser.")
     now = client.app[DEPS].clock.now()

@@ -2,7 +2,7 @@
 
 For one input it: takes the sender's lock, loads the state and the Context (from the ticket store),
 calls the pure `conversations.advance`, then in ONE transaction records the input as handled (the
-bot's update id, the SMS inbox row's "processed" mark, or the timer's removal: the dedup), carries
+SMS inbox row's "processed" state, the bot's update id in `bot_update`, or the timer's removal: the dedup), carries
 out the effects and queues the replies in the outbox; after the commit it saves the state.
 A crash before the commit leaves nothing; a crash after it leaves an older state, which the Context
 (the truth) corrects on the next message.
@@ -49,10 +49,17 @@ from gateway.deps import Deps
 from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import EvaluationError
 from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
-from gateway.messaging.outbox import enqueue, record_opt_in, record_opt_out
+from gateway.messaging.outbox import (
+    OPT_OUT_CONFIRMATION,
+    enqueue,
+    gateway_confirms_opt_out,
+    record_opt_in,
+    record_opt_out,
+)
 from gateway.messaging.segments import first_fitting, segments
 from gateway.store.db import Store
 from gateway.store.models import (
+    BotUpdate,
     CampaignTarget,
     Citizen,
     ConversationTimer,
@@ -62,6 +69,7 @@ from gateway.store.models import (
     Invitation,
     OutboundMessage,
     Ticket,
+    inbox_state_is,
 )
 from gateway.store.redis_watch import RedisWatch, is_outage
 from gateway.store.upsert import insert_if_absent
@@ -126,8 +134,7 @@ async def converse(
     channel: str,
     citizen_id: int,
     inbound: Inbound,
-    provider: str | None = None,
-    provider_id: str | None = None,
+    update_id: int | None = None,
     source_message_id: int | None = None,
     timer_id: int | None = None,
     inbox_id: int | None = None,
@@ -138,7 +145,7 @@ async def converse(
         state = await runner.states.get(key)
         try:
             async with runner.store.transaction() as session:
-                if not await _first_time(session, provider, provider_id, citizen_id, timer_id, inbox_id, runner.deps):
+                if not await _first_time(session, update_id, citizen_id, timer_id, inbox_id, runner.deps):
                     return Outcome(duplicate=True)
                 ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
                 transition = advance(state, inbound, ctx)
@@ -146,15 +153,16 @@ async def converse(
                 if citizen is None:
                     raise BrokenInvariant("citizen is missing")
                 await _apply(session, runner, transition, citizen, channel, invitations)
+                opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
                 replies = await _queue_replies(
-                    session, runner.deps, transition.replies, citizen, channel, source_message_id
+                    session, runner.deps, transition.replies, citizen, channel, source_message_id, opted_out=opted_out
                 )
         except EvaluationError as exc:
             # A rating raced with another channel (or the period ended meanwhile): nothing of the
             # first attempt stays; the citizen gets a plain answer and the conversation starts over.
             log.info("conversation effect refused", extra={"reason": exc.message, "channel": channel})
             async with runner.store.transaction() as session:
-                if not await _first_time(session, provider, provider_id, citizen_id, None, inbox_id, runner.deps):
+                if not await _first_time(session, update_id, citizen_id, None, inbox_id, runner.deps):
                     return Outcome(duplicate=True)
                 citizen = await session.get(Citizen, citizen_id)
                 if citizen is None:
@@ -182,22 +190,22 @@ def _refusal(exc: EvaluationError) -> str:
 
 async def _first_time(
     session: AsyncSession,
-    provider: str | None,
-    provider_id: str | None,
+    update_id: int | None,
     citizen_id: int,
     timer_id: int | None,
     inbox_id: int | None,
     deps: Deps,
 ) -> bool:
-    """Record the provider's message id (or mark the inbox message, or take the timer, processed);
-    False when that was done before (a retried webhook, a message or timer another process handled)."""
+    """Mark the inbox message processed, or take the timer, or record the bot's update id; False when
+    that was done before (a message or timer another process handled, a re-delivered update)."""
     if inbox_id is not None:
         # The stored text and number are not needed any more: what matters is in the effects.
         inbox = InboundMessage.__table__  # type: ignore[attr-defined]  # a Core UPDATE: no ORM bookkeeping on the hot path
         done = await session.exec(
             update(inbox)
-            .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
+            .where(inbox.c.id == inbox_id, inbox_state_is(inbox.c.state, "pending"))
             .values(
+                state="processed",
                 processed_at=deps.clock.now(),
                 citizen_id=citizen_id,
                 body=None,
@@ -210,16 +218,10 @@ async def _first_time(
     if timer_id is not None:
         gone = await session.exec(delete(ConversationTimer).where(col(ConversationTimer.id) == timer_id))
         return gone.rowcount == 1
-    if provider is None or provider_id is None:
+    if update_id is None:
         return True
     return await insert_if_absent(
-        session,
-        InboundMessage,
-        provider=provider,
-        provider_id=provider_id,
-        citizen_id=citizen_id,
-        received_at=deps.clock.now(),
-        processed_at=deps.clock.now(),
+        session, BotUpdate, update_id=update_id, citizen_id=citizen_id, processed_at=deps.clock.now()
     )
 
 
@@ -437,12 +439,18 @@ async def _queue_replies(
     citizen: Citizen,
     channel: str,
     source_message_id: int | None,
+    *,
+    opted_out: bool = False,
 ) -> list[OutboundMessage]:
-    # Nothing goes to a sender who has just opted out (or had before): not even a confirmation.
+    purpose = "reply"
     if (channel == "sms" and citizen.sms_opted_out_at is not None) or (
         channel == "telegram" and citizen.bot_blocked_at is not None
     ):
-        return []
+        # Nothing goes to a sender who has opted out, except on the bot the confirmation of the opt-out
+        # this input made (on SMS the carrier confirms; messaging.outbox owns that rule).
+        if not (opted_out and gateway_confirms_opt_out(channel)):
+            return []
+        purpose = OPT_OUT_CONFIRMATION
     queued = []
     now = deps.clock.now()
     if channel == "sms" and replies:
@@ -457,7 +465,7 @@ async def _queue_replies(
             session,
             channel=channel,
             citizen=citizen,
-            purpose="reply",
+            purpose=purpose,
             body=body,
             buttons=buttons,
             at=now,

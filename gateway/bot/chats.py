@@ -33,14 +33,13 @@ from gateway.dialogue import invitation_ref, render_buttons
 from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import InvitationNotFound
 from gateway.evaluations.service import invitation_by_token
-from gateway.messaging.outbox import enqueue
+from gateway.messaging.outbox import enqueue, record_opt_in
 from gateway.store.db import Store
-from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
+from gateway.store.models import BotUpdate, Citizen, Evaluation, Invitation, OutboundMessage
 from gateway.store.upsert import insert_if_absent
 
 log = logging.getLogger(__name__)
 
-PROVIDER = "telegram"  # InboundMessage.provider of Telegram updates; provider_id is the update_id
 
 LinkResult = Literal[
     "linked",
@@ -106,15 +105,7 @@ async def new_chat_citizen(session: AsyncSession, chat_id: int, at: datetime) ->
 
 async def first_delivery(session: AsyncSession, update_id: int, citizen_id: int | None, at: datetime) -> bool:
     """Record the update id; False when Telegram delivered this update before (it re-delivers)."""
-    return await insert_if_absent(
-        session,
-        InboundMessage,
-        provider=PROVIDER,
-        provider_id=str(update_id),
-        citizen_id=citizen_id,
-        received_at=at,
-        processed_at=at,
-    )
+    return await insert_if_absent(session, BotUpdate, update_id=update_id, citizen_id=citizen_id, processed_at=at)
 
 
 @dataclass
@@ -172,7 +163,7 @@ async def _bind(
         here.telegram_chat_id = None
         await session.flush()
     owner.telegram_chat_id = chat_id
-    owner.bot_blocked_at = None
+    record_opt_in(owner, channel="telegram")  # a newly linked chat is open
     await session.flush()
     return Link("linked", owner, invitation)
 
@@ -326,7 +317,6 @@ async def queue_reply(
 
 
 __all__ = [
-    "PROVIDER",
     "Link",
     "answer_code",
     "as_code",

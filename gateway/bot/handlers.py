@@ -17,8 +17,7 @@ from aiogram.exceptions import AiogramError
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import CallbackQuery, ChatMemberUpdated, InlineKeyboardMarkup, Message, Update
 
-from conversations import Inbound, Reply, Transition, rating_prompt
-from conversations import texts as dialogue_texts
+from conversations import Inbound, Reply, rating_prompt
 from conversations.buttons import ReasonSubmit, parse_button
 from gateway.bot import texts
 from gateway.bot.chats import (
@@ -98,7 +97,7 @@ async def on_start(message: Message, command: CommandObject, runner: Runner, eve
             about = [texts.ABOUT] + ([texts.HOW_TO_LINK] if await is_blank(session, citizen) else []) + [texts.COMMANDS]
             reply = Reply("\n".join(about))
         # Pressing Start re-opens the chat after a block or a TD, as START does by SMS.
-        citizen.bot_blocked_at = None
+        record_opt_in(citizen, channel=CHANNEL)
         await queue_reply(session, deps, citizen, reply)
 
 
@@ -180,8 +179,7 @@ async def on_text(message: Message, runner: Runner, event_update: Update) -> Non
         runner,
         channel=CHANNEL,
         citizen_id=citizen_id,
-        provider=CHANNEL,
-        provider_id=str(event_update.update_id),
+        update_id=event_update.update_id,
         inbound=Inbound(kind="text", at=runner.deps.clock.now(), text=message.text or ""),
     )
 
@@ -196,7 +194,7 @@ async def _answered_code(runner: Runner, chat_id: int, code: str, update_id: int
         if not await first_delivery(session, update_id, None, deps.clock.now()):
             return True
         link = await answer_code(session, chat_id=chat_id, challenge=challenge, code=code, deps=deps)
-        link.citizen.bot_blocked_at = None
+        record_opt_in(link.citizen, channel=CHANNEL)
         log.info("link code answered", extra={"result": link.result, "citizen_id": link.citizen.id})
         await queue_reply(session, deps, link.citizen, _link_reply(link, deps))
     return True
@@ -211,8 +209,7 @@ async def on_other_message(message: Message, runner: Runner, event_update: Updat
         runner,
         channel=CHANNEL,
         citizen_id=citizen_id,
-        provider=CHANNEL,
-        provider_id=str(event_update.update_id),
+        update_id=event_update.update_id,
         inbound=Inbound(kind="text", at=runner.deps.clock.now(), text=message.caption or ""),
     )
 
@@ -246,12 +243,12 @@ async def on_button(query: CallbackQuery, bot: Bot, runner: Runner, event_update
         runner,
         channel=CHANNEL,
         citizen_id=citizen_id,
-        provider=CHANNEL,
-        provider_id=str(event_update.update_id),
+        update_id=event_update.update_id,
         inbound=Inbound(kind="button", at=runner.deps.clock.now(), data=query.data or ""),
         source_message_id=message.message_id,
     )
-    if outcome.duplicate or outcome.transition is None or not _answered(outcome.transition):
+    # The conversation says whether the tap answered its keyboard's question (`Transition.answered`).
+    if outcome.duplicate or outcome.transition is None or not outcome.transition.answered:
         return
     if isinstance(message, Message) and message.text:
         await _close_keyboard(runner, citizen_id, message, query.data or "", event_update.update_id)
@@ -263,15 +260,6 @@ async def _acknowledge(bot: Bot, query: CallbackQuery) -> None:
         await bot.answer_callback_query(callback_query_id=query.id, request_timeout=ACK_TIMEOUT_SECONDS)
     except AiogramError as exc:
         log.info("callback query not acknowledged", extra={"error": type(exc).__name__, "detail": str(exc)[:200]})
-
-
-def _answered(transition: Transition) -> bool:
-    """The tap answered its question (a rating, reasons, a staff level or skip, a survey answer)."""
-    if any(reply.edit_previous for reply in transition.replies):
-        return False  # the flow redraws that keyboard itself (a reason ticked)
-    if transition.effects:
-        return True
-    return any(reply.text == dialogue_texts.STAFF_SKIPPED for reply in transition.replies)
 
 
 async def _close_keyboard(runner: Runner, citizen_id: int, message: Message, data: str, update_id: int) -> None:
@@ -309,9 +297,9 @@ async def on_member_status(event: ChatMemberUpdated, runner: Runner, event_updat
         if citizen is None or not await first_delivery(session, event_update.update_id, citizen.id, now):
             return
         if status == ChatMemberStatus.KICKED:
-            record_opt_out(citizen, channel="telegram", at=now)
+            record_opt_out(citizen, channel=CHANNEL, at=now)
         else:
-            record_opt_in(citizen, channel="telegram")
+            record_opt_in(citizen, channel=CHANNEL)
         log.info("bot membership changed", extra={"citizen_id": citizen.id, "status": str(status)})
 
 

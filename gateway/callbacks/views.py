@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from gateway.callbacks.errors import CampaignNotFound
 from gateway.callbacks.schemas import AnswerIn, AnswerOut, CampaignIn, CampaignRead, TargetPage, TargetQuery
@@ -22,7 +22,7 @@ from gateway.callbacks.service import (
 from gateway.orgs import Caller
 from gateway.store.models import Campaign
 from gateway.tickets.schemas import MAX_ID
-from gateway.web.http import read_json, require_caller, validation_error
+from gateway.web.http import parse_query, read_json, require_caller
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 from gateway.web.operations import Operation, PathParam
 
@@ -66,10 +66,7 @@ async def detail_view(request: web.Request) -> web.Response:
 async def targets_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     campaign_id = _campaign_id(request)
-    try:
-        query = TargetQuery.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    query = parse_query(request, TargetQuery)
     async with request.app[STORE].transaction() as session:
         campaign = await visible_campaign(session, caller=caller, campaign_id=campaign_id)
         page = await list_targets(session, campaign=campaign, query=query)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.fraud.schemas import MAX_ID, FlagDetail, FlagPage, FlagQuery, RulingIn, StaffContactsIn, StaffContactsOut
 from gateway.fraud.service import FlagNotFound, flag_detail, list_flags, replace_staff_contacts, rule_flag
-from gateway.web.http import read_json, require_caller, validation_error
+from gateway.web.http import parse_query, read_json, require_caller
 from gateway.web.keys import DEPS, STORE
 from gateway.web.operations import Operation, PathParam
 
@@ -26,10 +25,7 @@ def _flag_id(request: web.Request) -> int:
 @routes.get("/api/v1/fraud/flags")
 async def list_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
-    try:
-        query = FlagQuery.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    query = parse_query(request, FlagQuery)
     async with request.app[STORE].transaction() as session:
         page = await list_flags(session, caller=caller, query=query)
     return web.json_response(page.model_dump(mode="json"))

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import Clock
 from gateway.errors import BrokenInvariant
-from gateway.messaging.outbox import record_opt_out
+from gateway.messaging.outbox import OPT_OUT_CONFIRMATION, record_opt_out
 from gateway.messaging.providers import Outgoing, Provider, SendFailed, Sent
 from gateway.messaging.quiet import QuietHours
 from gateway.messaging.ratelimit import RateLimiter
@@ -298,8 +298,12 @@ def _blocked_reason(message: OutboundMessage, citizen: Citizen) -> str | None:
         return "recipient opted out of SMS"
     if message.channel == "sms" and citizen.phone_enc is None:
         return "recipient has no phone number"
-    if message.channel == "telegram" and (citizen.bot_blocked_at is not None or citizen.telegram_chat_id is None):
-        return "recipient blocked the bot or has no chat"
+    if message.channel == "telegram" and citizen.telegram_chat_id is None:
+        return "recipient has no chat"
+    if message.channel == "telegram" and citizen.bot_blocked_at is not None and message.purpose != OPT_OUT_CONFIRMATION:
+        # The confirmation of a 退订 goes to the chat that has just opted out; nothing else does. (It never
+        # falls back to SMS: the same 退订 opted the number out.)
+        return "recipient blocked the bot or opted out in the chat"
     return None
 
 

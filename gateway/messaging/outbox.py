@@ -76,6 +76,20 @@ async def record_delivery_report(
 _PRIORITY = {"reply": PRIORITY_ANSWER, "notice": PRIORITY_NOTICE, "prompt": PRIORITY_BULK, "survey": PRIORITY_BULK}
 
 
+# The purpose of the one message a chat gets after its 退订: the confirmation, which the dispatcher lets
+# through the opt-out (and never turns into an SMS).
+OPT_OUT_CONFIRMATION = "opt_out"
+
+
+def gateway_confirms_opt_out(channel: str) -> bool:
+    """Who confirms an opt-out. On SMS the carrier's or Twilio's opt-out service does, and nothing at
+    all goes from the gateway to a number after its STOP. On the bot nobody else can: the chat gets the
+    conversation's confirmation, the last message before it opts in again."""
+    if channel not in ("sms", "telegram"):
+        raise ValueError(f"no opt-out on channel {channel!r}")
+    return channel == "telegram"
+
+
 def record_opt_out(citizen: Citizen, *, channel: str, at: datetime) -> bool:
     """Nothing more goes to the citizen on this channel: an SMS opt-out (STOP, 退订, a carrier's opt-out
     code) or a bot the citizen blocked or left with 退订. At once and for good; the first time is kept.

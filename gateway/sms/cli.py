@@ -17,7 +17,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
@@ -27,10 +27,10 @@ from gateway.privacy import mask_phone, redact
 from gateway.settings import Settings
 from gateway.sms.inbox import inbox_status
 from gateway.store.db import Store
-from gateway.store.models import INBOX_SET_ASIDE, InboundMessage
+from gateway.store.models import InboundMessage, inbox_state_is
 
 m = InboundMessage
-SET_ASIDE = text(INBOX_SET_ASIDE)
+SET_ASIDE = inbox_state_is(col(m.state), "dead")
 
 
 async def set_aside(store: Store, deps: Deps, limit: int = 100) -> list[dict[str, object]]:
@@ -60,20 +60,24 @@ async def retry(store: Store, ids: list[int]) -> int:
     while its sender has messages waiting (they would run side by side)."""
     waiting = aliased(InboundMessage)
     sender_busy = (
-        select(waiting.id).where(waiting.sender_hash == m.sender_hash, col(waiting.processed_at).is_(None)).exists()
+        select(waiting.id)
+        .where(waiting.sender_hash == m.sender_hash, inbox_state_is(col(waiting.state), "pending"))
+        .exists()
     )
     async with store.transaction() as session:
         done = await session.exec(
             update(m)
             .where(col(m.id).in_(ids), SET_ASIDE, ~sender_busy)
-            .values(processed_at=None, attempts=0, error=None, lease_until=None)
+            .values(state="pending", processed_at=None, attempts=0, error=None, lease_until=None)
         )
         return int(done.rowcount)
 
 
 async def purge(store: Store, ids: list[int]) -> int:
     async with store.transaction() as session:
-        done = await session.exec(update(m).where(col(m.id).in_(ids), SET_ASIDE).values(body=None, sender_enc=None))
+        done = await session.exec(
+            update(m).where(col(m.id).in_(ids), SET_ASIDE).values(state="purged", body=None, sender_enc=None)
+        )
         return int(done.rowcount)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, text, update
+from sqlalchemy import func, or_, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
@@ -41,7 +41,7 @@ from gateway.errors import BrokenInvariant
 from gateway.passes import run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
-from gateway.store.models import INBOX_PENDING, INBOX_SET_ASIDE, Citizen, InboundMessage
+from gateway.store.models import INBOX_DEAD, INBOX_PENDING, Citizen, InboundMessage, inbox_state_is
 from gateway.store.redis_watch import is_outage
 from gateway.store.upsert import dialect_insert
 
@@ -243,14 +243,14 @@ class InboxDrainer:
         now = self.runner.deps.clock.now()
         m = InboundMessage
         earlier = aliased(InboundMessage)
-        pending = and_(col(m.processed_at).is_(None), col(m.sender_hash).is_not(None))
+        pending = inbox_state_is(col(m.state), "pending")
         free = or_(col(m.lease_until).is_(None), col(m.lease_until) < now)
         # The sender's earliest pending message, as a correlated subquery: it is looked up per candidate
         # in ix_inbound_pending whatever the planner believes about the table (a fresh inbox has no
         # statistics, and an anti-join planned for one row would scan the whole backlog per candidate).
         first_of_sender = (
             select(func.min(earlier.id))
-            .where(earlier.sender_hash == m.sender_hash, col(earlier.processed_at).is_(None))
+            .where(earlier.sender_hash == m.sender_hash, inbox_state_is(col(earlier.state), "pending"))
             .scalar_subquery()
         )
         async with self.store.transaction() as session:
@@ -420,7 +420,7 @@ class InboxDrainer:
         async with self.store.transaction() as session:
             await session.exec(
                 update(InboundMessage)
-                .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
+                .where(col(InboundMessage.id) == message.id, inbox_state_is(col(InboundMessage.state), "pending"))
                 .values(error=error[:200], lease_until=now + timedelta(seconds=backoff))
             )
 
@@ -430,7 +430,7 @@ class InboxDrainer:
         async with self.store.transaction() as session:
             await session.exec(
                 update(InboundMessage)
-                .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
+                .where(col(InboundMessage.id) == message.id, inbox_state_is(col(InboundMessage.state), "pending"))
                 .values(lease_until=None, attempts=InboundMessage.attempts - 1)
             )
 
@@ -441,8 +441,8 @@ class InboxDrainer:
         async with self.store.transaction() as session:
             await session.exec(
                 update(InboundMessage)
-                .where(col(InboundMessage.id) == message.id, col(InboundMessage.processed_at).is_(None))
-                .values(processed_at=now, lease_until=None, error=reason[:200])
+                .where(col(InboundMessage.id) == message.id, inbox_state_is(col(InboundMessage.state), "pending"))
+                .values(state="dead", processed_at=now, lease_until=None, error=reason[:200])
             )
 
 
@@ -480,6 +480,6 @@ async def inbox_status(store: Store, now: datetime) -> dict[str, int | float | N
         pending, oldest = (
             await session.exec(select(func.count(), func.min(m.received_at)).where(text(INBOX_PENDING)))
         ).one()
-        failed = (await session.exec(select(func.count()).select_from(m).where(text(INBOX_SET_ASIDE)))).one()
+        failed = (await session.exec(select(func.count()).select_from(m).where(text(INBOX_DEAD)))).one()
     age = round(max(0.0, (now - as_utc(oldest)).total_seconds()), 1) if oldest is not None else None
     return {"pending": int(pending), "oldest_pending_seconds": age, "set_aside": int(failed)}

@@ -10,27 +10,22 @@ Each flag is an event (a stats_alert row, once per unit and window) sent to the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import aiohttp
-from aiohttp import web
 from sqlalchemy import case, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.evaluations.reasons import BAD_LEVELS
-from gateway.passes import run_passes
 from gateway.stats.models import StatsAlert, StatsUnitDaily
 from gateway.stats.rollup import VALID
 from gateway.store.db import Store
 from gateway.store.models import Organisation
 from gateway.store.upsert import insert_if_absent
-from gateway.web.keys import DEPS, SETTINGS, STORE
 
 log = logging.getLogger(__name__)
 
@@ -185,52 +180,8 @@ class AlertFailed(Exception):
     """The webhook did not take the alert."""
 
 
-def webhook_sender(session: aiohttp.ClientSession, url: str) -> Send:
-    async def send(body: dict[str, Any]) -> None:
-        try:
-            async with session.post(url, json=body) as response:
-                if not 200 <= response.status < 300:
-                    raise AlertFailed(f"webhook answered {response.status}")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise AlertFailed(f"webhook unreachable: {type(exc).__name__}") from None
-
-    return send
-
-
 async def log_sender(body: dict[str, Any]) -> None:
     log.warning("bad-review rate alert (no webhook configured): %s", body)
-
-
-def alerts_ctx(run: bool, start_task: Callable[..., Any]) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: the alert pass, when background tasks run."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        settings, deps = app[SETTINGS], app[DEPS]
-        session: aiohttp.ClientSession | None = None
-        send: Send = log_sender
-        if settings.overdue_reminder_webhook:
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS))
-            send = webhook_sender(session, settings.overdue_reminder_webhook)
-        task = None
-        if run:
-
-            async def a_pass() -> int:
-                now = deps.clock.now()
-                return await one_pass(app[STORE], send, today=deps.calendar.local_date(now), at=now)
-
-            task = start_task(
-                app,
-                run_passes(a_pass, interval_seconds=settings.stats_alert_interval_seconds, what="stats alert"),
-                name="stats-alerts",
-            )
-        yield
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if session is not None:
-            await session.close()
-
-    return ctx
 
 
 __all__ = ["binomial_tail", "is_clear_rise", "one_pass", "scan", "send_pending"]

@@ -6,16 +6,10 @@ Phone numbers are masked; every text cell that a spreadsheet could read as a for
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import io
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, BinaryIO
+from typing import Any
 
-import xlsxwriter
-from aiohttp import web
 from sqlalchemy import func
 from sqlalchemy import select as core_select
 from sqlalchemy.orm import aliased
@@ -26,7 +20,6 @@ from gateway.errors import BrokenInvariant
 from gateway.orgs import Caller, ticket_scope
 from gateway.privacy import redact
 from gateway.stats.queries import Scope
-from gateway.store.db import Store
 from gateway.store.models import (
     Citizen,
     Evaluation,
@@ -236,106 +229,3 @@ async def ticket_rows(
             phone or "",
             redact(t.reply_text),
         ]
-
-
-async def stream_csv(
-    request: web.Request, *, filename: str, header: Sequence[str], rows: AsyncIterator[list[Any]]
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{filename}.csv"',
-            "Cache-Control": "no-store",
-        }
-    )
-    await response.prepare(request)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    buffer.write("\ufeff")  # Excel opens UTF-8 CSV correctly only with the byte-order mark
-    writer.writerow(header)
-    count = 0
-    async for row in rows:
-        writer.writerow([safe_cell(v) for v in row])
-        count += 1
-        if count % CHUNK_ROWS == 0:
-            await response.write(buffer.getvalue().encode("utf-8"))
-            buffer.seek(0)
-            buffer.truncate()
-    await response.write(buffer.getvalue().encode("utf-8"))
-    await response.write_eof()
-    return response
-
-
-async def stream_xlsx(
-    request: web.Request, *, filename: str, header: Sequence[str], rows: AsyncIterator[list[Any]]
-) -> web.StreamResponse:
-    """XlsxWriter in constant-memory mode writes the sheet row by row to a temporary file, streamed out."""
-    with tempfile.TemporaryFile() as out:
-        workbook = xlsxwriter.Workbook(
-            out,
-            {
-                "constant_memory": True,
-                "strings_to_formulas": False,
-                "strings_to_urls": False,
-                "strings_to_numbers": False,
-            },
-        )
-        sheet = workbook.add_worksheet(filename[:31])
-        bold = workbook.add_format({"bold": True})
-        for c, name in enumerate(header):
-            sheet.write_string(0, c, name, bold)
-        r = 0
-        async for row in rows:
-            r += 1
-            for c, value in enumerate(row):
-                cell = safe_cell(value)
-                if isinstance(cell, (int, float)):
-                    sheet.write_number(r, c, cell)
-                else:
-                    sheet.write_string(r, c, cell)
-        await asyncio.to_thread(workbook.close)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                "Content-Disposition": f'attachment; filename="{filename}.xlsx"',
-                "Cache-Control": "no-store",
-            }
-        )
-        await response.prepare(request)
-        out.seek(0)
-        await _copy(out, response)
-        await response.write_eof()
-        return response
-
-
-async def _copy(source: BinaryIO, response: web.StreamResponse) -> None:
-    while True:
-        block = await asyncio.to_thread(source.read, 256 * 1024)
-        if not block:
-            return
-        await response.write(block)
-
-
-async def export(
-    request: web.Request,
-    *,
-    store: Store,
-    kind: str,
-    fmt: str,
-    caller: Caller,
-    start: date,
-    end: date,
-    calendar: WorkingCalendar,
-    now: datetime,
-) -> web.StreamResponse:
-    """Stream one export; the rows are read in one transaction while they are written out."""
-    async with store.transaction() as session:
-        if kind == "evaluations":
-            rows = evaluation_rows(session, caller=caller, start=start, end=end, calendar=calendar)
-            header: Sequence[str] = EVALUATION_COLUMNS
-        else:
-            rows = ticket_rows(session, caller=caller, start=start, end=end, calendar=calendar, now=now)
-            header = TICKET_COLUMNS
-        name = f"{kind}-{start.isoformat()}-{end.isoformat()}"
-        writer = stream_csv if fmt == "csv" else stream_xlsx
-        return await writer(request, filename=name, header=header, rows=rows)

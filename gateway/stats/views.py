@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
-from collections.abc import AsyncIterator
-from datetime import date
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO
 
+import xlsxwriter
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from gateway.orgs import Caller
 from gateway.stats import charts
 from gateway.stats.errors import InvalidStatsQuery
-from gateway.stats.exports import export
+from gateway.stats.exports import (
+    CHUNK_ROWS,
+    EVALUATION_COLUMNS,
+    TICKET_COLUMNS,
+    evaluation_rows,
+    safe_cell,
+    ticket_rows,
+)
 from gateway.stats.periods import previous_month
 from gateway.stats.public import FiguresCache, cached_figures, parse_month
 from gateway.stats.queries import Scope, check_range, compute, select_figures
@@ -29,13 +42,14 @@ from gateway.stats.schemas import (
     StatsGroup,
     StatsQuery,
 )
-from gateway.web.http import ApiError, require_caller, validation_error
-from gateway.web.keys import DEPS, REDIS, SETTINGS, STORE
+from gateway.store.db import Store
+from gateway.tickets.calendar import WorkingCalendar
+from gateway.web.http import parse_query, require_caller
+from gateway.web.keys import DEPS, SETTINGS, STORE
 from gateway.web.operations import Operation
 from gateway.web.templating import environment
 
 routes = web.RouteTableDef()
-M = TypeVar("M", bound=BaseModel)
 
 STATS_CACHE: web.AppKey[FiguresCache] = web.AppKey("stats_public_cache")
 STATS_PAGES: web.AppKey[dict[str, str]] = web.AppKey("stats_public_pages")  # figures' JSON text -> rendered page
@@ -49,21 +63,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def parse_query(request: web.Request, model: type[M]) -> M:
-    """The query string as a model: an unknown or repeated parameter is a 422 naming it."""
-    data: dict[str, str] = {}
-    for name, value in request.query.items():
-        if name in data:
-            raise ApiError(422, "invalid", f"{name}: given more than once", field=name)
-        if "\x00" in value or "\x00" in name:
-            raise ApiError(422, "invalid", f"{name}: must not contain the NUL character", field=name)
-        data[name] = value
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 def _today(request: web.Request) -> date:
@@ -246,21 +245,6 @@ def page_charts(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stats_ctx(run: bool, start_task: Any) -> Any:
-    """Cleanup context: the public figures' cache (shared through Redis when configured) and the alert pass."""
-    from gateway.stats.alerts import alerts_ctx
-
-    alerts = alerts_ctx(run, start_task)
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        app[STATS_CACHE] = FiguresCache(app[SETTINGS].public_stats_ttl_seconds, redis=app.get(REDIS))
-        app[STATS_PAGES] = {}
-        async for _ in alerts(app):
-            yield
-
-    return ctx
-
-
 _CSV_XLSX = {
     "text/csv": "CSV (UTF-8 with BOM)",
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "XLSX",
@@ -326,3 +310,109 @@ OPERATIONS = [
         description="Streamed; phone numbers masked; cells that could be read as formulas start with '.",
     ),
 ]
+
+
+# Exports: the rows (gateway.stats.exports) streamed out as CSV or XLSX.
+
+
+async def stream_csv(
+    request: web.Request, *, filename: str, header: Sequence[str], rows: AsyncIterator[list[Any]]
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{filename}.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    buffer.write("\ufeff")  # Excel opens UTF-8 CSV correctly only with the byte-order mark
+    writer.writerow(header)
+    count = 0
+    async for row in rows:
+        writer.writerow([safe_cell(v) for v in row])
+        count += 1
+        if count % CHUNK_ROWS == 0:
+            await response.write(buffer.getvalue().encode("utf-8"))
+            buffer.seek(0)
+            buffer.truncate()
+    await response.write(buffer.getvalue().encode("utf-8"))
+    await response.write_eof()
+    return response
+
+
+async def stream_xlsx(
+    request: web.Request, *, filename: str, header: Sequence[str], rows: AsyncIterator[list[Any]]
+) -> web.StreamResponse:
+    """XlsxWriter in constant-memory mode writes the sheet row by row to a temporary file, streamed out."""
+    with tempfile.TemporaryFile() as out:
+        workbook = xlsxwriter.Workbook(
+            out,
+            {
+                "constant_memory": True,
+                "strings_to_formulas": False,
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        sheet = workbook.add_worksheet(filename[:31])
+        bold = workbook.add_format({"bold": True})
+        for c, name in enumerate(header):
+            sheet.write_string(0, c, name, bold)
+        r = 0
+        async for row in rows:
+            r += 1
+            for c, value in enumerate(row):
+                cell = safe_cell(value)
+                if isinstance(cell, (int, float)):
+                    sheet.write_number(r, c, cell)
+                else:
+                    sheet.write_string(r, c, cell)
+        await asyncio.to_thread(workbook.close)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "Content-Disposition": f'attachment; filename="{filename}.xlsx"',
+                "Cache-Control": "no-store",
+            }
+        )
+        await response.prepare(request)
+        out.seek(0)
+        await _copy(out, response)
+        await response.write_eof()
+        return response
+
+
+async def _copy(source: BinaryIO, response: web.StreamResponse) -> None:
+    while True:
+        block = await asyncio.to_thread(source.read, 256 * 1024)
+        if not block:
+            return
+        await response.write(block)
+
+
+async def export(
+    request: web.Request,
+    *,
+    store: Store,
+    kind: str,
+    fmt: str,
+    caller: Caller,
+    start: date,
+    end: date,
+    calendar: WorkingCalendar,
+    now: datetime,
+) -> web.StreamResponse:
+    """Stream one export; the rows are read in one transaction while they are written out."""
+    async with store.transaction() as session:
+        if kind == "evaluations":
+            rows = evaluation_rows(session, caller=caller, start=start, end=end, calendar=calendar)
+            header: Sequence[str] = EVALUATION_COLUMNS
+        else:
+            rows = ticket_rows(session, caller=caller, start=start, end=end, calendar=calendar, now=now)
+            header = TICKET_COLUMNS
+        name = f"{kind}-{start.isoformat()}-{end.isoformat()}"
+        writer = stream_csv if fmt == "csv" else stream_xlsx
+        return await writer(request, filename=name, header=header, rows=rows)

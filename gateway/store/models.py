@@ -10,7 +10,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 ORG_KINDS = ("operator", "city_bureau", "county_dept", "unit", "platform_builder")
@@ -234,19 +245,31 @@ class DeliveryAttempt(SQLModel, table=True):
     detail: str = Field(default="", sa_type=Text)
 
 
-# An inbound message still to be processed: the inbox's claim query reads these, per sender in order.
-INBOX_PENDING = "processed_at IS NULL AND sender_hash IS NOT NULL"
-# Set aside after repeated failures, and not purged yet (a purged one has no number left).
-INBOX_SET_ASIDE = "error IS NOT NULL AND processed_at IS NOT NULL AND sender_enc IS NOT NULL"
+# The SMS inbox's states. A stored reply is `pending` (leased while a drainer runs it) until the
+# conversation's transaction marks it `processed`; after `GATEWAY_INBOX_MAX_ATTEMPTS` failed tries it is
+# `dead` (set aside, text and number kept for an operator) until `gateway inbox retry` makes it pending
+# again or `gateway inbox purge` clears them (`purged`).
+INBOX_STATES = ("pending", "processed", "dead", "purged")
+# The claim reads pending messages per sender in order; these partial indexes stay as small as the backlog.
+INBOX_PENDING = "state = 'pending'"
+INBOX_DEAD = "state = 'dead'"
+
+
+def inbox_state_is(column: Any, state: str) -> Any:
+    """`column = '<state>'` with the value written into the SQL, not bound: PostgreSQL's planner then
+    matches it to the partial indexes on the state, in a prepared statement's generic plan too."""
+    if state not in INBOX_STATES:
+        raise ValueError(f"no inbox state {state!r}")
+    return column == literal_column(f"'{state}'")
 
 
 class InboundMessage(SQLModel, table=True):
-    """Inbound webhooks seen, by provider id: a retried delivery acts once.
+    """The SMS inbox: every reply Twilio delivered, by MessageSid (a retried webhook is stored once).
 
-    SMS replies are also the inbox: the webhook stores the message (sender encrypted, its keyed hash,
-    the text) and answers; a drainer processes it later and clears the text and the number in the same
-    transaction as its effects. A message that keeps failing is set aside with its error (dead letter),
-    keeping what an operator needs to look at it.
+    The webhook stores the message (sender encrypted, its keyed hash, the text) and answers; a drainer
+    processes it later and, in the same transaction as its effects, marks it `processed` and clears the
+    text and the number. `state` says where a message is (`INBOX_STATES`); no other column implies it.
+    The bot's updates are not here: their ledger is `BotUpdate`.
     """
 
     __tablename__ = "inbound_message"
@@ -262,8 +285,9 @@ class InboundMessage(SQLModel, table=True):
             sqlite_where=text(INBOX_PENDING),
             postgresql_where=text(INBOX_PENDING),
         ),
-        Index(
-            "ix_inbound_error", "id", sqlite_where=text("error IS NOT NULL"), postgresql_where=text("error IS NOT NULL")
+        Index("ix_inbound_dead", "id", sqlite_where=text(INBOX_DEAD), postgresql_where=text(INBOX_DEAD)),
+        CheckConstraint(
+            "state IN (" + ", ".join(f"'{s}'" for s in INBOX_STATES) + ")", name="ck_inbound_message_state"
         ),
     )
     id: int | None = Field(default=None, primary_key=True)
@@ -271,13 +295,25 @@ class InboundMessage(SQLModel, table=True):
     provider_id: str = Field(max_length=64)
     citizen_id: int | None = Field(default=None, foreign_key="citizen.id")
     received_at: datetime = _ts()
+    state: str = Field(default="pending", max_length=16, sa_column_kwargs={"server_default": "pending"})
+    # Empty only for replies stored before the inbox existed (processed when they came).
     sender_hash: str | None = Field(default=None, max_length=64)
     sender_enc: str | None = Field(default=None, sa_type=Text)
     body: str | None = Field(default=None, sa_type=Text)
-    processed_at: datetime | None = _ts(default=None)
+    processed_at: datetime | None = _ts(default=None)  # processed, or set aside
     lease_until: datetime | None = _ts(default=None)
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     error: str | None = Field(default=None, max_length=200)
+
+
+class BotUpdate(SQLModel, table=True):
+    """The Telegram updates the bot has acted on, by `update_id`: recorded in the transaction of the
+    update's effects, so a re-delivered update finds its row and does nothing (the bot's dedup ledger)."""
+
+    __tablename__ = "bot_update"
+    update_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    citizen_id: int | None = Field(default=None, foreign_key="citizen.id")
+    processed_at: datetime = _ts()
 
 
 class ConversationTimer(SQLModel, table=True):

@@ -20,7 +20,7 @@ from gateway.tickets.schemas import (
     TicketPage,
     TicketQuery,
 )
-from gateway.web.http import ApiError, read_json, require_caller, validation_error
+from gateway.web.http import ApiError, parse_query, read_json, require_caller
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 from gateway.web.operations import Operation, PathParam
 
@@ -63,10 +63,7 @@ def _ticket_id(request: web.Request) -> int:
 @routes.get("/api/v1/tickets")
 async def list_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
-    try:
-        query = TicketQuery.model_validate(dict(request.query))
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    query = parse_query(request, TicketQuery)
     async with request.app[STORE].transaction() as session:
         page = await list_tickets(session, caller=caller, query=query, deps=request.app[DEPS])
     return web.json_response(page.model_dump(mode="json"))

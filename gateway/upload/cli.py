@@ -22,7 +22,7 @@ from gateway.store.db import Store
 from gateway.upload.feed import retry, set_aside, upload_status
 from gateway.upload.reconcile import reconcile
 from gateway.upload.transport import CountsUnavailable
-from gateway.upload.wiring import build_transport
+from gateway.wiring.upload import build_transport
 
 LEVEL_WORDS = {5: "非常满意", 4: "满意", 3: "基本满意", 2: "不满意", 1: "非常不满意"}
 

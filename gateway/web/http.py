@@ -90,6 +90,21 @@ def _nul_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+def parse_query(request: web.Request, model: type[M]) -> M:
+    """The query string as a model: an unknown or repeated parameter is a 422 naming it."""
+    data: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in data:
+            raise ApiError(422, "invalid", f"{name}: given more than once", field=name)
+        if "\x00" in value or "\x00" in name:
+            raise ApiError(422, "invalid", f"{name}: must not contain the NUL character", field=name)
+        data[name] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
 def validation_error(exc: ValidationError) -> ApiError:
     details: list[dict[str, Any]] = [
         {"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"]}

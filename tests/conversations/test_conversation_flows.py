@@ -443,6 +443,21 @@ class TestSurvey:
 
 
 class TestButtons:
+    def test_a_tap_that_answers_its_question_says_so(self, world):
+        # The bot closes a keyboard when the conversation says the tap answered it, whatever the reply says.
+        world.invite(7, window=True)
+        world.invite(8)
+        world.survey(3)
+        assert world.tap("rt:8:1").answered  # a rating
+        assert not world.tap("rs:8:ok").answered  # nothing ticked yet: asked to pick first
+        assert not world.tap("rs:8:113").answered  # a tick redraws the list
+        assert world.tap("rs:8:ok").answered  # the ticked reasons
+        assert world.tap("rt:7:5").answered
+        skip = world.tap("st:7:0")
+        assert skip.answered and skip.effects == ()  # the skip records nothing and still answers
+        assert world.tap("sv:3:1").answered
+        assert not world.send("5").answered  # typed text has no keyboard to close
+
     @pytest.mark.parametrize("data", ["rt:999:1", "rs:999:113", "rs:999:ok", "st:999:5", "sv:999:1"])
     def test_ids_not_in_the_context_record_nothing(self, world, data):
         # Forged callback data names someone else's invitation: the runner loaded only this citizen's.
@@ -450,6 +465,7 @@ class TestButtons:
         world.survey(3)
         t = world.tap(data)
         assert t.effects == () and world.reply == texts.STALE_BUTTON
+        assert not t.answered  # the keyboard stays open
 
     @pytest.mark.parametrize(
         "data", ["", "rt:7:9", "rt:7", "rt:7:5:1", "rt:07:5", "xx:7:5", "rt:7:5 ", "rt:7:５", "rt:" + "9" * 70 + ":5"]

@@ -57,8 +57,8 @@ def test_inbox_status_and_set_aside_messages(tmp_path):
     assert _run("migrate", cwd=tmp_path).returncode == 0
     db = sqlite3.connect(tmp_path / "cli.db")
     db.execute(
-        "INSERT INTO inbound_message (provider, provider_id, received_at, sender_hash, sender_enc, body, attempts, processed_at, error) "
-        "VALUES ('twilio', 'SM1', '2026-11-25 01:00:00', 'h', 'not-a-token', '好', 6, '2026-11-25 01:10:00', 'given up after 5 attempts')"
+        "INSERT INTO inbound_message (provider, provider_id, received_at, state, sender_hash, sender_enc, body, attempts, processed_at, error) "
+        "VALUES ('twilio', 'SM1', '2026-11-25 01:00:00', 'dead', 'h', 'not-a-token', '好', 6, '2026-11-25 01:10:00', 'given up after 5 attempts')"
     )
     db.commit()
     status = _run("inbox", cwd=tmp_path)
@@ -66,7 +66,7 @@ def test_inbox_status_and_set_aside_messages(tmp_path):
     listed = _run("inbox", "failed", cwd=tmp_path)
     assert "given up after 5 attempts" in listed.stdout and "unreadable" in listed.stdout
     assert "1 of 1 purged" in _run("inbox", "purge", "1", cwd=tmp_path).stdout
-    assert db.execute("SELECT body, sender_enc FROM inbound_message").fetchone() == (None, None)
+    assert db.execute("SELECT body, sender_enc, state FROM inbound_message").fetchone() == (None, None, "purged")
     assert "set_aside: 0" in _run("inbox", cwd=tmp_path).stdout  # a purged message is dealt with
     assert "0 of 1 back in the inbox" in _run("inbox", "retry", "1", cwd=tmp_path).stdout  # no number left to answer
     assert _run("inbox", "retry", "x", cwd=tmp_path).returncode == 2

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import load_settings
-from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
+from gateway.store.models import BotUpdate, Citizen, Evaluation, Invitation, OutboundMessage
 from gateway.web.keys import BOT_DISPATCHER, PROVIDERS, STORE
 from tests.fakes.telegram_api import (
     channel_post_update,
@@ -20,7 +20,7 @@ from tests.gateway.evaluations.helpers import count, report
 
 
 async def _nothing_recorded(client) -> None:  # type: ignore[no-untyped-def]
-    for model in (InboundMessage, Evaluation, OutboundMessage):
+    for model in (BotUpdate, Evaluation, OutboundMessage):
         assert await count(client, model) == 0, model.__name__
 
 
@@ -31,7 +31,7 @@ async def test_missing_or_wrong_secret_is_refused_before_anything(client, world,
     before = await count(client, OutboundMessage)
     resp = await chat.post(chat.tap_update(f"rt:{invitation.id}:1", {"message_id": 1001, "text": "请评价"}), secret=secret)
     assert resp.status == 401 and await resp.text() == "unauthorized"
-    assert await count(client, Evaluation) == 0 and await count(client, InboundMessage) == 0
+    assert await count(client, Evaluation) == 0 and await count(client, BotUpdate) == 0
     assert await count(client, OutboundMessage) == before
 
 
@@ -52,7 +52,7 @@ async def test_unexpected_updates_are_answered_200_and_change_nothing(client, wo
     for update in (group_message_update("/start"), group_message_update("5"), channel_post_update("5")):
         resp = await chat.post(update)
         assert resp.status == 200
-    assert await count(client, InboundMessage) == 0 and await count(client, Evaluation) == 0
+    assert await count(client, BotUpdate) == 0 and await count(client, Evaluation) == 0
 
     # In the citizen's own chat, an edit, a sticker and a photo record nothing but get a short answer.
     for update in (edited_message_update("1", user_id=chat.user_id), sticker_update(user_id=chat.user_id),

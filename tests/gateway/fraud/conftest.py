@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from gateway.fraud.wiring import FRAUD_DETECTOR
+from gateway.wiring.fraud import FRAUD_DETECTOR
 from gateway.privacy import mask_phone, normalise_phone
 from gateway.settings import Settings, load_settings
 from gateway.store.models import Citizen, Evaluation, FraudFlag, Invitation, Organisation

@@ -8,7 +8,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.stats.alerts import binomial_tail, is_clear_rise, one_pass, webhook_sender
+from gateway.stats.alerts import binomial_tail, is_clear_rise, one_pass
+from gateway.wiring.stats import webhook_sender
 from gateway.stats.queries import PUBLIC
 from gateway.stats.rankings import rankings, wilson_lower
 from gateway.stats.rollup import Facts, apply, contributions, merge_tallies

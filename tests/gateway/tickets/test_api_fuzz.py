@@ -25,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 
 from gateway.app import create_app
 from gateway.clock import FrozenClock
-from gateway.fraud.wiring import FRAUD_DETECTOR
+from gateway.wiring.fraud import FRAUD_DETECTOR
 from gateway.settings import Settings
 from gateway.web.keys import STORE
 from tests.conftest import START, World, case_payload, register_world

@@ -237,3 +237,48 @@ async def test_a_simple_ticket_is_resolved_only_after_contacting_the_evaluator(a
     await api.ok("hanbin-market", ticket_id, "contact", method="phone", outcome="已电话联系评价人，说明整改安排")
     ticket = await api.ok("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
     assert ticket["status"] == "resolved"
+
+
+async def test_the_decisions_are_on_the_tickets_record(api: Api, make_ticket) -> None:  # type: ignore[no-untyped-def]
+    # The history says what was decided and why, and by how many days the due date moved (Art. 15).
+    granted = await make_ticket()
+    await api.in_progress(granted)
+    await api.ok("hanbin-market", granted, "request_extension", working_days=5, reason="joint inspection needed")
+    ticket = await api.ok("hanbin", granted, "decide_extension", decision="approve", working_days=3, reason="granted in part")
+    [event] = [e for e in ticket["events"] if e["action"] == "decide_extension"]
+    assert {k: event["data"].get(k) for k in ("decision", "reason", "working_days")} == {
+        "decision": "approve", "reason": "granted in part", "working_days": 3,
+    }
+    assert event["data"]["due_at"].replace("+00:00", "Z") == ticket["due_at"]
+    assert event["data"]["due_before"] != event["data"]["due_at"]
+
+    denied = await make_ticket()
+    await api.in_progress(denied)
+    await api.ok("hanbin-market", denied, "request_extension", working_days=2, reason="waiting for a document")
+    ticket = await api.ok("hanbin", denied, "decide_extension", decision="deny", reason="the document is not needed")
+    [event] = [e for e in ticket["events"] if e["action"] == "decide_extension"]
+    assert event["data"]["decision"] == "deny" and event["data"]["reason"] == "the document is not needed"
+    assert "working_days" not in event["data"]
+
+    for decision in ("valid", "invalid"):
+        appealed = await make_ticket()
+        await api.in_progress(appealed)
+        await api.ok("hanbin-market", appealed, "appeal", grounds="mistaken", evidence="handled by another office")
+        ticket = await api.ok("hanbin", appealed, "decide_appeal", decision=decision, reason="checked the case file")
+        [event] = [e for e in ticket["events"] if e["action"] == "decide_appeal"]
+        assert (event["data"]["decision"], event["data"]["reason"]) == (decision, "checked the case file")
+
+
+def test_an_extension_of_a_provisional_due_date_stays_provisional() -> None:
+    from gateway.store.models import Ticket
+    from gateway.tickets.calendar import Due, WorkingCalendar
+    from gateway.tickets.workflow import current_due, extend
+
+    cal = WorkingCalendar()
+    firm = cal.due_at(local(2026, 3, 4, 10).astimezone(UTC), 10)
+    assert not firm.provisional
+    moved = extend(firm, 3, cal)
+    assert moved.day == cal.add_working_days(firm.day, 3).day and moved.at == cal.end_of_day(moved.day)
+    assert extend(Due(firm.at, firm.day, provisional=True), 3, cal).provisional  # a guess stays a guess
+    ticket = Ticket(due_at=firm.at, due_provisional=True)
+    assert current_due(ticket, cal) == Due(firm.at, firm.day, provisional=True)

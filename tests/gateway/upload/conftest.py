@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from gateway.settings import Settings, load_settings
 from gateway.upload.models import UploadRecord
 from gateway.upload.profile import PROFILES_DIR
-from gateway.upload.wiring import UPLOAD_FEED
+from gateway.wiring.upload import UPLOAD_FEED
 from gateway.web.keys import STORE
 from tests.conftest import World, case_payload
 from tests.fakes.province_api import APP_KEY, APP_SECRET, FakeProvince

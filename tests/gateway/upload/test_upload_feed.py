@@ -11,7 +11,7 @@ from gateway.settings import load_settings
 from gateway.upload.feed import retry, upload_status
 from gateway.upload.models import UploadRecord
 from gateway.upload.profile import load_profile
-from gateway.upload.wiring import UPLOAD_FEED
+from gateway.wiring.upload import UPLOAD_FEED
 from gateway.web.keys import STORE
 from tests.conftest import register_world
 from tests.fakes.province_api import TOKEN, FakeProvince
@@ -186,7 +186,7 @@ async def test_a_wrong_secret_keeps_the_record_and_retries(client, rate, feed, f
 async def test_two_feeds_never_send_a_record_twice(client, rate, feed, fake_province, settings):
     for _ in range(12):
         await rate(5)
-    from gateway.upload.wiring import build_feed
+    from gateway.wiring.upload import build_feed
 
     other = build_feed(settings, client.app[STORE], feed.transport, feed.clock)
     await asyncio.gather(drain(feed), drain(other))

@@ -10,10 +10,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway.province.client import ProvinceClient
 from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.upload.feed import FeedPolicy, UploadFeed
-from gateway.upload.transport import ConsoleProvince, ProvinceClient, Transport
+from gateway.upload.transport import ConsoleProvince, Transport
 from gateway.web.keys import DEPS, SETTINGS, STORE
 
 UPLOAD_FEED: web.AppKey[UploadFeed | None] = web.AppKey("upload_feed")
