@@ -424,7 +424,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--evaluations", type=int, default=1_000_000)
     parser.add_argument("--planted-scale", type=float, default=1.0, help="multiply the planted counts")
-    parser.add_argument("--batch", type=int, default=5000, help="GATEWAY_FRAUD_BATCH_SIZE of the worker")
+    parser.add_argument("--batch", type=int, default=10000, help="GATEWAY_FRAUD_BATCH_SIZE of the worker")
     args = parser.parse_args()
     world = World(args.evaluations)
     t0 = time.perf_counter()

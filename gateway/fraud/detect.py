@@ -16,6 +16,7 @@ targeted, near_duplicate. Flags never touch a rating.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import statistics
@@ -230,7 +231,9 @@ class Detector:
         async def one() -> int:
             return (await self.run_once()).handled
 
-        await run_passes(one, interval_seconds=interval_seconds, what="fraud detection")
+        # A pass that read something is followed at once by the next: a backlog (after a restart, a bulk
+        # import) is worked off at the detector's own speed, not one batch per interval.
+        await run_passes(one, interval_seconds=interval_seconds, what="fraud detection", wake=asyncio.Event())
 
     async def run_until_idle(self) -> PassResult:
         """Passes until nothing new is left (tests, the demo, the benchmark)."""
