@@ -766,6 +766,7 @@ class Detector:
             for key in keys:
                 in_batch[key].append((evaluation_id, pieces))
             sets.setdefault(evaluation_id, []).append(pieces)
+        await self._earlier_links(session, since, find, parent, new_ids, sets, citizens, regions)
         groups: dict[int, set[int]] = defaultdict(set)
         for evaluation_id in list(parent):
             groups[find(evaluation_id)].add(evaluation_id)
@@ -800,6 +801,53 @@ class Detector:
         ]
         await _insert_rows(session, TextBand.__table__, bands)  # type: ignore[attr-defined]
         return findings
+
+    async def _earlier_links(
+        self,
+        session: AsyncSession,
+        since: datetime,
+        find: Any,
+        parent: dict[int, int],
+        new_ids: set[int],
+        sets: dict[int, list[frozenset[str]]],
+        citizens: dict[int, int | None],
+        regions: dict[int, str],
+    ) -> None:
+        """Follow the earlier texts a new one matched to the texts they match in turn, so a group counts
+        the same however passes cut it: a template and one copy in one pass, a second copy (like the
+        template, less like the first copy) in the next, are three numbers. Only texts already linked to
+        a new one are followed, so ordinary traffic, which links to nothing, costs nothing here."""
+        b = TextBand
+        expanded: set[int] = set()
+        frontier = {x for x in parent if x not in new_ids}
+        while frontier:
+            expanded |= frontier
+            keys_of = {f: {k for s in sets.get(f, ()) for k in texts.band_keys(s)} for f in sorted(frontier)}
+            found: dict[int, set[int]] = defaultdict(set)  # band key -> evaluation ids
+            for chunk in _members(session, sorted(set().union(*keys_of.values()))):
+                query = select(col(b.band_key), col(b.evaluation_id), col(b.citizen_id)).where(
+                    chunk(col(b.band_key)), col(b.created_at) >= since
+                )
+                for key, evaluation_id, citizen_id in await _rows(session, query):
+                    found[key].add(evaluation_id)
+                    citizens.setdefault(evaluation_id, citizen_id)
+            unknown = sorted({i for ids in found.values() for i in ids} - sets.keys())
+            for evaluation_id, (region, pieces) in (await _texts_of(session, unknown)).items():
+                regions[evaluation_id], sets[evaluation_id] = region, pieces
+            reached: set[int] = set()
+            for f, keys in keys_of.items():
+                for other in sorted({i for k in keys for i in found.get(k, ())} - {f}):
+                    if other in parent and find(other) == find(f):
+                        continue
+                    score = max(
+                        (texts.jaccard(mine, theirs) for mine in sets.get(f, ()) for theirs in sets.get(other, ())),
+                        default=0.0,
+                    )
+                    if score >= self.t.text_similarity:
+                        parent[find(f)] = find(other)
+                        if other not in expanded and other not in new_ids:
+                            reached.add(other)
+            frontier = reached
 
     # --- writing --------------------------------------------------------------------------------
 
