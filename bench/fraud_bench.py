@@ -454,8 +454,11 @@ async def main() -> None:
             cpu0 = pg0 = 0.0
             first = 0
             last = 0
+            loads: list[float] = []
             while last < total:
                 await asyncio.sleep(0.5)
+                if started is not None:
+                    loads.append(float(Path("/proc/loadavg").read_text().split()[0]))
                 if worker.poll() is not None:
                     raise RuntimeError("the worker stopped: see /tmp/gateway-bench-worker.log")
                 last = await watch.fetchval("SELECT last_id FROM fraud_cursor WHERE name = 'evaluation'") or 0
@@ -513,6 +516,11 @@ async def main() -> None:
         "evaluations_per_second": round(measured / elapsed) if elapsed else None,
         "worker_cpu_us_per_evaluation": round(worker_cpu / measured * 1e6, 1) if measured else None,
         "postgres_cpu_us_per_evaluation": round(pg_cpu / measured * 1e6, 1) if measured else None,
+        "load_average_1min": {
+            "mean": round(sum(loads) / len(loads), 2) if loads else None,
+            "min": min(loads, default=None),
+            "max": max(loads, default=None),
+        },
         "flags": flags,
         "rules": rules,
         "false_flagged_evaluations_on_rest": len(everything - all_planted),
