@@ -41,8 +41,8 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    name = f"gw_bench_{uuid.uuid4().hex[:8]}"
+async def fresh_database(prefix: str = "gw_bench_") -> AsyncIterator[str]:
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()

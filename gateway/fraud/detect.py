@@ -16,18 +16,20 @@ targeted, near_duplicate. Flags never touch a rating.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Result, Select, any_, bindparam, insert, select
+from sqlalchemy import Result, Select, any_, bindparam, distinct, func, insert, select
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import col
 from sqlmodel import select as sqlmodel_select
@@ -102,7 +104,7 @@ class Thresholds:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Rated:
     """An evaluation as the detector reads it."""
 
@@ -122,7 +124,7 @@ class Rated:
     opened_at: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Past:
     """An earlier (or same-batch) evaluation a rule looks back at."""
 
@@ -221,6 +223,7 @@ class Detector:
         self.lag = timedelta(seconds=settings.fraud_lag_seconds)
         self.t = thresholds or Thresholds.from_settings(settings)
         self._tz = ZoneInfo(self.t.timezone)
+        self._last_period: tuple[datetime, datetime, str] | None = None
 
     async def run_forever(self, interval_seconds: float) -> None:
         from gateway.passes import run_passes
@@ -228,7 +231,9 @@ class Detector:
         async def one() -> int:
             return (await self.run_once()).handled
 
-        await run_passes(one, interval_seconds=interval_seconds, what="fraud detection")
+        # A pass that read something is followed at once by the next: a backlog (after a restart, a bulk
+        # import) is worked off at the detector's own speed, not one batch per interval.
+        await run_passes(one, interval_seconds=interval_seconds, what="fraud detection", wake=asyncio.Event())
 
     async def run_until_idle(self) -> PassResult:
         """Passes until nothing new is left (tests, the demo, the benchmark)."""
@@ -364,15 +369,22 @@ class Detector:
         e, i = Evaluation, Invitation
         past: dict[int, list[Past]] = defaultdict(list)
         for chunk in _members(session, citizens):
+            # Only numbers with enough services in the whole span can have enough in one window of it.
+            enough = (
+                select(col(e.citizen_id))
+                .where(chunk(col(e.citizen_id)), col(e.created_at) >= since, col(e.id) <= max_id)
+                .group_by(col(e.citizen_id))
+                .having(func.count(distinct(col(e.invitation_id))) >= self.t.burst_count)
+            )
             query = (
                 select(col(e.id), col(e.citizen_id), col(e.created_at), col(i.region_code), col(e.invitation_id))
                 .join(i, col(i.id) == col(e.invitation_id))
-                .where(chunk(col(e.citizen_id)), col(e.created_at) >= since, col(e.id) <= max_id)
+                .where(col(e.citizen_id).in_(enough), col(e.created_at) >= since, col(e.id) <= max_id)
             )
             for r in await _rows(session, query):
                 past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
         findings = []
-        mine = _group(rows, lambda r: r.citizen_id)
+        mine = _group(rows, lambda r: r.citizen_id, among=past)
         for citizen, entries in past.items():
             hit = _windows(
                 entries,
@@ -494,17 +506,24 @@ class Detector:
             since = min(r.at for r in rows if getattr(r, attr)) - self.t.device_window
             past: dict[str, list[Past]] = defaultdict(list)
             for chunk in _members(session, keys):
+                # Only keys with enough ratings in the whole span can have enough in one window of it.
+                enough = (
+                    select(col(column))
+                    .where(chunk(col(column)), col(s.created_at) >= since, col(s.evaluation_id) <= max_id)
+                    .group_by(col(column))
+                    .having(func.count() >= limit)
+                )
                 query = (
                     select(
                         col(s.evaluation_id), col(column), col(s.created_at), col(i.region_code), col(e.invitation_id)
                     )
                     .join(e, col(e.id) == col(s.evaluation_id))
                     .join(i, col(i.id) == col(e.invitation_id))
-                    .where(chunk(col(column)), col(s.created_at) >= since, col(s.evaluation_id) <= max_id)
+                    .where(col(column).in_(enough), col(s.created_at) >= since, col(s.evaluation_id) <= max_id)
                 )
                 for r in await _rows(session, query):
                     past[r[1]].append(Past(id=r[0], key=r[1], at=as_utc(r[2]), region_code=r[3], invitation_id=r[4]))
-            mine = _group(rows, lambda r: getattr(r, attr))  # noqa: B023 (used at once)
+            mine = _group(rows, lambda r: getattr(r, attr), among=past)  # noqa: B023 (used at once)
             for key, entries in past.items():
                 hit = _windows(entries, mine.get(key, []), self.t.device_window, limit, distinct=lambda p: p.id)
                 if hit:
@@ -558,7 +577,7 @@ class Detector:
                 past[key].append(Past(id=r[0], key=key, at=as_utc(r[4]), region_code=r[5], invitation_id=r[6]))
         codes = await _org_codes(session, {k[1] for k in past})
         findings = []
-        grouped = _group(bad, lambda r: (r.citizen_id, r.org_id, r.staff_id))
+        grouped = _group(bad, lambda r: (r.citizen_id, r.org_id, r.staff_id), among=past)
         for key, entries in past.items():
             hit = _windows(
                 entries,
@@ -606,7 +625,14 @@ class Detector:
             index_elements=["org_id", "staff_id", "period"],
             set_={"n": table.c.n + statement.excluded.n, "n5": table.c.n5 + statement.excluded.n5},
         )
-        await _execute_many(session, statement, values)
+        await _insert_rows(
+            session,
+            table,
+            values,
+            statement=statement,
+            on_conflict=f"ON CONFLICT (org_id, staff_id, period) DO UPDATE SET n = {table.name}.n + excluded.n, "
+            f"n5 = {table.name}.n5 + excluded.n5",
+        )
         findings = []
         t = StaffTally
         for region, period in sorted({(k[2], k[3]) for k in deltas}):
@@ -730,8 +756,8 @@ class Detector:
             find(evaluation_id)
             others: set[int] = set()
             for key in keys:
-                others |= candidates.get(key, set())
-                others |= {other for other, _ in in_batch[key]}
+                others.update(candidates.get(key, ()))
+                others.update(other for other, _ in in_batch.get(key, ()))
             for other in others - {evaluation_id}:
                 score = max((texts.jaccard(pieces, s) for s in sets.get(other, ())), default=0.0)
                 if score >= self.t.text_similarity:
@@ -740,6 +766,7 @@ class Detector:
             for key in keys:
                 in_batch[key].append((evaluation_id, pieces))
             sets.setdefault(evaluation_id, []).append(pieces)
+        await self._earlier_links(session, since, find, parent, new_ids, sets, citizens, regions)
         groups: dict[int, set[int]] = defaultdict(set)
         for evaluation_id in list(parent):
             groups[find(evaluation_id)].add(evaluation_id)
@@ -772,8 +799,55 @@ class Detector:
             for item, keys in keyed
             for band, key in enumerate(keys)
         ]
-        await _execute_many(session, insert(TextBand.__table__), bands)  # type: ignore[attr-defined]
+        await _insert_rows(session, TextBand.__table__, bands)  # type: ignore[attr-defined]
         return findings
+
+    async def _earlier_links(
+        self,
+        session: AsyncSession,
+        since: datetime,
+        find: Any,
+        parent: dict[int, int],
+        new_ids: set[int],
+        sets: dict[int, list[frozenset[str]]],
+        citizens: dict[int, int | None],
+        regions: dict[int, str],
+    ) -> None:
+        """Follow the earlier texts a new one matched to the texts they match in turn, so a group counts
+        the same however passes cut it: a template and one copy in one pass, a second copy (like the
+        template, less like the first copy) in the next, are three numbers. Only texts already linked to
+        a new one are followed, so ordinary traffic, which links to nothing, costs nothing here."""
+        b = TextBand
+        expanded: set[int] = set()
+        frontier = {x for x in parent if x not in new_ids}
+        while frontier:
+            expanded |= frontier
+            keys_of = {f: {k for s in sets.get(f, ()) for k in texts.band_keys(s)} for f in sorted(frontier)}
+            found: dict[int, set[int]] = defaultdict(set)  # band key -> evaluation ids
+            for chunk in _members(session, sorted(set().union(*keys_of.values()))):
+                query = select(col(b.band_key), col(b.evaluation_id), col(b.citizen_id)).where(
+                    chunk(col(b.band_key)), col(b.created_at) >= since
+                )
+                for key, evaluation_id, citizen_id in await _rows(session, query):
+                    found[key].add(evaluation_id)
+                    citizens.setdefault(evaluation_id, citizen_id)
+            unknown = sorted({i for ids in found.values() for i in ids} - sets.keys())
+            for evaluation_id, (region, pieces) in (await _texts_of(session, unknown)).items():
+                regions[evaluation_id], sets[evaluation_id] = region, pieces
+            reached: set[int] = set()
+            for f, keys in keys_of.items():
+                for other in sorted({i for k in keys for i in found.get(k, ())} - {f}):
+                    if other in parent and find(other) == find(f):
+                        continue
+                    score = max(
+                        (texts.jaccard(mine, theirs) for mine in sets.get(f, ()) for theirs in sets.get(other, ())),
+                        default=0.0,
+                    )
+                    if score >= self.t.text_similarity:
+                        parent[find(f)] = find(other)
+                        if other not in expanded and other not in new_ids:
+                            reached.add(other)
+            frontier = reached
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -807,12 +881,19 @@ class Detector:
             session.add(flag)
             await session.flush()
             links = [{"flag_id": flag.id, "evaluation_id": i, "rule": finding.rule} for i in fresh]
-            await _execute_many(session, insert(FlagEvaluation.__table__), links)  # type: ignore[attr-defined]
+            await _insert_rows(session, FlagEvaluation.__table__, links)  # type: ignore[attr-defined]
             written += 1
         return written
 
     def _period(self, at: datetime) -> str:
-        return at.astimezone(self._tz).strftime("%Y-%m")
+        # Ratings come in time order: the last month's bounds answer almost every call without a conversion.
+        cached = self._last_period
+        if cached is not None and cached[0] <= at < cached[1]:
+            return cached[2]
+        period = at.astimezone(self._tz).strftime("%Y-%m")
+        start, end = self._period_bounds(period)
+        self._last_period = (start, end, period)
+        return period
 
     def _period_bounds(self, period: str) -> tuple[datetime, datetime]:
         year, month = (int(p) for p in period.split("-"))
@@ -822,22 +903,40 @@ class Detector:
 
 
 async def _rows(session: AsyncSession, query: Select[*tuple[Any, ...]]) -> Result[*tuple[Any, ...]]:
-    """Run a SQLAlchemy select of columns in the session. sqlmodel's `exec` runs any select but its overloads
-    take only sqlmodel's own `select`, which is typed for at most four columns."""
-    return await session.exec(query)  # type: ignore[call-overload]
+    """Run a SQLAlchemy select of columns on the session's connection: plain rows, without the ORM's result
+    machinery (which costs more than the query when thousands of rows come back)."""
+    connection = await session.connection()
+    return await connection.execute(query)
 
 
-async def _execute_many(session: AsyncSession, statement: Any, rows: list[dict[str, Any]]) -> None:
-    """One statement for many rows (executemany: compiled once, sent in batches by the driver)."""
-    if rows:
-        connection = await session.connection()
-        await connection.execute(statement, rows)
+async def _insert_rows(
+    session: AsyncSession, table: Any, rows: list[dict[str, Any]], *, statement: Any = None, on_conflict: str = ""
+) -> None:
+    """Insert many rows with one statement. On PostgreSQL: one INSERT … SELECT FROM unnest(arrays), a
+    parameter per column whatever the number of rows (executemany would bind and send every row apart);
+    `on_conflict` is its ON CONFLICT clause. Elsewhere: `statement` (an INSERT of the table by default,
+    with the same conflict handling) by executemany."""
+    if not rows:
+        return
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        columns = list(rows[0])
+        casts = ", ".join(
+            f"CAST(:{name} AS {table.c[name].type.compile(dialect=connection.dialect)}[])" for name in columns
+        )
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({casts}) {on_conflict}"
+        await connection.execute(sql_text(sql), {name: [row[name] for row in rows] for name in columns})
+        return
+    await connection.execute(statement if statement is not None else insert(table), rows)
 
 
-def _group(rows: list[Rated], key: Any) -> dict[Any, list[Rated]]:
+def _group(rows: list[Rated], key: Any, *, among: Container[Any]) -> dict[Any, list[Rated]]:
+    """The rows by key, for the keys `among` holds (those the past has enough of: most keys have not)."""
     grouped: dict[Any, list[Rated]] = defaultdict(list)
     for r in rows:
-        grouped[key(r)].append(r)
+        k = key(r)
+        if k in among:
+            grouped[k].append(r)
     return grouped
 
 

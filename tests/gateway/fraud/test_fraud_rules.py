@@ -246,3 +246,18 @@ async def test_near_duplicates_across_passes_and_in_addenda(client, world, seed:
     assert await detect(client) == 1
     [(_, ids)] = await flags(client, "near_duplicate")
     assert ids == [first, second, third]
+
+
+async def test_near_duplicates_count_the_same_however_passes_cut_a_group(client, world, seed: Seeder) -> None:
+    # A template and two copies, each copy one character off the template at a different place: each copy
+    # is near the template (similarity 0.74) but not near the other copy (0.54).
+    people = [await seed.citizen(f"138000003{n:02d}") for n in range(3)]
+    template = "窗口工作人员服务周到耐心细致办理很快非常满意"
+    first = await seed.rating(citizen_id=people[0], content=template)
+    second = await seed.rating(citizen_id=people[1], content=template[:2] + "的" + template[3:])
+    assert await detect(client) == 0  # two numbers: not yet
+    third = await seed.rating(citizen_id=people[2], content=template[:-3] + "了" + template[-2:])
+    # The third links to the template only; the template's own earlier copy makes the third number.
+    assert await detect(client) == 1
+    [(flag, ids)] = await flags(client, "near_duplicate")
+    assert ids == [first, second, third] and flag.evidence["numbers"] == 3
