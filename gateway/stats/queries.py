@@ -10,8 +10,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, and_, case, cast, exists, func, literal, or_, true
+from sqlalchemy import ARRAY, ColumnElement, Date, Integer, and_, bindparam, case, cast, exists, func, literal, or_, true
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import Grouping
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -525,6 +526,9 @@ def _flag(condition: Any) -> Any:
     return func.sum(case((condition, 1), else_=0))
 
 
+WORKING_DAY_MARGIN = timedelta(days=366)  # received or resolved this far outside the range: counted day pair by pair
+
+
 async def _count_tickets(
     session: AsyncSession,
     sel: Selection,
@@ -538,15 +542,21 @@ async def _count_tickets(
     dims: list[str],
 ) -> None:
     """Rectification and callback figures of the valid bad-review tickets due in the period, counted by the
-    database per group and per (day received, day resolved), so the cost grows with days, not tickets."""
+    database in one row per group. On PostgreSQL the working days from receipt to resolution are summed by
+    the database too, from a running count of working days around the period passed as an array; a ticket
+    received or resolved outside that span (and every ticket on SQLite) comes back in a row of its own
+    (group, day received, day resolved) whose working days are counted here."""
     tz = calendar.tz
     ruled = exists().where(col(EvaluationDecision.evaluation_id) == col(Ticket.evaluation_id))
     wants_item = sel.item is not None or "item" in sel.group_by
     wants_rating = sel.staff is not None or sel.channel is not None or bool({"staff", "channel"} & set(sel.group_by))
-    closed = col(Ticket.status).in_(CLOSED_COUNTED)
-    redone = col(Ticket.redo_count) > 0
+    # A ticket keeps its invitation's region: only a unit's figure needs the invitation itself.
+    wants_unit = (
+        scope.unit_org_id is not None or sel.unit_org_id is not None or bool({"unit", "staff"} & set(sel.group_by))
+    )
+    region = Invitation.region_code if wants_unit else Ticket.region_code
     dim_columns = {
-        "region_code": Invitation.region_code,
+        "region_code": region,
         "unit_org_id": Invitation.org_id,
         "item_code": ServiceCase.item_code,
         "staff_id": Evaluation.staff_id,
@@ -554,62 +564,100 @@ async def _count_tickets(
         "code": literal(0),
         "day": _local_date(session, Ticket.due_at, tz),
     }
-    keys = [dim_columns[d].label(f"k_{d}") for d in dims]
-    received_day = _local_date(session, func.coalesce(Ticket.received_at, Ticket.resolved_at), tz).label("received")
-    resolved_day = _local_date(session, Ticket.resolved_at, tz).label("resolved")
-    # Join only what the selection needs: a city-wide figure reads the tickets and their invitations.
-    # (sqlmodel's select is typed for at most four columns; this one takes the grouping's and eight more.)
-    stmt = (
-        select(  # type: ignore[call-overload]
-            *keys,
-            received_day,
-            resolved_day,
-            func.count(),
-            _flag(closed),
-            _flag(and_(closed, col(Ticket.resolved_at).is_not(None), col(Ticket.resolved_at) <= Ticket.due_at)),
-            _flag(or_(col(Ticket.status).in_(CALLED_BACK), redone)),
-            _flag(or_(col(Ticket.status).in_(ANSWERED), redone)),
-            _flag(Ticket.status == "closed_satisfied"),
-        )
-        .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
-        .where(
-            col(Ticket.due_at) >= _local_start(sel.start, tz),
-            col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
-            ~ruled,
-            scope.clause(Invitation.region_code, Invitation.org_id),
-        )
-        .group_by(*keys, received_day, resolved_day)
+    # The tickets of the selection with their days computed once, in a subquery; the outer query counts them.
+    inner = select(  # type: ignore[call-overload]
+        *[dim_columns[d].label(f"k_{d}") for d in dims],
+        _local_date(session, func.coalesce(Ticket.received_at, Ticket.resolved_at), tz).label("received"),
+        _local_date(session, Ticket.resolved_at, tz).label("resolved"),
+        Ticket.status,
+        Ticket.redo_count,
+        (col(Ticket.resolved_at) <= Ticket.due_at).label("in_time"),
+    ).where(
+        col(Ticket.due_at) >= _local_start(sel.start, tz),
+        col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
+        ~ruled,
+        scope.clause(region, Invitation.org_id),
     )
+    if wants_unit or wants_item:
+        inner = inner.join(Invitation, col(Invitation.id) == Ticket.invitation_id)
     if wants_rating or wants_item:
-        stmt = stmt.join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
+        inner = inner.join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
     if wants_item:
         first_case = select(func.min(_case.id)).where(_case.invitation_id == Ticket.invitation_id).scalar_subquery()
-        stmt = stmt.outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
+        inner = inner.outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
     if sel.region is not None:
-        stmt = stmt.where(Invitation.region_code == sel.region)
+        inner = inner.where(region == sel.region)
     if sel.unit_org_id is not None:
-        stmt = stmt.where(Invitation.org_id == sel.unit_org_id)
+        inner = inner.where(Invitation.org_id == sel.unit_org_id)
     if sel.item is not None:
-        stmt = stmt.where(ServiceCase.item_code == sel.item)
+        inner = inner.where(ServiceCase.item_code == sel.item)
     if sel.staff is not None:
-        stmt = stmt.where(Evaluation.staff_id == sel.staff)
+        inner = inner.where(Evaluation.staff_id == sel.staff)
     if sel.channel is not None:
-        stmt = stmt.where(Evaluation.channel == sel.channel)
+        inner = inner.where(Evaluation.channel == sel.channel)
+    t = inner.offset(0).subquery("t")  # OFFSET 0 keeps PostgreSQL from inlining the days into every use
+    keys = [t.c[f"k_{d}"] for d in dims]
+    received_day, resolved_day = t.c.received, t.c.resolved
+    resolved = resolved_day.is_not(None)
+    closed = t.c.status.in_(CLOSED_COUNTED)
+    redone = t.c.redo_count > 0
+    first = sel.start - WORKING_DAY_MARGIN
+    last = sel.end + WORKING_DAY_MARGIN
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        running = [0]  # running[k]: working days after `first` up to and including first + k
+        day = first
+        while day < last:
+            day += timedelta(days=1)
+            running.append(running[-1] + (1 if calendar.is_working_day(day) else 0))
+        counts: Any = Grouping(bindparam("working_days_running", running, type_=ARRAY(Integer)))
+        within: Any = and_(received_day >= first, received_day <= last, resolved_day >= first, resolved_day <= last)
+        summed: Any = func.sum(
+            case(
+                (and_(resolved, within), counts[resolved_day - first + 1] - counts[received_day - first + 1]),
+                else_=0,
+            )
+        )
+    else:
+        within, summed = literal(False), literal(0)
+    # A row of its own, keyed by its days, for a resolved ticket outside the span; NULL days for the rest.
+    apart = and_(resolved, ~within)
+    received_key = case((apart, received_day), else_=None).label("received_key")
+    resolved_key = case((apart, resolved_day), else_=None).label("resolved_key")
+    # (sqlmodel's select is typed for at most four columns; this one takes the grouping's and ten more.)
+    stmt = select(  # type: ignore[call-overload]
+        *keys,
+        received_key,
+        resolved_key,
+        func.count(),
+        _flag(closed),
+        _flag(and_(closed, resolved, t.c.in_time)),
+        _flag(or_(t.c.status.in_(CALLED_BACK), redone)),
+        _flag(or_(t.c.status.in_(ANSWERED), redone)),
+        _flag(t.c.status == "closed_satisfied"),
+        _flag(resolved),
+        summed,
+    ).group_by(*keys, received_key, resolved_key)
     elapsed: dict[tuple[date, date], int] = {}
     width = len(dims)
     for row in (await session.exec(stmt)).all():
         received, resolved_on = row[width], row[width + 1]
-        due, n_closed, on_time, called_back, answered, satisfied = (int(v or 0) for v in row[width + 2 :])
-        counts: Counter[str] = Counter(
-            due=due, closed=n_closed, on_time=on_time, called_back=called_back, answered=answered, satisfied=satisfied
+        due, n_closed, on_time, called_back, answered, satisfied, n_resolved, days = (
+            int(v or 0) for v in row[width + 2 :]
         )
-        days = 0
         if resolved_on is not None:
-            counts["resolved"] = due  # every ticket of this row was resolved on that day
             pair = (_as_date(received), _as_date(resolved_on))
             if pair not in elapsed:
                 elapsed[pair] = _working_days_between(calendar, *pair)
-            days = elapsed[pair] * due
+            days += elapsed[pair] * n_resolved
+        counts_of_row = {
+            "due": due,
+            "closed": n_closed,
+            "on_time": on_time,
+            "called_back": called_back,
+            "answered": answered,
+            "satisfied": satisfied,
+            "resolved": n_resolved,
+        }
         targets = [total]
         if sel.group_by:
             raw = [
@@ -618,7 +666,7 @@ async def _count_tickets(
             ]
             targets.append(groups.setdefault(keyer(raw), Tally()))
         for tally in targets:
-            tally.tickets.update(counts)
+            tally.tickets.update(counts_of_row)
             tally.working_days += days
 
 
