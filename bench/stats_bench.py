@@ -35,8 +35,8 @@ ITEMS = 2000
 DAYS = 730
 STAFF_PER_UNIT = 8
 
-LOADED = ("invitation", "service_case", "evaluation", "ticket", "ticket_event", "stats_unit_daily", "stats_unit_monthly",
-          "stats_daily", "stats_reason_daily")
+LOADED = ("invitation", "service_case", "evaluation", "ticket", "ticket_event", "stats_ticket_daily",
+          "stats_ticket_monthly", "stats_unit_daily", "stats_unit_monthly", "stats_daily", "stats_reason_daily")
 
 ORGS_SQL = """
 INSERT INTO organisation (id, code, name, kind, region_code, parent_id, created_at)
@@ -110,6 +110,35 @@ FROM ticket WHERE resolved_at IS NOT NULL ORDER BY id;
 """),
     # The roll-ups: one INSERT … SELECT per table, the set-based form of `gateway stats rebuild` (each rating here
     # has one case, no addendum and no ruling, so its facts are the columns of r).
+    # The ticket roll-ups: working days from receipt to resolution read from the working calendar's running count
+    # (table wd, written from gateway.tickets.calendar below).
+    ("stats_ticket_daily", """
+INSERT INTO stats_ticket_daily (day, region_code, unit_org_id, due, closed, on_time, called_back, answered, satisfied,
+                                resolved, working_days)
+SELECT (t.due_at AT TIME ZONE 'Asia/Shanghai')::date, i.region_code, i.org_id, count(*),
+       count(*) FILTER (WHERE t.status IN ('closed_satisfied', 'closed_unsatisfied', 'closed_no_answer')),
+       count(*) FILTER (WHERE t.status IN ('closed_satisfied', 'closed_unsatisfied', 'closed_no_answer')
+                          AND t.resolved_at <= t.due_at),
+       count(*) FILTER (WHERE t.status IN ('closed_satisfied', 'closed_unsatisfied', 'closed_no_answer',
+                                           'callback_unsatisfied') OR t.redo_count > 0),
+       count(*) FILTER (WHERE t.status IN ('closed_satisfied', 'closed_unsatisfied', 'callback_unsatisfied')
+                          OR t.redo_count > 0),
+       count(*) FILTER (WHERE t.status = 'closed_satisfied'),
+       count(t.resolved_at), coalesce(sum(res.running - rec.running), 0)
+FROM ticket t JOIN invitation i ON i.id = t.invitation_id
+     LEFT JOIN wd rec ON t.resolved_at IS NOT NULL
+                     AND rec.day = (coalesce(t.received_at, t.resolved_at) AT TIME ZONE 'Asia/Shanghai')::date
+     LEFT JOIN wd res ON res.day = (t.resolved_at AT TIME ZONE 'Asia/Shanghai')::date
+WHERE NOT EXISTS (SELECT 1 FROM evaluation_decision d WHERE d.evaluation_id = t.evaluation_id)
+GROUP BY 1, 2, 3;
+"""),
+    ("stats_ticket_monthly", """
+INSERT INTO stats_ticket_monthly (day, region_code, unit_org_id, due, closed, on_time, called_back, answered, satisfied,
+                                  resolved, working_days)
+SELECT date_trunc('month', day)::date, region_code, unit_org_id, sum(due), sum(closed), sum(on_time), sum(called_back),
+       sum(answered), sum(satisfied), sum(resolved), sum(working_days)
+FROM stats_ticket_daily GROUP BY 1, 2, 3;
+"""),
     ("stats_unit_daily", """
 INSERT INTO stats_unit_daily (day, region_code, unit_org_id, level, status, n, staff_rated, staff_level_sum)
 SELECT day, region, 1000 + unit, level, 'valid', count(*), 0, 0 FROM r GROUP BY 1, 2, 3, 4
@@ -141,6 +170,21 @@ WHERE level <= 2 GROUP BY 1, 2, 3, 4, 5, 6, 7, 9;
 ]
 
 
+async def _working_calendar(conn: asyncpg.Connection) -> None:
+    """Table wd: every day of the seeded span and after, with the running count of working days up to it."""
+    from datetime import date, timedelta
+
+    from gateway.tickets.calendar import WorkingCalendar
+
+    calendar, day, running, rows = WorkingCalendar(), date(2024, 11, 1), 0, []
+    while day <= date(2027, 2, 1):
+        running += 1 if calendar.is_working_day(day) else 0
+        rows.append((day, running))
+        day += timedelta(days=1)
+    await conn.execute("CREATE TEMP TABLE wd (day date PRIMARY KEY, running int NOT NULL)")
+    await conn.copy_records_to_table("wd", records=rows)
+
+
 async def _seed(conn: asyncpg.Connection, n: int) -> dict[str, float]:
     """Load the store as fast as PostgreSQL allows and leave it as migrations made it: the loaded tables' foreign
     keys, unique constraints and secondary indexes are dropped first and created again after the load."""
@@ -159,6 +203,7 @@ async def _seed(conn: asyncpg.Connection, n: int) -> dict[str, float]:
         await conn.execute(f'DROP INDEX "{i["indexname"]}"')
     await conn.execute("SET maintenance_work_mem = '512MB'; SET work_mem = '256MB'")
     await conn.execute(ORGS_SQL.format(**args))
+    await _working_calendar(conn)
     started = time.perf_counter()
     await conn.execute(RATINGS_SQL.format(**args))
     timings["ratings"] = time.perf_counter() - started
@@ -173,7 +218,7 @@ async def _seed(conn: asyncpg.Connection, n: int) -> dict[str, float]:
         await conn.execute(f'ALTER TABLE {c["tbl"]} ADD CONSTRAINT "{c["conname"]}" {c["def"]}')
     timings["indexes and constraints"] = time.perf_counter() - started
     started = time.perf_counter()
-    await conn.execute("DROP TABLE r")
+    await conn.execute("DROP TABLE r; DROP TABLE wd")
     await conn.execute("VACUUM ANALYZE")
     timings["vacuum analyze"] = time.perf_counter() - started
     return timings

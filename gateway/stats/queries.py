@@ -10,7 +10,21 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ARRAY, ColumnElement, Date, Integer, and_, bindparam, case, cast, exists, func, literal, or_, true
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Date,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    true,
+)
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import Grouping
 from sqlmodel import col, select
@@ -19,9 +33,24 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.evaluations.reasons import BAD_LEVELS, Catalogue
 from gateway.orgs import Caller
 from gateway.stats.errors import InvalidStatsQuery
-from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
+from gateway.stats.models import (
+    StatsDaily,
+    StatsReasonDaily,
+    StatsTicketDaily,
+    StatsTicketMonthly,
+    StatsUnitDaily,
+    StatsUnitMonthly,
+)
 from gateway.stats.periods import next_month, period_bounds, period_key
-from gateway.stats.rollup import INVITED, VALID
+from gateway.stats.rollup import (
+    ANSWERED,
+    CALLED_BACK,
+    CLOSED_COUNTED,
+    INVITED,
+    TICKET_SUMS,
+    VALID,
+    working_days_between,
+)
 from gateway.stats.schemas import GROUPS, MAX_RANGE_DAYS, PERIODS, Indicators, StatsQuery
 from gateway.store.models import (
     APPROVAL_KINDS,
@@ -36,9 +65,6 @@ from gateway.tickets.calendar import WorkingCalendar
 
 GOOD_LEVELS = (3, 4, 5)
 SATISFIED_LEVELS = (4, 5)
-CLOSED_COUNTED = ("closed_satisfied", "closed_unsatisfied", "closed_no_answer")
-CALLED_BACK = ("closed_satisfied", "closed_unsatisfied", "closed_no_answer", "callback_unsatisfied")
-ANSWERED = ("closed_satisfied", "closed_unsatisfied", "callback_unsatisfied")
 
 _case = aliased(ServiceCase)  # a batch's first case, looked up beside the joined one
 
@@ -392,7 +418,11 @@ async def compute(
             )
         ).total
     tickets_known = tickets and not by_reason
-    if tickets_known:
+    if tickets_known and not needs_full:
+        _add_ticket_rows(
+            await _ticket_rollup_rows(session, sel, dims=dims, scope=scope), sel, dims, total, groups, keyer
+        )
+    elif tickets_known:
         await _count_tickets(
             session,
             sel,
@@ -408,20 +438,66 @@ async def compute(
     return Figures(sel, total, groups, labels, invitations_known, tickets_known)
 
 
-def _month_parts(start: date, end: date) -> list[tuple[Any, date, date]]:
+def _month_parts(
+    start: date, end: date, daily: Any = StatsUnitDaily, monthly: Any = StatsUnitMonthly
+) -> list[tuple[Any, date, date]]:
     """The range as daily edges and whole months in between: a year reads 12 monthly rows per unit, not 365."""
     first_full = start if start.day == 1 else next_month(start.replace(day=1))
     after_end = end + timedelta(days=1)
     last_full_stop = after_end if after_end.day == 1 else end.replace(day=1)  # first day after the whole months
     if first_full >= last_full_stop:
-        return [(StatsUnitDaily, start, end)]
+        return [(daily, start, end)]
     parts: list[tuple[Any, date, date]] = []
     if start < first_full:
-        parts.append((StatsUnitDaily, start, first_full - timedelta(days=1)))
-    parts.append((StatsUnitMonthly, first_full, last_full_stop - timedelta(days=1)))
+        parts.append((daily, start, first_full - timedelta(days=1)))
+    parts.append((monthly, first_full, last_full_stop - timedelta(days=1)))
     if last_full_stop <= end:
-        parts.append((StatsUnitDaily, last_full_stop, end))
+        parts.append((daily, last_full_stop, end))
     return parts
+
+
+async def _ticket_rollup_rows(session: AsyncSession, sel: Selection, *, dims: list[str], scope: Scope) -> list[Any]:
+    """The ticket figures of a selection by region, unit and period, from the ticket roll-ups (whole months
+    from the monthly one): (dimensions…, the sums of TICKET_SUMS) per group."""
+    parts: list[tuple[Any, date, date]] = [(StatsTicketDaily, sel.start, sel.end)]
+    if not {"day", "week"} & set(sel.group_by):
+        parts = _month_parts(sel.start, sel.end, StatsTicketDaily, StatsTicketMonthly)
+    rows: list[Any] = []
+    for table, low, high in parts:
+        columns = [getattr(table, c) for c in dims]
+        stmt = (
+            select(*columns, *[func.sum(getattr(table, s)) for s in TICKET_SUMS])
+            .where(table.day >= low, table.day <= high, scope.clause(table.region_code, table.unit_org_id))
+            .group_by(*columns)
+        )
+        if sel.region is not None:
+            stmt = stmt.where(table.region_code == sel.region)
+        if sel.unit_org_id is not None:
+            stmt = stmt.where(table.unit_org_id == sel.unit_org_id)
+        rows.extend((await session.exec(stmt)).all())
+    return rows
+
+
+def _add_ticket_rows(
+    rows: list[Any],
+    sel: Selection,
+    dims: list[str],
+    total: Tally,
+    groups: dict[GroupKey, Tally],
+    keyer: Callable[[Any], GroupKey],
+) -> None:
+    width = len(dims)
+    for row in rows:
+        sums = dict(zip(TICKET_SUMS, (int(v or 0) for v in row[width:])))
+        days = sums.pop("working_days")
+        targets = [total]
+        if sel.group_by:
+            targets.append(
+                groups.setdefault(keyer([_as_date(v) if d == "day" else v for d, v in zip(dims, row)]), Tally())
+            )
+        for tally in targets:
+            tally.tickets.update(sums)
+            tally.working_days += days
 
 
 async def _rollup_rows(
@@ -647,7 +723,7 @@ async def _count_tickets(
         if resolved_on is not None:
             pair = (_as_date(received), _as_date(resolved_on))
             if pair not in elapsed:
-                elapsed[pair] = _working_days_between(calendar, *pair)
+                elapsed[pair] = working_days_between(calendar, *pair)
             days += elapsed[pair] * n_resolved
         counts_of_row = {
             "due": due,
@@ -668,13 +744,3 @@ async def _count_tickets(
         for tally in targets:
             tally.tickets.update(counts_of_row)
             tally.working_days += days
-
-
-def _working_days_between(calendar: WorkingCalendar, received: date, resolved: date) -> int:
-    """Working days after the day of receipt, up to and including the day of resolution."""
-    count, day = 0, received + timedelta(days=1)
-    while day <= resolved:
-        if calendar.is_working_day(day):
-            count += 1
-        day += timedelta(days=1)
-    return count
