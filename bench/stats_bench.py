@@ -49,19 +49,21 @@ SELECT setval(pg_get_serial_sequence('organisation', 'id'), 10000);
 """
 
 # One invitation, one case and one evaluation per rating, in time order as a deployment writes them: rating i
-# falls on day (i - 1) * DAYS / N.
+# falls on day (i - 1) * DAYS / N; its item cycles through the 2,000, its level, channel and staff member come from
+# hashes of i (hashint8), so that every unit sees every level on most days.
 RATINGS_SQL = """
 CREATE TEMP TABLE r AS
 SELECT i, item, at, level, channel, unit, '6109' || lpad((unit % {counties} + 2)::text, 2, '0') AS region,
-       'S' || unit || '-' || (i % {staff}) AS staff, (at AT TIME ZONE 'Asia/Shanghai')::date AS day
+       'S' || unit || '-' || ((hashint8(-i) & 2147483647) % {staff}) AS staff,
+       (at AT TIME ZONE 'Asia/Shanghai')::date AS day
 FROM (SELECT i, item,
              timestamptz '{start}' + ((i - 1) * {days} / {n}) * interval '1 day' + ((i * 37) % 36000) * interval '1 second'
                AS at,
-             CASE WHEN i % 100 < 85 THEN 5 WHEN i % 100 < 93 THEN 4 WHEN i % 100 < 97 THEN 3 WHEN i % 100 < 99 THEN 2
-                  ELSE 1 END AS level,
-             (ARRAY['web','sms','bot','qr','evaluator'])[1 + i % 5] AS channel,
+             CASE WHEN p < 85 THEN 5 WHEN p < 93 THEN 4 WHEN p < 97 THEN 3 WHEN p < 99 THEN 2 ELSE 1 END AS level,
+             (ARRAY['web','sms','bot','qr','evaluator'])[1 + (hashint8(i + {n}) & 2147483647) % 5] AS channel,
              1 + item % {units} AS unit
-      FROM (SELECT i, 1 + (i * 7919) % {items} AS item FROM generate_series(1::bigint, {n}) i) g) x;
+      FROM (SELECT i, 1 + (i * 7919) % {items} AS item, (hashint8(i) & 2147483647) % 100 AS p
+            FROM generate_series(1::bigint, {n}) i) g) x;
 """
 
 TABLES_SQL = [

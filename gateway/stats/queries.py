@@ -249,6 +249,15 @@ class Tally:
     tickets: Counter[str] = field(default_factory=Counter)
     working_days: int = 0
 
+    def add(self, other: Tally) -> None:
+        self.levels.update(other.levels)
+        self.not_counted.update(other.not_counted)
+        self.invited += other.invited
+        self.staff_rated += other.staff_rated
+        self.staff_level_sum += other.staff_level_sum
+        self.tickets.update(other.tickets)
+        self.working_days += other.working_days
+
     def indicators(self, *, invitations_known: bool, tickets_known: bool) -> Indicators:
         valid = sum(self.levels[level] for level in range(1, 6))
         ruled = sum(self.not_counted.values())
@@ -352,6 +361,14 @@ class Figures:
             else:
                 out[dim] = str(value)
         return out
+
+    def folded(self, dim: str) -> Figures:
+        """The same figures grouped by one of this grouping's dimensions: each group the sum of its parts."""
+        groups: dict[GroupKey, Tally] = {}
+        for key, tally in self.groups.items():
+            groups.setdefault(tuple((d, v) for d, v in key if d == dim), Tally()).add(tally)
+        selection = replace(self.selection, group_by=(dim,))
+        return replace(self, selection=selection, groups=groups)
 
     def _org_id(self, code: Any) -> int:
         return next((i for i, c in self.labels.org_code.items() if c == code), -1)
