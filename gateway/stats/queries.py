@@ -343,6 +343,7 @@ class Figures:
     labels: Labels
     invitations_known: bool
     tickets_known: bool
+    _ids: dict[Any, int] = field(default_factory=dict, repr=False)  # org code → id, for the labels
 
     def indicators(self, tally: Tally) -> Indicators:
         return tally.indicators(invitations_known=self.invitations_known, tickets_known=self.tickets_known)
@@ -371,7 +372,9 @@ class Figures:
         return replace(self, selection=selection, groups=groups)
 
     def _org_id(self, code: Any) -> int:
-        return next((i for i, c in self.labels.org_code.items() if c == code), -1)
+        if len(self._ids) != len(self.labels.org_code):
+            self._ids.update((c, i) for i, c in self.labels.org_code.items())
+        return self._ids.get(code, -1)
 
 
 def _local_start(day: date, tz: ZoneInfo) -> datetime:
