@@ -318,11 +318,15 @@ class Labels:
 
 async def load_labels(session: AsyncSession, *, items: set[str] | None = None) -> Labels:
     labels = Labels()
-    for org in (await session.exec(select(Organisation))).all():
-        labels.org_code[org.id] = org.code  # type: ignore[index]
-        labels.org_name[org.id] = org.name  # type: ignore[index]
-        if org.kind in APPROVAL_KINDS:
-            labels.approval_of_region[org.region_code] = (org.code, org.name)
+    # Plain rows, no ORM objects (sqlmodel's select is typed for at most four columns; this one takes five).
+    orgs = select(  # type: ignore[call-overload]
+        Organisation.id, Organisation.code, Organisation.name, Organisation.kind, Organisation.region_code
+    )
+    for org_id, code, name, kind, region_code in (await session.exec(orgs)).all():
+        labels.org_code[org_id] = code
+        labels.org_name[org_id] = name
+        if kind in APPROVAL_KINDS:
+            labels.approval_of_region[region_code] = (code, name)
     if items:
         rows = await session.exec(
             select(ServiceCase.item_code, func.max(ServiceCase.item_name))
