@@ -1,15 +1,18 @@
 """Statistics benchmark: GET /api/v1/stats for the whole city over a month and a year, and /public/stats,
-warm (p50/p95 over repeated requests) and cold (the first request of a fresh gateway process), with the
-gateway's CPU per request.
+warm (p50/p95 over repeated requests) and cold (the first request of a fresh gateway process), with the CPU
+per request of the gateway and of the PostgreSQL backends serving it.
 
 The store is seeded set-based in PostgreSQL (generate_series): organisations (300 units in 10 counties),
-2,000 service items, N evaluations with their invitations and cases spread over two years, a ticket for
-every bad review (most closed, some late), and the roll-ups. The roll-ups are filled with one INSERT …
-SELECT per table, the set-based form of `gateway stats rebuild`; the gateway keeps the same rows up to date
-rating by rating (tests/gateway/stats/test_rollup_property.py checks both agree). What is measured, the
-statistics queries over the roll-ups and the tickets, is the path a deployment takes.
+2,000 service items, N evaluations with their invitations and cases spread over two years in time order, a
+ticket for every bad review (most closed, some late) with its resolve event, and the roll-ups, each filled by
+one INSERT … SELECT, the set-based form of `gateway stats rebuild` (the gateway keeps the same rows up to date
+record by record and ticket action by ticket action; tests/gateway/stats/test_rollup_property.py checks both
+agree). The loaded tables' foreign keys, unique constraints and secondary indexes are dropped for the load and
+created again after it, as the migrations made them. What is measured, real `gateway serve` processes
+answering HTTP requests from the roll-ups, is the path a deployment takes.
 
-    .venv/bin/python -m bench.stats_bench --evaluations 2000000 [--repeat 50]
+    flock /work/wt/bench.lock .venv/bin/python -m bench.stats_bench --evaluations 10000000 [--repeat 50] [--keep]
+    .venv/bin/python -m bench.stats_bench --reuse bench_stats_XXXXXXXX [--only year]
 """
 
 from __future__ import annotations
