@@ -220,6 +220,17 @@ async def record_changed(
     invitation = await session.get(Invitation, evaluation.invitation_id)
     if invitation is None:
         raise ValueError(f"evaluation {evaluation.id} refers to a missing invitation")
+    ticket = None
+    if isinstance(record, EvaluationDecision):
+        # A ruling and an action on the evaluation's ticket take turns (the action holds the same row lock), so
+        # each sees the other's outcome: the rulings and the ticket's state are read after the lock is granted.
+        locked = (
+            select(Ticket)
+            .where(Ticket.evaluation_id == evaluation.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        ticket = (await session.exec(locked)).first()
     case = await _first_case(session, evaluation)
     item_code = case.item_code if case else ""
     addenda: list[EvaluationAddendum] = []
@@ -251,11 +262,9 @@ async def record_changed(
         without_d = [d for d in decisions if d.id != record.id] if isinstance(record, EvaluationDecision) else decisions
         before = contributions(evaluation_facts(evaluation, invitation, item_code, without_a, without_d, tz))
     change = difference(contributions(after), before)
-    if isinstance(record, EvaluationDecision) and not without_d:  # the first ruling voids the evaluation's ticket
-        ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
-        if ticket is not None:
-            voided = ticket_contributions(ticket, invitation, ruled=False, calendar=calendar)
-            change = merge_tallies([change, difference({}, voided)])
+    if ticket is not None and not without_d:  # the first ruling voids the evaluation's ticket
+        voided = ticket_contributions(ticket, invitation, ruled=False, calendar=calendar)
+        change = merge_tallies([change, difference({}, voided)])
     await apply(session, change)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from sqlmodel import select
+
 from gateway.clock import FrozenClock
 from gateway.deps import Deps
 from gateway.evaluations.records import record_written
@@ -170,3 +172,52 @@ def test_rollups_equal_a_recount(settings: Settings) -> None:
     finally:
         loop.run_until_complete(store.close())
         loop.close()
+
+
+def test_a_ruling_and_a_ticket_action_at_once_leave_the_ticket_rollups_equal(settings: Settings) -> None:
+    """A fraud ruling on a bad review and an action on its ticket, in two transactions at once (PostgreSQL:
+    SQLite serialises writers): the ruling locks the ticket, the action waits, then sees the ruling, and
+    the ticket roll-ups still equal the recount (without the lock the ticket would be taken out twice)."""
+    if not settings.database_url.startswith("postgresql"):
+        return
+    clock = FrozenClock(START)
+    deps = Deps.build(settings, clock)
+
+    async def scenario() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await register_world(store, clock)
+            await _run(store, deps, clock, [("rate", 0, 1, False, "a", 1, "web"), ("ticket", 0, 0, "satisfied")])
+            async with store.transaction() as session:
+                [ticket] = (await session.exec(select(Ticket))).all()
+                hanbin = await org_by_code(session, "hanbin")
+                assert ticket.status == "transferred" and hanbin is not None
+            ruling_done = asyncio.Event()
+
+            async def action() -> None:
+                async with store.transaction() as session:
+                    unit = await session.get(Organisation, ticket.assignee_org_id)
+                    assert unit is not None
+                    await apply_action(session, ticket_id=ticket.id, action=Accept(action="accept", category="general"),  # type: ignore[arg-type]
+                                       actor=Caller.of(unit), deps=deps)
+                    assert ruling_done.is_set(), "the action went ahead while the ruling held the ticket"
+
+            async with store.transaction() as session:
+                decision = EvaluationDecision(evaluation_id=ticket.evaluation_id, decision="fraud", org_id=hanbin.id,  # type: ignore[arg-type]
+                                              created_at=clock.now())
+                session.add(decision)
+                await session.flush()
+                await record_written(session, kind="decision", record=decision, deps=deps, at=clock.now())
+                racing = asyncio.create_task(action())
+                await asyncio.sleep(0.5)  # the action reaches the ticket's lock and waits
+                assert not racing.done()
+                ruling_done.set()
+            await racing
+            async with store.transaction() as session:
+                [accepted] = (await session.exec(select(Ticket))).all()
+                assert accepted.status == "in_progress"
+                assert await stored(session) == await recount(session, deps.calendar)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
