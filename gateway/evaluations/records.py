@@ -41,4 +41,4 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
     # The statistics' roll-ups move with the record (docs/statistics.md).
     from gateway.stats.rollup import record_changed
 
-    await record_changed(session, kind=kind, record=record, tz=deps.calendar.tz)
+    await record_changed(session, kind=kind, record=record, calendar=deps.calendar)

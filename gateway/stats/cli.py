@@ -26,7 +26,7 @@ async def _rebuild(settings: Settings) -> int:
     store = Store.connect(settings.database_url)
     try:
         async with store.transaction() as session:
-            rows = await rebuild(session, deps.calendar.tz)
+            rows = await rebuild(session, deps.calendar)
     finally:
         await store.close()
     print(f"roll-ups rebuilt: {rows} rows")

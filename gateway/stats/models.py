@@ -114,6 +114,46 @@ class StatsReasonDaily(SQLModel, table=True):
     n: int = 0
 
 
+class StatsTicketDaily(SQLModel, table=True):
+    """Day the ticket falls due × region × unit (the rated invitation's): the rectification and callback figures
+    of the valid bad reviews. A ruled evaluation's ticket leaves it. `working_days` sums, over the resolved
+    tickets, the working days from receipt to resolution, counted with the working calendar when written."""
+
+    __tablename__ = "stats_ticket_daily"
+    __table_args__ = (UniqueConstraint("day", "region_code", "unit_org_id", name="uq_stats_ticket_daily"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(index=True)
+    region_code: str = Field(max_length=12)
+    unit_org_id: int = Field(index=True)
+    due: int = 0
+    closed: int = 0
+    on_time: int = 0
+    called_back: int = 0
+    answered: int = 0
+    satisfied: int = 0
+    resolved: int = 0
+    working_days: int = 0
+
+
+class StatsTicketMonthly(SQLModel, table=True):
+    """The ticket figures per month the tickets fall due (`day` is the month's first day) × region × unit."""
+
+    __tablename__ = "stats_ticket_monthly"
+    __table_args__ = (UniqueConstraint("day", "region_code", "unit_org_id", name="uq_stats_ticket_monthly"),)
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(index=True)
+    region_code: str = Field(max_length=12)
+    unit_org_id: int = Field(index=True)
+    due: int = 0
+    closed: int = 0
+    on_time: int = 0
+    called_back: int = 0
+    answered: int = 0
+    satisfied: int = 0
+    resolved: int = 0
+    working_days: int = 0
+
+
 class StatsAlert(SQLModel, table=True):
     """A unit's 差评率 found clearly above its own baseline (Art. 23): raised once per unit and window."""
 

@@ -78,9 +78,9 @@ async def public_figures(
             session, Selection(start=start, end=stop, group_by=group_by), scope=PUBLIC, calendar=cal, catalogue=cat
         )
 
-    city = await figures((), month, last_day)
-    counties = await figures(("region",), month, last_day)
-    units = await figures(("unit",), month, last_day)
+    # One count by county and unit gives the city (its total), the counties and the units (their sums).
+    by_unit = await figures(("region", "unit"), month, last_day)
+    city, counties, units = by_unit, by_unit.folded("region"), by_unit.folded("unit")
     trend = await figures(("month",), first_trend, last_day)
     months = []
     m = first_trend

@@ -10,17 +10,47 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, and_, case, cast, exists, func, literal, or_, true
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Date,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    true,
+)
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import Grouping
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.evaluations.reasons import BAD_LEVELS, Catalogue
 from gateway.orgs import Caller
 from gateway.stats.errors import InvalidStatsQuery
-from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
+from gateway.stats.models import (
+    StatsDaily,
+    StatsReasonDaily,
+    StatsTicketDaily,
+    StatsTicketMonthly,
+    StatsUnitDaily,
+    StatsUnitMonthly,
+)
 from gateway.stats.periods import next_month, period_bounds, period_key
-from gateway.stats.rollup import INVITED, VALID
+from gateway.stats.rollup import (
+    ANSWERED,
+    CALLED_BACK,
+    CLOSED_COUNTED,
+    INVITED,
+    TICKET_SUMS,
+    VALID,
+    working_days_between,
+)
 from gateway.stats.schemas import GROUPS, MAX_RANGE_DAYS, PERIODS, Indicators, StatsQuery
 from gateway.store.models import (
     APPROVAL_KINDS,
@@ -35,9 +65,6 @@ from gateway.tickets.calendar import WorkingCalendar
 
 GOOD_LEVELS = (3, 4, 5)
 SATISFIED_LEVELS = (4, 5)
-CLOSED_COUNTED = ("closed_satisfied", "closed_unsatisfied", "closed_no_answer")
-CALLED_BACK = ("closed_satisfied", "closed_unsatisfied", "closed_no_answer", "callback_unsatisfied")
-ANSWERED = ("closed_satisfied", "closed_unsatisfied", "callback_unsatisfied")
 
 _case = aliased(ServiceCase)  # a batch's first case, looked up beside the joined one
 
@@ -222,6 +249,15 @@ class Tally:
     tickets: Counter[str] = field(default_factory=Counter)
     working_days: int = 0
 
+    def add(self, other: Tally) -> None:
+        self.levels.update(other.levels)
+        self.not_counted.update(other.not_counted)
+        self.invited += other.invited
+        self.staff_rated += other.staff_rated
+        self.staff_level_sum += other.staff_level_sum
+        self.tickets.update(other.tickets)
+        self.working_days += other.working_days
+
     def indicators(self, *, invitations_known: bool, tickets_known: bool) -> Indicators:
         valid = sum(self.levels[level] for level in range(1, 6))
         ruled = sum(self.not_counted.values())
@@ -282,11 +318,15 @@ class Labels:
 
 async def load_labels(session: AsyncSession, *, items: set[str] | None = None) -> Labels:
     labels = Labels()
-    for org in (await session.exec(select(Organisation))).all():
-        labels.org_code[org.id] = org.code  # type: ignore[index]
-        labels.org_name[org.id] = org.name  # type: ignore[index]
-        if org.kind in APPROVAL_KINDS:
-            labels.approval_of_region[org.region_code] = (org.code, org.name)
+    # Plain rows, no ORM objects (sqlmodel's select is typed for at most four columns; this one takes five).
+    orgs = select(  # type: ignore[call-overload]
+        Organisation.id, Organisation.code, Organisation.name, Organisation.kind, Organisation.region_code
+    )
+    for org_id, code, name, kind, region_code in (await session.exec(orgs)).all():
+        labels.org_code[org_id] = code
+        labels.org_name[org_id] = name
+        if kind in APPROVAL_KINDS:
+            labels.approval_of_region[region_code] = (code, name)
     if items:
         rows = await session.exec(
             select(ServiceCase.item_code, func.max(ServiceCase.item_name))
@@ -307,6 +347,7 @@ class Figures:
     labels: Labels
     invitations_known: bool
     tickets_known: bool
+    _ids: dict[Any, int] = field(default_factory=dict, repr=False)  # org code → id, for the labels
 
     def indicators(self, tally: Tally) -> Indicators:
         return tally.indicators(invitations_known=self.invitations_known, tickets_known=self.tickets_known)
@@ -326,8 +367,18 @@ class Figures:
                 out[dim] = str(value)
         return out
 
+    def folded(self, dim: str) -> Figures:
+        """The same figures grouped by one of this grouping's dimensions: each group the sum of its parts."""
+        groups: dict[GroupKey, Tally] = {}
+        for key, tally in self.groups.items():
+            groups.setdefault(tuple((d, v) for d, v in key if d == dim), Tally()).add(tally)
+        selection = replace(self.selection, group_by=(dim,))
+        return replace(self, selection=selection, groups=groups)
+
     def _org_id(self, code: Any) -> int:
-        return next((i for i, c in self.labels.org_code.items() if c == code), -1)
+        if len(self._ids) != len(self.labels.org_code):
+            self._ids.update((c, i) for i, c in self.labels.org_code.items())
+        return self._ids.get(code, -1)
 
 
 def _local_start(day: date, tz: ZoneInfo) -> datetime:
@@ -391,7 +442,11 @@ async def compute(
             )
         ).total
     tickets_known = tickets and not by_reason
-    if tickets_known:
+    if tickets_known and not needs_full:
+        _add_ticket_rows(
+            await _ticket_rollup_rows(session, sel, dims=dims, scope=scope), sel, dims, total, groups, keyer
+        )
+    elif tickets_known:
         await _count_tickets(
             session,
             sel,
@@ -407,20 +462,66 @@ async def compute(
     return Figures(sel, total, groups, labels, invitations_known, tickets_known)
 
 
-def _month_parts(start: date, end: date) -> list[tuple[Any, date, date]]:
+def _month_parts(
+    start: date, end: date, daily: Any = StatsUnitDaily, monthly: Any = StatsUnitMonthly
+) -> list[tuple[Any, date, date]]:
     """The range as daily edges and whole months in between: a year reads 12 monthly rows per unit, not 365."""
     first_full = start if start.day == 1 else next_month(start.replace(day=1))
     after_end = end + timedelta(days=1)
     last_full_stop = after_end if after_end.day == 1 else end.replace(day=1)  # first day after the whole months
     if first_full >= last_full_stop:
-        return [(StatsUnitDaily, start, end)]
+        return [(daily, start, end)]
     parts: list[tuple[Any, date, date]] = []
     if start < first_full:
-        parts.append((StatsUnitDaily, start, first_full - timedelta(days=1)))
-    parts.append((StatsUnitMonthly, first_full, last_full_stop - timedelta(days=1)))
+        parts.append((daily, start, first_full - timedelta(days=1)))
+    parts.append((monthly, first_full, last_full_stop - timedelta(days=1)))
     if last_full_stop <= end:
-        parts.append((StatsUnitDaily, last_full_stop, end))
+        parts.append((daily, last_full_stop, end))
     return parts
+
+
+async def _ticket_rollup_rows(session: AsyncSession, sel: Selection, *, dims: list[str], scope: Scope) -> list[Any]:
+    """The ticket figures of a selection by region, unit and period, from the ticket roll-ups (whole months
+    from the monthly one): (dimensions…, the sums of TICKET_SUMS) per group."""
+    parts: list[tuple[Any, date, date]] = [(StatsTicketDaily, sel.start, sel.end)]
+    if not {"day", "week"} & set(sel.group_by):
+        parts = _month_parts(sel.start, sel.end, StatsTicketDaily, StatsTicketMonthly)
+    rows: list[Any] = []
+    for table, low, high in parts:
+        columns = [getattr(table, c) for c in dims]
+        stmt = (
+            select(*columns, *[func.sum(getattr(table, s)) for s in TICKET_SUMS])
+            .where(table.day >= low, table.day <= high, scope.clause(table.region_code, table.unit_org_id))
+            .group_by(*columns)
+        )
+        if sel.region is not None:
+            stmt = stmt.where(table.region_code == sel.region)
+        if sel.unit_org_id is not None:
+            stmt = stmt.where(table.unit_org_id == sel.unit_org_id)
+        rows.extend((await session.exec(stmt)).all())
+    return rows
+
+
+def _add_ticket_rows(
+    rows: list[Any],
+    sel: Selection,
+    dims: list[str],
+    total: Tally,
+    groups: dict[GroupKey, Tally],
+    keyer: Callable[[Any], GroupKey],
+) -> None:
+    width = len(dims)
+    for row in rows:
+        sums = dict(zip(TICKET_SUMS, (int(v or 0) for v in row[width:])))
+        days = sums.pop("working_days")
+        targets = [total]
+        if sel.group_by:
+            targets.append(
+                groups.setdefault(keyer([_as_date(v) if d == "day" else v for d, v in zip(dims, row)]), Tally())
+            )
+        for tally in targets:
+            tally.tickets.update(sums)
+            tally.working_days += days
 
 
 async def _rollup_rows(
@@ -525,6 +626,9 @@ def _flag(condition: Any) -> Any:
     return func.sum(case((condition, 1), else_=0))
 
 
+WORKING_DAY_MARGIN = timedelta(days=366)  # received or resolved this far outside the range: counted day pair by pair
+
+
 async def _count_tickets(
     session: AsyncSession,
     sel: Selection,
@@ -538,15 +642,21 @@ async def _count_tickets(
     dims: list[str],
 ) -> None:
     """Rectification and callback figures of the valid bad-review tickets due in the period, counted by the
-    database per group and per (day received, day resolved), so the cost grows with days, not tickets."""
+    database in one row per group. On PostgreSQL the working days from receipt to resolution are summed by
+    the database too, from a running count of working days around the period passed as an array; a ticket
+    received or resolved outside that span (and every ticket on SQLite) comes back in a row of its own
+    (group, day received, day resolved) whose working days are counted here."""
     tz = calendar.tz
     ruled = exists().where(col(EvaluationDecision.evaluation_id) == col(Ticket.evaluation_id))
     wants_item = sel.item is not None or "item" in sel.group_by
     wants_rating = sel.staff is not None or sel.channel is not None or bool({"staff", "channel"} & set(sel.group_by))
-    closed = col(Ticket.status).in_(CLOSED_COUNTED)
-    redone = col(Ticket.redo_count) > 0
+    # A ticket keeps its invitation's region: only a unit's figure needs the invitation itself.
+    wants_unit = (
+        scope.unit_org_id is not None or sel.unit_org_id is not None or bool({"unit", "staff"} & set(sel.group_by))
+    )
+    region = Invitation.region_code if wants_unit else Ticket.region_code
     dim_columns = {
-        "region_code": Invitation.region_code,
+        "region_code": region,
         "unit_org_id": Invitation.org_id,
         "item_code": ServiceCase.item_code,
         "staff_id": Evaluation.staff_id,
@@ -554,62 +664,100 @@ async def _count_tickets(
         "code": literal(0),
         "day": _local_date(session, Ticket.due_at, tz),
     }
-    keys = [dim_columns[d].label(f"k_{d}") for d in dims]
-    received_day = _local_date(session, func.coalesce(Ticket.received_at, Ticket.resolved_at), tz).label("received")
-    resolved_day = _local_date(session, Ticket.resolved_at, tz).label("resolved")
-    # Join only what the selection needs: a city-wide figure reads the tickets and their invitations.
-    # (sqlmodel's select is typed for at most four columns; this one takes the grouping's and eight more.)
-    stmt = (
-        select(  # type: ignore[call-overload]
-            *keys,
-            received_day,
-            resolved_day,
-            func.count(),
-            _flag(closed),
-            _flag(and_(closed, col(Ticket.resolved_at).is_not(None), col(Ticket.resolved_at) <= Ticket.due_at)),
-            _flag(or_(col(Ticket.status).in_(CALLED_BACK), redone)),
-            _flag(or_(col(Ticket.status).in_(ANSWERED), redone)),
-            _flag(Ticket.status == "closed_satisfied"),
-        )
-        .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
-        .where(
-            col(Ticket.due_at) >= _local_start(sel.start, tz),
-            col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
-            ~ruled,
-            scope.clause(Invitation.region_code, Invitation.org_id),
-        )
-        .group_by(*keys, received_day, resolved_day)
+    # The tickets of the selection with their days computed once, in a subquery; the outer query counts them.
+    inner = select(  # type: ignore[call-overload]
+        *[dim_columns[d].label(f"k_{d}") for d in dims],
+        _local_date(session, func.coalesce(Ticket.received_at, Ticket.resolved_at), tz).label("received"),
+        _local_date(session, Ticket.resolved_at, tz).label("resolved"),
+        Ticket.status,
+        Ticket.redo_count,
+        (col(Ticket.resolved_at) <= Ticket.due_at).label("in_time"),
+    ).where(
+        col(Ticket.due_at) >= _local_start(sel.start, tz),
+        col(Ticket.due_at) < _local_start(sel.end + timedelta(days=1), tz),
+        ~ruled,
+        scope.clause(region, Invitation.org_id),
     )
+    if wants_unit or wants_item:
+        inner = inner.join(Invitation, col(Invitation.id) == Ticket.invitation_id)
     if wants_rating or wants_item:
-        stmt = stmt.join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
+        inner = inner.join(Evaluation, col(Evaluation.id) == Ticket.evaluation_id)
     if wants_item:
         first_case = select(func.min(_case.id)).where(_case.invitation_id == Ticket.invitation_id).scalar_subquery()
-        stmt = stmt.outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
+        inner = inner.outerjoin(ServiceCase, col(ServiceCase.id) == func.coalesce(Evaluation.case_id, first_case))
     if sel.region is not None:
-        stmt = stmt.where(Invitation.region_code == sel.region)
+        inner = inner.where(region == sel.region)
     if sel.unit_org_id is not None:
-        stmt = stmt.where(Invitation.org_id == sel.unit_org_id)
+        inner = inner.where(Invitation.org_id == sel.unit_org_id)
     if sel.item is not None:
-        stmt = stmt.where(ServiceCase.item_code == sel.item)
+        inner = inner.where(ServiceCase.item_code == sel.item)
     if sel.staff is not None:
-        stmt = stmt.where(Evaluation.staff_id == sel.staff)
+        inner = inner.where(Evaluation.staff_id == sel.staff)
     if sel.channel is not None:
-        stmt = stmt.where(Evaluation.channel == sel.channel)
+        inner = inner.where(Evaluation.channel == sel.channel)
+    t = inner.offset(0).subquery("t")  # OFFSET 0 keeps PostgreSQL from inlining the days into every use
+    keys = [t.c[f"k_{d}"] for d in dims]
+    received_day, resolved_day = t.c.received, t.c.resolved
+    resolved = resolved_day.is_not(None)
+    closed = t.c.status.in_(CLOSED_COUNTED)
+    redone = t.c.redo_count > 0
+    first = sel.start - WORKING_DAY_MARGIN
+    last = sel.end + WORKING_DAY_MARGIN
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        running = [0]  # running[k]: working days after `first` up to and including first + k
+        day = first
+        while day < last:
+            day += timedelta(days=1)
+            running.append(running[-1] + (1 if calendar.is_working_day(day) else 0))
+        counts: Any = Grouping(bindparam("working_days_running", running, type_=ARRAY(Integer)))
+        within: Any = and_(received_day >= first, received_day <= last, resolved_day >= first, resolved_day <= last)
+        summed: Any = func.sum(
+            case(
+                (and_(resolved, within), counts[resolved_day - first + 1] - counts[received_day - first + 1]),
+                else_=0,
+            )
+        )
+    else:
+        within, summed = literal(False), literal(0)
+    # A row of its own, keyed by its days, for a resolved ticket outside the span; NULL days for the rest.
+    apart = and_(resolved, ~within)
+    received_key = case((apart, received_day), else_=None).label("received_key")
+    resolved_key = case((apart, resolved_day), else_=None).label("resolved_key")
+    # (sqlmodel's select is typed for at most four columns; this one takes the grouping's and ten more.)
+    stmt = select(  # type: ignore[call-overload]
+        *keys,
+        received_key,
+        resolved_key,
+        func.count(),
+        _flag(closed),
+        _flag(and_(closed, resolved, t.c.in_time)),
+        _flag(or_(t.c.status.in_(CALLED_BACK), redone)),
+        _flag(or_(t.c.status.in_(ANSWERED), redone)),
+        _flag(t.c.status == "closed_satisfied"),
+        _flag(resolved),
+        summed,
+    ).group_by(*keys, received_key, resolved_key)
     elapsed: dict[tuple[date, date], int] = {}
     width = len(dims)
     for row in (await session.exec(stmt)).all():
         received, resolved_on = row[width], row[width + 1]
-        due, n_closed, on_time, called_back, answered, satisfied = (int(v or 0) for v in row[width + 2 :])
-        counts: Counter[str] = Counter(
-            due=due, closed=n_closed, on_time=on_time, called_back=called_back, answered=answered, satisfied=satisfied
+        due, n_closed, on_time, called_back, answered, satisfied, n_resolved, days = (
+            int(v or 0) for v in row[width + 2 :]
         )
-        days = 0
         if resolved_on is not None:
-            counts["resolved"] = due  # every ticket of this row was resolved on that day
             pair = (_as_date(received), _as_date(resolved_on))
             if pair not in elapsed:
-                elapsed[pair] = _working_days_between(calendar, *pair)
-            days = elapsed[pair] * due
+                elapsed[pair] = working_days_between(calendar, *pair)
+            days += elapsed[pair] * n_resolved
+        counts_of_row = {
+            "due": due,
+            "closed": n_closed,
+            "on_time": on_time,
+            "called_back": called_back,
+            "answered": answered,
+            "satisfied": satisfied,
+            "resolved": n_resolved,
+        }
         targets = [total]
         if sel.group_by:
             raw = [
@@ -618,15 +766,5 @@ async def _count_tickets(
             ]
             targets.append(groups.setdefault(keyer(raw), Tally()))
         for tally in targets:
-            tally.tickets.update(counts)
+            tally.tickets.update(counts_of_row)
             tally.working_days += days
-
-
-def _working_days_between(calendar: WorkingCalendar, received: date, resolved: date) -> int:
-    """Working days after the day of receipt, up to and including the day of resolution."""
-    count, day = 0, received + timedelta(days=1)
-    while day <= resolved:
-        if calendar.is_working_day(day):
-            count += 1
-        day += timedelta(days=1)
-    return count

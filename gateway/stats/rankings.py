@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.evaluations.reasons import BAD_LEVELS, Catalogue
-from gateway.stats.models import StatsAlert, StatsDaily, StatsReasonDaily, StatsUnitDaily
+from gateway.stats.models import StatsAlert, StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
 from gateway.stats.periods import next_month, period_key, previous_month
 from gateway.stats.queries import GOOD_LEVELS, Scope, load_labels, ratio, reason_kind
 from gateway.stats.rollup import VALID
@@ -47,7 +47,7 @@ class _Entry:
 
 
 async def _month_entries(session: AsyncSession, *, month: date, kind: str, scope: Scope) -> list[_Entry]:
-    table: Any = StatsDaily if kind == "staff" else StatsUnitDaily
+    table: Any = StatsDaily if kind == "staff" else StatsUnitMonthly  # a unit's whole month: one row per level
     keys = [table.unit_org_id] + ([table.staff_id] if kind == "staff" else [])
     good = func.sum(case((col(table.level).in_(GOOD_LEVELS), table.n), else_=0))
     stmt = (

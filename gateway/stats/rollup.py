@@ -6,6 +6,10 @@ its staff rating (the latest given). When a record is written, the evaluation's 
 computed without the record and with it, and the difference is added (INSERT … ON CONFLICT DO UPDATE,
 so concurrent writers add up instead of overwriting). `recount` computes the same contributions from
 every raw row; a property test checks that the tables equal it after any sequence of writes.
+
+A ticket's contributions (the rectification and callback figures) follow from its status, due, receipt and
+resolution times, redo count and whether its evaluation was ruled; `ticket_changed` adds their difference
+around every ticket action, `record_changed` removes them when a ruling voids the evaluation.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,14 +27,35 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.errors import BrokenInvariant
-from gateway.stats.models import StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
-from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase
+from gateway.stats.models import (
+    StatsDaily,
+    StatsReasonDaily,
+    StatsTicketDaily,
+    StatsTicketMonthly,
+    StatsUnitDaily,
+    StatsUnitMonthly,
+)
+from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase, Ticket
 from gateway.store.upsert import dialect_insert
+from gateway.tickets.calendar import WorkingCalendar
 
 VALID = "valid"
 INVITED = "invited"
-ROLLUPS: tuple[type[SQLModel], ...] = (StatsUnitDaily, StatsUnitMonthly, StatsDaily, StatsReasonDaily)
+CLOSED_COUNTED = ("closed_satisfied", "closed_unsatisfied", "closed_no_answer")
+CALLED_BACK = ("closed_satisfied", "closed_unsatisfied", "closed_no_answer", "callback_unsatisfied")
+ANSWERED = ("closed_satisfied", "closed_unsatisfied", "callback_unsatisfied")
+TICKET_SUMS = ("due", "closed", "on_time", "called_back", "answered", "satisfied", "resolved", "working_days")
+ROLLUPS: tuple[type[SQLModel], ...] = (
+    StatsUnitDaily,
+    StatsUnitMonthly,
+    StatsDaily,
+    StatsReasonDaily,
+    StatsTicketDaily,
+    StatsTicketMonthly,
+)
 _KEYS: dict[type[SQLModel], tuple[str, ...]] = {
+    StatsTicketDaily: ("day", "region_code", "unit_org_id"),
+    StatsTicketMonthly: ("day", "region_code", "unit_org_id"),
     StatsUnitDaily: ("day", "region_code", "unit_org_id", "level", "status"),
     StatsUnitMonthly: ("day", "region_code", "unit_org_id", "level", "status"),
     StatsDaily: ("day", "region_code", "unit_org_id", "item_code", "staff_id", "channel", "level", "status"),
@@ -51,6 +76,8 @@ _SUMS: dict[type[SQLModel], tuple[str, ...]] = {
     StatsUnitMonthly: ("n", "staff_rated", "staff_level_sum"),
     StatsDaily: ("n", "staff_rated", "staff_level_sum"),
     StatsReasonDaily: ("n",),
+    StatsTicketDaily: TICKET_SUMS,
+    StatsTicketMonthly: TICKET_SUMS,
 }
 Key = tuple[Any, ...]
 Tally = dict[tuple[type[SQLModel], Key], Counter[str]]
@@ -175,9 +202,14 @@ def evaluation_facts(
 
 
 async def record_changed(
-    session: AsyncSession, *, kind: str, record: Evaluation | EvaluationAddendum | EvaluationDecision, tz: ZoneInfo
+    session: AsyncSession,
+    *,
+    kind: str,
+    record: Evaluation | EvaluationAddendum | EvaluationDecision,
+    calendar: WorkingCalendar,
 ) -> None:
     """Bring the roll-ups up to date with one record just written (called from `record_written`)."""
+    tz = calendar.tz
     if isinstance(record, Evaluation):
         evaluation = record
     else:
@@ -188,6 +220,17 @@ async def record_changed(
     invitation = await session.get(Invitation, evaluation.invitation_id)
     if invitation is None:
         raise ValueError(f"evaluation {evaluation.id} refers to a missing invitation")
+    ticket = None
+    if isinstance(record, EvaluationDecision):
+        # A ruling and an action on the evaluation's ticket take turns (the action holds the same row lock), so
+        # each sees the other's outcome: the rulings and the ticket's state are read after the lock is granted.
+        locked = (
+            select(Ticket)
+            .where(Ticket.evaluation_id == evaluation.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        ticket = (await session.exec(locked)).first()
     case = await _first_case(session, evaluation)
     item_code = case.item_code if case else ""
     addenda: list[EvaluationAddendum] = []
@@ -218,7 +261,11 @@ async def record_changed(
         without_a = [a for a in addenda if a.id != record.id] if isinstance(record, EvaluationAddendum) else addenda
         without_d = [d for d in decisions if d.id != record.id] if isinstance(record, EvaluationDecision) else decisions
         before = contributions(evaluation_facts(evaluation, invitation, item_code, without_a, without_d, tz))
-    await apply(session, difference(contributions(after), before))
+    change = difference(contributions(after), before)
+    if ticket is not None and not without_d:  # the first ruling voids the evaluation's ticket
+        voided = ticket_contributions(ticket, invitation, ruled=False, calendar=calendar)
+        change = merge_tallies([change, difference({}, voided)])
+    await apply(session, change)
 
 
 def invitation_facts(invitation: Invitation, *, item_code: str, staff_id: str | None, tz: ZoneInfo) -> Facts:
@@ -242,11 +289,67 @@ async def invitation_created(
     await apply(session, contributions(invitation_facts(invitation, item_code=item_code, staff_id=staff_id, tz=tz)))
 
 
+def working_days_between(calendar: WorkingCalendar, received: date, resolved: date) -> int:
+    """Working days after the day of receipt, up to and including the day of resolution."""
+    count, day = 0, received + timedelta(days=1)
+    while day <= resolved:
+        if calendar.is_working_day(day):
+            count += 1
+        day += timedelta(days=1)
+    return count
+
+
+def ticket_contributions(ticket: Ticket, invitation: Invitation, *, ruled: bool, calendar: WorkingCalendar) -> Tally:
+    """The ticket roll-up rows one ticket adds to: none once its evaluation is ruled (it no longer counts)."""
+    if ruled:
+        return {}
+    tz = calendar.tz
+    closed = ticket.status in CLOSED_COUNTED
+    redone = ticket.redo_count > 0
+    sums = Counter(
+        due=1,
+        closed=int(closed),
+        on_time=int(closed and ticket.resolved_at is not None and as_utc(ticket.resolved_at) <= as_utc(ticket.due_at)),
+        called_back=int(ticket.status in CALLED_BACK or redone),
+        answered=int(ticket.status in ANSWERED or redone),
+        satisfied=int(ticket.status == "closed_satisfied"),
+    )
+    if ticket.resolved_at is not None:
+        received = local_day(ticket.received_at or ticket.resolved_at, tz)
+        sums.update(
+            resolved=1, working_days=working_days_between(calendar, received, local_day(ticket.resolved_at, tz))
+        )
+    day = local_day(ticket.due_at, tz)
+    return {
+        (StatsTicketDaily, (day, invitation.region_code, invitation.org_id)): sums,
+        (StatsTicketMonthly, (day.replace(day=1), invitation.region_code, invitation.org_id)): Counter(sums),
+    }
+
+
+async def ticket_tally(session: AsyncSession, ticket: Ticket, calendar: WorkingCalendar) -> Tally:
+    """What a ticket adds to the roll-ups as it stands now."""
+    invitation = await session.get(Invitation, ticket.invitation_id)
+    if invitation is None:
+        raise BrokenInvariant(f"ticket {ticket.id} refers to a missing invitation")
+    ruled = (
+        await session.exec(
+            select(EvaluationDecision.id).where(EvaluationDecision.evaluation_id == ticket.evaluation_id).limit(1)
+        )
+    ).first() is not None
+    return ticket_contributions(ticket, invitation, ruled=ruled, calendar=calendar)
+
+
+async def ticket_changed(session: AsyncSession, ticket: Ticket, *, before: Tally, calendar: WorkingCalendar) -> None:
+    """Bring the ticket roll-ups up to date with a ticket just created (before = {}) or changed by an action."""
+    await apply(session, difference(await ticket_tally(session, ticket, calendar), before))
+
+
 # --- recount and rebuild -------------------------------------------------------------------------------
 
 
-async def recount(session: AsyncSession, tz: ZoneInfo) -> Tally:
+async def recount(session: AsyncSession, calendar: WorkingCalendar) -> Tally:
     """Every roll-up row computed afresh from the raw rows (tests, `gateway stats rebuild`)."""
+    tz = calendar.tz
     invitations = {i.id: i for i in (await session.exec(select(Invitation))).all()}
     first_cases: dict[int, ServiceCase] = {}
     cases: dict[int, ServiceCase] = {}
@@ -293,6 +396,9 @@ async def recount(session: AsyncSession, tz: ZoneInfo) -> Tally:
                 )
             )
         )
+    for ticket in (await session.exec(select(Ticket))).all():
+        ruled = ticket.evaluation_id in decisions
+        add(ticket_contributions(ticket, invitations[ticket.invitation_id], ruled=ruled, calendar=calendar))
     return total
 
 
@@ -307,11 +413,12 @@ async def stored(session: AsyncSession) -> Tally:
     return out
 
 
-async def rebuild(session: AsyncSession, tz: ZoneInfo) -> int:
-    """Replace the roll-ups by a recount (after migrating a store that already holds ratings)."""
+async def rebuild(session: AsyncSession, calendar: WorkingCalendar) -> int:
+    """Replace the roll-ups by a recount (after migrating a store that already holds ratings, or after the
+    working calendar changed: the ticket roll-ups hold working days counted with it)."""
     for table in ROLLUPS:
         await session.exec(delete(table))
-    tally = await recount(session, tz)
+    tally = await recount(session, calendar)
     await apply(session, tally)
     return sum(1 for _ in tally)
 
@@ -333,4 +440,15 @@ async def row_counts(session: AsyncSession) -> dict[str, int]:
     return counts
 
 
-__all__ = ["Facts", "contributions", "invitation_created", "rebuild", "recount", "record_changed", "stored"]
+__all__ = [
+    "Facts",
+    "contributions",
+    "invitation_created",
+    "rebuild",
+    "recount",
+    "record_changed",
+    "stored",
+    "ticket_changed",
+    "ticket_contributions",
+    "ticket_tally",
+]

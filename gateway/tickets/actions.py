@@ -103,6 +103,9 @@ async def _apply(
     context = await _context(session, ticket, action)
     reply = await _prepare_reply(session, ticket, action, deps) if isinstance(action, Resolve) else None
     version = ticket.version
+    from gateway.stats.rollup import ticket_changed, ticket_tally
+
+    counted = await ticket_tally(session, ticket, deps.calendar)  # the statistics' share before the action
     event = transition(ticket, action, actor, at, deps.calendar, context)
     # The conditional UPDATE is the race guard on every backend: of two actions that both read
     # version v, only one moves it to v + 1; the other is refused as stale.
@@ -114,6 +117,7 @@ async def _apply(
     ticket.version = version + 1
     session.add(event)
     await session.flush()
+    await ticket_changed(session, ticket, before=counted, calendar=deps.calendar)
     await _effects(session, ticket=ticket, action=action, actor=actor, event=event, reply=reply, deps=deps)
     log.info(
         "ticket action",

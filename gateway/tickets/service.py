@@ -49,6 +49,9 @@ async def open_ticket(
     )
     session.add(ticket)
     await session.flush()
+    from gateway.stats.rollup import ticket_changed
+
+    await ticket_changed(session, ticket, before={}, calendar=deps.calendar)  # the statistics' roll-ups count it
     session.add(
         TicketEvent(
             ticket_id=ticket.id,  # type: ignore[arg-type]

@@ -109,3 +109,26 @@ async def test_processes_share_the_figures_through_redis(settings, clock, redis_
         assert statements == []
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_public_counties_and_units_equal_the_api_groupings(client, world: World, rate) -> None:  # type: ignore[no-untyped-def]
+    """The page counts once by county and unit and sums the parts: each county and unit shows what the
+    department API answers when grouped by region or by unit, tickets included."""
+    from tests.gateway.tickets.helpers import Api
+
+    await rate(5)
+    await rate(4, org="hanbin-tax")
+    bad = await rate(1, org="hanbin-tax", reasons=[115])
+    await rate(2, org="hanyin-market", region="610921")
+    await rate(3, org="hanyin-market", region="610921")
+    await Api(client, world).resolved(bad["ticket_id"], unit="hanbin-tax")
+    data = await (await client.get("/public/stats.json")).json()
+    for dim, public in (("region", data["counties"]), ("unit", data["units"])):
+        resp = await client.get("/api/v1/stats", params={"group_by": dim}, headers=world.auth("operator"))
+        answer = await resp.json()
+        assert resp.status == 200, answer
+        expected = {g["key"][dim]: g["indicators"] for g in answer["groups"]}
+        shown = {row[dim]: {k: v for k, v in row.items() if k not in (dim, "name")} for row in public}
+        assert len(shown) == 2 if dim == "region" else len(shown) == 3
+        assert shown == expected, dim
+    assert sum(row["tickets_due"] for row in data["units"]) == data["city"]["tickets_due"] == 2

@@ -1,4 +1,5 @@
-"""The roll-ups equal a recount from the raw rows after any sequence of ratings, addenda and rulings."""
+"""The roll-ups equal a recount from the raw rows after any sequence of ratings, addenda, rulings and ticket
+actions (the ticket roll-ups follow every step of a bad review's work order, an upheld appeal included)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from sqlmodel import select
+
 from gateway.clock import FrozenClock
 from gateway.deps import Deps
 from gateway.evaluations.records import record_written
@@ -18,7 +21,21 @@ from gateway.orgs import Caller, org_by_code
 from gateway.settings import Settings
 from gateway.stats.rollup import rebuild, recount, stored
 from gateway.store.db import Store
-from gateway.store.models import Evaluation, EvaluationDecision
+from gateway.store.models import Evaluation, EvaluationDecision, Organisation, Ticket
+from gateway.tickets.actions import apply_action
+from gateway.tickets.errors import TicketError
+from gateway.tickets.schemas import (
+    Accept,
+    Appeal,
+    CallbackResult,
+    Close,
+    DecideAppeal,
+    DecideExtension,
+    Redo,
+    RequestExtension,
+    Resolve,
+    Transfer,
+)
 from tests.conftest import START, register_world
 
 _numbers = itertools.count(1)
@@ -33,7 +50,34 @@ later_op = st.tuples(
     st.sampled_from(["invalid", "malicious", "fraud"]),
 )
 clock_op = st.tuples(st.just("advance"), st.integers(1, 30))
-operations = st.lists(st.one_of(rate_op, later_op, clock_op), min_size=1, max_size=12)
+ticket_op = st.tuples(
+    st.just("ticket"), st.integers(0, 50), st.integers(0, 3), st.sampled_from(["satisfied", "unsatisfied", "no_answer"])
+)
+operations = st.lists(st.one_of(rate_op, later_op, clock_op, ticket_op, ticket_op), min_size=1, max_size=16)
+
+
+def _ticket_steps(ticket: Ticket, outcome: str) -> list[tuple[str, Any]]:
+    """The actions that may move a ticket on from its status, and who takes them."""
+    return {
+        "dispatching": [("approval", Transfer(action="transfer"))],
+        "transferred": [("unit", Accept(action="accept", category="general"))],
+        "accepted": [("unit", Resolve(action="resolve", rectification="补正", reply="已整改，感谢监督。"))],
+        "in_progress": [
+            ("unit", Resolve(action="resolve", rectification="补正", reply="已整改，感谢监督。")),
+            ("unit", Appeal(action="appeal", grounds="malicious", evidence="窗口录音")),
+            ("unit", RequestExtension(action="request_extension", working_days=3, reason="需调取档案")),
+        ],
+        "extension_requested": [("approval", DecideExtension(action="decide_extension", decision="approve"))],
+        "appealed": [
+            ("approval", DecideAppeal(action="decide_appeal", decision="malicious", reason="录音为证")),
+            ("approval", DecideAppeal(action="decide_appeal", decision="valid")),
+        ],
+        "resolved": [("approval", CallbackResult(action="callback_result", outcome=outcome))],
+        "callback_unsatisfied": [
+            ("approval", Redo(action="redo", reason="整改不到位")),
+            ("approval", Close(action="close", reason="非承办单位原因")),
+        ],
+    }.get(ticket.status, [])
 
 
 async def _run(store: Store, deps: Deps, clock: FrozenClock, ops: list[tuple[Any, ...]]) -> None:
@@ -61,6 +105,22 @@ async def _run(store: Store, deps: Deps, clock: FrozenClock, ops: list[tuple[Any
                 reasons = [r.code for r in catalogue.for_level(level)][:2] if with_reasons else []
                 await record_rating(session, invitation=invitation, level=level, channel=channel, deps=deps,
                                     reasons=reasons, require_content=False)
+            elif op[0] == "ticket":
+                tickets = (await session.exec(Ticket.__table__.select().order_by(Ticket.id))).all()  # type: ignore[call-overload, arg-type]
+                if not tickets:
+                    continue
+                ticket = await session.get(Ticket, tickets[op[1] % len(tickets)].id)
+                assert ticket is not None
+                steps = _ticket_steps(ticket, op[3])
+                if not steps:
+                    continue
+                role, action = steps[op[2] % len(steps)]
+                org = await session.get(Organisation, ticket.approval_org_id if role == "approval" else ticket.assignee_org_id)
+                assert org is not None
+                try:  # a refused step changes nothing (its savepoint is rolled back)
+                    await apply_action(session, ticket_id=ticket.id, action=action, actor=Caller.of(org), deps=deps)  # type: ignore[arg-type]
+                except TicketError:
+                    pass
             else:
                 evaluations = (await session.exec(Evaluation.__table__.select())).all()  # type: ignore[call-overload]
                 if not evaluations:
@@ -96,7 +156,7 @@ def test_rollups_equal_a_recount(settings: Settings) -> None:
 
             async def compare() -> None:
                 async with store.transaction() as session:
-                    assert await stored(session) == await recount(session, deps.calendar.tz)
+                    assert await stored(session) == await recount(session, deps.calendar)
 
             loop.run_until_complete(compare())
 
@@ -105,10 +165,59 @@ def test_rollups_equal_a_recount(settings: Settings) -> None:
         async def rebuilt_equal() -> None:
             async with store.transaction() as session:
                 before = await stored(session)
-                await rebuild(session, deps.calendar.tz)
+                await rebuild(session, deps.calendar)
                 assert await stored(session) == before
 
         loop.run_until_complete(rebuilt_equal())
     finally:
         loop.run_until_complete(store.close())
         loop.close()
+
+
+def test_a_ruling_and_a_ticket_action_at_once_leave_the_ticket_rollups_equal(settings: Settings) -> None:
+    """A fraud ruling on a bad review and an action on its ticket, in two transactions at once (PostgreSQL:
+    SQLite serialises writers): the ruling locks the ticket, the action waits, then sees the ruling, and
+    the ticket roll-ups still equal the recount (without the lock the ticket would be taken out twice)."""
+    if not settings.database_url.startswith("postgresql"):
+        return
+    clock = FrozenClock(START)
+    deps = Deps.build(settings, clock)
+
+    async def scenario() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await register_world(store, clock)
+            await _run(store, deps, clock, [("rate", 0, 1, False, "a", 1, "web"), ("ticket", 0, 0, "satisfied")])
+            async with store.transaction() as session:
+                [ticket] = (await session.exec(select(Ticket))).all()
+                hanbin = await org_by_code(session, "hanbin")
+                assert ticket.status == "transferred" and hanbin is not None
+            ruling_done = asyncio.Event()
+
+            async def action() -> None:
+                async with store.transaction() as session:
+                    unit = await session.get(Organisation, ticket.assignee_org_id)
+                    assert unit is not None
+                    await apply_action(session, ticket_id=ticket.id, action=Accept(action="accept", category="general"),  # type: ignore[arg-type]
+                                       actor=Caller.of(unit), deps=deps)
+                    assert ruling_done.is_set(), "the action went ahead while the ruling held the ticket"
+
+            async with store.transaction() as session:
+                decision = EvaluationDecision(evaluation_id=ticket.evaluation_id, decision="fraud", org_id=hanbin.id,  # type: ignore[arg-type]
+                                              created_at=clock.now())
+                session.add(decision)
+                await session.flush()
+                await record_written(session, kind="decision", record=decision, deps=deps, at=clock.now())
+                racing = asyncio.create_task(action())
+                await asyncio.sleep(0.5)  # the action reaches the ticket's lock and waits
+                assert not racing.done()
+                ruling_done.set()
+            await racing
+            async with store.transaction() as session:
+                [accepted] = (await session.exec(select(Ticket))).all()
+                assert accepted.status == "in_progress"
+                assert await stored(session) == await recount(session, deps.calendar)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

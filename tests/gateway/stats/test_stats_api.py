@@ -136,3 +136,36 @@ async def test_ticket_figures_follow_the_workflow(client, world: World, rate, cl
     assert total["tickets_resolved"] == 1 and total["called_back"] == 1 and total["callback_rate"] == 1.0
     assert total["callback_satisfied"] == 1 and total["callback_satisfaction_rate"] == 1.0
     assert total["mean_working_days_to_rectify"] == 0.0  # resolved the day it was received (frozen clock)
+    # The same figures from the tickets themselves (a grouping by channel reads them, not the ticket roll-ups).
+    status, by_channel = await _stats(client, world, "hanbin", **{"from": "2026-03-01", "to": "2026-04-30"}, group_by="channel")
+    assert status == 200, by_channel
+    ticket_fields = [k for k in total if k.startswith(("tickets_", "closed_", "called_", "callback_", "on_time", "mean_"))]
+    assert len(ticket_fields) >= 10
+    assert {k: by_channel["total"][k] for k in ticket_fields} == {k: total[k] for k in ticket_fields}
+
+
+async def test_working_days_to_rectify_count_the_calendar(client, world: World, rate, clock, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Received on a Wednesday, resolved eight days later on a Thursday: the Thursday and Friday after receipt
+    and Monday to Thursday of the next week count, the weekend does not: six working days. The same figure comes from the database's running count
+    and, for a ticket outside its span, from the day pair counted by the gateway (both read the tickets
+    themselves, as a grouping by channel does), and from the ticket roll-ups (the county's total)."""
+    from datetime import timedelta
+
+    import gateway.stats.queries as queries
+    from tests.gateway.tickets.helpers import Api
+
+    api = Api(client, world)
+    rated = await rate(1)
+    await api.in_progress(rated["ticket_id"])
+    clock.advance(days=8)
+    await api.ok("hanbin-market", rated["ticket_id"], "resolve", rectification="补正材料", reply="已整改，感谢监督。")
+    received = clock.now() - timedelta(days=8)
+    assert received.weekday() == 2, received  # the frozen clock stands on a Wednesday
+    for margin in (timedelta(days=366), timedelta(days=0)):
+        monkeypatch.setattr(queries, "WORKING_DAY_MARGIN", margin)
+        # Due ten working days after receipt, on 2026-03-18: the range starts after the day of receipt.
+        for grouping in ({}, {"group_by": "channel"}):
+            status, body = await _stats(client, world, "hanbin", **{"from": "2026-03-15", "to": "2026-04-30"}, **grouping)
+            assert status == 200, body
+            assert body["total"]["tickets_resolved"] == 1, body["total"]
+            assert body["total"]["mean_working_days_to_rectify"] == 6.0, (margin, grouping, body["total"])
