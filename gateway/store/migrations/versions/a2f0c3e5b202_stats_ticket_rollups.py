@@ -1,7 +1,7 @@
 """statistics: ticket roll-ups (day or month due × region × unit) for the rectification and callback figures
 
 Revision ID: a2f0c3e5b202
-Revises: e1a0c3d5f701
+Revises: a4f0c3e5b404
 Create Date: 2026-12-04 22:30:00
 
 The roll-ups start empty; a store that already holds tickets fills them with `gateway stats rebuild`.
@@ -14,7 +14,7 @@ import sqlmodel
 
 
 revision: str = 'a2f0c3e5b202'
-down_revision: Union[str, None] = 'e1a0c3d5f701'
+down_revision: Union[str, None] = 'a4f0c3e5b404'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
