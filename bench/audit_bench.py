@@ -26,15 +26,20 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, cpu_seconds, fresh_database, machine, percentiles, pg_connect  # noqa: E402
+from bench.common import PG_ADMIN, ROOT, cpu_seconds, machine, percentiles, pg_connect  # noqa: E402
 from gateway.audit import log as audit_log  # noqa: E402
-from gateway.audit.verify import verify  # noqa: E402
+from gateway.audit.verify import JOBS, verify  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.deps import Deps  # noqa: E402
 from gateway.evaluations import records  # noqa: E402
@@ -44,11 +49,28 @@ from gateway.settings import load_settings  # noqa: E402
 from gateway.store.db import Store  # noqa: E402
 from gateway.store.migrate import upgrade  # noqa: E402
 
+DB_PREFIX = os.environ.get("BENCH_AUDIT_DB_PREFIX", "bench_audit_")
 ORGS = [
     ("city", "安康市行政审批服务局", "city_bureau", "610900", None),
     ("hanbin", "汉滨区行政审批服务局", "county_dept", "610902", "city"),
     ("hanbin-market", "汉滨区市场监督管理局", "unit", "610902", "hanbin"),
 ]
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A new database named with this benchmark's prefix, dropped afterwards (it can be large)."""
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def setup(url: str) -> Store:
@@ -247,13 +269,15 @@ async def _copy(conn: Any, batch: list[tuple[Any, ...]]) -> None:
     )
 
 
-async def verify_speed(url: str) -> dict[str, Any]:
-    store = Store.connect(url, pool_size=1)
+async def verify_speed(url: str, jobs: int = JOBS) -> dict[str, Any]:
+    # The pool keeps every connection verify uses, so their backends' CPU is still there to be read.
+    store = Store.connect(url, pool_size=jobs + 1)
     try:
-        await _ping(store)
+        await asyncio.gather(*(_ping(store) for _ in range(jobs + 1)))
+        load0 = _loadavg()
         server0, client0 = await backend_cpu(url), time.process_time()
         t0 = time.perf_counter()
-        result = await verify(store.engine)
+        result = await verify(store.engine, jobs=jobs)
         elapsed = time.perf_counter() - t0
         client_cpu, server_cpu = time.process_time() - client0, cpu_delta(server0, await backend_cpu(url))
     finally:
@@ -263,11 +287,17 @@ async def verify_speed(url: str) -> dict[str, Any]:
     n = result.records
     return {
         "records": n,
+        "jobs": jobs,
         "seconds": round(elapsed, 2),
         "records_per_s": round(n / elapsed),
         "verifier_cpu_us_per_record": round(client_cpu / n * 1e6, 2),
         "server_cpu_us_per_record": round(server_cpu / n * 1e6, 2),
+        "loadavg_before_after": [load0, _loadavg()],
     }
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def cli_verify(url: str) -> dict[str, Any]:
