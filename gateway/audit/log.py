@@ -192,15 +192,16 @@ def _flushed_text(kind: str, record: Any) -> str | None:
     for name in FIELDS[kind]:
         if name not in values:  # not loaded (expired, or a server default): read the row instead
             return None
-        value = values[name]
-        if value is not None:
-            expected = _TYPES[kind][name]
-            if type(value) is not expected and not (expected is datetime and isinstance(value, datetime)):
+        value: Any = values[name]
+        expected = _TYPES[kind][name]
+        if isinstance(value, datetime):
+            if expected is not datetime or value.utcoffset() not in (None, _ZERO):
+                return None  # SQLite would keep the wall time and drop the offset
+        elif isinstance(value, list):
+            if expected is not list or not all(type(v) is int for v in value):
                 return None
-            if expected is datetime and value.utcoffset() not in (None, _ZERO):
-                return None  # SQLite would keep its wall time without the offset
-            if expected is list and not all(type(v) is int for v in value):
-                return None
+        elif value is not None and type(value) is not expected:
+            return None
         record_values[name] = _value(value)
     return fast_canonical(record_values)
 
@@ -214,7 +215,7 @@ def _python_type(column: Any) -> type:
     python_type = kind.python_type
     if python_type not in (int, str):
         raise TypeError(f"no logged form for column {column.name} of type {column.type}")
-    return python_type  # type: ignore[no-any-return]
+    return python_type
 
 
 _TYPES: dict[str, dict[str, type]] = {

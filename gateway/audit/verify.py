@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +134,7 @@ class _Page:
     problem: tuple[int, str] | None = None
 
 
-async def _verify(conn: AsyncConnection, pages: AsyncIterator[_Page]) -> Verified:
+async def _verify(conn: AsyncConnection, pages: AsyncGenerator[_Page, None]) -> Verified:
     seq, prev, published = 0, GENESIS, 0
 
     def broken(problem: str, at_seq: int | None) -> Verified:
@@ -193,7 +193,7 @@ for _kind in TABLES:
 _JOINED = _joined_page_query()
 
 
-async def _python_pages(conn: AsyncConnection, page_size: int) -> AsyncIterator[_Page]:
+async def _python_pages(conn: AsyncConnection, page_size: int) -> AsyncGenerator[_Page, None]:
     seq, prev = 0, GENESIS
     while (page := await _python_page(conn, seq, prev, page_size)) is not None:
         yield page
@@ -202,7 +202,7 @@ async def _python_pages(conn: AsyncConnection, page_size: int) -> AsyncIterator[
         seq, prev = page.last_seq, page.last_hash
 
 
-async def _sql_pages(conn: AsyncConnection, workers: list[AsyncConnection], size: int) -> AsyncIterator[_Page]:
+async def _sql_pages(conn: AsyncConnection, workers: list[AsyncConnection], size: int) -> AsyncGenerator[_Page, None]:
     """The log's ranges of `size` entries, checked by PostgreSQL on the workers' connections side by side
     and handed on in order. A range that fails is gone through again by the reference check, which
     names its first problem."""
