@@ -1,18 +1,20 @@
 """Evaluation-log benchmark: what the log adds to a rating, and how fast `gateway audit verify` reads it.
 
-On a fresh PostgreSQL database:
+On fresh PostgreSQL databases (named bench_audit_*, dropped afterwards):
   1. **Rating cost.** Open invitations are seeded set-based (INSERT … SELECT); then ratings are recorded
      through the real path (`invitation_by_token` + `record_rating`, one transaction each, one in ten a
      bad review that opens its ticket) at a fixed rate, in rounds alternating without and with the
      evaluation-log hook. Per round: the latency of each rating's transaction, this process's CPU per
-     rating, and the CPU of the PostgreSQL backends serving it per rating (from /proc). Then the same,
-     one rating at a time (`--sequential`), without queueing behind other ratings.
-  2. **Verify speed.** A chain of N records is seeded set-based (evaluations by INSERT … SELECT, their
-     log entries computed in order and written with COPY), then `verify` reads it all: records per
-     second, the verifier's CPU and the backend's CPU per record. The real command line is run once
-     too, for its wall time.
+     rating, the CPU of the PostgreSQL backends serving it per rating (from /proc), and the CPU and wall
+     time spent inside the commit hook that appends (measured in the transaction itself). Then the same,
+     one rating at a time (`--sequential`), where the hook's CPU is the log's alone. Then `--appends`
+     appends alone through `evaluation_log_append`, one transaction each: that backend's CPU per append.
+  2. **Verify speed.** A chain of N records is seeded (invitations by INSERT … SELECT; evaluations and
+     their entries generated in order, each entry hashed as an append would, written by COPY), then
+     `verify` reads it all with `--jobs` connections: records per second, the verifier's CPU and the
+     backends' CPU per record. The real command line is run once too (`--no-cli` to skip it).
 
-    python bench/audit_bench.py --rate 500 --seconds 8 --rounds 2 --sequential 300 --records 500000
+    flock /work/wt/bench.lock python bench/audit_bench.py --rate 500 --seconds 4 --rounds 2 --records 1000000
 """
 
 from __future__ import annotations
@@ -321,9 +323,7 @@ async def seed_chain(url: str, n: int, per_invitation: int = 100, batch: int = 2
                     "submitted_by_org_id": None,
                     "created_at": at + timedelta(milliseconds=i),
                 }
-                evaluations.append(
-                    tuple(json.dumps(values[f]) if f == "reason_codes" else values[f] for f in fields)
-                )
+                evaluations.append(tuple(json.dumps(values[f]) if f == "reason_codes" else values[f] for f in fields))
                 seq += 1
                 text = audit_log.entry_text(
                     seq, "evaluation", audit_log.fast_canonical(audit_log.record_of("evaluation", values))
@@ -397,17 +397,8 @@ def cli_verify(url: str) -> dict[str, Any]:
     }
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=500, help="ratings per second")
-    parser.add_argument("--seconds", type=float, default=8, help="length of each round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating")
-    parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
-    parser.add_argument("--appends", type=int, default=2000, help="appends alone, through the database function")
-    parser.add_argument("--records", type=int, default=500_000, help="length of the chain verify reads")
-    args = parser.parse_args()
+async def ratings(args: argparse.Namespace, report: dict[str, Any]) -> None:
     per_round = int(args.rate * args.seconds)
-    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "seconds": args.seconds}
     async with fresh_database() as url:
         store = await setup(url)
         settings = load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
@@ -430,40 +421,52 @@ async def main() -> None:
             sequential.append(await rating_round(store, deps, url, tokens, 1e9, logged=index % 2 == 1, concurrency=1))
             print(json.dumps(sequential[-1]), file=sys.stderr)
         await store.close()
-
-        def added(rows: list[dict[str, Any]]) -> dict[str, float]:
-            def mean(logged: bool, key: str) -> float:
-                return statistics.fmean(r[key] for r in rows if r["log"] == logged)
-
-            return {
-                key: round(mean(True, key) - mean(False, key), 3)
-                for key in (
-                    "mean_ms",
-                    "p50",
-                    "p99",
-                    "gateway_cpu_ms_per_rating",
-                    "server_cpu_ms_per_rating",
-                    "log_hook_cpu_ms_per_rating",
-                    "log_hook_wall_ms_per_rating",
-                )
-            }
-
         if args.appends > 0:
             report["append_alone"] = await append_alone(url, args.appends)
             print(json.dumps(report["append_alone"]), file=sys.stderr)
-        report["rounds"], report["sequential"] = rounds, sequential
-        report["added_per_rating"] = added(rounds)
-        if sequential:
-            report["added_per_rating_sequential"] = added(sequential)
-    if args.records <= 0:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-        return
+    report["rounds"], report["sequential"] = rounds, sequential
+    report["added_per_rating"] = added(rounds)
+    if sequential:
+        report["added_per_rating_sequential"] = added(sequential)
+
+
+def added(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of the rounds with the log minus mean of those without, per measure."""
+
+    def mean(logged: bool, key: str) -> float:
+        return statistics.fmean(r[key] for r in rows if r["log"] == logged)
+
+    keys = ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
+    hook = ("log_hook_cpu_ms_per_rating", "log_hook_wall_ms_per_rating")
+    return {key: round(mean(True, key) - mean(False, key), 3) for key in keys + hook}
+
+
+async def verify_part(args: argparse.Namespace, report: dict[str, Any]) -> None:
     async with fresh_database() as url:  # a log of its own: the rounds without the hook left records out of it
         await (await setup(url)).close()
         report["chain_seed_seconds"] = round(await seed_chain(url, args.records), 1)
-        report["verify"] = await verify_speed(url)
+        report["verify"] = await verify_speed(url, args.jobs)
         print(json.dumps(report["verify"]), file=sys.stderr)
-        report["verify_cli"] = cli_verify(url)
+        if args.cli:
+            report["verify_cli"] = cli_verify(url)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500, help="ratings per second")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating (0: no ratings)")
+    parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
+    parser.add_argument("--appends", type=int, default=2000, help="appends alone, through the database function")
+    parser.add_argument("--records", type=int, default=1_000_000, help="length of the chain verify reads (0: none)")
+    parser.add_argument("--jobs", type=int, default=JOBS, help="verify's connections")
+    parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True, help="also time the command")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "seconds": args.seconds}
+    if args.rounds > 0:
+        await ratings(args, report)
+    if args.records > 0:
+        await verify_part(args, report)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
