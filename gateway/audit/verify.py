@@ -40,7 +40,7 @@ from gateway.clock import as_utc
 
 PAGE_SIZE = 100_000  # entries per range (PostgreSQL) or page (SQLite); the command line's default
 JOBS = 2  # PostgreSQL connections checking ranges side by side
-PAGE_SIZE_NAMING = 5000  # entries per page of the reference check that names a problem
+PAGE_SIZE_NAMING = 5000  # entries per page of the reference check (SQLite, and naming a problem)
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ async def verify(engine: AsyncEngine, *, page_size: int = PAGE_SIZE, jobs: int =
     async with engine.connect() as conn:
         if conn.dialect.name != "postgresql":
             async with conn.begin():
-                return await _verify(conn, _python_pages(conn, page_size))
+                # Pages come back whole to Python: at most PAGE_SIZE_NAMING entries at a time.
+                return await _verify(conn, _python_pages(conn, min(page_size, PAGE_SIZE_NAMING)))
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             snapshot = (await conn.exec_driver_sql("SELECT pg_export_snapshot()")).scalar_one()
