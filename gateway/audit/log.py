@@ -2,12 +2,14 @@
 
 Every evaluation, addendum and decision is appended, in the transaction that wrote it, as entry `seq`
 (1, 2, 3 … without gaps) whose `hash = sha256(prev_hash ‖ canonical JSON of the entry)`. The entry
-is built from the stored row only (explicit fields, times rendered as UTC strings here, never by
-the database session's time zone), so `gateway audit verify` can rebuild it from the same row.
+holds the record's values as flushed to the database (explicit fields, times rendered as UTC strings
+here, never by the database session's time zone); where the flushed object cannot be trusted to be
+what is stored, the row is read back. `gateway audit verify` rebuilds the text from the stored row.
 
 Appends are serialised by the one-row head table, locked FOR UPDATE. The lock is taken at commit
 time (a `before_commit` hook runs the append), not when the record is written, so it is held only
-for the append and the commit itself, not for the rest of the writer's transaction.
+for the append and the commit itself, not for the rest of the writer's transaction. On PostgreSQL
+the append is one statement, `evaluation_log_append()` (migration a1f0c3e5b101).
 """
 
 from __future__ import annotations
