@@ -1,18 +1,20 @@
 """Evaluation-log benchmark: what the log adds to a rating, and how fast `gateway audit verify` reads it.
 
-On a fresh PostgreSQL database:
+On fresh PostgreSQL databases (named bench_audit_*, dropped afterwards):
   1. **Rating cost.** Open invitations are seeded set-based (INSERT … SELECT); then ratings are recorded
      through the real path (`invitation_by_token` + `record_rating`, one transaction each, one in ten a
      bad review that opens its ticket) at a fixed rate, in rounds alternating without and with the
      evaluation-log hook. Per round: the latency of each rating's transaction, this process's CPU per
-     rating, and the CPU of the PostgreSQL backends serving it per rating (from /proc). Then the same,
-     one rating at a time (`--sequential`), without queueing behind other ratings.
-  2. **Verify speed.** A chain of N records is seeded set-based (evaluations by INSERT … SELECT, their
-     log entries computed in order and written with COPY), then `verify` reads it all: records per
-     second, the verifier's CPU and the backend's CPU per record. The real command line is run once
-     too, for its wall time.
+     rating, the CPU of the PostgreSQL backends serving it per rating (from /proc), and the CPU and wall
+     time spent inside the commit hook that appends (measured in the transaction itself). Then the same,
+     one rating at a time (`--sequential`), where the hook's CPU is the log's alone. Then `--appends`
+     appends alone through `evaluation_log_append`, one transaction each: that backend's CPU per append.
+  2. **Verify speed.** A chain of N records is seeded (invitations by INSERT … SELECT; evaluations and
+     their entries generated in order, each entry hashed as an append would, written by COPY), then
+     `verify` reads it all with `--jobs` connections: records per second, the verifier's CPU and the
+     backends' CPU per record. The real command line is run once too (`--no-cli` to skip it).
 
-    python bench/audit_bench.py --rate 500 --seconds 8 --rounds 2 --sequential 300 --records 500000
+    flock /work/wt/bench.lock python bench/audit_bench.py --rate 500 --seconds 4 --rounds 2 --records 1000000
 """
 
 from __future__ import annotations
@@ -26,15 +28,22 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, cpu_seconds, fresh_database, machine, percentiles, pg_connect  # noqa: E402
+from bench.common import PG_ADMIN, ROOT, cpu_seconds, machine, percentiles, pg_connect  # noqa: E402
 from gateway.audit import log as audit_log  # noqa: E402
-from gateway.audit.verify import verify  # noqa: E402
+from gateway.audit.verify import JOBS, verify  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.deps import Deps  # noqa: E402
 from gateway.evaluations import records  # noqa: E402
@@ -44,11 +53,28 @@ from gateway.settings import load_settings  # noqa: E402
 from gateway.store.db import Store  # noqa: E402
 from gateway.store.migrate import upgrade  # noqa: E402
 
+DB_PREFIX = os.environ.get("BENCH_AUDIT_DB_PREFIX", "bench_audit_")
 ORGS = [
     ("city", "安康市行政审批服务局", "city_bureau", "610900", None),
     ("hanbin", "汉滨区行政审批服务局", "county_dept", "610902", "city"),
     ("hanbin-market", "汉滨区市场监督管理局", "unit", "610902", "hanbin"),
 ]
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A new database named with this benchmark's prefix, dropped afterwards (it can be large)."""
+    name = f"{DB_PREFIX}{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def setup(url: str) -> Store:
@@ -112,6 +138,76 @@ def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
+class HookClock:
+    """The CPU and wall time spent in the session's `before_commit` hooks (the log's append is the only
+    one): a listener put first starts the clock, one put last stops it. Measured inside the rating's own
+    transaction, so it is the log's cost alone, not a difference between two noisy rounds."""
+
+    def __init__(self) -> None:
+        self.cpu = self.wall = 0.0
+        self.calls = 0
+        self._start: dict[int, tuple[float, float]] = {}
+        event.listen(Session, "before_commit", self._begin, insert=True)
+        event.listen(Session, "before_commit", self._end)
+
+    def _begin(self, session: Session) -> None:
+        self._start[id(session)] = (time.thread_time(), time.perf_counter())
+
+    def _end(self, session: Session) -> None:
+        cpu, wall = self._start.pop(id(session))
+        self.cpu += time.thread_time() - cpu
+        self.wall += time.perf_counter() - wall
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.cpu = self.wall = 0.0
+        self.calls = 0
+
+
+HOOK = HookClock()
+
+
+async def append_alone(url: str, n: int) -> dict[str, Any]:
+    """N appends of one typical record each, one transaction each, through evaluation_log_append on one
+    connection: that backend's CPU per append (the function and its own commit) and the round trip."""
+    conn = await pg_connect(url)
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        record = audit_log.fast_canonical(
+            {
+                "case_id": 123456,
+                "channel": "web",
+                "citizen_id": 654321,
+                "content": "同一份证明交了三次",
+                "created_at": "2026-03-04T02:00:00.000000Z",
+                "id": 0,
+                "invitation_id": 123456,
+                "level": 2,
+                "reason_codes": [213],
+                "scope": "all",
+                "staff_id": "HB-017",
+                "staff_level": 4,
+                "submitted_by_org_id": None,
+            }
+        )
+        now = datetime.now(timezone.utc)
+        statement = await conn.prepare("SELECT head_seq FROM evaluation_log_append($1, $2, $3, $4)")
+        load0 = _loadavg()
+        cpu0, t0 = cpu_seconds(pid) or 0.0, time.perf_counter()
+        for i in range(n):
+            async with conn.transaction():
+                await statement.fetchval(["evaluation"], [10**9 + i], [record], [now])
+        elapsed, cpu = time.perf_counter() - t0, (cpu_seconds(pid) or 0.0) - cpu0
+    finally:
+        await conn.close()
+    return {
+        "appends": n,
+        "wall_ms_per_append": round(elapsed / n * 1000, 3),
+        "server_cpu_ms_per_append": round(cpu / n * 1000, 3),
+        "loadavg_before_after": [load0, _loadavg()],
+    }
+
+
 async def rating_round(
     store: Store, deps: Deps, url: str, tokens: list[str], rate: float, logged: bool, concurrency: int = 16
 ) -> dict[str, Any]:
@@ -121,6 +217,8 @@ async def rating_round(
     try:
         # Warm the pool so every backend that serves the round exists before the CPU is read.
         await asyncio.gather(*(_ping(store) for _ in range(16)))
+        load0 = _loadavg()
+        HOOK.reset()
         server0, client0 = await backend_cpu(url), time.process_time()
         latencies: list[float] = []
         start = time.perf_counter()
@@ -151,6 +249,7 @@ async def rating_round(
         await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
         elapsed = time.perf_counter() - start
         client_cpu, server_cpu = time.process_time() - client0, cpu_delta(server0, await backend_cpu(url))
+        hook_cpu, hook_wall = HOOK.cpu, HOOK.wall
     finally:
         records.queue_record = original  # type: ignore[assignment]
     n = len(tokens)
@@ -163,6 +262,9 @@ async def rating_round(
         **{k: round(v, 3) for k, v in percentiles(latencies).items()},
         "gateway_cpu_ms_per_rating": round(client_cpu / n * 1000, 3),
         "server_cpu_ms_per_rating": round(server_cpu / n * 1000, 3),
+        "log_hook_cpu_ms_per_rating": round(hook_cpu / n * 1000, 3),
+        "log_hook_wall_ms_per_rating": round(hook_wall / n * 1000, 3),
+        "loadavg_before_after": [load0, _loadavg()],
     }
 
 
@@ -171,89 +273,91 @@ async def _ping(store: Store) -> None:
         await conn.exec_driver_sql("SELECT pg_sleep(0.05)")
 
 
-async def seed_chain(url: str, n: int) -> float:
-    """N evaluations (INSERT … SELECT) and their log entries, chained here in order and written by COPY."""
+async def seed_chain(url: str, n: int, per_invitation: int = 100, batch: int = 20_000) -> float:
+    """N evaluations and their log entries. The invitations are inserted set-based (one per hundred
+    evaluations, a theme rated item by item); the evaluations are generated here, each entry's canonical
+    text and hash computed in order as an append would, and both tables written by COPY, side by side."""
     t0 = time.perf_counter()
-    conn = await pg_connect(url)
+    conn, other = await pg_connect(url), await pg_connect(url)
     try:
         first = await conn.fetchval("SELECT coalesce(max(id), 0) FROM invitation") + 1
-        last_seq = await conn.fetchval("SELECT seq FROM evaluation_log_head WHERE id = 1")
-        head = await conn.fetchval("SELECT hash FROM evaluation_log_head WHERE id = 1")
+        seq = await conn.fetchval("SELECT seq FROM evaluation_log_head WHERE id = 1")
+        prev = await conn.fetchval("SELECT hash FROM evaluation_log_head WHERE id = 1")
+        next_id = await conn.fetchval("SELECT coalesce(max(id), 0) FROM evaluation") + 1
         unit = await conn.fetchval("SELECT id FROM organisation WHERE code = 'hanbin-market'")
         at = datetime(2026, 3, 4, 2, 0, tzinfo=timezone.utc)
+        invitations = -(-n // per_invitation)
         await conn.execute(
             """
             INSERT INTO invitation (id, token, org_id, kind, group_no, region_code, item_name, office_name,
                                     service_channel, completed_at, expires_at, expires_provisional, status, rated_at,
                                     created_at)
-            SELECT i, 'v' || lpad(i::text, 15, '0'), $1, 'single', 'CHAIN-' || i, '610902', '个体工商户设立登记',
+            SELECT i, 'v' || lpad(i::text, 15, '0'), $1, 'theme', 'CHAIN-' || i, '610902', '个体工商户设立登记',
                    '汉滨区市场监督管理局', 'online', $2::timestamptz, $2::timestamptz + interval '10 days', false, 'rated', $2, $2
             FROM generate_series($3::int, $4::int) AS i
             """,
             unit,
             at,
             first,
-            first + n - 1,
-        )
-        await conn.execute(
-            """
-            INSERT INTO evaluation (invitation_id, scope, level, reason_codes, content, channel, created_at)
-            SELECT i, 'all', 1 + i % 5, (CASE WHEN i % 5 < 2 THEN '[213, 210]' ELSE '[]' END)::json,
-                   CASE WHEN i % 5 < 2 THEN '同一份证明交了三次' ELSE '' END, 'sms',
-                   $1::timestamptz + (i || ' milliseconds')::interval
-            FROM generate_series($2::int, $3::int) AS i ORDER BY i
-            """,
-            at,
-            first,
-            first + n - 1,
+            first + invitations - 1,
         )
         fields = audit_log.FIELDS["evaluation"]
-        columns = ", ".join(fields)
-        seq, prev = last_seq, head
-        batch: list[tuple[Any, ...]] = []
         now = datetime.now(timezone.utc)
-        async with conn.transaction():
-            cursor = conn.cursor(
-                f"SELECT {columns} FROM evaluation WHERE invitation_id >= $1 ORDER BY id", first, prefetch=10000
-            )
-            async for row in cursor:
-                values = dict(row)
-                values["reason_codes"] = json.loads(values["reason_codes"])
+        for start in range(0, n, batch):
+            evaluations: list[tuple[Any, ...]] = []
+            entries: list[tuple[Any, ...]] = []
+            for i in range(start, min(start + batch, n)):
+                bad = i % 5 < 2
+                values = {
+                    "id": next_id + i,
+                    "invitation_id": first + i // per_invitation,
+                    "case_id": None,
+                    "scope": f"item:{i % per_invitation}",
+                    "citizen_id": None,
+                    "level": 1 + i % 5,
+                    "reason_codes": [213, 210] if bad else [],
+                    "content": "同一份证明交了三次" if bad else "",
+                    "staff_id": "HB-017" if i % 3 == 0 else None,
+                    "staff_level": 4 if i % 3 == 0 else None,
+                    "channel": "sms",
+                    "submitted_by_org_id": None,
+                    "created_at": at + timedelta(milliseconds=i),
+                }
+                evaluations.append(tuple(json.dumps(values[f]) if f == "reason_codes" else values[f] for f in fields))
                 seq += 1
-                text = audit_log.fast_canonical(
-                    audit_log.entry_document(seq, "evaluation", audit_log.record_of("evaluation", values))
+                text = audit_log.entry_text(
+                    seq, "evaluation", audit_log.fast_canonical(audit_log.record_of("evaluation", values))
                 )
                 digest = hashlib.sha256(bytes.fromhex(prev) + text.encode()).hexdigest()
-                batch.append((seq, "evaluation", values["id"], text, prev, digest, now))
+                entries.append((seq, "evaluation", values["id"], text, prev, digest, now))
                 prev = digest
-                if len(batch) == 20000:
-                    await _copy(conn, batch)
-                    batch = []
-        if batch:
-            await _copy(conn, batch)
+            await asyncio.gather(
+                conn.copy_records_to_table("evaluation", records=evaluations, columns=list(fields)),
+                other.copy_records_to_table(
+                    "evaluation_log",
+                    records=entries,
+                    columns=["seq", "kind", "record_id", "record", "prev_hash", "hash", "created_at"],
+                ),
+            )
+        await conn.execute("SELECT setval(pg_get_serial_sequence('evaluation', 'id'), $1)", next_id + n - 1)
+        await conn.execute("SELECT setval(pg_get_serial_sequence('invitation', 'id'), $1)", first + invitations - 1)
         await conn.execute("UPDATE evaluation_log_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
-        await conn.execute("VACUUM ANALYZE evaluation_log")
-        await conn.execute("VACUUM ANALYZE evaluation")
+        await asyncio.gather(conn.execute("VACUUM ANALYZE evaluation_log"), other.execute("VACUUM ANALYZE evaluation"))
     finally:
         await conn.close()
+        await other.close()
     return time.perf_counter() - t0
 
 
-async def _copy(conn: Any, batch: list[tuple[Any, ...]]) -> None:
-    await conn.copy_records_to_table(
-        "evaluation_log",
-        records=batch,
-        columns=["seq", "kind", "record_id", "record", "prev_hash", "hash", "created_at"],
-    )
-
-
-async def verify_speed(url: str) -> dict[str, Any]:
-    store = Store.connect(url, pool_size=1)
+async def verify_speed(url: str, jobs: int = JOBS) -> dict[str, Any]:
+    # The pool keeps every connection verify uses, so their backends' CPU is still there to be read.
+    store = Store.connect(url, pool_size=jobs + 1)
     try:
-        await _ping(store)
+        await asyncio.gather(*(_ping(store) for _ in range(jobs + 1)))
+        load0 = _loadavg()
         server0, client0 = await backend_cpu(url), time.process_time()
         t0 = time.perf_counter()
-        result = await verify(store.engine)
+        result = await verify(store.engine, jobs=jobs)
         elapsed = time.perf_counter() - t0
         client_cpu, server_cpu = time.process_time() - client0, cpu_delta(server0, await backend_cpu(url))
     finally:
@@ -263,11 +367,17 @@ async def verify_speed(url: str) -> dict[str, Any]:
     n = result.records
     return {
         "records": n,
+        "jobs": jobs,
         "seconds": round(elapsed, 2),
         "records_per_s": round(n / elapsed),
         "verifier_cpu_us_per_record": round(client_cpu / n * 1e6, 2),
         "server_cpu_us_per_record": round(server_cpu / n * 1e6, 2),
+        "loadavg_before_after": [load0, _loadavg()],
     }
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def cli_verify(url: str) -> dict[str, Any]:
@@ -287,16 +397,8 @@ def cli_verify(url: str) -> dict[str, Any]:
     }
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=500, help="ratings per second")
-    parser.add_argument("--seconds", type=float, default=8, help="length of each round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating")
-    parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
-    parser.add_argument("--records", type=int, default=500_000, help="length of the chain verify reads")
-    args = parser.parse_args()
+async def ratings(args: argparse.Namespace, report: dict[str, Any]) -> None:
     per_round = int(args.rate * args.seconds)
-    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "seconds": args.seconds}
     async with fresh_database() as url:
         store = await setup(url)
         settings = load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
@@ -319,26 +421,52 @@ async def main() -> None:
             sequential.append(await rating_round(store, deps, url, tokens, 1e9, logged=index % 2 == 1, concurrency=1))
             print(json.dumps(sequential[-1]), file=sys.stderr)
         await store.close()
+        if args.appends > 0:
+            report["append_alone"] = await append_alone(url, args.appends)
+            print(json.dumps(report["append_alone"]), file=sys.stderr)
+    report["rounds"], report["sequential"] = rounds, sequential
+    report["added_per_rating"] = added(rounds)
+    if sequential:
+        report["added_per_rating_sequential"] = added(sequential)
 
-        def added(rows: list[dict[str, Any]]) -> dict[str, float]:
-            def mean(logged: bool, key: str) -> float:
-                return statistics.fmean(r[key] for r in rows if r["log"] == logged)
 
-            return {
-                key: round(mean(True, key) - mean(False, key), 3)
-                for key in ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
-            }
+def added(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of the rounds with the log minus mean of those without, per measure."""
 
-        report["rounds"], report["sequential"] = rounds, sequential
-        report["added_per_rating"] = added(rounds)
-        if sequential:
-            report["added_per_rating_sequential"] = added(sequential)
+    def mean(logged: bool, key: str) -> float:
+        return statistics.fmean(r[key] for r in rows if r["log"] == logged)
+
+    keys = ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
+    hook = ("log_hook_cpu_ms_per_rating", "log_hook_wall_ms_per_rating")
+    return {key: round(mean(True, key) - mean(False, key), 3) for key in keys + hook}
+
+
+async def verify_part(args: argparse.Namespace, report: dict[str, Any]) -> None:
     async with fresh_database() as url:  # a log of its own: the rounds without the hook left records out of it
         await (await setup(url)).close()
         report["chain_seed_seconds"] = round(await seed_chain(url, args.records), 1)
-        report["verify"] = await verify_speed(url)
+        report["verify"] = await verify_speed(url, args.jobs)
         print(json.dumps(report["verify"]), file=sys.stderr)
-        report["verify_cli"] = cli_verify(url)
+        if args.cli:
+            report["verify_cli"] = cli_verify(url)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500, help="ratings per second")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating (0: no ratings)")
+    parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
+    parser.add_argument("--appends", type=int, default=2000, help="appends alone, through the database function")
+    parser.add_argument("--records", type=int, default=1_000_000, help="length of the chain verify reads (0: none)")
+    parser.add_argument("--jobs", type=int, default=JOBS, help="verify's connections")
+    parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True, help="also time the command")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "seconds": args.seconds}
+    if args.rounds > 0:
+        await ratings(args, report)
+    if args.records > 0:
+        await verify_part(args, report)
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 

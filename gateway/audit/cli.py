@@ -12,7 +12,8 @@ if TYPE_CHECKING:  # the parser is built for every command: the verifier is impo
     from gateway.audit.verify import Verified
     from gateway.settings import Settings
 
-PAGE_SIZE = 5000
+PAGE_SIZE = 100_000  # gateway.audit.verify.PAGE_SIZE, kept here so the parser imports nothing
+JOBS = 2  # gateway.audit.verify.JOBS
 
 
 def add_parser(
@@ -24,17 +25,20 @@ def add_parser(
     check = actions.add_parser(
         "verify", help="recompute the evaluation log, compare it with the records and the published heads"
     )
-    check.add_argument("--page-size", type=int, default=PAGE_SIZE, help="entries read per query")
+    check.add_argument("--page-size", type=int, default=PAGE_SIZE, help="entries checked per query")
+    check.add_argument(
+        "--jobs", type=int, default=JOBS, help="PostgreSQL connections checking ranges side by side (one snapshot)"
+    )
     check.set_defaults(func=handler)
 
 
-async def verify_store(url: str, *, page_size: int = PAGE_SIZE) -> Verified:
+async def verify_store(url: str, *, page_size: int = PAGE_SIZE, jobs: int = JOBS) -> Verified:
     from gateway.audit.verify import verify
     from gateway.store.db import Store
 
-    store = Store.connect(url)
+    store = Store.connect(url, pool_size=jobs + 1)
     try:
-        return await verify(store.engine, page_size=page_size)
+        return await verify(store.engine, page_size=page_size, jobs=jobs)
     finally:
         await store.close()
 
@@ -43,11 +47,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Exit 0 with a one-line summary when the log is intact; 1 naming the first mismatch otherwise."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
-    if args.page_size < 1:
-        print("gateway: --page-size must be at least 1", file=sys.stderr)
+    if args.page_size < 1 or args.jobs < 1:
+        print("gateway: --page-size and --jobs must be at least 1", file=sys.stderr)
         return 2
     try:
-        result = asyncio.run(verify_store(settings.database_url, page_size=args.page_size))
+        result = asyncio.run(verify_store(settings.database_url, page_size=args.page_size, jobs=args.jobs))
     except (OperationalError, ProgrammingError) as exc:  # no such table, database unreachable
         print(
             f"gateway: cannot read the evaluation log ({exc.orig}); is the schema migrated (gateway migrate)?",

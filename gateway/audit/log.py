@@ -2,12 +2,14 @@
 
 Every evaluation, addendum and decision is appended, in the transaction that wrote it, as entry `seq`
 (1, 2, 3 … without gaps) whose `hash = sha256(prev_hash ‖ canonical JSON of the entry)`. The entry
-is built from the stored row only (explicit fields, times rendered as UTC strings here, never by
-the database session's time zone), so `gateway audit verify` can rebuild it from the same row.
+holds the record's values as flushed to the database (explicit fields, times rendered as UTC strings
+here, never by the database session's time zone); where the flushed object cannot be trusted to be
+what is stored, the row is read back. `gateway audit verify` rebuilds the text from the stored row.
 
 Appends are serialised by the one-row head table, locked FOR UPDATE. The lock is taken at commit
 time (a `before_commit` hook runs the append), not when the record is written, so it is held only
-for the append and the commit itself, not for the rest of the writer's transaction.
+for the append and the commit itself, not for the rest of the writer's transaction. On PostgreSQL
+the append is one statement, `evaluation_log_append()` (migration a1f0c3e5b101).
 """
 
 from __future__ import annotations
@@ -17,11 +19,23 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import rfc8785
-from sqlalchemy import Connection, Table, event, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Table,
+    TypeDecorator,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -119,8 +133,9 @@ def canonical(document: dict[str, Any]) -> str:
 
 
 def canonical_record(record: dict[str, Any]) -> str:
-    """RFC 8785 canonical JSON of a record alone, to be placed in its entry by `entry_text`."""
-    return rfc8785.dumps(record).decode("utf-8")
+    """RFC 8785 canonical JSON of a record alone, to be placed in its entry by `entry_text`: the C
+    encoder's text, which is RFC 8785's for logged records (`fast_canonical`)."""
+    return fast_canonical(record)
 
 
 def entry_text(seq: int, kind: str, record_text: str) -> str:
@@ -133,7 +148,7 @@ def entry_text(seq: int, kind: str, record_text: str) -> str:
 
 def fast_canonical(document: dict[str, Any]) -> str:
     """The same text as `canonical` for entries (ASCII keys, strings, safe integers, null, lists),
-    from the C JSON encoder: what verify uses to rebuild millions of entries quickly.
+    from the C JSON encoder: what the append and verify's reference check use.
 
     Within that domain RFC 8785 and `json.dumps(sort_keys, no spaces, ensure_ascii=False)` agree:
     keys sort the same, strings escape the same characters the same way, integers print alike.
@@ -147,13 +162,68 @@ def chain_hash(prev_hash: str, text: str) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("utf-8")).hexdigest()
 
 
-def queue_record(session: AsyncSession, *, kind: str, record_id: int, at: datetime) -> None:
-    """Note a written record; it is appended to the log when this session's transaction commits."""
+@dataclass(frozen=True)
+class _Pending:
+    """A record written in this transaction, and its canonical text taken from the flushed object
+    (None when that object cannot be trusted to be what was stored: the row is then read back)."""
+
+    kind: str
+    record_id: int
+    at: datetime
+    obj: Any
+    text: str | None
+
+
+def queue_record(session: AsyncSession, *, kind: str, record: Any, at: datetime) -> None:
+    """Note a flushed record; it is appended to the log when this session's transaction commits."""
     if kind not in FIELDS:
         raise ValueError(f"unknown evaluation record kind {kind!r}")
-    pending: list[tuple[str, int, datetime]] = session.sync_session.info.setdefault(_PENDING, [])
-    if not any(k == kind and i == record_id for k, i, _ in pending):
-        pending.append((kind, record_id, at))
+    record_id = record.id
+    if record_id is None:
+        raise ValueError(f"flush the {kind} before queueing it: it has no id yet")
+    pending: list[_Pending] = session.sync_session.info.setdefault(_PENDING, [])
+    if not any(p.kind == kind and p.record_id == record_id for p in pending):
+        pending.append(_Pending(kind, record_id, at, record, _flushed_text(kind, record)))
+
+
+def _flushed_text(kind: str, record: Any) -> str | None:
+    """The record's canonical JSON from the values just flushed, if every field holds a value of its
+    column's type that the database keeps as it is (then the stored row renders the same text)."""
+    values = inspect(record).dict
+    record_values: dict[str, Any] = {}
+    for name in FIELDS[kind]:
+        if name not in values:  # not loaded (expired, or a server default): read the row instead
+            return None
+        value: Any = values[name]
+        expected = _TYPES[kind][name]
+        if isinstance(value, datetime):
+            if expected is not datetime or value.utcoffset() not in (None, _ZERO):
+                return None  # SQLite would keep the wall time and drop the offset
+        elif isinstance(value, list):
+            if expected is not list or not all(type(v) is int for v in value):
+                return None
+        elif value is not None and type(value) is not expected:
+            return None
+        record_values[name] = _value(value)
+    return fast_canonical(record_values)
+
+
+def _python_type(column: Any) -> type:
+    if isinstance(column.type, DateTime):
+        return datetime
+    if isinstance(column.type, JSON):
+        return list
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type  # sqlmodel's AutoString
+    python_type = kind.python_type
+    if python_type not in (int, str):
+        raise TypeError(f"no logged form for column {column.name} of type {column.type}")
+    return python_type
+
+
+_TYPES: dict[str, dict[str, type]] = {
+    kind: {name: _python_type(TABLES[kind].c[name]) for name in fields} for kind, fields in FIELDS.items()
+}
+_ZERO = timedelta(0)
 
 
 @event.listens_for(Session, "before_commit")
@@ -161,9 +231,26 @@ def _append_at_commit(session: Session) -> None:
     # Fired for savepoints too: only the outermost commit appends.
     if session.in_nested_transaction():
         return
-    pending = session.info.pop(_PENDING, None)
-    if pending:
-        append(session.connection(), pending)
+    pending: list[_Pending] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    conn = session.connection()
+    # A record flushed inside a savepoint that was rolled back left the session with it: such records
+    # (and any whose text is not known) are looked for in the database, and logged only if there.
+    unsure = [(p.kind, p.record_id, p.at) for p in pending if p.text is None or not inspect(p.obj).persistent]
+    rows = _source_rows(conn, unsure) if unsure else {}
+    records: list[tuple[str, int, datetime, str]] = []
+    for p in pending:
+        if p.text is not None and inspect(p.obj).persistent:
+            records.append((p.kind, p.record_id, p.at, p.text))
+        elif (row := rows.get((p.kind, p.record_id))) is not None:
+            records.append((p.kind, p.record_id, p.at, canonical_record(record_of(p.kind, row))))
+    if not records:
+        return
+    if conn.dialect.name == "postgresql":
+        _append_in_database(conn, records)
+    else:
+        _append_texts(conn, records)
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -172,29 +259,57 @@ def _forget_on_rollback(session: Session, transaction: Any) -> None:
         session.info.pop(_PENDING, None)
 
 
+_APPEND_SQL = text(
+    "SELECT head_seq, head_hash FROM evaluation_log_append(CAST(:kinds AS text[]), CAST(:ids AS bigint[]), "
+    "CAST(:records AS text[]), CAST(:times AS timestamptz[]))"
+)
+
+
+def _append_in_database(conn: Connection, records: Sequence[tuple[str, int, datetime, str]]) -> Head:
+    """PostgreSQL: lock, number, hash, insert and move the head in one round trip (the function made by
+    migration a1f0c3e5b101 does what `_append_texts` does)."""
+    row = conn.execute(
+        _APPEND_SQL,
+        {
+            "kinds": [r[0] for r in records],
+            "ids": [r[1] for r in records],
+            "records": [r[3] for r in records],
+            "times": [r[2] for r in records],
+        },
+    ).one()
+    return Head(row.head_seq, row.head_hash)
+
+
 def append(conn: Connection, pending: Sequence[tuple[str, int, datetime]]) -> Head:
-    """Append the records (kind, id, at) in order, under the head's lock; returns the new head."""
+    """Append the stored records (kind, id, at) in order, read back from the database, under the head's
+    lock; returns the new head. The back-fill's way: a commit's records come from their flushed objects."""
     rows = _source_rows(conn, pending)
-    # Canonicalise before taking the lock: it is held only for string joins, hashing and one INSERT.
-    records = [
-        (kind, record_id, at, canonical_record(record_of(kind, row)))
-        for kind, record_id, at in pending
-        if (row := rows.get((kind, record_id))) is not None
-    ]
     # (A record missing here was written inside a savepoint that was rolled back: nothing to log.)
+    return _append_texts(
+        conn,
+        [
+            (kind, record_id, at, canonical_record(record_of(kind, row)))
+            for kind, record_id, at in pending
+            if (row := rows.get((kind, record_id))) is not None
+        ],
+    )
+
+
+def _append_texts(conn: Connection, records: Sequence[tuple[str, int, datetime, str]]) -> Head:
+    """Number, chain and insert records (kind, id, at, canonical record text) under the head's lock."""
     head = _lock_head(conn)
     seq, prev = head.seq, head.hash
     entries = []
     for kind, record_id, at, record_text in records:
         seq += 1
-        text = entry_text(seq, kind, record_text)
-        digest = chain_hash(prev, text)
+        entry = entry_text(seq, kind, record_text)
+        digest = chain_hash(prev, entry)
         entries.append(
             {
                 "seq": seq,
                 "kind": kind,
                 "record_id": record_id,
-                "record": text,
+                "record": entry,
                 "prev_hash": prev,
                 "hash": digest,
                 "created_at": at,

@@ -11,12 +11,17 @@ The first thing that does not match is reported, naming its seq.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import re
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, and_, exists, select
+from sqlalchemy import JSON, DateTime, Integer, and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.log import (
@@ -33,7 +38,9 @@ from gateway.audit.log import (
 )
 from gateway.clock import as_utc
 
-PAGE_SIZE = 5000  # also the command line's default (gateway.audit.cli)
+PAGE_SIZE = 100_000  # entries per range (PostgreSQL) or page (SQLite); the command line's default
+JOBS = 2  # PostgreSQL connections checking ranges side by side
+PAGE_SIZE_NAMING = 5000  # entries per page of the reference check (SQLite, and naming a problem)
 
 
 @dataclass(frozen=True)
@@ -81,13 +88,42 @@ def _diff(kind: str, logged_text: str, stored: dict[str, Any]) -> str:
     return "; ".join(changed) or "the logged text is not the canonical form of the stored row"
 
 
-async def verify(engine: AsyncEngine, *, page_size: int = PAGE_SIZE) -> Verified:
-    """Check the whole log, in one read-only snapshot (appends may go on meanwhile)."""
+async def verify(engine: AsyncEngine, *, page_size: int = PAGE_SIZE, jobs: int = JOBS) -> Verified:
+    """Check the whole log, in one read-only snapshot (appends may go on meanwhile).
+
+    On PostgreSQL `jobs` connections check ranges of `page_size` entries side by side, all in the one
+    snapshot; on SQLite the entries are checked one page after the other.
+    """
+    if page_size < 1 or jobs < 1:
+        raise ValueError("page_size and jobs must be at least 1")
     async with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        if conn.dialect.name != "postgresql":
+            async with conn.begin():
+                # Pages come back whole to Python: at most PAGE_SIZE_NAMING entries at a time.
+                return await _verify(conn, _python_pages(conn, min(page_size, PAGE_SIZE_NAMING)))
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
-            return await _verify(conn, page_size)
+            snapshot = (await conn.exec_driver_sql("SELECT pg_export_snapshot()")).scalar_one()
+            async with AsyncExitStack() as stack:
+                workers = [await stack.enter_async_context(_in_snapshot(engine, snapshot)) for _ in range(jobs)]
+                return await _verify(conn, _sql_pages(conn, workers, page_size))
+
+
+@asynccontextmanager
+async def _in_snapshot(engine: AsyncEngine, snapshot: str) -> AsyncIterator[AsyncConnection]:
+    """A further connection reading the same snapshot as the verifier's own."""
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            await conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for setting in _SQL_SETTINGS:
+                await conn.exec_driver_sql(setting)
+            yield conn
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?")
 
 
 @dataclass(frozen=True)
@@ -99,8 +135,7 @@ class _Page:
     problem: tuple[int, str] | None = None
 
 
-async def _verify(conn: AsyncConnection, page_size: int) -> Verified:
-    check = _sql_page if conn.dialect.name == "postgresql" else _python_page
+async def _verify(conn: AsyncConnection, pages: AsyncGenerator[_Page, None]) -> Verified:
     seq, prev, published = 0, GENESIS, 0
 
     def broken(problem: str, at_seq: int | None) -> Verified:
@@ -108,17 +143,15 @@ async def _verify(conn: AsyncConnection, page_size: int) -> Verified:
             records=seq, head=Head(seq, prev) if seq else None, published=published, problem=problem, seq=at_seq
         )
 
-    while True:
-        page = await check(conn, seq, prev, page_size)
-        if page is None:
-            break
-        if page.problem is not None:
-            seq, prev = page.last_seq, page.last_hash
-            return broken(page.problem[1], page.problem[0])
-        matched, problem = await _check_published(conn, seq, page.last_seq)
-        seq, prev, published = page.last_seq, page.last_hash, published + matched
-        if problem is not None:
-            return broken(problem[1], problem[0])
+    async with aclosing(pages):
+        async for page in pages:
+            if page.problem is not None:
+                seq, prev = page.last_seq, page.last_hash
+                return broken(page.problem[1], page.problem[0])
+            matched, problem = await _check_published(conn, seq, page.last_seq)
+            seq, prev, published = page.last_seq, page.last_hash, published + matched
+            if problem is not None:
+                return broken(problem[1], problem[0])
     beyond = (
         await conn.execute(
             select(PUBLISHED.c.seq, PUBLISHED.c.place, PUBLISHED.c.published_at)
@@ -161,6 +194,72 @@ for _kind in TABLES:
 _JOINED = _joined_page_query()
 
 
+async def _python_pages(conn: AsyncConnection, page_size: int) -> AsyncGenerator[_Page, None]:
+    seq, prev = 0, GENESIS
+    while (page := await _python_page(conn, seq, prev, page_size)) is not None:
+        yield page
+        if page.problem is not None:
+            return
+        seq, prev = page.last_seq, page.last_hash
+
+
+async def _sql_pages(conn: AsyncConnection, workers: list[AsyncConnection], size: int) -> AsyncGenerator[_Page, None]:
+    """The log's ranges of `size` entries, checked by PostgreSQL on the workers' connections side by side
+    and handed on in order. A range that fails is gone through again by the reference check, which
+    names its first problem."""
+    end = (await conn.execute(select(func.max(LOG.c.seq)))).scalar() or 0
+    free: asyncio.Queue[AsyncConnection] = asyncio.Queue()
+    for worker in workers:
+        free.put_nowait(worker)
+
+    async def check(after: int, upto: int) -> _Range:
+        worker = await free.get()
+        try:
+            return await _sql_range(worker, after, upto, GENESIS if after == 0 else None)
+        finally:
+            free.put_nowait(worker)
+
+    bounds = ((after, min(after + size, end)) for after in range(0, end, size))
+    running: deque[tuple[int, int, asyncio.Task[_Range]]] = deque()
+
+    def fill() -> None:
+        while len(running) <= len(workers):  # one range queued behind the running ones
+            nxt = next(bounds, None)
+            if nxt is None:
+                return
+            running.append((*nxt, asyncio.create_task(check(*nxt))))
+
+    seq, prev = 0, GENESIS
+    try:
+        fill()
+        while running:
+            after, upto, task = running.popleft()
+            found = await task
+            fill()
+            if found.bad is None and found.count == upto - after and found.last_hash is not None:
+                seq, prev = upto, found.last_hash
+                yield _Page(seq, prev)
+                continue
+            yield await _name_problem(conn, seq, prev, upto, found.bad)
+            return
+    finally:  # a problem ends the run: let the ranges already sent finish, their connections are in use
+        await asyncio.gather(*(task for _, _, task in running), return_exceptions=True)
+
+
+async def _name_problem(conn: AsyncConnection, seq: int, prev: str, upto: int, bad: int | None) -> _Page:
+    """The reference check over a range PostgreSQL found wrong, from its verified start."""
+    while True:
+        page = await _python_page(conn, seq, prev, max(1, min(PAGE_SIZE_NAMING, upto - seq)))
+        if page is None:
+            break
+        if page.problem is not None:
+            return page
+        seq, prev = page.last_seq, page.last_hash
+        if seq > upto:
+            break
+    return _Page(seq, prev, (bad if bad is not None else seq + 1, "the entry does not match (PostgreSQL's check)"))
+
+
 async def _python_page(conn: AsyncConnection, seq: int, prev: str, page_size: int) -> _Page | None:
     """The reference check, entry by entry in Python (SQLite, and PostgreSQL's detailed messages)."""
     rows = (await conn.execute(_JOINED.where(LOG.c.seq > seq).order_by(LOG.c.seq).limit(page_size))).all()
@@ -201,9 +300,11 @@ def _check_entry(row: Any, seq: int, prev: str) -> tuple[int, str] | None:
 def _sql_text(kind: str, alias: str) -> str:
     """PostgreSQL expression rebuilding an entry's canonical JSON from its source row: the same text as
     `fast_canonical(entry_document(...))` (keys sorted, to_json's string escapes are RFC 8785's, times
-    rendered in UTC explicitly). Tests hold the two to each other on every database run."""
+    rendered in UTC explicitly). One `concat()` call, not a chain of `||`: it builds the text once.
+    Tests hold the two to each other on every database run."""
     table = TABLES[kind]
-    parts = []
+    parts = [f"""'{{"kind":"{kind}","record":'"""]
+    separator = "{"
     for name in sorted(FIELDS[kind]):
         column, ref = table.c[name], f'{alias}."{name}"'
         if isinstance(column.type, DateTime):
@@ -214,59 +315,64 @@ def _sql_text(kind: str, alias: str) -> str:
             value = f"{ref}::text"
         else:
             value = f"to_json({ref})::text"
-        parts.append(f"""'"{name}":' || coalesce({value}, 'null')""")
-    record = " || ',' || ".join(parts)
-    return f"""'{{"kind":"{kind}","record":{{' || {record} || '}},"seq":' || p.seq || '}}'"""
+        # concat() skips a NULL: a missing value is written out, and a deleted row never matches.
+        parts += [f"""'{separator}"{name}":'""", f"coalesce({value}, 'null')"]
+        separator = ","
+    parts += ["""'},"seq":'""", "l.seq", "'}'"]
+    return f"concat({', '.join(parts)})"
 
 
-def _sql_page_query() -> str:
-    rebuilt = " ".join(
-        f"WHEN '{kind}' THEN (SELECT {_sql_text(kind, 's')} FROM {TABLES[kind].name} s WHERE s.id = p.record_id)"
-        for kind in TABLES
+def _sql_range_query() -> str:
+    """One range (a, b] of the log, checked set-based: the entries in seq order with the one before
+    each (a window over the primary key's order, the anchor entry a included), each joined with its
+    source row by primary key. Only the first failing seq, the count and the hash at b come back."""
+    joins = " ".join(
+        f"LEFT JOIN {table.name} s_{kind} ON l.kind = '{kind}' AND s_{kind}.id = l.record_id"
+        for kind, table in TABLES.items()
     )
+    rebuilt = " ".join(f"WHEN '{kind}' THEN {_sql_text(kind, f's_{kind}')}" for kind in TABLES)
     return f"""
-        WITH page AS (
-            SELECT seq, kind, record_id, record, prev_hash, hash FROM evaluation_log
-            WHERE seq > $1 ORDER BY seq LIMIT $3
-        ), checked AS (
-            SELECT p.seq, p.prev_hash, p.hash,
-                   p.seq = coalesce(lag(p.seq) OVER w, $1) + 1 AS seq_ok,
-                   p.prev_hash = coalesce(lag(p.hash) OVER w, $2) AS link_ok,
-                   encode(sha256(decode(p.prev_hash, 'hex') || convert_to(p.record, 'UTF8')), 'hex') = p.hash
-                       AS hash_ok,
-                   (CASE p.kind {rebuilt} END) IS NOT DISTINCT FROM p.record AS source_ok,
-                   max(p.seq) OVER () AS last_seq
-            FROM page p WINDOW w AS (ORDER BY p.seq)
-        )
-        SELECT seq, hash, seq_ok AND link_ok AND hash_ok AND source_ok AS ok FROM checked
-        WHERE NOT (seq_ok AND link_ok AND hash_ok AND source_ok) OR seq = last_seq
-        ORDER BY seq LIMIT 1
+        SELECT min(l.seq) FILTER (WHERE
+                   l.seq <> coalesce(l.before_seq, $1) + 1
+                   OR l.prev_hash IS DISTINCT FROM coalesce(l.before_hash, $3)
+                   OR sha256(decode(l.prev_hash, 'hex') || convert_to(l.record, 'UTF8')) <> decode(l.hash, 'hex')
+                   OR (CASE l.kind {rebuilt} END) IS DISTINCT FROM l.record) AS bad,
+               count(*) AS n,
+               (SELECT hash FROM evaluation_log WHERE seq = $2) AS last_hash
+        FROM (
+            SELECT seq, kind, record_id, record, prev_hash, hash,
+                   lag(seq) OVER w AS before_seq, lag(hash) OVER w AS before_hash
+            FROM evaluation_log WHERE seq >= $1 AND seq <= $2 WINDOW w AS (ORDER BY seq)
+        ) l {joins}
+        WHERE l.seq > $1
     """
 
 
-_SQL_PAGE = _sql_page_query()
+_SQL_RANGE = _sql_range_query()
+# The plan this query is written for: the log's primary key in order, one index probe per entry into its
+# source table (a hash join would read a whole source table for every range), no parallel workers (the
+# verifier runs its own connections in parallel over disjoint ranges).
+_SQL_SETTINGS = (
+    "SET LOCAL enable_hashjoin = off",
+    "SET LOCAL enable_mergejoin = off",
+    "SET LOCAL max_parallel_workers_per_gather = 0",
+    "SET LOCAL jit = off",
+)
 
 
-async def _sql_page(conn: AsyncConnection, seq: int, prev: str, page_size: int) -> _Page | None:
-    """The same checks, set-based inside PostgreSQL: only the page's end or its first problem comes back."""
+@dataclass(frozen=True)
+class _Range:
+    """What PostgreSQL found in a range (a, b]: the first failing seq, how many entries, the hash at b."""
+
+    bad: int | None
+    count: int
+    last_hash: str | None
+
+
+async def _sql_range(conn: AsyncConnection, after: int, upto: int, anchor: str | None) -> _Range:
     raw = await conn.get_raw_connection()
-    row = await raw.driver_connection.fetchrow(_SQL_PAGE, seq, prev, page_size)  # type: ignore[union-attr]
-    if row is None:
-        return None
-    if row["ok"]:
-        return _Page(row["seq"], row["hash"])
-    # Name the problem with the reference check, from the entry before the first bad one.
-    before = (
-        await conn.execute(
-            select(LOG.c.seq, LOG.c.hash).where(LOG.c.seq < row["seq"]).order_by(LOG.c.seq.desc()).limit(1)
-        )
-    ).first()
-    if before is not None and before.seq > seq:
-        seq, prev = before.seq, before.hash
-    page = await _python_page(conn, seq, prev, 1)
-    if page is None or page.problem is None:
-        return _Page(seq, prev, (row["seq"], "the entry does not match (PostgreSQL's check)"))
-    return page
+    row = await raw.driver_connection.fetchrow(_SQL_RANGE, after, upto, anchor)  # type: ignore[union-attr]
+    return _Range(row["bad"], row["n"], row["last_hash"])
 
 
 async def _check_published(conn: AsyncConnection, after: int, upto: int) -> tuple[int, tuple[int, str] | None]:

@@ -29,7 +29,7 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
     if record.id is None:
         raise ValueError(f"flush the {kind} before record_written: it has no id yet")
     # The evaluation log (Art. 19): appended from the stored row when this transaction commits.
-    queue_record(session, kind=kind, record_id=record.id, at=at)
+    queue_record(session, kind=kind, record=record, at=at)
 
     if deps.settings.province is not None:  # no profile configured: nothing is queued for upload
         from gateway.upload.records import queue_upload

@@ -197,3 +197,76 @@ async def test_times_do_not_depend_on_the_session_time_zone(
         assert (await verify(shanghai.engine)).ok and (await verify(store.engine)).ok
     finally:
         await shanghai.close()
+
+
+async def test_a_commit_appends_from_the_flushed_record_without_reading_it_back(
+    client: Any, world: Any, store: Any
+) -> None:
+    """The entry's text comes from the values just flushed; on PostgreSQL the whole append (lock, hash,
+    insert, head) is one statement."""
+    from sqlalchemy import event
+
+    token = await report(client, world)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    async with store.transaction() as session:
+        invitation = await invitation_by_token(session, token)
+        await record_rating(session, invitation=invitation, level=2, reasons=[213], channel="web", deps=client.app[DEPS])
+        await session.flush()
+        event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+    at_commit = [s for s in statements if not s.upper().startswith(("COMMIT", "RELEASE"))]
+    assert not any(" FROM evaluation " in s or " FROM evaluation\n" in s for s in at_commit), at_commit
+    if store.dialect == "postgresql":
+        assert len(at_commit) == 1 and "evaluation_log_append" in at_commit[0], at_commit
+    assert [r.seq for r in await entries(store)] == [1]
+    assert (await verify(store.engine)).ok
+
+
+async def test_a_time_with_another_offset_is_logged_as_the_database_keeps_it(
+    client: Any, world: Any, store: Any
+) -> None:
+    """A record whose time carries a non-UTC offset: SQLite keeps its wall time and drops the offset, so
+    its entry is built from the stored row, never from the Python value."""
+    from datetime import timezone
+
+    from gateway.evaluations.records import record_written
+    from gateway.store.models import EvaluationAddendum
+
+    await populate(client, world)
+    shanghai = timezone(timedelta(hours=8))
+    async with store.transaction() as session:
+        addendum = EvaluationAddendum(
+            evaluation_id=1,
+            kind="staff",
+            reason_codes=[],
+            staff_level=5,
+            channel="web",
+            created_at=client.app[DEPS].clock.now().astimezone(shanghai),
+        )
+        session.add(addendum)
+        await session.flush()
+        await record_written(session, kind="addendum", record=addendum, deps=client.app[DEPS], at=addendum.created_at)
+    result = await verify(store.engine)
+    assert result.ok and result.records == 7, result.summary()
+
+
+async def test_a_missing_head_row_is_rebuilt_from_the_log_by_the_next_append(
+    client: Any, world: Any, store: Any
+) -> None:
+    from tests.gateway.audit.conftest import tamper
+
+    await populate(client, world)
+    last = (await entries(store))[-1]
+    await tamper(store, "DELETE FROM evaluation_log_head")
+    token = await report(client, world)
+    async with store.transaction() as session:
+        invitation = await invitation_by_token(session, token)
+        await record_rating(session, invitation=invitation, level=5, channel="web", deps=client.app[DEPS])
+    rows = await entries(store)
+    assert [r.seq for r in rows][-2:] == [6, 7] and rows[-1].prev_hash == last.hash
+    assert await _head(store) == Head(7, rows[-1].hash)
+    assert (await verify(store.engine)).ok

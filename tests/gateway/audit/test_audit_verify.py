@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect
 
@@ -218,3 +219,23 @@ def _cli(database_url: str) -> subprocess.CompletedProcess[str]:
 def test_verify_on_a_database_without_the_log_says_to_migrate(tmp_path: Any) -> None:
     done = _cli(f"sqlite+aiosqlite:///{tmp_path}/empty.db")
     assert done.returncode == 2 and "is the schema migrated (gateway migrate)?" in done.stderr
+
+
+@pytest.mark.parametrize(("page_size", "jobs"), [(100_000, 2), (3, 1), (1, 3)])
+async def test_every_range_size_and_number_of_connections_finds_the_same_first_problem(
+    client: Any, world: Any, store: Any, page_size: int, jobs: int
+) -> None:
+    """Ranges checked side by side in one snapshot: the first problem in log order is the one named,
+    whichever connection found a problem first, and a later problem does not hide an earlier one."""
+    await populate(client, world)
+    assert (await verify(store.engine, page_size=page_size, jobs=jobs)).ok
+    await tamper(
+        store,
+        "UPDATE evaluation SET content = 'rewritten' WHERE id = 3",
+        "UPDATE evaluation_addendum SET staff_level = 1 WHERE id = 2",
+    )
+    result = await verify(store.engine, page_size=page_size, jobs=jobs)
+    assert not result.ok and result.seq == 3 and result.records == 2, result.summary()
+    assert "evaluation #3 differs from its logged record: content: logged '', stored 'rewritten'" in (
+        result.problem or ""
+    )
