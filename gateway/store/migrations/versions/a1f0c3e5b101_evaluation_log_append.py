@@ -1,7 +1,7 @@
 """evaluation_log_append(): a commit's entries appended in one round trip on PostgreSQL
 
 Revision ID: a1f0c3e5b101
-Revises: e1a0c3d5f701
+Revises: a2f0c3e5b202
 Create Date: 2026-12-04 22:30:00
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 
 revision: str = "a1f0c3e5b101"
-down_revision: Union[str, None] = "e1a0c3d5f701"
+down_revision: Union[str, None] = "a2f0c3e5b202"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
