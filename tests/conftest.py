@@ -39,6 +39,8 @@ _BACKGROUND: list[object] = []
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The static checks (tests/test_static_checks.py) start as soon as the suite is collected and run
     beside the other tests; each check's test waits for its result."""
+    if session.config.option.collectonly:
+        return
     for item in session.items:
         module = getattr(item, "module", None)
         if item.path.name == "test_static_checks.py" and hasattr(module, "start"):
