@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from gateway.app import create_app
 from gateway.clock import FrozenClock
@@ -32,6 +31,26 @@ pytest_plugins = ["tests.fakes.fixtures"] if (Path(__file__).parent / "fakes" / 
 PG_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+_BACKGROUND: list[object] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The static checks (tests/test_static_checks.py) start as soon as the suite is collected and run
+    beside the other tests; each check's test waits for its result."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if item.path.name == "test_static_checks.py" and hasattr(module, "start"):
+            module.start(item)  # type: ignore[union-attr]
+            _BACKGROUND.append(module)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for module in _BACKGROUND:
+        module.stop_all()  # type: ignore[attr-defined]
 
 
 def _unavailable(what: str, why: str) -> None:
@@ -85,15 +104,36 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Emptying the tables row by row and restarting the used sequences takes a few milliseconds; a TRUNCATE of
+# every table makes new files for each table and index and cost far more per test (docs/quality.md,
+# "Suite time"). The evaluation log refuses DELETE and TRUNCATE (Art. 19); as the owner, the tests switch
+# its triggers (and the foreign keys' triggers, so the order does not matter) off for this transaction.
+_RESET = """
+DO $$
+DECLARE
+    t record;
+BEGIN
+    PERFORM set_config('session_replication_role', 'replica', true);
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version' LOOP
+        EXECUTE format('DELETE FROM public.%I', t.tablename);
+    END LOOP;
+    FOR t IN SELECT sequencename, start_value FROM pg_sequences
+             WHERE schemaname = 'public' AND last_value IS NOT NULL LOOP
+        PERFORM setval(format('public.%I', t.sequencename), t.start_value, false);
+    END LOOP;
+END $$
+"""
+
+
 async def _truncate(url: str) -> None:
-    store = Store.connect(url)
-    async with store.engine.begin() as conn:
-        rows = await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"))
-        names = ", ".join(f'"{r[0]}"' for r in rows)
-        # The evaluation log refuses TRUNCATE (Art. 19); as the owner, the tests switch its triggers off.
-        await conn.execute(text("SET LOCAL session_replication_role = replica"))
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    await store.close()
+    """Empty every table and restart its ids, as `TRUNCATE … RESTART IDENTITY CASCADE` would."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=10)
+    try:
+        await conn.execute(_RESET)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
