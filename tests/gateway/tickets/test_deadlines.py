@@ -88,6 +88,8 @@ async def test_simple_is_refused_once_its_five_days_are_over(api: Api, make_tick
     assert status == 422 and body["error"]["code"] == "deadline_passed"
     assert "until 2026-02-27 24:00 Asia/Shanghai" in body["error"]["message"]
     assert "classify it general" in body["error"]["message"]
+    ticket = await api.ok("hanbin-market", ticket_id, "classify", category="general")  # as the refusal says
+    assert ticket["category"] == "general" and ticket["status"] == "in_progress"
 
 
 async def test_consultation_reply_is_due_fifteen_working_days_after_receipt(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
