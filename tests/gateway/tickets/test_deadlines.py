@@ -85,7 +85,7 @@ async def test_simple_is_refused_once_its_five_days_are_over(api: Api, make_tick
     await api.ok("hanbin-market", ticket_id, "accept")
     clock.set(local(2026, 2, 28, 0))  # the instant the 5-day window ended
     status, body = await api.act("hanbin-market", ticket_id, "classify", category="simple")
-    assert status == 422 and body["error"]["code"] == "deadline_passed"
+    assert status == 422 and body["error"]["code"] == "deadline_passed" and body["error"]["field"] == "category"
     assert "until 2026-02-27 24:00 Asia/Shanghai" in body["error"]["message"]
     assert "classify it general" in body["error"]["message"]
     ticket = await api.ok("hanbin-market", ticket_id, "classify", category="general")  # as the refusal says
