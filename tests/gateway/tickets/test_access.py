@@ -35,7 +35,7 @@ async def test_a_county_department_transfers_only_within_its_county(api: Api, ma
     status, body = await api.act("hanbin", ticket_id, "transfer", unit="no-such-unit")
     assert status == 422 and body["error"]["field"] == "unit"
     status, body = await api.act("hanbin", ticket_id, "transfer", unit="hanbin")
-    assert status == 422 and "not a handling unit" in body["error"]["message"]
+    assert status == 422 and "not a handling unit" in body["error"]["message"] and body["error"]["field"] == "unit"
     ticket = await api.ok("hanbin", ticket_id, "transfer", unit="hanbin-tax")
     assert ticket["unit_org"]["code"] == "hanbin-tax" and ticket["assignee_org"]["code"] == "hanbin-tax"
 
