@@ -55,6 +55,9 @@ async def test_a_reason_asked_for_is_kept_for_the_judgment(client, world, make_r
     events = await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id)
     assert [e.action for e in events[-2:]] == ["callback_result", "callback_reason"]
     assert events[-1].actor == "citizen" and events[-1].data["text"] == "窗口还是让我跑了三趟"
+    reason = events[-1]
+    assert (reason.data["channel"], reason.data["campaign_id"]) == ("sms", campaign_id)
+    assert reason.from_status == reason.to_status == "callback_unsatisfied" and "not satisfied" in reason.note
     assert "已收到您的说明" in fake_twilio.sent[-1].form["Body"]
 
 
