@@ -55,6 +55,9 @@ async def test_a_reason_asked_for_is_kept_for_the_judgment(client, world, make_r
     events = await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id)
     assert [e.action for e in events[-2:]] == ["callback_result", "callback_reason"]
     assert events[-1].actor == "citizen" and events[-1].data["text"] == "窗口还是让我跑了三趟"
+    reason = events[-1]
+    assert (reason.data["channel"], reason.data["campaign_id"]) == ("sms", campaign_id)
+    assert reason.from_status == reason.to_status == "callback_unsatisfied" and "not satisfied" in reason.note
     assert "已收到您的说明" in fake_twilio.sent[-1].form["Body"]
 
 
@@ -164,3 +167,16 @@ async def test_no_answer_after_the_configured_days(client, world, make_resolved,
     assert (await targets(client, campaign_id))[silent].status == "no_answer"
     read = await campaigns.read(campaign_id)  # every question has its answer or its no-answer: done
     assert (read["status"], read["counts"]["no_answer"], read["satisfaction_rate"]) == ("finished", 1, 1.0)
+
+
+async def test_with_two_open_questions_an_answer_goes_to_the_ticket_it_names(client, world, make_resolved, campaigns, chat):
+    first = await make_resolved(phone=phone_number(1), chat_id=chat.user_id)
+    second = await make_resolved(phone=phone_number(1), chat_id=chat.user_id)
+    await flush(client)
+    created = await campaigns.started()
+    await run_campaigns(client)
+    await chat.tap(f"sv:{first}:2")
+    await flush(client)
+    answered = await targets(client, created["id"])
+    assert (answered[first].status, answered[second].status) == ("unsatisfied", "sent")
+    assert (await _ticket(client, second)).status == "resolved"

@@ -35,7 +35,7 @@ async def test_a_county_department_transfers_only_within_its_county(api: Api, ma
     status, body = await api.act("hanbin", ticket_id, "transfer", unit="no-such-unit")
     assert status == 422 and body["error"]["field"] == "unit"
     status, body = await api.act("hanbin", ticket_id, "transfer", unit="hanbin")
-    assert status == 422 and "not a handling unit" in body["error"]["message"]
+    assert status == 422 and "not a handling unit" in body["error"]["message"] and body["error"]["field"] == "unit"
     ticket = await api.ok("hanbin", ticket_id, "transfer", unit="hanbin-tax")
     assert ticket["unit_org"]["code"] == "hanbin-tax" and ticket["assignee_org"]["code"] == "hanbin-tax"
 
@@ -150,3 +150,16 @@ async def test_requests_without_a_valid_key_are_refused_before_anything_else(cli
         assert resp.status == 401, path
         resp = await client.request(method, path)
         assert resp.status == 401, path
+
+
+async def test_a_reroute_starts_afresh_with_the_new_unit_and_says_so(api: Api, make_ticket) -> None:  # type: ignore[no-untyped-def]
+    ticket_id = await make_ticket()
+    first = await api.transferred(ticket_id)
+    assert first["events"][-1]["data"]["unit"] == "hanbin-market" and "rerouted" not in first["events"][-1]["data"]
+    await api.ok("hanbin-market", ticket_id, "accept", category="simple")
+    status, body = await api.act("hanbin", ticket_id, "transfer", unit="hanbin-market")
+    assert status == 409 and body["error"]["field"] == "unit" and "already with hanbin-market" in body["error"]["message"]
+    ticket = await api.ok("hanbin", ticket_id, "transfer", unit="hanbin-tax")
+    event = ticket["events"][-1]
+    assert (event["data"]["unit"], event["data"]["rerouted"]) == ("hanbin-tax", True)
+    assert ticket["category"] == "general" and ticket["status"] == "transferred"  # the new unit classifies afresh

@@ -260,7 +260,12 @@ async def test_history_records_every_step_with_actor_and_time(api: Api, make_tic
     assert all(b - a == timedelta(hours=1) for a, b in zip(times, times[1:]))
     assert all(t.tzinfo == timezone.utc for t in times)
     assert events[4]["note"] == "called at once" and events[4]["data"]["method"] == "phone"
-    assert ticket["status"] == "closed_satisfied"
+    # Each step's words are on its record, as given.
+    for event, (_, action, body) in zip(events[1:], steps):
+        given = {k: v for k, v in body.items() if k != "note"}
+        assert {k: event["data"].get(k) for k in given} == given, action
+    assert events[5]["data"]["round"] == 1
+    assert ticket["status"] == "closed_satisfied" and ticket["closed_at"] == events[-1]["at"]
 
 
 async def test_a_reply_resolved_at_night_waits_for_morning(api: Api, make_ticket, client, clock) -> None:  # type: ignore[no-untyped-def]

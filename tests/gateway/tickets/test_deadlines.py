@@ -85,9 +85,11 @@ async def test_simple_is_refused_once_its_five_days_are_over(api: Api, make_tick
     await api.ok("hanbin-market", ticket_id, "accept")
     clock.set(local(2026, 2, 28, 0))  # the instant the 5-day window ended
     status, body = await api.act("hanbin-market", ticket_id, "classify", category="simple")
-    assert status == 422 and body["error"]["code"] == "deadline_passed"
+    assert status == 422 and body["error"]["code"] == "deadline_passed" and body["error"]["field"] == "category"
     assert "until 2026-02-27 24:00 Asia/Shanghai" in body["error"]["message"]
     assert "classify it general" in body["error"]["message"]
+    ticket = await api.ok("hanbin-market", ticket_id, "classify", category="general")  # as the refusal says
+    assert ticket["category"] == "general" and ticket["status"] == "in_progress"
 
 
 async def test_consultation_reply_is_due_fifteen_working_days_after_receipt(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
@@ -202,9 +204,13 @@ async def test_redo_once_due_five_working_days_after_the_redo(api: Api, make_tic
     assert ticket["status"] == "in_progress" and ticket["redo_count"] == 1
     assert ticket["assignee_org"]["code"] == "hanbin-market" and ticket["resolved_at"] is None
     assert ticket["due_local"] == "2026-10-13 24:00 Asia/Shanghai"  # 10-08, 09, 10 (Sat), 12, 13
+    redo = ticket["events"][-1]
+    assert (redo["action"], redo["data"]["reason"], redo["data"]["redo"]) == ("redo", "the reply did not address the delay", 1)
     # The redo period is not extended, and a second redo is refused.
     status, body = await api.act("hanbin-market", ticket_id, "request_extension", working_days=1, reason="more time")
     assert status == 409 and "not extended" in body["error"]["message"]
+    status, body = await api.act("hanbin", ticket_id, "close", reason="too early")
+    assert status == 409 and body["error"]["message"].endswith("the ticket is in_progress (it is being handled by the unit)")
     await api.ok("hanbin-market", ticket_id, "resolve", rectification="fixed the queue", reply="已重新整改。")
     await api.ok("hanbin", ticket_id, "callback_result", outcome="unsatisfied")
     status, body = await api.act("hanbin", ticket_id, "redo", reason="still unsatisfied")
@@ -213,6 +219,9 @@ async def test_redo_once_due_five_working_days_after_the_redo(api: Api, make_tic
     ticket = await api.ok("hanbin", ticket_id, "close", reason="judged not the unit's fault")
     assert ticket["status"] == "closed_unsatisfied" and ticket["closed_at"] is not None
     assert "redo" not in ticket["allowed_actions"]
+    assert ticket["events"][-1]["data"]["reason"] == "judged not the unit's fault"
+    status, body = await api.act("hanbin", ticket_id, "close", reason="again")
+    assert status == 409 and body["error"]["message"].endswith("the ticket is closed_unsatisfied (it is closed)")
 
 
 async def test_overdue_from_the_due_instant(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
@@ -234,7 +243,9 @@ async def test_a_simple_ticket_is_resolved_only_after_contacting_the_evaluator(a
     await api.in_progress(ticket_id, category="simple")
     status, body = await api.act("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
     assert status == 409 and "contact" in body["error"]["message"]
-    await api.ok("hanbin-market", ticket_id, "contact", method="phone", outcome="已电话联系评价人，说明整改安排")
+    ticket = await api.ok("hanbin-market", ticket_id, "contact", method="phone", outcome="已电话联系评价人，说明整改安排")
+    contact = ticket["events"][-1]
+    assert (contact["data"]["method"], contact["data"]["outcome"]) == ("phone", "已电话联系评价人，说明整改安排")
     ticket = await api.ok("hanbin-market", ticket_id, "resolve", rectification="done", reply="已整改。")
     assert ticket["status"] == "resolved"
 
@@ -245,6 +256,8 @@ async def test_the_decisions_are_on_the_tickets_record(api: Api, make_ticket) ->
     await api.in_progress(granted)
     await api.ok("hanbin-market", granted, "request_extension", working_days=5, reason="joint inspection needed")
     ticket = await api.ok("hanbin", granted, "decide_extension", decision="approve", working_days=3, reason="granted in part")
+    [asked] = [e for e in ticket["events"] if e["action"] == "request_extension"]
+    assert (asked["data"]["working_days"], asked["data"]["reason"]) == (5, "joint inspection needed")
     [event] = [e for e in ticket["events"] if e["action"] == "decide_extension"]
     assert {k: event["data"].get(k) for k in ("decision", "reason", "working_days")} == {
         "decision": "approve", "reason": "granted in part", "working_days": 3,
@@ -265,6 +278,8 @@ async def test_the_decisions_are_on_the_tickets_record(api: Api, make_ticket) ->
         await api.in_progress(appealed)
         await api.ok("hanbin-market", appealed, "appeal", grounds="mistaken", evidence="handled by another office")
         ticket = await api.ok("hanbin", appealed, "decide_appeal", decision=decision, reason="checked the case file")
+        [appeal] = [e for e in ticket["events"] if e["action"] == "appeal"]
+        assert (appeal["data"]["grounds"], appeal["data"]["evidence"]) == ("mistaken", "handled by another office")
         [event] = [e for e in ticket["events"] if e["action"] == "decide_appeal"]
         assert (event["data"]["decision"], event["data"]["reason"]) == (decision, "checked the case file")
 
