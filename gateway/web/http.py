@@ -46,7 +46,31 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     """Parse and validate a JSON body; any fault is a 4xx that says which field and why."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    raw = await request.read()
+    data = decode_json_object(await request.read())
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def read_large_json(request: web.Request, *, max_bytes: int) -> dict[str, Any]:
+    """A JSON object body of up to `max_bytes` (more than the app's usual limit), not yet validated."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    too_large = ApiError(413, "payload_too_large", f"the body is larger than {max_bytes} bytes; send fewer items")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise too_large
+    return decode_json_object(bytes(raw), refuse_nul=False)
+
+
+def decode_json_object(raw: bytes, *, refuse_nul: bool = True) -> dict[str, Any]:
+    """Decode a body to a JSON object; any fault is a 4xx that says where. `refuse_nul=False` leaves the
+    NUL check (see `nul_at`) to the caller, which answers each item of a list on its own."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -59,18 +83,15 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         ) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object")
-    where = _nul_at(data)
+    where = nul_at(data) if refuse_nul else None
     if where is not None:  # PostgreSQL cannot store it, and no field of ours has a use for it
         raise ApiError(
             422, "invalid", f"{where or 'body'}: must not contain the NUL character (\\u0000)", field=where or None
         )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    return data
 
 
-def _nul_at(value: Any, path: str = "") -> str | None:
+def nul_at(value: Any, path: str = "") -> str | None:
     """The dotted path of the first string (key or value) holding a NUL character, if any."""
     if isinstance(value, str):
         return path if "\x00" in value else None
@@ -79,12 +100,12 @@ def _nul_at(value: Any, path: str = "") -> str | None:
             inner = f"{path}.{key}" if path else str(key)
             if "\x00" in key:
                 return inner
-            found = _nul_at(item, inner)
+            found = nul_at(item, inner)
             if found is not None:
                 return found
     if isinstance(value, list):
         for index, item in enumerate(value):
-            found = _nul_at(item, f"{path}.{index}" if path else str(index))
+            found = nul_at(item, f"{path}.{index}" if path else str(index))
             if found is not None:
                 return found
     return None
