@@ -99,7 +99,7 @@ async def report_cases_view(request: web.Request) -> web.Response:
         outcome = outcomes[index]
         if isinstance(outcome, DomainError):
             error = {"code": outcome.code, "message": outcome.message, "field": outcome.field}
-            results[index] = _item_refused(index, data.case_no, outcome.status, error)
+            results[index] = _item_refused(index, {"case_no": data.case_no}, outcome.status, error)
             continue
         created += outcome.created
         existing += not outcome.created
@@ -138,7 +138,7 @@ def _error_body(error: ApiError) -> dict[str, Any]:
 
 
 def _item_refused(index: int, raw: object, status: int, error: dict[str, Any]) -> dict[str, Any]:
-    case_no = raw.get("case_no") if isinstance(raw, dict) else raw
+    case_no = raw.get("case_no") if isinstance(raw, dict) else None
     return {
         "index": index,
         "case_no": case_no if isinstance(case_no, str) else None,
