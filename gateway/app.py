@@ -58,6 +58,10 @@ def create_app(
     app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
     app.cleanup_ctx.append(_inbox_ctx(settings.run_dispatcher if run_background is None else run_background))
 
+    from gateway.wiring.cases import cases_ctx
+
+    app.cleanup_ctx.append(cases_ctx)
+
     from gateway.wiring.reminders import overdue_ctx
 
     app.cleanup_ctx.append(

@@ -13,6 +13,7 @@ transaction, after the plain cases.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter
@@ -22,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Result, Select, insert, or_, update
 from sqlalchemy import select as sql_select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,6 +37,7 @@ from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import PRIORITY_BULK
 from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
+from gateway.store.db import Store
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
 from gateway.store.upsert import dialect_insert
 
@@ -105,10 +108,14 @@ def is_plain(data: CaseIn) -> bool:
     return not data.batch_no and not data.theme_no and data.citizen.telegram_chat_id is None
 
 
+Report = tuple[int, CaseIn, Caller]  # a case of a request: its position, its content, the key that sent it
+
+
 @dataclass
 class _Item:
     index: int
     data: CaseIn
+    caller: Caller
     unit: Organisation | None = None
     hash: str = ""
     phone: str | None = None
@@ -129,27 +136,26 @@ class _CitizenRow:
     names: list[str] = field(default_factory=list)
 
 
-async def report_plain_cases(
-    session: AsyncSession, *, caller: Caller, cases: list[tuple[int, CaseIn]], deps: Deps
-) -> dict[int, Outcome]:
+async def report_plain_cases(session: AsyncSession, *, cases: list[Report], deps: Deps) -> dict[int, Outcome]:
     """Report plain cases (see `is_plain`) in one go; each index is answered with its case or its error."""
     at = deps.clock.now()
-    items = [_Item(index, data) for index, data in cases]
+    items = [_Item(index, data, caller) for index, data, caller in cases]
     if not items:
         return {}
     units, approval_regions = await _organisations(
         session, {i.data.org_code for i in items}, {i.data.region_code for i in items}
     )
-    allowed: dict[int, bool] = {}
+    allowed: dict[tuple[int, int], bool] = {}
     for item in items:
         data = item.data
         unit = units.get(data.org_code)
         if unit is None or unit.id is None:
             item.answer = InvalidCase(f"org_code {data.org_code!r} is not a registered organisation", field="org_code")
             continue
-        if unit.id not in allowed:
-            allowed[unit.id] = await is_above(session, caller, unit)
-        if not allowed[unit.id]:
+        jurisdiction = (item.caller.org_id, unit.id)
+        if jurisdiction not in allowed:
+            allowed[jurisdiction] = await is_above(session, item.caller, unit)
+        if not allowed[jurisdiction]:
             item.answer = Forbidden("this API key may not report cases for that organisation", field="org_code")
             continue
         if data.region_code != unit.region_code and not (
@@ -183,7 +189,7 @@ async def report_plain_cases(
                 item.answer = InvalidCase(str(exc), field="citizen.phone")
     fresh = [i for i in fresh if i.answer is None]
     citizens = await _citizens(session, fresh, deps, at)
-    await _write(session, caller, fresh, citizens, deps, at)
+    await _write(session, fresh, citizens, deps, at)
 
     by_index = {i.index: i for i in items}
     out: dict[int, Outcome] = {}
@@ -335,7 +341,7 @@ async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: d
     found = await _citizen_rows(session, set(wanted))
     missing = [key for key in wanted if key not in found]
     if missing:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for key in missing:
             phone = wanted[key].phone
             if phone is None:
@@ -351,8 +357,19 @@ async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: d
                 }
             )
         # A concurrent report may create the same citizen: its row is taken, not doubled.
-        await session.exec(dialect_insert(session, Citizen).values(rows).on_conflict_do_nothing())
-        found.update(await _citizen_rows(session, set(missing)))
+        statement = (
+            dialect_insert(session, Citizen)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(col(Citizen.id), col(Citizen.phone_hash))
+        )
+        by_hash = {row["phone_hash"]: row for row in rows}
+        for citizen_id, phone_hash in (await session.exec(statement)).all():
+            written = by_hash[phone_hash]
+            found[phone_hash] = _CitizenRow(citizen_id, written["phone_enc"], None, None, None, written["name_enc"])
+        taken = [key for key in missing if key not in found]
+        if taken:
+            found.update(await _citizen_rows(session, set(taken)))
     for key, row in found.items():
         given = names.get(key)
         if given and row.name_enc is None:
@@ -375,7 +392,6 @@ async def _citizen_rows(session: AsyncSession, hashes: set[str]) -> dict[str, _C
 
 async def _write(
     session: AsyncSession,
-    caller: Caller,
     items: list[_Item],
     citizens: dict[str, _CitizenRow],
     deps: Deps,
@@ -430,7 +446,7 @@ async def _write(
         case_rows.append(
             {
                 "org_id": row["org_id"],
-                "reporter_org_id": caller.org_id,
+                "reporter_org_id": item.caller.org_id,
                 "case_no": data.case_no,
                 "item_code": data.item_code,
                 "item_name": data.item_name,
@@ -542,16 +558,14 @@ def _prompt_rows(
     return rows
 
 
-async def report_cases(
-    session: AsyncSession, *, caller: Caller, cases: list[tuple[int, CaseIn]], deps: Deps
-) -> dict[int, Outcome]:
+async def report_cases(session: AsyncSession, *, cases: list[Report], deps: Deps) -> dict[int, Outcome]:
     """Report a list of cases in the session's transaction; each index is answered with its case or its error.
 
     Plain cases go set-based; cases of batches and themes, and cases naming a chat, follow one at a
     time through `report_case`, each in a savepoint, so that a refused one leaves nothing behind.
     """
-    out = await report_plain_cases(session, caller=caller, cases=[c for c in cases if is_plain(c[1])], deps=deps)
-    for index, data in cases:
+    out = await report_plain_cases(session, cases=[c for c in cases if is_plain(c[1])], deps=deps)
+    for index, data, caller in cases:
         if is_plain(data):
             continue
         try:
@@ -577,3 +591,83 @@ async def _insert_many(session: AsyncSession, model: Any, rows: list[dict[str, A
     connection = await session.connection()
     statement = insert(model).returning(model.id, sort_by_parameter_order=True)
     return list((await connection.execute(statement, rows)).scalars().all())
+
+
+class CaseWriter:
+    """Single reports that arrive at the same moment share one transaction (group commit).
+
+    Each `report` waits for the writer's next pass, which reports every case waiting then (up to
+    `max_batch`) with `report_cases`, so a department system posting cases one by one on several
+    connections costs the database a few statements per pass instead of a dozen per case. A case's
+    answer is the one it would get alone: its own error, or its case. A pass that fails unexpectedly
+    is retried case by case, so one bad case cannot refuse its neighbours.
+    """
+
+    def __init__(self, store: Store, deps: Deps, *, max_batch: int = 200) -> None:
+        self.store, self.deps, self.max_batch = store, deps, max_batch
+        self._waiting: list[tuple[CaseIn, Caller, asyncio.Future[Outcome]]] = []
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def report(self, caller: Caller, data: CaseIn) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((data, caller, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="case-writer")
+        self._kick.set()
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for _, _, future in self._waiting:
+            if not future.done():
+                future.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                try:
+                    self._settle(
+                        batch, await self.write([(n, data, caller) for n, (data, caller, _) in enumerate(batch)])
+                    )
+                except asyncio.CancelledError:
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _fail(batch[0][2], exc)
+                        continue
+                    for one in batch:  # each on its own: the fault is answered to its own request only
+                        try:
+                            self._settle([one], await self.write([(0, one[0], one[1])]))
+                        except Exception as alone:
+                            _fail(one[2], alone)
+
+    @staticmethod
+    def _settle(batch: list[tuple[CaseIn, Caller, asyncio.Future[Outcome]]], outcomes: dict[int, Outcome]) -> None:
+        for n, (_, _, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(outcomes[n])
+
+    async def write(self, cases: list[Report]) -> dict[int, Outcome]:
+        """Report the cases in one transaction of their own; concurrent writers of the same cases (or of the
+        same citizens' first cases) collide on unique keys, and the retry finds the winner's rows."""
+        for attempt in range(3):
+            try:
+                async with self.store.transaction() as session:
+                    return await report_cases(session, cases=cases, deps=self.deps)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _fail(future: asyncio.Future[Outcome], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -8,14 +8,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import and_, exists, or_
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
 from gateway.errors import BrokenInvariant, DomainError
 from gateway.evaluations.errors import InvitationNotFound
-from gateway.evaluations.intake import CaseAnswer, Outcome, report_cases
+from gateway.evaluations.intake import CaseAnswer
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.evaluations.schemas import (
     MAX_CASES_PER_BATCH,
@@ -29,7 +28,6 @@ from gateway.evaluations.schemas import (
     EvaluationQuery,
 )
 from gateway.evaluations.service import invitation_by_token, may_rate_for, record_rating
-from gateway.orgs import Caller
 from gateway.privacy import redact
 from gateway.store.models import (
     Evaluation,
@@ -42,6 +40,7 @@ from gateway.store.models import (
 from gateway.web.http import ApiError, nul_at, read_json, read_large_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 from gateway.web.operations import Operation
+from gateway.wiring.cases import CASE_WRITER
 
 routes = web.RouteTableDef()
 
@@ -50,7 +49,8 @@ routes = web.RouteTableDef()
 async def report_case_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     data = await read_json(request, CaseIn)
-    outcome = (await _report_all(request, caller, [(0, data)]))[0]
+    # Reports arriving at the same moment share one transaction; the answer is this case's alone.
+    outcome = await request.app[CASE_WRITER].report(caller, data)
     if isinstance(outcome, DomainError):
         raise outcome
     if outcome.created:
@@ -93,7 +93,8 @@ async def report_cases_view(request: web.Request) -> web.Response:
             except ValidationError as exc:
                 refused = validation_error(exc)
         results[index] = _item_refused(index, raw, refused.status, _error_body(refused))
-    outcomes = await _report_all(request, caller, valid) if valid else {}
+    cases = [(index, data, caller) for index, data in valid]
+    outcomes = await request.app[CASE_WRITER].write(cases) if cases else {}
     created = existing = 0
     for index, data in valid:
         outcome = outcomes[index]
@@ -181,19 +182,6 @@ def _json_time(at: datetime) -> str:
     # As pydantic writes an aware time in JSON: UTC as "Z".
     text = at.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-async def _report_all(request: web.Request, caller: Caller, cases: list[tuple[int, CaseIn]]) -> dict[int, Outcome]:
-    # Concurrent reports of the same case (or of the same citizen's first cases) collide on unique
-    # keys; the loser retries once more and then finds the winner's rows: the answer is idempotent.
-    for attempt in range(3):
-        try:
-            async with request.app[STORE].transaction() as session:
-                return await report_cases(session, caller=caller, cases=cases, deps=request.app[DEPS])
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
 
 
 @routes.post("/api/v1/evaluations")
