@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -126,16 +128,51 @@ def validation_error(exc: ValidationError) -> ApiError:
     )
 
 
+class CallerCache:
+    """Callers of keys that were valid a moment ago, so a department posting many requests is looked up
+    once per `ttl_seconds`, not once per request. A key revoked in the database stops working within that
+    time; an invalid key is never remembered, and is looked up every time."""
+
+    def __init__(self, ttl_seconds: float = 10.0, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_seconds, self.monotonic = ttl_seconds, monotonic
+        self._callers: dict[bytes, tuple[Caller, float]] = {}
+
+    def get(self, key: str) -> Caller | None:
+        found = self._callers.get(_digest(key))
+        if found is None or found[1] <= self.monotonic():
+            return None
+        return found[0]
+
+    def put(self, key: str, caller: Caller) -> None:
+        if len(self._callers) >= 10_000:  # many keys at once: start afresh rather than grow
+            self._callers.clear()
+        self._callers[_digest(key)] = (caller, self.monotonic() + self.ttl_seconds)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+CALLERS: web.AppKey[CallerCache] = web.AppKey("api_callers")
+
+
 async def require_caller(request: web.Request) -> Caller:
     """Authenticate the Bearer API key before the body is read (STYLE 6)."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>")
+    cache = request.app.get(CALLERS)
+    caller = cache.get(key) if cache is not None else None
+    if caller is not None:
+        return caller
     async with request.app[STORE].transaction() as session:
-        caller = await authenticate(session, key.strip())
+        caller = await authenticate(session, key)
     if caller is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
+    if cache is not None:
+        cache.put(key, caller)
     return caller
 
 

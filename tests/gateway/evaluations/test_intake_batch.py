@@ -12,9 +12,10 @@ from sqlmodel import select
 import gateway.evaluations.intake as intake
 from gateway.evaluations.schemas import MAX_CASES_PER_BATCH
 from gateway.stats.rollup import recount, stored
-from gateway.store.models import Citizen, Invitation, OutboundMessage, ServiceCase
+from gateway.store.models import ApiKey, Citizen, Invitation, OutboundMessage, ServiceCase
+from gateway.web.http import CALLERS
 from gateway.web.keys import DEPS, STORE
-from tests.conftest import case_payload
+from tests.conftest import START, case_payload
 from tests.gateway.evaluations.helpers import count, counts
 
 NOTHING = {"ServiceCase": 0, "Invitation": 0, "Evaluation": 0, "Ticket": 0, "OutboundMessage": 0}
@@ -252,3 +253,20 @@ async def test_concurrent_batches_with_the_same_cases_create_each_once(client, w
     assert statuses.count(201) == 20 and all(s in (200, 201) for s in statuses)
     assert await counts(client) == {**NOTHING, "ServiceCase": 20, "Invitation": 20, "OutboundMessage": 20}
     assert await count(client, Citizen) == 20
+
+
+async def test_a_revoked_key_stops_working_once_its_cached_caller_expires(client, world):
+    now = [1000.0]
+    cache = client.app[CALLERS]
+    cache.monotonic = lambda: now[0]
+    status, _ = await post_batch(client, world, cases(1))
+    assert status == 200
+    async with client.app[STORE].transaction() as session:
+        for key in (await session.exec(select(ApiKey))).all():
+            key.revoked_at = START
+    now[0] += cache.ttl_seconds - 1  # still remembered: the database is not asked again
+    assert (await post_batch(client, world, cases(1, start=1)))[0] == 200
+    now[0] += 2
+    status, body = await post_batch(client, world, cases(1, start=2))
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    assert await count(client, ServiceCase) == 2
