@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -108,16 +109,23 @@ def _in_order(claimed: list[_Claimed], ids: list[int]) -> list[_Claimed]:
     return sorted(claimed, key=lambda m: position[m.id])
 
 
+# How far sends may run ahead of an even pace: at most this fraction of a second's worth of the rate.
+PACING_SLACK_SECONDS = 0.01
+
+
 class _Tokens:
     """Send permissions of one rate-limit key for one batch, taken from the limiter many at a time.
 
     A limiter with `take` (both of ours) grants up to the batch's remaining need in one call (one Redis
     round trip per key and second instead of one per message); any other is asked once per message.
+    The permissions granted together are then spent evenly, one every 1/rate seconds: a second's worth
+    of sends never leaves in a burst that would run into the next second's at the provider.
     """
 
     def __init__(self, limiter: RateLimiter, key: str, needed: int) -> None:
         self.limiter, self.key, self.needed = limiter, key, needed
         self.held = 0
+        self.next_at = 0.0
         self.lock = asyncio.Lock()
 
     async def take(self, rate: float) -> None:
@@ -130,6 +138,12 @@ class _Tokens:
                 self.held = await take_many(self.key, max(1, self.needed), rate)
                 self.needed -= self.held
             self.held -= 1
+            now = time.monotonic()
+            # Up to PACING_SLACK_SECONDS ahead of the even pace, so as not to sleep per message.
+            wait = self.next_at - now - PACING_SLACK_SECONDS
+            self.next_at = max(now, self.next_at) + 1.0 / rate
+            if wait > 0:
+                await asyncio.sleep(wait)
 
 
 class Dispatcher:
