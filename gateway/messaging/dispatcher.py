@@ -139,9 +139,10 @@ class _Tokens:
                 self.needed -= self.held
             self.held -= 1
             now = time.monotonic()
-            # Up to PACING_SLACK_SECONDS ahead of the even pace, so as not to sleep per message.
+            # Up to PACING_SLACK_SECONDS ahead of the even pace, so as not to sleep per message; and a
+            # wake-up that came late makes up for up to as much, instead of losing the time for good.
             wait = self.next_at - now - PACING_SLACK_SECONDS
-            self.next_at = max(now, self.next_at) + 1.0 / rate
+            self.next_at = max(now - PACING_SLACK_SECONDS, self.next_at) + 1.0 / rate
             if wait > 0:
                 await asyncio.sleep(wait)
 
