@@ -19,7 +19,7 @@ from gateway.messaging.ratelimit import LocalRateLimiter, RedisRateLimiter
 from gateway.settings import Settings
 from gateway.store.db import Store
 from gateway.store.migrate import upgrade
-from gateway.web.http import error_middleware
+from gateway.web.http import CALLERS, CallerCache, error_middleware
 from gateway.web.keys import (
     API_OPERATIONS,
     BOT,
@@ -52,11 +52,16 @@ def create_app(
     app[SETTINGS] = settings
     app[DEPS] = Deps.build(settings, clock)
     app[TASKS] = set()
+    app[CALLERS] = CallerCache()
     app.cleanup_ctx.append(_store_ctx(migrate if migrate is not None else settings.is_sqlite))
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_providers_ctx)
     app.cleanup_ctx.append(_dispatcher_ctx(settings.run_dispatcher if run_background is None else run_background))
     app.cleanup_ctx.append(_inbox_ctx(settings.run_dispatcher if run_background is None else run_background))
+
+    from gateway.wiring.cases import cases_ctx
+
+    app.cleanup_ctx.append(cases_ctx)
 
     from gateway.wiring.reminders import overdue_ctx
 

@@ -97,6 +97,44 @@ class CaseOut(BaseModel):
     messages_queued: list[dict[str, object]]
 
 
+MAX_CASES_PER_BATCH = 1000
+
+
+class CaseBatchIn(BaseModel):
+    """Many finished cases in one request; each is checked and answered on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    cases: list[CaseIn] = Field(
+        min_length=1,
+        max_length=MAX_CASES_PER_BATCH,
+        description=f"1 to {MAX_CASES_PER_BATCH} cases, each as for POST /api/v1/cases",
+    )
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[dict[str, object]] | None = None
+
+
+class CaseBatchItemOut(BaseModel):
+    """One case's answer: `status` is what POST /api/v1/cases would have answered for it alone."""
+
+    index: int = Field(description="the case's position in the request, from 0")
+    case_no: str | None = Field(description="the case number sent, when there was one")
+    status: int = Field(description="201 created, 200 reported before with the same content, else 4xx")
+    case: CaseOut | None = Field(default=None, description="present when status is 200 or 201")
+    error: ErrorOut | None = Field(default=None, description="present when status is 4xx")
+
+
+class CaseBatchOut(BaseModel):
+    results: list[CaseBatchItemOut] = Field(description="one per case, in the order sent")
+    created: int = Field(description="cases created by this request")
+    existing: int = Field(description="cases reported before with the same content")
+    refused: int = Field(description="cases answered with an error; nothing of them was recorded")
+
+
 class AddendumOut(BaseModel):
     """Content given after the rating (reasons asked for in a conversation, the staff rating), as recorded."""
 

@@ -2,98 +2,186 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import and_, exists, or_
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.clock import as_utc
-from gateway.errors import BrokenInvariant
+from gateway.errors import BrokenInvariant, DomainError
 from gateway.evaluations.errors import InvitationNotFound
+from gateway.evaluations.intake import CaseAnswer
 from gateway.evaluations.reading import addenda_of, addenda_out, current_of
 from gateway.evaluations.schemas import (
+    MAX_CASES_PER_BATCH,
+    CaseBatchIn,
+    CaseBatchOut,
     CaseIn,
     CaseOut,
     EvaluationIn,
     EvaluationOut,
     EvaluationPage,
     EvaluationQuery,
-    InvitationOut,
 )
-from gateway.evaluations.service import Intake, invitation_by_token, may_rate_for, record_rating, report_case
-from gateway.orgs import Caller
+from gateway.evaluations.service import invitation_by_token, may_rate_for, record_rating
 from gateway.privacy import redact
 from gateway.store.models import (
     Evaluation,
     EvaluationAddendum,
     EvaluationDecision,
     Invitation,
-    OutboundMessage,
     ServiceCase,
     Ticket,
 )
-from gateway.web.http import read_json, require_caller, validation_error
+from gateway.web.http import ApiError, nul_at, read_json, read_large_json, require_caller, validation_error
 from gateway.web.keys import DEPS, DISPATCHER, STORE
 from gateway.web.operations import Operation
+from gateway.wiring.cases import CASE_WRITER
 
 routes = web.RouteTableDef()
-
-
-def _invitation_out(request: web.Request, invitation: Invitation) -> InvitationOut:
-    deps = request.app[DEPS]
-    url = deps.rating_url(invitation.token)
-    return InvitationOut(
-        token=invitation.token,
-        rating_url=url,
-        qr_png_url=f"{url}/qr.png",
-        qr_svg_url=f"{url}/qr.svg",
-        expires_at=invitation.expires_at,
-        expires_provisional=invitation.expires_provisional,
-        kind=invitation.kind,
-        status=invitation.status,
-    )
-
-
-def _message_out(message: OutboundMessage) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "channel": message.channel,
-        "status": message.status,
-        "not_before": message.not_before.isoformat() if message.not_before else None,
-    }
 
 
 @routes.post("/api/v1/cases")
 async def report_case_view(request: web.Request) -> web.Response:
     caller = await require_caller(request)
     data = await read_json(request, CaseIn)
-    intake = await _report_once(request, caller, data)
-    if intake.created:
+    # Reports arriving at the same moment share one transaction; the answer is this case's alone.
+    outcome = await request.app[CASE_WRITER].report(caller, data)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    if outcome.created:
         request.app[DISPATCHER].wake()
-    answer = CaseOut(
-        case_id=intake.case.id,
-        created=intake.created,
-        invitation=_invitation_out(request, intake.invitation),
-        messages_queued=[_message_out(m) for m in intake.messages],
-    )
-    return web.json_response(answer.model_dump(mode="json"), status=201 if intake.created else 200)
+    return web.json_response(_case_out(request, outcome), status=201 if outcome.created else 200)
 
 
-async def _report_once(request: web.Request, caller: Caller, data: CaseIn) -> Intake:
-    # Concurrent reports of the same case (or of the same citizen's first cases) collide on unique
-    # keys; the loser retries once more and then finds the winner's rows: the answer is idempotent.
-    for attempt in range(3):
-        try:
-            async with request.app[STORE].transaction() as session:
-                return await report_case(session, caller=caller, data=data, deps=request.app[DEPS])
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+# A case is about 400 bytes of JSON: a full batch stays well under this.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+@routes.post("/api/v1/cases/batch")
+async def report_cases_view(request: web.Request) -> web.Response:
+    """Many cases in one request, each checked and answered on its own, all written in one transaction."""
+    caller = await require_caller(request)
+    body = await read_large_json(request, max_bytes=MAX_BATCH_BYTES)
+    raw_cases = body.get("cases")
+    unknown = sorted(set(body) - {"cases"})
+    if unknown:
+        raise ApiError(422, "invalid", f"{unknown[0]}: Extra inputs are not permitted", field=unknown[0])
+    if not isinstance(raw_cases, list):
+        raise ApiError(422, "invalid", "cases: send a list of 1 to 1000 cases", field="cases")
+    if not raw_cases:
+        raise ApiError(422, "invalid", "cases: the list is empty", field="cases")
+    if len(raw_cases) > MAX_CASES_PER_BATCH:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"cases: at most {MAX_CASES_PER_BATCH} cases per request, {len(raw_cases)} sent; send the rest in another",
+            field="cases",
+        )
+    results: list[dict[str, Any] | None] = [None] * len(raw_cases)
+    valid: list[tuple[int, CaseIn]] = []
+    for index, raw in enumerate(raw_cases):
+        refused = _item_error(raw)
+        if refused is None:
+            try:
+                valid.append((index, CaseIn.model_validate(raw)))
+                continue
+            except ValidationError as exc:
+                refused = validation_error(exc)
+        results[index] = _item_refused(index, raw, refused.status, _error_body(refused))
+    cases = [(index, data, caller) for index, data in valid]
+    outcomes = await request.app[CASE_WRITER].write(cases) if cases else {}
+    created = existing = 0
+    for index, data in valid:
+        outcome = outcomes[index]
+        if isinstance(outcome, DomainError):
+            error = {"code": outcome.code, "message": outcome.message, "field": outcome.field}
+            results[index] = _item_refused(index, {"case_no": data.case_no}, outcome.status, error)
+            continue
+        created += outcome.created
+        existing += not outcome.created
+        results[index] = {
+            "index": index,
+            "case_no": data.case_no,
+            "status": 201 if outcome.created else 200,
+            "case": _case_out(request, outcome),
+            "error": None,
+        }
+    if created:
+        request.app[DISPATCHER].wake()
+    answer = {
+        "results": results,
+        "created": created,
+        "existing": existing,
+        "refused": len(results) - created - existing,
+    }
+    return web.json_response(answer)
+
+
+def _item_error(raw: object) -> ApiError | None:
+    if not isinstance(raw, dict):
+        return ApiError(422, "invalid", "each case must be a JSON object")
+    where = nul_at(raw)
+    if where is not None:
+        return ApiError(422, "invalid", f"{where}: must not contain the NUL character (\\u0000)", field=where)
+    return None
+
+
+def _error_body(error: ApiError) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "field": error.field}
+    if error.details is not None:
+        body["details"] = error.details
+    return body
+
+
+def _item_refused(index: int, raw: object, status: int, error: dict[str, Any]) -> dict[str, Any]:
+    case_no = raw.get("case_no") if isinstance(raw, dict) else None
+    return {
+        "index": index,
+        "case_no": case_no if isinstance(case_no, str) else None,
+        "status": status,
+        "case": None,
+        "error": error,
+    }
+
+
+def _case_out(request: web.Request, answer: CaseAnswer) -> dict[str, Any]:
+    """The answer of one case, as `CaseOut` describes it (built directly: a batch has a thousand)."""
+    url = request.app[DEPS].rating_url(answer.invitation.token)
+    invitation = answer.invitation
+    return {
+        "case_id": answer.case_id,
+        "created": answer.created,
+        "invitation": {
+            "token": invitation.token,
+            "rating_url": url,
+            "qr_png_url": f"{url}/qr.png",
+            "qr_svg_url": f"{url}/qr.svg",
+            "expires_at": _json_time(invitation.expires_at),
+            "expires_provisional": invitation.expires_provisional,
+            "kind": invitation.kind,
+            "status": invitation.status,
+        },
+        "messages_queued": [
+            {
+                "id": m.id,
+                "channel": m.channel,
+                "status": m.status,
+                "not_before": m.not_before.isoformat() if m.not_before else None,
+            }
+            for m in answer.messages
+        ],
+    }
+
+
+def _json_time(at: datetime) -> str:
+    # As pydantic writes an aware time in JSON: UTC as "Z".
+    text = at.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 @routes.post("/api/v1/evaluations")
@@ -268,6 +356,24 @@ OPERATIONS = [
         errors=(400, 401, 403, 409, 415, 422),
         description="Idempotent on (org, case_no): the same report again answers 200 with the same invitation.",
         extra_responses={200: "Already reported with the same content"},
+    ),
+    Operation(
+        "POST",
+        "/api/v1/cases/batch",
+        "Report many finished cases at once (a nightly report)",
+        tag="cases",
+        operation_id="reportCases",
+        body=CaseBatchIn,
+        response=CaseBatchOut,
+        status=200,
+        errors=(400, 401, 413, 415, 422),
+        description=(
+            f"Up to {MAX_CASES_PER_BATCH} cases, each checked as by POST /api/v1/cases and answered on its own "
+            "in `results` (same order): `status` 201 created, 200 reported before with the same content, or "
+            "the 4xx that case alone would get, with `error`. A refused case leaves nothing behind and never "
+            "holds back the others; the accepted ones, their invitations and prompts commit together. "
+            "Idempotent per case on (org, case_no), so a whole batch may be sent again after a timeout."
+        ),
     ),
     Operation(
         "POST",

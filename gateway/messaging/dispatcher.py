@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, bindparam, insert, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,6 +52,101 @@ class DispatchPolicy:
     telegram_rate_per_second: float = 30.0
 
 
+@dataclass
+class _Recipient:
+    """The citizen's columns a send needs."""
+
+    id: int
+    phone_enc: str | None
+    sms_opted_out_at: datetime | None
+    telegram_chat_id: int | None
+    bot_blocked_at: datetime | None
+
+
+_RECIPIENT_COLUMNS = (
+    col(Citizen.id),
+    col(Citizen.phone_enc),
+    col(Citizen.sms_opted_out_at),
+    col(Citizen.telegram_chat_id),
+    col(Citizen.bot_blocked_at),
+)
+
+
+@dataclass
+class _Claimed:
+    """A leased message as the claim read it."""
+
+    id: int
+    channel: str
+    citizen_id: int | None
+    purpose: str
+    body: str
+    buttons: list[Any] | None
+    reply_to_chat_message_id: int | None
+    recipient: _Recipient | None = None
+
+
+_CLAIMED_COLUMNS = (
+    col(OutboundMessage.id),
+    col(OutboundMessage.channel),
+    col(OutboundMessage.citizen_id),
+    col(OutboundMessage.purpose),
+    col(OutboundMessage.body),
+    col(OutboundMessage.buttons),
+    col(OutboundMessage.reply_to_chat_message_id),
+)
+
+# The provider took the message: as `_finish(..., result.status, outcome="sent")` does for one.
+_RECORD_SENT = (
+    update(OutboundMessage)
+    .where(col(OutboundMessage.id) == bindparam("m_id"))
+    .values(status=bindparam("m_status"), provider_message_id=bindparam("m_provider_id"), lease_until=None)
+)
+
+
+def _in_order(claimed: list[_Claimed], ids: list[int]) -> list[_Claimed]:
+    position = {message_id: n for n, message_id in enumerate(ids)}
+    return sorted(claimed, key=lambda m: position[m.id])
+
+
+# How far sends may run ahead of an even pace: at most this fraction of a second's worth of the rate.
+PACING_SLACK_SECONDS = 0.01
+
+
+class _Tokens:
+    """Send permissions of one rate-limit key for one batch, taken from the limiter many at a time.
+
+    A limiter with `take` (both of ours) grants up to the batch's remaining need in one call (one Redis
+    round trip per key and second instead of one per message); any other is asked once per message.
+    The permissions granted together are then spent evenly, one every 1/rate seconds: a second's worth
+    of sends never leaves in a burst that would run into the next second's at the provider.
+    """
+
+    def __init__(self, limiter: RateLimiter, key: str, needed: int) -> None:
+        self.limiter, self.key, self.needed = limiter, key, needed
+        self.held = 0
+        self.next_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def take(self, rate: float) -> None:
+        take_many = getattr(self.limiter, "take", None)
+        if take_many is None:
+            await self.limiter.acquire(self.key, rate)
+            return
+        async with self.lock:
+            if self.held == 0:
+                self.held = await take_many(self.key, max(1, self.needed), rate)
+                self.needed -= self.held
+            self.held -= 1
+            now = time.monotonic()
+            # Up to PACING_SLACK_SECONDS ahead of the even pace, so as not to sleep per message; and a
+            # wake-up that came late makes up for up to as much, instead of losing the time for good.
+            wait = self.next_at - now - PACING_SLACK_SECONDS
+            self.next_at = max(now - PACING_SLACK_SECONDS, self.next_at) + 1.0 / rate
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -76,16 +174,17 @@ class Dispatcher:
 
     async def claim(self) -> list[int]:
         """Lease a batch of due messages to this dispatcher; returns their ids in sending order."""
-        return [message_id for message_id, _ in await self._claim()]
+        return [message.id for message in await self._claim()]
 
-    async def _claim(self) -> list[tuple[int, int | None]]:
+    async def _claim(self) -> list[_Claimed]:
+        """Lease a batch of due messages and read what sending them needs: one transaction, three statements."""
         now = self.clock.now()
         ready = or_(
             and_(col(OutboundMessage.status) == "queued", col(OutboundMessage.next_attempt_at) <= now),
             and_(col(OutboundMessage.status) == "sending", col(OutboundMessage.lease_until) < now),
         )
         query = (
-            select(OutboundMessage.id, OutboundMessage.citizen_id)
+            select(OutboundMessage.id)
             .where(ready)
             .order_by(col(OutboundMessage.priority), col(OutboundMessage.id))
             .limit(self.policy.batch_size)
@@ -93,45 +192,144 @@ class Dispatcher:
         async with self.store.transaction() as session:
             if self.store.dialect == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            rows = list((await session.exec(query)).all())
-            ids = [row[0] for row in rows]
-            if ids:
-                await session.exec(
-                    update(OutboundMessage)
-                    .where(col(OutboundMessage.id).in_(ids))
-                    .values(
-                        status="sending",
-                        lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                        attempts=OutboundMessage.attempts + 1,
-                        updated_at=now,
-                    )
+            ids = [i for i in (await session.exec(query)).all() if i is not None]
+            if not ids:
+                return []
+            leased = await session.exec(
+                update(OutboundMessage)
+                .where(col(OutboundMessage.id).in_(ids))
+                .values(
+                    status="sending",
+                    lease_until=now + timedelta(seconds=self.policy.lease_seconds),
+                    attempts=OutboundMessage.attempts + 1,
+                    updated_at=now,
                 )
-        return [(i, c) for i, c in rows if i is not None]
+                .returning(*_CLAIMED_COLUMNS)
+            )
+            claimed = [_Claimed(*row) for row in leased.all()]
+            citizen_ids = {m.citizen_id for m in claimed if m.citizen_id is not None}
+            citizens: dict[int, _Recipient] = {}
+            if citizen_ids:
+                rows = await session.exec(select(*_RECIPIENT_COLUMNS).where(col(Citizen.id).in_(citizen_ids)))  # type: ignore[call-overload]
+                citizens = {row[0]: _Recipient(*row) for row in rows.all()}
+        for message in claimed:
+            message.recipient = citizens.get(message.citizen_id) if message.citizen_id is not None else None
+        return _in_order(claimed, ids)
 
     async def run_once(self) -> int:
         """Claim and send one batch; returns how many messages were handled.
 
         Different citizens are served concurrently; one citizen's messages go one after another, in
-        the order they were queued, so a question never overtakes the answer it follows.
+        the order they were queued, so a question never overtakes the answer it follows. The common
+        case (a message that may go now to a reachable citizen) is sent from what the claim read and
+        its success recorded with the batch's others in one transaction; anything else (quiet hours,
+        an opt-out, a failure) takes the message's own transaction as before.
         """
         claimed = await self._claim()
         if not claimed:
             return 0
-        by_citizen: dict[int | None, list[int]] = {}  # None: messages to departments (webhook)
-        for message_id, citizen_id in sorted(claimed):
-            by_citizen.setdefault(citizen_id, []).append(message_id)
+        by_citizen: dict[int | None, list[_Claimed]] = {}  # None: messages to departments (webhook)
+        for message in sorted(claimed, key=lambda m: m.id):
+            by_citizen.setdefault(message.citizen_id, []).append(message)
         gate = asyncio.Semaphore(self.policy.concurrency)
+        ready: dict[int, tuple[Outgoing, Provider]] = {}
+        wanted: Counter[str] = Counter()
+        for message in claimed:
+            prepared = self._prepared(message)
+            if prepared is not None:
+                ready[message.id] = prepared
+                wanted.update(key for key, _ in self._rates(prepared[0]))
+        tokens = {key: _Tokens(self.limiter, key, count) for key, count in wanted.items()}
+        sent: list[tuple[int, Sent]] = []
 
-        async def in_order(message_ids: list[int]) -> None:
+        async def in_order(messages: list[_Claimed]) -> None:
             async with gate:
-                for message_id in message_ids:
+                for message in messages:
                     try:
-                        await self._deliver(message_id)
+                        prepared = ready.get(message.id)
+                        if prepared is None:
+                            await self._deliver(message.id)
+                            continue
+                        outgoing, provider = prepared
+                        for key, rate in self._rates(outgoing):
+                            await tokens[key].take(rate)
+                        try:
+                            result: Sent | SendFailed = await provider.send(outgoing)
+                        except SendFailed as failure:
+                            result = failure
+                        if isinstance(result, Sent):
+                            sent.append((message.id, result))
+                        else:  # recorded before this citizen's next message goes (an opt-out changes its way)
+                            await self._record(message.id, result)
                     except Exception:  # one bad row must not stop the batch; its lease brings it back
-                        log.exception("dispatch failed unexpectedly", extra={"message_id": message_id})
+                        log.exception("dispatch failed unexpectedly", extra={"message_id": message.id})
 
-        await asyncio.gather(*(in_order(ids) for ids in by_citizen.values()))
+        try:
+            await asyncio.gather(*(in_order(messages) for messages in by_citizen.values()))
+        finally:
+            if sent:
+                await self._record_sent(sent)
         return len(claimed)
+
+    def _prepared(self, message: _Claimed) -> tuple[Outgoing, Provider] | None:
+        """The message ready to leave as claimed, or None when it needs its own transaction's checks."""
+        provider = self.providers.get(message.channel)
+        if provider is None or self.quiet.hold_until(message.purpose, self.clock.now()) is not None:
+            return None
+        citizen = message.recipient
+        if message.channel == WEBHOOK and message.citizen_id is None:
+            to, callback = "", None
+        elif citizen is None:
+            return None
+        elif message.channel == "sms" and citizen.phone_enc is not None and citizen.sms_opted_out_at is None:
+            to = self.vault.decrypt(citizen.phone_enc)
+            callback = f"{self.policy.status_callback_url}?m={message.id}" if self.policy.status_callback_url else None
+        elif message.channel == "telegram" and citizen.telegram_chat_id is not None and citizen.bot_blocked_at is None:
+            to, callback = str(citizen.telegram_chat_id), None
+        else:
+            return None
+        outgoing = Outgoing(
+            message_id=message.id,
+            channel=message.channel,
+            to=to,
+            body=message.body,
+            buttons=message.buttons,
+            status_callback=callback,
+            edit_message_id=message.reply_to_chat_message_id,
+        )
+        return outgoing, provider
+
+    async def _record_sent(self, sent: list[tuple[int, Sent]]) -> None:
+        """Record the provider's acceptance of many messages in one transaction (a statement for each step).
+
+        A message no longer `sending` had a delivery callback first: it goes `_record`'s way, one by one.
+        """
+        now = self.clock.now()
+        ids = [message_id for message_id, _ in sent]
+        async with self.store.transaction() as session:
+            # Locked: a delivery callback for one of them may be committing at the same moment.
+            query = select(OutboundMessage.id).where(
+                col(OutboundMessage.id).in_(ids), col(OutboundMessage.status) == "sending"
+            )
+            live = set((await session.exec(query.with_for_update())).all())
+            rows = [
+                {"m_id": i, "m_status": result.status, "m_provider_id": result.provider_message_id}
+                for i, result in sent
+                if i in live
+            ]
+            if rows:
+                connection = await session.connection()
+                await connection.execute(_RECORD_SENT.values(sent_at=now, updated_at=now), rows)
+                await connection.execute(
+                    insert(DeliveryAttempt),
+                    [
+                        {"message_id": row["m_id"], "at": now, "outcome": "sent", "error_code": None, "detail": ""}
+                        for row in rows
+                    ],
+                )
+        for message_id, result in sent:
+            if message_id not in live:
+                await self._record(message_id, result)
 
     async def run_forever(self, interval_seconds: float) -> None:
         """The background loop owned by the app (and by `gateway worker`)."""

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -36,7 +37,6 @@ from gateway.stats.models import (
     StatsUnitMonthly,
 )
 from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase, Ticket
-from gateway.store.upsert import dialect_insert
 from gateway.tickets.calendar import WorkingCalendar
 
 VALID = "valid"
@@ -136,7 +136,8 @@ def difference(after: Tally, before: Tally) -> Tally:
 
 
 async def apply(session: AsyncSession, tally: Tally) -> None:
-    """Add the tally to the roll-up tables: one upsert statement per table."""
+    """Add the tally to the roll-up tables: one upsert statement per table, executed for all its rows."""
+    connection = None
     for table in ROLLUPS:
         rows = [
             {**dict(zip(_KEYS[table], key)), **{s: delta.get(s, 0) for s in _SUMS[table]}}
@@ -145,13 +146,27 @@ async def apply(session: AsyncSession, tally: Tally) -> None:
         ]
         if not rows:
             continue
-        for row in sorted(rows, key=lambda r: tuple(str(r[k]) for k in _KEYS[table])):  # one lock order
-            insert = dialect_insert(session, table).values(**row)
-            statement = insert.on_conflict_do_update(
-                index_elements=list(_KEYS[table]),
-                set_={s: getattr(table, s) + getattr(insert.excluded, s) for s in _SUMS[table]},
-            )
-            await session.exec(statement)
+        rows.sort(key=lambda r: tuple(str(r[k]) for k in _KEYS[table]))  # one lock order
+        if connection is None:
+            await session.flush()  # as a statement through the session would: pending rows go first
+            connection = await session.connection()
+        await connection.execute(_upsert(connection.dialect.name, table), rows)
+
+
+_UPSERTS: dict[tuple[str, type[SQLModel]], Any] = {}
+
+
+def _upsert(dialect: str, table: type[SQLModel]) -> Any:
+    """The table's INSERT … ON CONFLICT DO UPDATE that adds the sums, built once per dialect."""
+    statement = _UPSERTS.get((dialect, table))
+    if statement is None:
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table.__table__)  # type: ignore[attr-defined]
+        statement = insert.on_conflict_do_update(
+            index_elements=list(_KEYS[table]),
+            set_={s: getattr(table, s) + getattr(insert.excluded, s) for s in _SUMS[table]},
+        )
+        _UPSERTS[(dialect, table)] = statement
+    return statement
 
 
 # --- facts from the raw rows -------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -46,7 +48,31 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     """Parse and validate a JSON body; any fault is a 4xx that says which field and why."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    raw = await request.read()
+    data = decode_json_object(await request.read())
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def read_large_json(request: web.Request, *, max_bytes: int) -> dict[str, Any]:
+    """A JSON object body of up to `max_bytes` (more than the app's usual limit), not yet validated."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    too_large = ApiError(413, "payload_too_large", f"the body is larger than {max_bytes} bytes; send fewer items")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise too_large
+    return decode_json_object(bytes(raw), refuse_nul=False)
+
+
+def decode_json_object(raw: bytes, *, refuse_nul: bool = True) -> dict[str, Any]:
+    """Decode a body to a JSON object; any fault is a 4xx that says where. `refuse_nul=False` leaves the
+    NUL check (see `nul_at`) to the caller, which answers each item of a list on its own."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -59,18 +85,15 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         ) from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object")
-    where = _nul_at(data)
+    where = nul_at(data) if refuse_nul else None
     if where is not None:  # PostgreSQL cannot store it, and no field of ours has a use for it
         raise ApiError(
             422, "invalid", f"{where or 'body'}: must not contain the NUL character (\\u0000)", field=where or None
         )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    return data
 
 
-def _nul_at(value: Any, path: str = "") -> str | None:
+def nul_at(value: Any, path: str = "") -> str | None:
     """The dotted path of the first string (key or value) holding a NUL character, if any."""
     if isinstance(value, str):
         return path if "\x00" in value else None
@@ -79,12 +102,12 @@ def _nul_at(value: Any, path: str = "") -> str | None:
             inner = f"{path}.{key}" if path else str(key)
             if "\x00" in key:
                 return inner
-            found = _nul_at(item, inner)
+            found = nul_at(item, inner)
             if found is not None:
                 return found
     if isinstance(value, list):
         for index, item in enumerate(value):
-            found = _nul_at(item, f"{path}.{index}" if path else str(index))
+            found = nul_at(item, f"{path}.{index}" if path else str(index))
             if found is not None:
                 return found
     return None
@@ -120,16 +143,51 @@ def validation_error(exc: ValidationError) -> ApiError:
     )
 
 
+class CallerCache:
+    """Callers of keys that were valid a moment ago, so a department posting many requests is looked up
+    once per `ttl_seconds`, not once per request. A key revoked in the database stops working within that
+    time; an invalid key is never remembered, and is looked up every time."""
+
+    def __init__(self, ttl_seconds: float = 10.0, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_seconds, self.monotonic = ttl_seconds, monotonic
+        self._callers: dict[bytes, tuple[Caller, float]] = {}
+
+    def get(self, key: str) -> Caller | None:
+        found = self._callers.get(_digest(key))
+        if found is None or found[1] <= self.monotonic():
+            return None
+        return found[0]
+
+    def put(self, key: str, caller: Caller) -> None:
+        if len(self._callers) >= 10_000:  # many keys at once: start afresh rather than grow
+            self._callers.clear()
+        self._callers[_digest(key)] = (caller, self.monotonic() + self.ttl_seconds)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+CALLERS: web.AppKey[CallerCache] = web.AppKey("api_callers")
+
+
 async def require_caller(request: web.Request) -> Caller:
     """Authenticate the Bearer API key before the body is read (STYLE 6)."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>")
+    cache = request.app.get(CALLERS)
+    caller = cache.get(key) if cache is not None else None
+    if caller is not None:
+        return caller
     async with request.app[STORE].transaction() as session:
-        caller = await authenticate(session, key.strip())
+        caller = await authenticate(session, key)
     if caller is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
+    if cache is not None:
+        cache.put(key, caller)
     return caller
 
 

@@ -1,0 +1,673 @@
+"""Cases in, many at a time: the rules of `report_case`, applied set-based over a list of cases.
+
+A department's nightly report carries hundreds of cases. Each case is checked on its own (a bad one is
+answered with its error and never holds back the others), and the cases that pass are written with a
+few statements for the whole list: the organisations, the earlier reports of the same case numbers and
+the citizens are read once each, and the citizens, invitations, cases, statistics and prompts are
+inserted with one statement each. Everything commits in the caller's one transaction.
+
+Cases of a batch or a theme, and cases naming a Telegram chat, join rows that other cases of the list
+may also join; they go through `report_case` one at a time, each inside a savepoint of the same
+transaction, after the plain cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Result, Select, insert, or_, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.clock import as_utc
+from gateway.deps import Deps
+from gateway.errors import BrokenInvariant, DomainError
+from gateway.evaluations import service
+from gateway.evaluations.errors import CaseConflict, Forbidden, InvalidCase
+from gateway.evaluations.prompts import bot_prompt, sms_prompt, telegram_deep_link
+from gateway.evaluations.schemas import CaseIn
+from gateway.messaging.outbox import PRIORITY_BULK
+from gateway.orgs import Caller, city_of, is_above, is_city_level
+from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
+from gateway.store.db import Store
+from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
+from gateway.store.upsert import dialect_insert
+
+
+@dataclass(frozen=True)
+class InvitationView:
+    """What an answer tells of an invitation."""
+
+    token: str
+    expires_at: datetime
+    expires_provisional: bool
+    kind: str
+    status: str
+
+    @classmethod
+    def of(cls, invitation: Invitation) -> InvitationView:
+        return cls(
+            token=invitation.token,
+            expires_at=as_utc(invitation.expires_at),
+            expires_provisional=invitation.expires_provisional,
+            kind=invitation.kind,
+            status=invitation.status,
+        )
+
+
+@dataclass(frozen=True)
+class MessageView:
+    """A queued prompt as an answer shows it."""
+
+    id: int
+    channel: str
+    status: str
+    not_before: datetime | None
+
+    @classmethod
+    def of(cls, message: OutboundMessage) -> MessageView:
+        if message.id is None:
+            raise BrokenInvariant("message.id is missing")
+        return cls(
+            id=message.id,
+            channel=message.channel,
+            status=message.status,
+            not_before=as_utc(message.not_before) if message.not_before else None,
+        )
+
+
+@dataclass(frozen=True)
+class CaseAnswer:
+    """One case's answer: its id, whether this report created it, its invitation and its prompts."""
+
+    case_id: int
+    created: bool
+    invitation: InvitationView
+    messages: list[MessageView]
+
+
+Outcome = CaseAnswer | DomainError
+
+
+def request_hash(data: CaseIn) -> str:
+    """The fingerprint of a report: the same case number reported again must carry the same content."""
+    payload = data.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def is_plain(data: CaseIn) -> bool:
+    """A case of its own (no batch, no theme) whose citizen is known by phone at most: set-based."""
+    return not data.batch_no and not data.theme_no and data.citizen.telegram_chat_id is None
+
+
+Report = tuple[int, CaseIn, Caller]  # a case of a request: its position, its content, the key that sent it
+
+
+@dataclass
+class _Item:
+    index: int
+    data: CaseIn
+    caller: Caller
+    unit: Organisation | None = None
+    hash: str = ""
+    phone: str | None = None
+    phone_hash: str | None = None
+    citizen_id: int | None = None
+    answer: Outcome | None = None
+    twin_of: int | None = None  # an earlier item of the same list with the same (org, case_no)
+
+
+@dataclass
+class _CitizenRow:
+    id: int
+    phone_enc: str | None
+    sms_opted_out_at: datetime | None
+    telegram_chat_id: int | None
+    bot_blocked_at: datetime | None
+    name_enc: str | None
+    names: list[str] = field(default_factory=list)
+
+
+async def report_plain_cases(session: AsyncSession, *, cases: list[Report], deps: Deps) -> dict[int, Outcome]:
+    """Report plain cases (see `is_plain`) in one go; each index is answered with its case or its error."""
+    at = deps.clock.now()
+    items = [_Item(index, data, caller) for index, data, caller in cases]
+    if not items:
+        return {}
+    units, approval_regions = await _organisations(
+        session, {i.data.org_code for i in items}, {i.data.region_code for i in items}
+    )
+    allowed: dict[tuple[int, int], bool] = {}
+    for item in items:
+        data = item.data
+        unit = units.get(data.org_code)
+        if unit is None or unit.id is None:
+            item.answer = InvalidCase(f"org_code {data.org_code!r} is not a registered organisation", field="org_code")
+            continue
+        jurisdiction = (item.caller.org_id, unit.id)
+        if jurisdiction not in allowed:
+            allowed[jurisdiction] = await is_above(session, item.caller, unit)
+        if not allowed[jurisdiction]:
+            item.answer = Forbidden("this API key may not report cases for that organisation", field="org_code")
+            continue
+        if data.region_code != unit.region_code and not (
+            is_city_level(unit.region_code) and city_of(data.region_code) == unit.region_code
+        ):
+            # The region decides which approval department gets the bad reviews (Art. 14).
+            item.answer = InvalidCase(
+                f"region_code {data.region_code} is outside the region of {data.org_code} ({unit.region_code})",
+                field="region_code",
+            )
+            continue
+        if data.completed_at > at + service.CLOCK_SKEW:
+            item.answer = InvalidCase("completed_at is in the future", field="completed_at")
+            continue
+        if data.region_code not in approval_regions:
+            item.answer = InvalidCase(
+                f"no approval department is registered for region {data.region_code}; bad reviews could not be routed",
+                field="region_code",
+            )
+            continue
+        item.unit, item.hash = unit, request_hash(data)
+
+    live = [i for i in items if i.answer is None]
+    await _earlier_reports(session, live)
+    fresh = [i for i in live if i.answer is None and i.twin_of is None]
+    for item in fresh:
+        if item.data.citizen.phone:
+            try:
+                item.phone = normalise_phone(item.data.citizen.phone)
+            except InvalidPhone as exc:
+                item.answer = InvalidCase(str(exc), field="citizen.phone")
+    fresh = [i for i in fresh if i.answer is None]
+    citizens = await _citizens(session, fresh, deps, at)
+    await _write(session, fresh, citizens, deps, at)
+
+    by_index = {i.index: i for i in items}
+    out: dict[int, Outcome] = {}
+    for item in items:
+        if item.twin_of is not None and item.answer is None:
+            first = by_index[item.twin_of].answer
+            if isinstance(first, CaseAnswer):
+                item.answer = CaseAnswer(first.case_id, False, first.invitation, first.messages)
+            elif first is not None:
+                item.answer = first
+        if item.answer is None:
+            raise BrokenInvariant("a case was left without an answer")
+        out[item.index] = item.answer
+    return out
+
+
+async def _organisations(
+    session: AsyncSession, codes: set[str], regions: set[str]
+) -> tuple[dict[str, Organisation], set[str]]:
+    """The units named by code, and which of the regions have their approval department (one query)."""
+    wanted_approval = or_(
+        (col(Organisation.kind) == "city_bureau")
+        & col(Organisation.region_code).in_([r for r in regions if is_city_level(r)]),
+        (col(Organisation.kind) == "county_dept")
+        & col(Organisation.region_code).in_([r for r in regions if not is_city_level(r)]),
+    )
+    rows = (
+        await session.exec(select(Organisation).where(or_(col(Organisation.code).in_(codes), wanted_approval)))
+    ).all()
+    units = {o.code: o for o in rows if o.code in codes}
+    approval_regions = {
+        o.region_code
+        for o in rows
+        if (o.kind == "city_bureau" and is_city_level(o.region_code))
+        or (o.kind == "county_dept" and not is_city_level(o.region_code))
+    }
+    return units, approval_regions
+
+
+async def _earlier_reports(session: AsyncSession, items: list[_Item]) -> None:
+    """Answer the cases reported before (the same content: the earlier answer; other content: a conflict),
+    and mark the repeats within the list."""
+    first_of: dict[tuple[int, str], _Item] = {}
+    for item in items:
+        if item.unit is None or item.unit.id is None:
+            raise BrokenInvariant("unit.id is missing")
+        key = (item.unit.id, item.data.case_no)
+        first = first_of.get(key)
+        if first is None:
+            first_of[key] = item
+        elif first.hash != item.hash:
+            item.answer = _conflict(item.data.case_no)
+        else:
+            item.twin_of = first.index
+    if not first_of:
+        return
+    org_ids = {k[0] for k in first_of}
+    case_nos = {k[1] for k in first_of}
+    found = (
+        await _rows(
+            session,
+            sql_select(
+                col(ServiceCase.id),
+                col(ServiceCase.org_id),
+                col(ServiceCase.case_no),
+                col(ServiceCase.request_hash),
+                col(ServiceCase.invitation_id),
+            ).where(col(ServiceCase.org_id).in_(org_ids), col(ServiceCase.case_no).in_(case_nos)),
+        )
+    ).all()
+    earlier: dict[int, tuple[_Item, int]] = {}
+    for case_id, org_id, case_no, stored_hash, invitation_id in found:
+        first = first_of.get((org_id, case_no))
+        if first is None:
+            continue
+        if stored_hash != first.hash:
+            first.answer = _conflict(case_no)
+        else:
+            earlier[case_id] = (first, invitation_id)
+    if not earlier:
+        return
+    invitation_ids = {inv for _, inv in earlier.values()}
+    invitations = {
+        i.id: i for i in (await session.exec(select(Invitation).where(col(Invitation.id).in_(invitation_ids)))).all()
+    }
+    messages = await prompts_of(session, invitation_ids)
+    for case_id, (item, invitation_id) in earlier.items():
+        invitation = invitations.get(invitation_id)
+        if invitation is None:
+            raise BrokenInvariant("invitation is missing")
+        item.answer = CaseAnswer(case_id, False, InvitationView.of(invitation), messages.get(invitation_id, []))
+
+
+def _conflict(case_no: str) -> CaseConflict:
+    return CaseConflict(
+        f"case_no {case_no!r} was already reported with different content; cases are not edited", field="case_no"
+    )
+
+
+async def prompts_of(session: AsyncSession, invitation_ids: set[int]) -> dict[int, list[MessageView]]:
+    """The prompts queued for each invitation, oldest first."""
+    out: dict[int, list[MessageView]] = {}
+    if not invitation_ids:
+        return out
+    rows = await _rows(
+        session,
+        sql_select(
+            col(OutboundMessage.id),
+            col(OutboundMessage.channel),
+            col(OutboundMessage.status),
+            col(OutboundMessage.not_before),
+            col(OutboundMessage.invitation_id),
+        )
+        .where(col(OutboundMessage.invitation_id).in_(invitation_ids), col(OutboundMessage.purpose) == "prompt")
+        .order_by(col(OutboundMessage.id)),
+    )
+    for message_id, channel, status, not_before, invitation_id in rows.all():
+        out.setdefault(invitation_id, []).append(
+            MessageView(message_id, channel, status, as_utc(not_before) if not_before else None)
+        )
+    return out
+
+
+_CITIZEN_COLUMNS = (
+    col(Citizen.id),
+    col(Citizen.phone_hash),
+    col(Citizen.phone_enc),
+    col(Citizen.sms_opted_out_at),
+    col(Citizen.telegram_chat_id),
+    col(Citizen.bot_blocked_at),
+    col(Citizen.name_enc),
+)
+
+
+async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: datetime) -> dict[str, _CitizenRow]:
+    """The citizen of each phone number, created when new (one insert for all); keyed by lookup hash."""
+    wanted: dict[str, _Item] = {}
+    names: dict[str, list[str]] = {}
+    for item in items:
+        if item.phone is None:
+            continue
+        key = deps.vault.lookup_hash(item.phone)
+        wanted.setdefault(key, item)
+        item.phone_hash = key
+        if item.data.citizen.name:
+            names.setdefault(key, []).append(item.data.citizen.name)
+    if not wanted:
+        return {}
+    found = await _citizen_rows(session, set(wanted))
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        rows: list[dict[str, Any]] = []
+        for key in missing:
+            phone = wanted[key].phone
+            if phone is None:
+                raise BrokenInvariant("phone is missing")
+            first_name = names.get(key, [None])[0]
+            rows.append(
+                {
+                    "phone_hash": key,
+                    "phone_enc": deps.vault.encrypt(phone),
+                    "phone_masked": mask_phone(phone),
+                    "name_enc": deps.vault.encrypt(first_name) if first_name else None,
+                    "created_at": at,
+                }
+            )
+        # A concurrent report may create the same citizen: its row is taken, not doubled.
+        statement = (
+            dialect_insert(session, Citizen)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(col(Citizen.id), col(Citizen.phone_hash))
+        )
+        by_hash = {row["phone_hash"]: row for row in rows}
+        for citizen_id, phone_hash in (await session.exec(statement)).all():
+            written = by_hash[phone_hash]
+            found[phone_hash] = _CitizenRow(citizen_id, written["phone_enc"], None, None, None, written["name_enc"])
+        taken = [key for key in missing if key not in found]
+        if taken:
+            found.update(await _citizen_rows(session, set(taken)))
+    for key, row in found.items():
+        given = names.get(key)
+        if given and row.name_enc is None:
+            row.name_enc = deps.vault.encrypt(given[0])
+            await session.exec(
+                update(Citizen)
+                .where(col(Citizen.id) == row.id, col(Citizen.name_enc).is_(None))
+                .values(name_enc=row.name_enc)
+            )
+    return found
+
+
+async def _citizen_rows(session: AsyncSession, hashes: set[str]) -> dict[str, _CitizenRow]:
+    rows = await _rows(session, sql_select(*_CITIZEN_COLUMNS).where(col(Citizen.phone_hash).in_(hashes)))
+    return {
+        phone_hash: _CitizenRow(citizen_id, phone_enc, opted_out, chat_id, blocked, name_enc)
+        for citizen_id, phone_hash, phone_enc, opted_out, chat_id, blocked, name_enc in rows.all()
+    }
+
+
+async def _write(
+    session: AsyncSession,
+    items: list[_Item],
+    citizens: dict[str, _CitizenRow],
+    deps: Deps,
+    at: datetime,
+) -> None:
+    """Insert the invitations, the cases, the statistics and the prompts of the new cases."""
+    if not items:
+        return
+    from gateway.stats.rollup import apply, contributions, invitation_facts
+
+    due: dict[datetime, Any] = {}
+    invitation_rows: list[dict[str, Any]] = []
+    for item in items:
+        data, unit = item.data, item.unit
+        if unit is None:
+            raise BrokenInvariant("unit is missing")
+        citizen = citizens.get(item.phone_hash) if item.phone_hash else None
+        item.citizen_id = citizen.id if citizen else None
+        expires = due.get(data.completed_at)
+        if expires is None:
+            expires = due[data.completed_at] = deps.calendar.due_at(
+                data.completed_at, service.RATING_WINDOW_WORKING_DAYS
+            )
+        invitation_rows.append(
+            {
+                "token": service.new_token(),
+                "org_id": unit.id,
+                "citizen_id": item.citizen_id,
+                "kind": "single",
+                "group_no": data.case_no,
+                "region_code": data.region_code,
+                "item_name": data.item_name,
+                "office_name": data.office_name or unit.name,
+                "service_channel": data.service_channel,
+                "completed_at": data.completed_at,
+                "expires_at": expires.at,
+                "expires_provisional": expires.provisional,
+                "status": "open",
+                "created_at": at,
+            }
+        )
+    invitation_ids = await _insert_many(session, Invitation, invitation_rows)
+    tally: dict[Any, Counter[str]] = {}
+    tz = deps.calendar.tz
+    case_rows: list[dict[str, Any]] = []
+    for item, row, invitation_id in zip(items, invitation_rows, invitation_ids, strict=True):
+        data = item.data
+        row["id"] = invitation_id
+        facts = invitation_facts(_InvitationFacts(row), item_code=data.item_code, staff_id=data.staff_id, tz=tz)  # type: ignore[arg-type]
+        for key, sums in contributions(facts).items():
+            tally.setdefault(key, Counter()).update(sums)
+        case_rows.append(
+            {
+                "org_id": row["org_id"],
+                "reporter_org_id": item.caller.org_id,
+                "case_no": data.case_no,
+                "item_code": data.item_code,
+                "item_name": data.item_name,
+                "region_code": data.region_code,
+                "staff_id": data.staff_id,
+                "service_channel": data.service_channel,
+                "completed_at": data.completed_at,
+                "batch_no": None,
+                "theme_no": None,
+                "invitation_id": invitation_id,
+                "request_hash": item.hash,
+                "created_at": at,
+            }
+        )
+    case_ids = await _insert_many(session, ServiceCase, case_rows)
+    await apply(session, tally)
+
+    prompts = _prompt_rows(items, invitation_rows, citizens, deps, at)
+    queued: dict[int, list[MessageView]] = {}
+    if prompts:
+        statement = (
+            dialect_insert(session, OutboundMessage)
+            .values(prompts)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(col(OutboundMessage.id), col(OutboundMessage.invitation_id))
+        )
+        by_invitation = {p["invitation_id"]: p for p in prompts}
+        for message_id, invitation_id in (await session.exec(statement)).all():
+            row = by_invitation[invitation_id]
+            queued.setdefault(invitation_id, []).append(
+                MessageView(
+                    message_id, row["channel"], "queued", as_utc(row["not_before"]) if row["not_before"] else None
+                )
+            )
+    for item, row, case_id in zip(items, invitation_rows, case_ids, strict=True):
+        view = InvitationView(row["token"], as_utc(row["expires_at"]), row["expires_provisional"], "single", "open")
+        item.answer = CaseAnswer(case_id, True, view, queued.get(row["id"], []))
+
+
+class _InvitationFacts:
+    """An invitation row as `invitation_facts` reads it, without building the ORM object."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.completed_at = row["completed_at"]
+        self.region_code = row["region_code"]
+        self.org_id = row["org_id"]
+
+
+def _prompt_rows(
+    items: list[_Item],
+    invitation_rows: list[dict[str, Any]],
+    citizens: dict[str, _CitizenRow],
+    deps: Deps,
+    at: datetime,
+) -> list[dict[str, Any]]:
+    """The SMS prompt of each new invitation whose citizen can be reached (a chat goes `report_case`'s way)."""
+    settings = deps.settings
+    not_before = deps.quiet.hold_until("prompt", at)
+    rows: list[dict[str, Any]] = []
+    for item, invitation in zip(items, invitation_rows, strict=True):
+        if item.phone_hash is None or item.citizen_id is None:
+            continue
+        citizen = citizens[item.phone_hash]
+        if as_utc(invitation["expires_at"]) <= at:
+            continue
+        if settings.bot_enabled and citizen.telegram_chat_id is not None and citizen.bot_blocked_at is None:
+            channel = "telegram"
+        elif citizen.phone_enc is not None and citizen.sms_opted_out_at is None:
+            channel = "sms"
+        else:
+            continue
+        token = invitation["token"]
+        buttons = None
+        if channel == "telegram":
+            body, buttons = bot_prompt(
+                invitation_id=invitation["id"],
+                item_name=invitation["item_name"],
+                office_name=invitation["office_name"],
+                completed_at=invitation["completed_at"],
+                tz=settings.timezone,
+            )
+        else:
+            body = sms_prompt(
+                signature=settings.sms_signature,
+                item_name=invitation["item_name"],
+                completed_at=invitation["completed_at"],
+                tz=settings.timezone,
+                link=deps.rating_url(token),
+                bot_link=telegram_deep_link(settings.telegram_bot_username, token) if settings.bot_enabled else None,
+            )
+        rows.append(
+            {
+                "channel": channel,
+                "citizen_id": item.citizen_id,
+                "purpose": "prompt",
+                "priority": PRIORITY_BULK,
+                "body": body,
+                "buttons": buttons,
+                "status": "queued",
+                "not_before": not_before,
+                "next_attempt_at": not_before or at,
+                "attempts": 0,
+                "dedupe_key": f"prompt:{invitation['id']}",
+                "invitation_id": invitation["id"],
+                "created_at": at,
+                "updated_at": at,
+            }
+        )
+    return rows
+
+
+async def report_cases(session: AsyncSession, *, cases: list[Report], deps: Deps) -> dict[int, Outcome]:
+    """Report a list of cases in the session's transaction; each index is answered with its case or its error.
+
+    Plain cases go set-based; cases of batches and themes, and cases naming a chat, follow one at a
+    time through `report_case`, each in a savepoint, so that a refused one leaves nothing behind.
+    """
+    out = await report_plain_cases(session, cases=[c for c in cases if is_plain(c[1])], deps=deps)
+    for index, data, caller in cases:
+        if is_plain(data):
+            continue
+        try:
+            async with session.begin_nested():
+                intake = await service.report_case(session, caller=caller, data=data, deps=deps)
+                messages = [MessageView.of(m) for m in intake.messages]
+        except DomainError as exc:
+            out[index] = exc
+            continue
+        if intake.case.id is None:
+            raise BrokenInvariant("case.id is missing")
+        out[index] = CaseAnswer(intake.case.id, intake.created, InvitationView.of(intake.invitation), messages)
+    return out
+
+
+async def _rows(session: AsyncSession, query: Select[*tuple[Any, ...]]) -> Result[*tuple[Any, ...]]:
+    """Run a SQLAlchemy select of columns (sqlmodel's `exec` is typed for its own `select` only)."""
+    return await session.exec(query)  # type: ignore[call-overload]
+
+
+async def _insert_many(session: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the rows with one statement sent in batches by the driver; their ids, in the rows' order."""
+    connection = await session.connection()
+    statement = insert(model).returning(model.id, sort_by_parameter_order=True)
+    return list((await connection.execute(statement, rows)).scalars().all())
+
+
+class CaseWriter:
+    """Single reports that arrive at the same moment share one transaction (group commit).
+
+    Each `report` waits for the writer's next pass, which reports every case waiting then (up to
+    `max_batch`) with `report_cases`, so a department system posting cases one by one on several
+    connections costs the database a few statements per pass instead of a dozen per case. A case's
+    answer is the one it would get alone: its own error, or its case. A pass that fails unexpectedly
+    is retried case by case, so one bad case cannot refuse its neighbours.
+    """
+
+    def __init__(self, store: Store, deps: Deps, *, max_batch: int = 200) -> None:
+        self.store, self.deps, self.max_batch = store, deps, max_batch
+        self._waiting: list[tuple[CaseIn, Caller, asyncio.Future[Outcome]]] = []
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def report(self, caller: Caller, data: CaseIn) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((data, caller, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="case-writer")
+        self._kick.set()
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for _, _, future in self._waiting:
+            if not future.done():
+                future.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                try:
+                    self._settle(
+                        batch, await self.write([(n, data, caller) for n, (data, caller, _) in enumerate(batch)])
+                    )
+                except asyncio.CancelledError:
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _fail(batch[0][2], exc)
+                        continue
+                    for one in batch:  # each on its own: the fault is answered to its own request only
+                        try:
+                            self._settle([one], await self.write([(0, one[0], one[1])]))
+                        except Exception as alone:
+                            _fail(one[2], alone)
+
+    @staticmethod
+    def _settle(batch: list[tuple[CaseIn, Caller, asyncio.Future[Outcome]]], outcomes: dict[int, Outcome]) -> None:
+        for n, (_, _, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(outcomes[n])
+
+    async def write(self, cases: list[Report]) -> dict[int, Outcome]:
+        """Report the cases in one transaction of their own; concurrent writers of the same cases (or of the
+        same citizens' first cases) collide on unique keys, and the retry finds the winner's rows."""
+        for attempt in range(3):
+            try:
+                async with self.store.transaction() as session:
+                    return await report_cases(session, cases=cases, deps=self.deps)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _fail(future: asyncio.Future[Outcome], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

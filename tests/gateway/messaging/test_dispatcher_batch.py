@@ -1,0 +1,175 @@
+"""The dispatcher's batch path: permissions taken many at a time, each citizen's order, successes recorded
+together, failures and crashes still handled message by message."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from gateway.messaging.dispatcher import DispatchPolicy, Dispatcher
+from gateway.messaging.providers import Outgoing, SendFailed, Sent
+from gateway.messaging.ratelimit import LocalRateLimiter, RedisRateLimiter
+from gateway.store.models import DeliveryAttempt, OutboundMessage
+from gateway.web.keys import DEPS, STORE
+from tests.conftest import case_payload
+
+
+@dataclass
+class Recording:
+    """A provider that takes a little while, different each time, and records what it was sent."""
+
+    channel: str = "sms"
+    sent: list[Outgoing] = field(default_factory=list)
+    fail_ids: set[int] = field(default_factory=set)
+
+    async def send(self, message: Outgoing) -> Sent:
+        await asyncio.sleep(random.uniform(0, 0.003))
+        if message.message_id in self.fail_ids:
+            self.fail_ids.discard(message.message_id)
+            raise SendFailed("HTTP 503", code="503")
+        self.sent.append(message)
+        return Sent(provider_message_id=f"SM{message.message_id}")
+
+
+@dataclass
+class CountingLimiter:
+    """Grants at most `per_call` sends per `take`, and counts what it granted."""
+
+    per_call: int
+    granted: int = 0
+    calls: int = 0
+
+    async def acquire(self, key: str, rate_per_second: float | None = None) -> None:
+        raise AssertionError("the dispatcher takes permissions in batches")
+
+    async def take(self, key: str, wanted: int, rate_per_second: float | None = None) -> int:
+        self.calls += 1
+        n = min(wanted, self.per_call)
+        self.granted += n
+        return n
+
+
+def _dispatcher(client: Any, provider: Any, limiter: Any, **policy: Any) -> Dispatcher:
+    deps = client.app[DEPS]
+    return Dispatcher(
+        store=client.app[STORE], providers={"sms": provider}, vault=deps.vault, clock=deps.clock, quiet=deps.quiet,
+        limiter=limiter, policy=DispatchPolicy(**{"sms_rate_per_second": 1_000_000, **policy}),
+    )
+
+
+async def _prompts(client: Any, world: Any, n: int, phones: int | None = None) -> None:
+    items = [case_payload(f"D-{i}", citizen={"phone": f"1390000{i % (phones or n):04d}"}) for i in range(n)]
+    resp = await client.post("/api/v1/cases/batch", json={"cases": items}, headers=world.auth("hanbin-market"))
+    assert resp.status == 200 and (await resp.json())["created"] == n
+
+
+async def _messages(client: Any) -> list[OutboundMessage]:
+    async with client.app[STORE].transaction() as session:
+        return list((await session.exec(select(OutboundMessage).order_by(OutboundMessage.id))).all())
+
+
+async def _attempts(client: Any) -> list[DeliveryAttempt]:
+    async with client.app[STORE].transaction() as session:
+        return list((await session.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.id))).all())
+
+
+async def test_every_send_has_a_permission_and_permissions_are_taken_in_batches(client, world):
+    await _prompts(client, world, 45)
+    provider, limiter = Recording(), CountingLimiter(per_call=10)
+    assert await _dispatcher(client, provider, limiter, batch_size=100).run_once() == 45
+    assert len(provider.sent) == 45
+    assert limiter.granted == 45  # no more permissions asked than sends made, and no send without one
+    assert limiter.calls == 5  # 10 + 10 + 10 + 10 + 5
+
+
+async def test_successes_are_recorded_together_as_one_send_each(client, world):
+    await _prompts(client, world, 30)
+    provider = Recording()
+    assert await _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=100).run_once() == 30
+    messages = await _messages(client)
+    assert {m.status for m in messages} == {"sent"}
+    assert all(m.provider_message_id == f"SM{m.id}" and m.sent_at and m.lease_until is None for m in messages)
+    attempts = await _attempts(client)
+    assert sorted(a.message_id for a in attempts) == [m.id for m in messages]
+    assert {a.outcome for a in attempts} == {"sent"}
+
+
+async def test_each_citizens_messages_go_in_order_while_citizens_go_side_by_side(client, world):
+    await _prompts(client, world, 40, phones=4)  # ten prompts for each of four citizens
+    provider = Recording()
+    await _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=100, concurrency=8).run_once()
+    by_number: dict[str, list[int]] = {}
+    for message in provider.sent:
+        by_number.setdefault(message.to, []).append(message.message_id)
+    assert len(by_number) == 4
+    assert all(ids == sorted(ids) and len(ids) == 10 for ids in by_number.values())
+
+
+async def test_a_failure_in_a_batch_is_retried_alone(client, world, clock):
+    await _prompts(client, world, 10)
+    failing = (await _messages(client))[3].id
+    provider = Recording(fail_ids={failing})
+    dispatcher = _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=100, base_backoff_seconds=10)
+    await dispatcher.run_once()
+    statuses = {m.id: m.status for m in await _messages(client)}
+    assert statuses.pop(failing) == "queued" and set(statuses.values()) == {"sent"}
+    clock.advance(seconds=13)
+    assert await dispatcher.run_once() == 1
+    assert {m.status for m in await _messages(client)} == {"sent"}
+    assert sorted(m.message_id for m in provider.sent) == [m.id for m in await _messages(client)]
+
+
+async def test_a_crash_before_the_batch_is_recorded_sends_again_and_loses_nothing(client, world, clock, monkeypatch):
+    await _prompts(client, world, 6)
+    provider = Recording()
+    crashed = _dispatcher(client, provider, LocalRateLimiter(1000), lease_seconds=60)
+
+    async def die(sent: Any) -> None:
+        raise RuntimeError("killed after sending, before recording")
+
+    monkeypatch.setattr(crashed, "_record_sent", die)
+    with pytest.raises(RuntimeError):
+        await crashed.run_once()
+    assert len(provider.sent) == 6 and {m.status for m in await _messages(client)} == {"sending"}
+    survivor = _dispatcher(client, provider, LocalRateLimiter(1000), lease_seconds=60)
+    assert await survivor.run_once() == 0  # leased: not sent twice while the lease holds
+    clock.advance(seconds=61)
+    assert await survivor.run_once() == 6  # at least once: sent again after the lease
+    assert {m.status for m in await _messages(client)} == {"sent"}
+    assert all(m.attempts == 2 for m in await _messages(client))
+
+
+async def test_local_limiter_grants_what_the_bucket_holds():
+    now = [0.0]
+    limiter = LocalRateLimiter(10, monotonic=lambda: now[0])
+    assert await limiter.take("sms", 100, 10) == 10  # a full second's burst
+    now[0] += 0.5
+    assert await limiter.take("sms", 100, 10) == 5
+    now[0] += 0.25
+    assert await limiter.take("sms", 100, 10) == 2  # whole sends only: the half stays in the bucket
+    now[0] += 0.125
+    assert await limiter.take("sms", 1, 10) == 1
+
+
+async def test_redis_limiter_grants_a_window_once_across_processes(redis_url):
+    import redis.asyncio as aioredis
+
+    a_client, b_client = aioredis.from_url(redis_url), aioredis.from_url(redis_url)
+    try:
+        a, b = RedisRateLimiter(a_client, 10), RedisRateLimiter(b_client, 10)
+        await asyncio.sleep(1 - (time.time() % 1) + 0.01)  # the start of a fresh second: one window
+        assert await a.take("sms-take", 7, 10) == 7
+        assert await b.take("sms-take", 7, 10) == 3  # what is left of this second
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(a.take("sms-take", 1, 10), 0.3)  # nothing more in this second
+        await b.acquire("sms-take-2", 10)
+        assert await a.take("sms-take-2", 20, 10) == 9  # `acquire` and `take` count in the same window
+    finally:
+        await a_client.aclose()
+        await b_client.aclose()
