@@ -53,8 +53,7 @@ async def test_a_batch_creates_each_case_with_its_invitation_and_prompt(client, 
         messages = (await session.exec(select(OutboundMessage))).all()
         invitations = {i.id: i for i in (await session.exec(select(Invitation))).all()}
         citizens = (await session.exec(select(Citizen))).all()
-        tz = client.app[DEPS].calendar.tz
-        assert await stored(session) == await recount(session, tz)  # the statistics count each invitation once
+        assert await stored(session) == await recount(session, client.app[DEPS].calendar)  # the statistics count each invitation once
     for message in messages:
         invitation = invitations[message.invitation_id]
         assert invitation.token in message.body and "「个体工商户设立登记」" in message.body
@@ -184,7 +183,7 @@ async def test_batches_and_themes_in_a_bulk_report(client, world):
     found = await counts(client)
     assert found["ServiceCase"] == 5 and found["Invitation"] == 3 and found["OutboundMessage"] == 3
     async with client.app[STORE].transaction() as session:
-        assert await stored(session) == await recount(session, client.app[DEPS].calendar.tz)
+        assert await stored(session) == await recount(session, client.app[DEPS].calendar)
 
 
 async def test_too_many_cases_is_refused_whole(client, world):
