@@ -14,8 +14,6 @@ transaction, after the plain cases.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,12 +95,6 @@ class CaseAnswer:
 Outcome = CaseAnswer | DomainError
 
 
-def request_hash(data: CaseIn) -> str:
-    """The fingerprint of a report: the same case number reported again must carry the same content."""
-    payload = data.model_dump(mode="json")
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
 def is_plain(data: CaseIn) -> bool:
     """A case of its own (no batch, no theme) whose citizen is known by phone at most: set-based."""
     return not data.batch_no and not data.theme_no and data.citizen.telegram_chat_id is None
@@ -176,7 +168,7 @@ async def report_plain_cases(session: AsyncSession, *, cases: list[Report], deps
                 field="region_code",
             )
             continue
-        item.unit, item.hash = unit, request_hash(data)
+        item.unit, item.hash = unit, service.hash_request(data)
 
     live = [i for i in items if i.answer is None]
     await _earlier_reports(session, live)

@@ -95,7 +95,7 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
             f"no approval department is registered for region {data.region_code}; bad reviews could not be routed",
             field="region_code",
         )
-    request_hash = _hash_request(data)
+    request_hash = hash_request(data)
     if unit.id is None or caller.org_id is None:
         raise BrokenInvariant("unit.id, caller.org_id is missing")
     existing = (
@@ -139,7 +139,8 @@ async def report_case(session: AsyncSession, *, caller: Caller, data: CaseIn, de
     return Intake(case, invitation, True, await _messages_of(session, invitation))
 
 
-def _hash_request(data: CaseIn) -> str:
+def hash_request(data: CaseIn) -> str:
+    """The fingerprint of a report: the same case number reported again must carry the same content."""
     payload = data.model_dump(mode="json")
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
