@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
@@ -328,10 +328,21 @@ async def invitation_by_token(session: AsyncSession, token: str) -> Invitation:
     return invitation
 
 
+# Statements of every rating, built once and executed with bound values (building them per rating cost
+# more CPU than running them).
+_CASES_OF = select(ServiceCase).where(ServiceCase.invitation_id == bindparam("i")).order_by(col(ServiceCase.id))
+_INVITATIONS = Invitation.__table__  # type: ignore[attr-defined]  # a Core UPDATE: no ORM bulk-update bookkeeping
+_CLAIM = {
+    # (allowed statuses, new status) by what is rated: the service as a whole, or one item of a theme.
+    whole: update(_INVITATIONS)
+    .where(_INVITATIONS.c.id == bindparam("i"), _INVITATIONS.c.status.in_(allowed))
+    .values(status=new_status, rated_at=bindparam("at"))
+    for whole, allowed, new_status in ((True, ("open",), "rated"), (False, ("open", "partly_rated"), "partly_rated"))
+}
+
+
 async def cases_of(session: AsyncSession, invitation: Invitation) -> list[ServiceCase]:
-    rows = await session.exec(
-        select(ServiceCase).where(ServiceCase.invitation_id == invitation.id).order_by(col(ServiceCase.id))
-    )
+    rows = await session.exec(_CASES_OF, params={"i": invitation.id})
     return list(rows.all())
 
 
@@ -418,17 +429,8 @@ async def record_rating(
 async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, item_count: int, at: datetime) -> None:
     # The conditional UPDATE is the race guard: of many concurrent ratings exactly one moves the row.
     # Rating a theme as a whole excludes rating its items one by one, and the other way round (Art. 11).
-    allowed: tuple[str, ...]
-    if scope == "all":
-        allowed, new_status = ("open",), "rated"
-    else:
-        allowed, new_status = ("open", "partly_rated"), "partly_rated"
-    table = Invitation.__table__  # type: ignore[attr-defined]  # a Core UPDATE: the ORM's bulk-update bookkeeping is not needed here
-    result = await session.exec(
-        update(table)
-        .where(table.c.id == invitation.id, table.c.status.in_(allowed))
-        .values(status=new_status, rated_at=at)
-    )
+    new_status = "rated" if scope == "all" else "partly_rated"
+    result = await session.exec(_CLAIM[scope == "all"], params={"i": invitation.id, "at": at})
     if result.rowcount != 1:
         raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")
     # The row already holds these values: mirror them without another UPDATE at flush.
