@@ -131,6 +131,7 @@ async def test_extension_adds_working_days_to_the_due_date_once(api: Api, make_t
     assert ticket["due_local"] == "2026-03-10 24:00 Asia/Shanghai"
     status, body = await api.act("hanbin-market", ticket_id, "request_extension", working_days=1, reason="again")
     assert status == 409 and "extended once" in body["error"]["message"]
+    assert body["error"]["details"] == {"status": "in_progress"}
 
 
 async def test_extension_grant_cannot_exceed_the_request(api: Api, make_ticket) -> None:  # type: ignore[no-untyped-def]
