@@ -70,7 +70,7 @@ def test_a_system_actor_only_records_callback_results(calendar: WorkingCalendar)
     at = datetime(2026, 3, 4, 10, tzinfo=CST)
     robot = SystemActor("callback-campaign")
     ticket = new_ticket(at, calendar, status="callback_unsatisfied", received_at=at)
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden, match="redo is taken by a department, not by an automated step"):
         transition(ticket, Redo(action="redo", reason="x"), robot, at, calendar)
     assert allowed_actions(ticket, robot) == []
     ticket.status = "resolved"
