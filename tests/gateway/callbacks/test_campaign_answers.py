@@ -67,7 +67,8 @@ async def test_garbage_records_nothing(client, world, make_resolved, campaigns, 
     resp = await phone_of(client, phone_number(1)).text(text)
     assert resp.status == 200
     await flush(client)
-    assert (await targets(client, campaign_id))[ticket_id].status == "sent"
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answer_text, target.answered_at) == ("sent", "", None)
     assert (await _ticket(client, ticket_id)).status == "resolved"
     assert "回访" not in fake_twilio.sent[-1].form["Body"]  # a short help text, not the question again
 
