@@ -67,7 +67,8 @@ async def test_garbage_records_nothing(client, world, make_resolved, campaigns, 
     resp = await phone_of(client, phone_number(1)).text(text)
     assert resp.status == 200
     await flush(client)
-    assert (await targets(client, campaign_id))[ticket_id].status == "sent"
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answer_text, target.answered_at) == ("sent", "", None)
     assert (await _ticket(client, ticket_id)).status == "resolved"
     assert "回访" not in fake_twilio.sent[-1].form["Body"]  # a short help text, not the question again
 
@@ -180,3 +181,62 @@ async def test_with_two_open_questions_an_answer_goes_to_the_ticket_it_names(cli
     answered = await targets(client, created["id"])
     assert (answered[first].status, answered[second].status) == ("unsatisfied", "sent")
     assert (await _ticket(client, second)).status == "resolved"
+
+
+async def test_a_citizens_answer_after_the_department_recorded_the_result_is_kept_and_changes_nothing(
+    client, world, make_resolved, campaigns, api, fake_twilio
+):
+    # The survey is out; the department reaches the citizen another way and enters the result on the
+    # ticket itself; then the citizen's own answer to the survey arrives.
+    campaign_id, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    await api.ok("hanbin", ticket_id, "callback_result", outcome="satisfied", channel="visit", answer="上门回访：满意")
+    before = len(fake_twilio.sent)
+    await phone_of(client, phone_number(1)).text("2")
+    await flush(client)
+
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answer_channel) == ("unsatisfied", "sms")  # the citizen's word is kept
+    assert target.answered_at is not None
+    ticket = await _ticket(client, ticket_id)
+    assert ticket.status == "closed_satisfied"  # the ticket keeps the result it has
+    results = [e for e in await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id) if e.action == "callback_result"]
+    assert [(e.actor, e.data["outcome"], e.data["channel"]) for e in results] == [("hanbin", "satisfied", "visit")]
+    # The citizen is answered as usual: the flow's acknowledgement, not an error, not the question again.
+    assert len(fake_twilio.sent) == before + 1
+    assert "已记录您的回访意见：不满意" in fake_twilio.sent[-1].form["Body"]
+    counts = (await campaigns.read(campaign_id))["counts"]
+    assert (counts["awaiting_answer"], counts["answered"], counts["unsatisfied"]) == (0, 1, 1)
+
+
+async def test_an_answer_in_one_campaign_withdraws_the_tickets_question_in_another(
+    client, world, make_resolved, campaigns, api, clock, fake_twilio
+):
+    # Campaign 1 queues round 1's question (not sent yet) for two tickets. The department enters an
+    # unsatisfied result on the first ticket itself, sends it back, and the unit resolves it again:
+    # campaign 2 asks round 2. The ticket now has open questions in two campaigns.
+    ticket_id = await make_resolved(phone=phone_number(1))
+    other_id = await make_resolved(phone=phone_number(2))
+    await flush(client)
+    first = await campaigns.started()
+    await client.app[CAMPAIGN_FEEDER].run_once()
+    await api.ok("hanbin", ticket_id, "callback_result", outcome="unsatisfied", channel="phone", answer="电话回访：不满意")
+    await api.ok("hanbin", ticket_id, "redo", reason="整改不到位")
+    clock.advance(days=1)
+    await api.ok("hanbin-market", ticket_id, "resolve", rectification="重新整改", reply="已重新整改。")
+    second = await campaigns.started(name="第二轮回访")
+    assert second["counts"]["targets"] == 1
+    assert (await targets(client, first["id"]))[ticket_id].status == "queued"
+
+    # Phone staff get the round-2 answer: round 1's question is withdrawn before it goes out.
+    status, body = await campaigns.answer(second["id"], ticket_id=ticket_id, satisfied=True)
+    assert status == 200, body
+    assert body["ticket_status"] == "closed_satisfied"
+    old = (await targets(client, first["id"]))[ticket_id]
+    assert old.status == "skipped"
+    sent_before = [m.form["To"] for m in fake_twilio.sent]
+    await run_campaigns(client)
+    asked = [m.form["To"] for m in fake_twilio.sent[len(sent_before):] if "回访" in m.form["Body"]]
+    assert asked == [f"+86{phone_number(2)}"]  # only the other ticket's citizen is asked
+    by_ticket = await targets(client, first["id"])
+    assert (by_ticket[ticket_id].status, by_ticket[other_id].status) == ("skipped", "sent")
+    assert (await _ticket(client, ticket_id)).status == "closed_satisfied"

@@ -169,3 +169,14 @@ async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved,
     assert resp.status == 422 and (await resp.json())["error"]["field"] == "status"
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", headers=world.auth("hanyin"))
     assert resp.status == 404
+
+
+async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    ticket_id = await make_resolved(phone=phone_number(1))
+    await flush(client)
+    created = await campaigns.started()
+    fake_twilio.fail_next(1, 400, code=21211)  # not a valid number: no retry helps
+    await run_campaigns(client)
+    assert (await targets(client, created["id"]))[ticket_id].status == "failed"
+    read = await campaigns.read(created["id"])
+    assert (read["counts"]["failed"], read["counts"]["awaiting_answer"], read["status"]) == (1, 0, "finished")

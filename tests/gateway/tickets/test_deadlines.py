@@ -131,6 +131,21 @@ async def test_extension_adds_working_days_to_the_due_date_once(api: Api, make_t
     assert ticket["due_local"] == "2026-03-10 24:00 Asia/Shanghai"
     status, body = await api.act("hanbin-market", ticket_id, "request_extension", working_days=1, reason="again")
     assert status == 409 and "extended once" in body["error"]["message"]
+    assert body["error"]["details"] == {"status": "in_progress"}
+
+
+async def test_a_consultation_after_an_extension_keeps_the_extension(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
+    clock.set(local(2026, 2, 13, 10))
+    ticket_id = await make_ticket()
+    await api.in_progress(ticket_id)
+    clock.set(local(2026, 2, 25, 9))
+    await api.ok("hanbin-market", ticket_id, "request_extension", working_days=5, reason="joint inspection needed")
+    await api.ok("hanbin", ticket_id, "decide_extension", decision="approve", working_days=3)
+    ticket = await api.ok("hanbin", ticket_id, "consult", orgs=["hanbin-tax"])
+    # 15 working days after 02-13 end on 03-12 (03-05 is the 10th; 06, 09, 10, 11, 12), then the 3
+    # approved days: 13, 16, 17.
+    assert ticket["due_local"] == "2026-03-17 24:00 Asia/Shanghai"
+    assert ticket["extension_working_days"] == 3
 
 
 async def test_extension_grant_cannot_exceed_the_request(api: Api, make_ticket) -> None:  # type: ignore[no-untyped-def]

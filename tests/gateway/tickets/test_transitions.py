@@ -107,6 +107,7 @@ async def test_every_action_from(status: str, api: Api, make_ticket) -> None:  #
             assert code == 409, (action, answer)
             assert answer["error"]["code"] == "transition_not_allowed"
             assert f"the ticket is {status}" in answer["error"]["message"]
+            assert answer["error"]["details"] == {"status": status}  # where the ticket is, for the client
     after = await api.ticket(APPROVAL, refused_ticket)
     assert after["version"] == before["version"] and after["events"] == before["events"]
 

@@ -55,7 +55,12 @@ def test_transfer_without_a_proposed_unit_asks_for_one(calendar: WorkingCalendar
 def test_transition_returns_the_event_and_moves_only_through_rules(calendar: WorkingCalendar) -> None:
     at = datetime(2026, 3, 4, 10, tzinfo=CST)
     ticket = new_ticket(at, calendar)
+    created_due = ticket.due_at
     event = transition(ticket, Transfer(action="transfer", note="to the market bureau"), HANBIN, at, calendar, Context(unit=MARKET_INFO))
+    # The history says which due time the step replaced and which it set (a firm one: no flag).
+    assert event.data == {
+        "unit": "hanbin-market", "due_before": created_due.isoformat(), "due_at": ticket.due_at.isoformat(),
+    }
     assert (event.action, event.from_status, event.to_status, event.actor, event.actor_org_id) == (
         "transfer", "dispatching", "transferred", "hanbin", 10,
     )
@@ -70,7 +75,7 @@ def test_a_system_actor_only_records_callback_results(calendar: WorkingCalendar)
     at = datetime(2026, 3, 4, 10, tzinfo=CST)
     robot = SystemActor("callback-campaign")
     ticket = new_ticket(at, calendar, status="callback_unsatisfied", received_at=at)
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden, match="redo is taken by a department, not by an automated step"):
         transition(ticket, Redo(action="redo", reason="x"), robot, at, calendar)
     assert allowed_actions(ticket, robot) == []
     ticket.status = "resolved"
@@ -96,6 +101,8 @@ def test_a_deadline_in_a_year_without_a_schedule_is_provisional(calendar: Workin
     ticket = new_ticket(at, calendar)
     due = standard_due(ticket, calendar)
     assert due.provisional is True
+    event = transition(ticket, Transfer(action="transfer"), HANBIN, at, calendar, Context(unit=MARKET_INFO))
+    assert ticket.due_provisional is True and event.data["due_provisional"] is True  # the history says it is a guess
     # Without a schedule the fallback is plain Monday-Friday: count it here independently.
     expected, counted = date(year, 3, 3), 0
     while counted < 10:
