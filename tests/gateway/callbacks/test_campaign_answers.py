@@ -240,3 +240,20 @@ async def test_an_answer_in_one_campaign_withdraws_the_tickets_question_in_anoth
     by_ticket = await targets(client, first["id"])
     assert (by_ticket[ticket_id].status, by_ticket[other_id].status) == ("skipped", "sent")
     assert (await _ticket(client, ticket_id)).status == "closed_satisfied"
+
+
+async def test_two_campaigns_expiring_together_each_record_their_own_no_answers(
+    client, world, make_resolved, campaigns, clock, settings  # type: ignore[no-untyped-def]
+):
+    first_id, [first_ticket] = await _surveyed(client, make_resolved, campaigns)
+    second_ticket = await make_resolved(phone=phone_number(2))
+    await flush(client)
+    second_id = (await campaigns.started())["id"]  # asks only the ticket the first campaign did not
+    await run_campaigns(client)
+    assert set(await targets(client, second_id)) == {second_ticket}
+    clock.advance(days=settings.survey_no_answer_days, seconds=1)
+    assert (await client.app[CAMPAIGN_FEEDER].run_once()).expired == 2
+    for campaign_id, ticket_id in ((first_id, first_ticket), (second_id, second_ticket)):
+        assert (await targets(client, campaign_id))[ticket_id].status == "no_answer"
+        event = (await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id))[-1]
+        assert event.data == {"outcome": "no_answer", "channel": "sms", "campaign_id": campaign_id}
