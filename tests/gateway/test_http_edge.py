@@ -111,7 +111,12 @@ def test_serve_interrupted_while_starting_says_so_in_one_line(tmp_path, when):
         assert process.stderr is not None
         process.stderr.readline()  # alembic's first line: the schema is being migrated
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:  # a process that went on starting is not left running with its pipes open
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert "Traceback" not in err + out, err[-2000:]
     assert process.returncode in (0, 130)
 
