@@ -28,20 +28,16 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PG_ADMIN, ROOT, cpu_seconds, machine, percentiles, pg_connect  # noqa: E402
+from bench.common import ROOT, cpu_seconds, fresh_database, machine, percentiles, pg_connect  # noqa: E402
 from gateway.audit import log as audit_log  # noqa: E402
 from gateway.audit.verify import JOBS, verify  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
@@ -59,22 +55,6 @@ ORGS = [
     ("hanbin", "汉滨区行政审批服务局", "county_dept", "610902", "city"),
     ("hanbin-market", "汉滨区市场监督管理局", "unit", "610902", "hanbin"),
 ]
-
-
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    """A new database named with this benchmark's prefix, dropped afterwards (it can be large)."""
-    name = f"{DB_PREFIX}{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def setup(url: str) -> Store:
@@ -399,7 +379,7 @@ def cli_verify(url: str) -> dict[str, Any]:
 
 async def ratings(args: argparse.Namespace, report: dict[str, Any]) -> None:
     per_round = int(args.rate * args.seconds)
-    async with fresh_database() as url:
+    async with fresh_database(DB_PREFIX) as url:
         store = await setup(url)
         settings = load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
         deps = Deps.build(settings, SystemClock())
@@ -442,7 +422,7 @@ def added(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 async def verify_part(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    async with fresh_database() as url:  # a log of its own: the rounds without the hook left records out of it
+    async with fresh_database(DB_PREFIX) as url:  # a log of its own: the rounds without the hook left records out of it
         await (await setup(url)).close()
         report["chain_seed_seconds"] = round(await seed_chain(url, args.records), 1)
         report["verify"] = await verify_speed(url, args.jobs)
