@@ -1,5 +1,5 @@
 """The background loops' common shape: a failed pass does not end the loop; work goes on at once; a wake
-cuts the idle wait short."""
+cuts the idle wait short; a stop lets the pass in flight finish, within a grace."""
 
 from __future__ import annotations
 
@@ -64,3 +64,43 @@ async def test_a_wake_during_an_idle_pass_is_not_lost():
     await until(lambda: len(passes) == 2, what="the second pass, at once rather than a minute later")
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
+
+
+async def test_a_stop_during_a_pass_lets_the_pass_finish_and_runs_no_other():
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[int] = []
+
+    async def one_pass() -> int:
+        started.set()
+        await release.wait()  # a transaction or a send in flight
+        finished.append(1)
+        return 1
+
+    loop = asyncio.create_task(run_passes(one_pass, interval_seconds=60, what="test", wake=asyncio.Event()))
+    await started.wait()
+    loop.cancel()
+    await asyncio.sleep(0.05)
+    assert not loop.done() and not finished  # the stop waits for the pass in flight
+    release.set()
+    await asyncio.gather(loop, return_exceptions=True)
+    assert loop.cancelled() and finished == [1]
+
+
+async def test_a_pass_that_outlasts_the_grace_is_cut():
+    started = asyncio.Event()
+    cut: list[bool] = []
+
+    async def one_pass() -> int:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cut.append(True)
+            raise
+        return 0
+
+    loop = asyncio.create_task(run_passes(one_pass, interval_seconds=60, what="test", grace_seconds=0.05))
+    await started.wait()
+    loop.cancel()
+    await asyncio.wait_for(asyncio.gather(loop, return_exceptions=True), timeout=5)
+    assert loop.cancelled() and cut == [True]
