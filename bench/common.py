@@ -68,7 +68,8 @@ def gateway(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     prefix: list[str] = []
     profile = os.environ.get("BENCH_PYSPY_DIR")
     if profile:  # record a flame graph of each gateway process (py-spy must be installed)
-        prefix = ["py-spy", "record", "--format", "speedscope", "-o", f"{profile}/{command[0]}.json", "--"]
+        fmt = os.environ.get("BENCH_PYSPY_FORMAT", "speedscope")
+        prefix = ["py-spy", "record", "--format", fmt, "-o", f"{profile}/{command[0]}.{fmt}", "--"]
     log = open(f"/tmp/gateway-bench-{command[0]}.log", "wb")  # noqa: SIM115 (kept open for the child)
     return subprocess.Popen([*prefix, sys.executable, "-m", "gateway", *command], cwd=ROOT, env=full,
                             stdout=log, stderr=subprocess.STDOUT)

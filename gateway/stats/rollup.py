@@ -21,8 +21,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, event, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -136,21 +137,59 @@ def difference(after: Tally, before: Tally) -> Tally:
 
 
 async def apply(session: AsyncSession, tally: Tally) -> None:
-    """Add the tally to the roll-up tables: one upsert statement per table, executed for all its rows."""
-    connection = None
+    """Add the tally to the roll-up tables when the transaction commits: merged with the transaction's
+    other changes and written by one upsert per table, rows in one lock order (tables as in ROLLUPS,
+    rows by key), just before the commit, so a transaction that writes many records (a batch of
+    conversations, a bulk report) holds the roll-up rows' locks only for its last moment. Inside a
+    savepoint the tally is written at once, so that the savepoint's rollback takes it back."""
+    if not tally:
+        return
+    if session.in_nested_transaction():
+        await session.flush()  # as a statement through the session would: pending rows go first
+        await session.run_sync(lambda sync: _write(sync.connection(), tally))
+        return
+    pending: Tally = session.sync_session.info.setdefault(_PENDING, {})
+    for key, sums in tally.items():
+        pending.setdefault(key, Counter()).update(sums)
+
+
+async def write_pending(session: AsyncSession) -> None:
+    """Write what `apply` holds for the commit now (before reading the roll-ups in the same transaction)."""
+    pending: Tally | None = session.sync_session.info.pop(_PENDING, None)
+    if pending:
+        await session.run_sync(lambda sync: _write(sync.connection(), pending))
+
+
+_PENDING = "stats_rollup_pending"
+
+
+def _write(connection: Any, tally: Tally) -> None:
     for table in ROLLUPS:
         rows = [
             {**dict(zip(_KEYS[table], key)), **{s: delta.get(s, 0) for s in _SUMS[table]}}
             for (t, key), delta in tally.items()
-            if t is table
+            if t is table and any(delta.values())
         ]
-        if not rows:
-            continue
-        rows.sort(key=lambda r: tuple(str(r[k]) for k in _KEYS[table]))  # one lock order
-        if connection is None:
-            await session.flush()  # as a statement through the session would: pending rows go first
-            connection = await session.connection()
-        await connection.execute(_upsert(connection.dialect.name, table), rows)
+        if rows:
+            rows.sort(key=lambda r: tuple(str(r[k]) for k in _KEYS[table]))  # one lock order
+            connection.execute(_upsert(connection.dialect.name, table), rows)
+
+
+@event.listens_for(Session, "before_commit", insert=True)
+def _write_at_commit(session: Session) -> None:
+    # Before the evaluation log's append (insert=True puts this first): every transaction takes the
+    # roll-up rows' locks, then the log head's, in that order.
+    if session.in_nested_transaction():
+        return
+    pending: Tally | None = session.info.pop(_PENDING, None)
+    if pending:
+        _write(session.connection(), pending)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_on_rollback(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 _UPSERTS: dict[tuple[str, type[SQLModel]], Any] = {}
@@ -419,6 +458,7 @@ async def recount(session: AsyncSession, calendar: WorkingCalendar) -> Tally:
 
 async def stored(session: AsyncSession) -> Tally:
     """The roll-up tables as they are, without rows that add up to nothing."""
+    await write_pending(session)
     out: Tally = {}
     for table in ROLLUPS:
         for row in (await session.exec(select(table))).all():
@@ -431,6 +471,7 @@ async def stored(session: AsyncSession) -> Tally:
 async def rebuild(session: AsyncSession, calendar: WorkingCalendar) -> int:
     """Replace the roll-ups by a recount (after migrating a store that already holds ratings, or after the
     working calendar changed: the ticket roll-ups hold working days counted with it)."""
+    session.sync_session.info.pop(_PENDING, None)  # the recount covers it
     for table in ROLLUPS:
         await session.exec(delete(table))
     tally = await recount(session, calendar)
@@ -448,6 +489,7 @@ def merge_tallies(tallies: Sequence[Tally]) -> Tally:
 
 
 async def row_counts(session: AsyncSession) -> dict[str, int]:
+    await write_pending(session)
     counts: dict[str, int] = {}
     for table in ROLLUPS:
         name: str = table.__table__.name  # type: ignore[attr-defined]  # SQLModel's stubs omit __table__

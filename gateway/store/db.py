@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,6 +16,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.store.models import Evaluation
 
 log = logging.getLogger(__name__)
+
+# A pooled PostgreSQL connection idle longer than this is checked before use. A check on every checkout
+# (SQLAlchemy's pool_pre_ping) costs three round trips on asyncpg (BEGIN, an empty statement, ROLLBACK):
+# more than a reply's own reads. A connection in steady use is not checked; one that died within this
+# many seconds of its last use fails its statement once, and the pool then replaces it (README, Settings).
+PING_AFTER_IDLE_SECONDS = 5.0
 
 
 class Store:
@@ -26,7 +33,9 @@ class Store:
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10) -> Store:
+    def connect(
+        cls, url: str, *, pool_size: int = 10, ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS
+    ) -> Store:
         """Create the engine (no I/O yet)."""
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
@@ -37,9 +46,8 @@ class Store:
         else:
             # Connections beyond the pool are opened and closed per use: size the pool for the
             # process's concurrency (dispatcher 16 + inbox 8 + the web), not for its peaks.
-            engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=max(5, pool_size // 5), pool_pre_ping=True
-            )
+            engine = create_async_engine(url, pool_size=pool_size, max_overflow=max(5, pool_size // 5))
+            _ping_after_idle(engine, ping_after_idle_seconds)
         return cls(engine)
 
     @asynccontextmanager
@@ -55,6 +63,28 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _ping_after_idle(engine: AsyncEngine, seconds: float) -> None:
+    """Check a pooled connection before use when it has been idle more than `seconds`: a dead one (a
+    database restart, a killed backend, a dropped link) is replaced by a new connection instead of
+    failing the caller's first statement."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= seconds:
+            return  # new, or in steady use
+        try:
+            sync_engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            log.warning("a pooled database connection was dead; opening a new one")
+            raise exc.DisconnectionError("pooled connection failed its check") from error
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:

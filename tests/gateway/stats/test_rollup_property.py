@@ -221,3 +221,80 @@ def test_a_ruling_and_a_ticket_action_at_once_leave_the_ticket_rollups_equal(set
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_transaction_writes_each_rollup_table_once_at_its_commit(settings: Settings) -> None:
+    """Ratings of several units in one transaction (a batch of conversations): their contributions are
+    merged and each roll-up table gets one upsert, at the commit, and the tables still equal the recount."""
+    from sqlalchemy import event
+
+    clock = FrozenClock(START)
+    deps = Deps.build(settings, clock)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.lstrip())
+
+    async def scenario() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await register_world(store, clock)
+            ops = [("rate", unit, level, True, "a", 1, "sms") for unit, level in ((0, 5), (1, 2), (2, 1), (0, 4))]
+            event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+            await _run_in_one_transaction(store, deps, clock, ops)
+            event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+            upserts = [s.split(" (")[0] for s in statements if s.startswith("INSERT INTO stats_")]
+            assert sorted(upserts) == sorted(set(upserts)), upserts  # one statement per table
+            assert {"INSERT INTO stats_unit_daily", "INSERT INTO stats_daily", "INSERT INTO stats_reason_daily"} <= set(upserts)
+            async with store.transaction() as session:
+                assert await stored(session) == await recount(session, deps.calendar)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_tally_in_a_rolled_back_savepoint_is_not_counted(settings: Settings) -> None:
+    from collections import Counter
+
+    from gateway.stats.models import StatsUnitDaily
+    from gateway.stats.rollup import apply
+
+    key = (START.date(), "610902", 1, 5, "valid")
+
+    async def scenario() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await register_world(store, FrozenClock(START))
+            async with store.transaction() as session:
+                await apply(session, {(StatsUnitDaily, key): Counter(n=1)})
+                try:
+                    async with session.begin_nested():
+                        await apply(session, {(StatsUnitDaily, key): Counter(n=10)})
+                        raise RuntimeError("the step is refused")
+                except RuntimeError:
+                    pass
+                await apply(session, {(StatsUnitDaily, key): Counter(n=100)})
+            async with store.transaction() as session:
+                assert (await stored(session))[(StatsUnitDaily, key)]["n"] == 101
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+async def _run_in_one_transaction(store: Store, deps: Deps, clock: FrozenClock, ops: list[tuple[Any, ...]]) -> None:
+    async with store.transaction() as session:
+        for _, unit_index, level, with_reasons, item, _cases, channel in ops:
+            code, region = UNITS[unit_index]
+            unit = await org_by_code(session, code)
+            assert unit is not None
+            data = CaseIn(
+                case_no=f"P{next(_numbers)}", item_code=f"ITEM-{item}", item_name=f"事项{item}", org_code=code,
+                region_code=region, service_channel="window", staff_id=f"S-{unit_index}",
+                completed_at=clock.now() - timedelta(minutes=5),
+            )
+            invitation = (await report_case(session, caller=Caller.of(unit), data=data, deps=deps)).invitation
+            reasons = [r.code for r in deps.catalogue.for_level(level)][:2] if with_reasons else []
+            await record_rating(session, invitation=invitation, level=level, channel=channel, deps=deps,
+                                reasons=reasons, require_content=False)
