@@ -11,7 +11,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 KEY_PREFIX = "gw:conv"
@@ -30,6 +30,13 @@ class StateStore(Protocol):
 
     async def delete(self, key: str) -> None:
         """Forget the key; deleting a missing key is fine."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The states of several keys, in their order (in one exchange with the store where it can)."""
+
+    async def save_many(self, changes: Sequence[tuple[str, dict[str, Any], int]]) -> None:
+        """For each (key, state, ttl): save the state for ttl seconds when ttl > 0, else forget the key
+        (in one exchange with the store where it can)."""
 
 
 def sender_key(secret: bytes | str, channel: str, address: str) -> str:
@@ -112,6 +119,16 @@ class MemoryStateStore:
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
+
+    async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        return [await self.get(key) for key in keys]
+
+    async def save_many(self, changes: Sequence[tuple[str, dict[str, Any], int]]) -> None:
+        for key, state, ttl_seconds in changes:
+            if ttl_seconds > 0:
+                await self.set(key, state, ttl_seconds)
+            else:
+                await self.delete(key)
 
     def __len__(self) -> int:
         now = self._clock()

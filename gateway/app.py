@@ -263,6 +263,7 @@ def _inbox_ctx(run: bool):  # type: ignore[no-untyped-def]
         app[INBOX_WRITER] = writer
         policy = InboxPolicy(
             batch_size=settings.inbox_batch_size,
+            group_size=settings.inbox_group_size,
             lease_seconds=settings.inbox_lease_seconds,
             max_attempts=settings.inbox_max_attempts,
             # SQLite has one writer at a time: side-by-side conversations would only queue.

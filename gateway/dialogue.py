@@ -11,6 +11,7 @@ A crash before the commit leaves nothing; a crash after it leaves an older state
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -85,6 +86,8 @@ EVALUATION_CHANNEL = {"sms": "sms", "telegram": "bot"}
 class Locks(Protocol):
     def hold(self, key: str) -> Any: ...
 
+    def hold_all_or_none(self, keys: Sequence[str]) -> Any: ...
+
 
 class SurveyAnswers(Protocol):
     """Where callback-survey answers go (gateway.callbacks); injected to keep the import direction."""
@@ -145,18 +148,20 @@ async def converse(
         state = await runner.states.get(key)
         try:
             async with runner.store.transaction() as session:
-                if not await _first_time(session, update_id, citizen_id, timer_id, inbox_id, runner.deps):
-                    return Outcome(duplicate=True)
-                ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
-                transition = advance(state, inbound, ctx)
-                citizen = await session.get(Citizen, citizen_id)
-                if citizen is None:
-                    raise BrokenInvariant("citizen is missing")
-                await _apply(session, runner, transition, citizen, channel, invitations)
-                opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
-                replies = await _queue_replies(
-                    session, runner.deps, transition.replies, citizen, channel, source_message_id, opted_out=opted_out
+                outcome = await _step(
+                    session,
+                    runner,
+                    state,
+                    channel=channel,
+                    citizen_id=citizen_id,
+                    inbound=inbound,
+                    update_id=update_id,
+                    source_message_id=source_message_id,
+                    timer_id=timer_id,
+                    inbox_id=inbox_id,
                 )
+            if outcome.duplicate:
+                return outcome
         except EvaluationError as exc:
             # A rating raced with another channel (or the period ended meanwhile): nothing of the
             # first attempt stays; the citizen gets a plain answer and the conversation starts over.
@@ -171,10 +176,92 @@ async def converse(
                 replies = await _queue_replies(
                     session, runner.deps, transition.replies, citizen, channel, source_message_id
                 )
-        if transition.ttl_seconds > 0:
-            await runner.states.set(key, transition.state, transition.ttl_seconds)
-        else:
-            await runner.states.delete(key)
+            outcome = Outcome(transition=transition, replies=replies)
+        if outcome.transition is None:
+            raise BrokenInvariant("a handled input has no transition")
+        await runner.states.save_many([(key, outcome.transition.state, outcome.transition.ttl_seconds)])
+    return outcome
+
+
+@dataclass(frozen=True)
+class GroupInput:
+    """One citizen's input in a group (`converse_group`)."""
+
+    citizen_id: int
+    inbound: Inbound
+    inbox_id: int | None = None
+
+
+async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[GroupInput]) -> list[Outcome] | None:
+    """Several citizens' inputs in ONE transaction, with the guarantees of `converse` for the group as a
+    whole: their locks are taken together, their states read and saved in one exchange with the store,
+    and what they change commits (or not) together, so a group costs one BEGIN, one COMMIT, one append
+    to the evaluation log and one upsert per roll-up table instead of one of each per input.
+
+    None when the group cannot go through as one, with nothing of it done: a citizen's conversation is
+    busy elsewhere (a timer, the bot), a citizen appears twice, or an effect was refused (a rating that
+    raced with another channel). The caller then runs each input with `converse`, which waits for its
+    lock and answers a refusal on its own."""
+    keys = [conversation_key(runner.deps, channel, item.citizen_id) for item in inputs]
+    if len(set(keys)) != len(keys):
+        return None
+    async with runner.locks.hold_all_or_none(keys) as held:
+        if not held:
+            return None
+        states = await runner.states.get_many(keys)
+        try:
+            async with runner.store.transaction() as session:
+                outcomes = [
+                    await _step(
+                        session,
+                        runner,
+                        state,
+                        channel=channel,
+                        citizen_id=item.citizen_id,
+                        inbound=item.inbound,
+                        inbox_id=item.inbox_id,
+                    )
+                    for item, state in zip(inputs, states, strict=True)
+                ]
+        except EvaluationError as exc:
+            log.info("a conversation in a group was refused; each goes alone", extra={"reason": exc.message})
+            return None
+        await runner.states.save_many(
+            [
+                (key, outcome.transition.state, outcome.transition.ttl_seconds)
+                for key, outcome in zip(keys, outcomes, strict=True)
+                if outcome.transition is not None
+            ]
+        )
+    return outcomes
+
+
+async def _step(
+    session: AsyncSession,
+    runner: Runner,
+    state: dict[str, Any] | None,
+    *,
+    channel: str,
+    citizen_id: int,
+    inbound: Inbound,
+    update_id: int | None = None,
+    source_message_id: int | None = None,
+    timer_id: int | None = None,
+    inbox_id: int | None = None,
+) -> Outcome:
+    """One input inside the caller's transaction: the dedup, the context, the flow, the effects, the replies."""
+    if not await _first_time(session, update_id, citizen_id, timer_id, inbox_id, runner.deps):
+        return Outcome(duplicate=True)
+    ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
+    transition = advance(state, inbound, ctx)
+    citizen = await session.get(Citizen, citizen_id)
+    if citizen is None:
+        raise BrokenInvariant("citizen is missing")
+    await _apply(session, runner, transition, citizen, channel, invitations)
+    opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
+    replies = await _queue_replies(
+        session, runner.deps, transition.replies, citizen, channel, source_message_id, opted_out=opted_out
+    )
     return Outcome(transition=transition, replies=replies)
 
 
@@ -553,4 +640,14 @@ async def run_timers_forever(runner: Runner, interval_seconds: float) -> None:
     await run_passes(lambda: fire_timers(runner), interval_seconds=interval_seconds, what="conversation timer")
 
 
-__all__ = ["Outcome", "Runner", "conversation_key", "converse", "fire_timers", "load_context", "run_timers_forever"]
+__all__ = [
+    "GroupInput",
+    "Outcome",
+    "Runner",
+    "conversation_key",
+    "converse",
+    "converse_group",
+    "fire_timers",
+    "load_context",
+    "run_timers_forever",
+]

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=25, ge=1, le=500, alias="GATEWAY_DB_POOL_SIZE")
     inbox_batch_size: int = Field(default=32, ge=1, le=500, alias="GATEWAY_INBOX_BATCH_SIZE")
     inbox_lease_seconds: int = Field(default=60, ge=5, alias="GATEWAY_INBOX_LEASE_SECONDS")
+    inbox_group_size: int = Field(default=8, ge=1, le=64, alias="GATEWAY_INBOX_GROUP_SIZE")
     inbox_max_attempts: int = Field(default=5, ge=1, alias="GATEWAY_INBOX_MAX_ATTEMPTS")
     sms_replies_per_hour: int = Field(default=20, ge=1, alias="GATEWAY_SMS_REPLIES_PER_HOUR")
     reminder_after_seconds: int = Field(default=1800, ge=60, alias="GATEWAY_REMINDER_AFTER_SECONDS")

@@ -36,7 +36,7 @@ from sqlmodel import col, select
 from conversations import Inbound
 from gateway.clock import as_utc
 from gateway.deps import Deps
-from gateway.dialogue import Runner, converse
+from gateway.dialogue import GroupInput, Runner, converse, converse_group
 from gateway.errors import BrokenInvariant
 from gateway.passes import run_passes
 from gateway.privacy import mask_phone, redact
@@ -205,6 +205,8 @@ class Pending:
 @dataclass(frozen=True)
 class InboxPolicy:
     batch_size: int = 32
+    # Messages of different senders handled in one transaction (`dialogue.converse_group`).
+    group_size: int = 8
     lease_seconds: int = 60
     max_attempts: int = 5
     # Conversations processed side by side: each holds a database connection while it runs, so more
@@ -291,28 +293,66 @@ class InboxDrainer:
         # While webhooks come in, a small batch: its messages wait their turn one by one, and a lease
         # must not run out on a message still waiting.
         batch = await self.claim(min(self.policy.batch_size, 4) if self.intake_busy() else None)
-        for outcome in await asyncio.gather(*(self._in_turn(p) for p in batch), return_exceptions=True):
-            if isinstance(outcome, Exception):  # the message stays leased and comes back after the lease
-                log.error("inbox message could not be handled", exc_info=outcome)
+        size = self.policy.group_size
+        groups = [batch[i : i + size] for i in range(0, len(batch), size)]
+        for outcome in await asyncio.gather(*(self._in_turn(g) for g in groups), return_exceptions=True):
+            if isinstance(outcome, Exception):  # the messages stay leased and come back after the lease
+                log.error("inbox messages could not be handled", exc_info=outcome)
         return len(batch)
 
     def _limit(self) -> int:
         return 1 if self.intake_busy() else self.policy.concurrency
 
-    async def _in_turn(self, message: Pending) -> None:
+    async def _in_turn(self, group: list[Pending]) -> None:
         while self._running >= self._limit():
             self._freed.clear()
             await self._freed.wait()
         watch = self.runner.redis_watch
         if watch is not None and not watch.available:
-            await self._give_back(message)  # Redis went while it waited its turn
+            for message in group:
+                await self._give_back(message)  # Redis went while it waited its turn
             return
         self._running += 1
         try:
-            await self._process(message)
+            if len(group) == 1 or not await self._process_group(group):
+                for message in group:
+                    await self._process(message)
         finally:
             self._running -= 1
             self._freed.set()
+
+    async def _process_group(self, group: list[Pending]) -> bool:
+        """The group's messages in one transaction (`converse_group`); False, with nothing done, when
+        they must go one by one instead: one is due to be set aside, one's sender cannot be resolved yet,
+        a conversation is busy elsewhere or refused, or the group failed."""
+        if any(message.attempts > self.policy.max_attempts for message in group):
+            return False
+        try:
+            inputs = [
+                GroupInput(
+                    citizen_id=await self._citizen(message),
+                    inbound=Inbound(kind="text", at=as_utc(message.received_at), text=message.body),
+                    inbox_id=message.id,
+                )
+                for message in group
+            ]
+            outcomes = await converse_group(self.runner, channel="sms", inputs=inputs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            watch = self.runner.redis_watch
+            if watch is not None and is_outage(exc):
+                watch.report(exc)
+                for message in group:
+                    await self._give_back(message)
+                return True  # handled: given back untried, as one message alone would be
+            log.warning("a group of inbox messages failed; each goes alone", exc_info=True)
+            return False
+        if outcomes is None:
+            return False
+        if any(outcome.replies for outcome in outcomes):
+            self.on_replies()
+        return True
 
     async def drain(self) -> int:
         """Passes until nothing is ready (messages waiting out a failure's lease stay for later)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,6 +12,24 @@ from typing import Any
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# A group's locks: all of them, with one token, only if every one is free; given back together.
+_TAKE_ALL = """
+for i, name in ipairs(KEYS) do
+    if redis.call('EXISTS', name) == 1 then return 0 end
+end
+for i, name in ipairs(KEYS) do
+    redis.call('SET', name, ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+_RELEASE_ALL = """
+local released = 0
+for i, name in ipairs(KEYS) do
+    if redis.call('GET', name) == ARGV[1] then released = released + redis.call('DEL', name) end
+end
+return released
 """
 
 
@@ -32,6 +50,26 @@ class LocalLocks:
             if self._users[key] == 0:  # forget idle keys so the dict does not grow with every sender
                 del self._users[key], self._locks[key]
 
+    @asynccontextmanager
+    async def hold_all_or_none(self, keys: Sequence[str]) -> AsyncIterator[bool]:
+        """Every key's lock at once when none is held or awaited now (yields True), else none of them
+        (yields False). It never waits, so two groups cannot deadlock."""
+        if any(key in self._locks for key in keys):
+            yield False
+            return
+        locks = [self._locks.setdefault(key, asyncio.Lock()) for key in keys]
+        for key, lock in zip(keys, locks, strict=True):
+            self._users[key] = 1
+            await lock.acquire()  # free and unwaited: taken without suspending
+        try:
+            yield True
+        finally:
+            for key, lock in zip(keys, locks, strict=True):
+                lock.release()
+                self._users[key] -= 1
+                if self._users[key] == 0:
+                    del self._users[key], self._locks[key]
+
 
 class RedisLocks:
     """SET NX PX with a token; waits by polling briefly. Keys: gw:lock:{key}."""
@@ -41,6 +79,8 @@ class RedisLocks:
         self.ttl_ms = ttl_ms
         self.wait_seconds = wait_seconds
         self._release = redis.register_script(_RELEASE)
+        self._take_all = redis.register_script(_TAKE_ALL)
+        self._release_all = redis.register_script(_RELEASE_ALL)
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -57,3 +97,16 @@ class RedisLocks:
             yield
         finally:
             await self._release(keys=[name], args=[token])
+
+    @asynccontextmanager
+    async def hold_all_or_none(self, keys: Sequence[str]) -> AsyncIterator[bool]:
+        """Every key's lock, taken atomically in one exchange, when all are free (yields True); else
+        none (yields False). It never waits, so two groups cannot deadlock; the locks go back in one
+        exchange too, each only if still ours."""
+        names, token = [f"gw:lock:{key}" for key in keys], uuid.uuid4().hex
+        held = bool(await self._take_all(keys=names, args=[token, self.ttl_ms]))
+        try:
+            yield held
+        finally:
+            if held:
+                await self._release_all(keys=names, args=[token])

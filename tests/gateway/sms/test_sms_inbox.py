@@ -216,9 +216,12 @@ async def test_while_webhooks_come_in_the_same_process_runs_one_conversation_at_
             running[0] -= 1
 
     monkeypatch.setattr(inbox_module, "converse", counted)
-    busy = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(batch_size=6, concurrency=4), intake_busy=lambda: True)
+    alone = {"group_size": 1}  # each message alone: the turns are counted per conversation
+    busy = InboxDrainer(
+        client.app[RUNNER], policy=InboxPolicy(batch_size=6, concurrency=4, **alone), intake_busy=lambda: True
+    )
     assert await busy.drain_once() == 4 and most[0] == 1  # webhooks first, a small batch
-    idle = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(batch_size=6, concurrency=4))
+    idle = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(batch_size=6, concurrency=4, **alone))
     assert await idle.drain_once() == 6 and most[0] > 1
 
 
