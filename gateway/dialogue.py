@@ -5,7 +5,8 @@ calls the pure `conversations.advance`, then in ONE transaction records the inpu
 SMS inbox row's "processed" state, the bot's update id in `bot_update`, or the timer's removal: the dedup), carries
 out the effects and queues the replies in the outbox; after the commit it saves the state.
 A crash before the commit leaves nothing; a crash after it leaves an older state, which the Context
-(the truth) corrects on the next message.
+(the truth) corrects on the next message. `converse_group` does the same for several citizens' inputs
+in one transaction (the SMS inbox's groups), all or nothing.
 """
 
 from __future__ import annotations
@@ -211,6 +212,7 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
         states = await runner.states.get_many(keys)
         try:
             async with runner.store.transaction() as session:
+                known = await _read_group(session, runner.deps, channel, [item.citizen_id for item in inputs])
                 outcomes = [
                     await _step(
                         session,
@@ -220,6 +222,7 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                         citizen_id=item.citizen_id,
                         inbound=item.inbound,
                         inbox_id=item.inbox_id,
+                        known=known[item.citizen_id],
                     )
                     for item, state in zip(inputs, states, strict=True)
                 ]
@@ -236,6 +239,30 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
     return outcomes
 
 
+@dataclass
+class _Known:
+    """What a group reads for each of its citizens in one set of queries, before their steps."""
+
+    citizen: Citizen
+    context: Context
+    invitations: dict[int, Invitation]
+    sms_answers_sent: int | None
+
+
+async def _read_group(session: AsyncSession, deps: Deps, channel: str, citizen_ids: list[int]) -> dict[int, _Known]:
+    citizens = {c.id: c for c in (await session.exec(_CITIZENS_BY_ID, params={"cs": citizen_ids})).all()}
+    contexts = await load_contexts(session, citizen_ids=citizen_ids, deps=deps)
+    sent = await _sms_answers_sent(session, citizen_ids, deps.clock.now()) if channel == "sms" else None
+    known: dict[int, _Known] = {}
+    for citizen_id in citizen_ids:
+        citizen = citizens.get(citizen_id)
+        if citizen is None:
+            raise BrokenInvariant("citizen is missing")
+        context, invitations = contexts[citizen_id]
+        known[citizen_id] = _Known(citizen, context, invitations, None if sent is None else sent.get(citizen_id, 0))
+    return known
+
+
 async def _step(
     session: AsyncSession,
     runner: Runner,
@@ -248,19 +275,32 @@ async def _step(
     source_message_id: int | None = None,
     timer_id: int | None = None,
     inbox_id: int | None = None,
+    known: _Known | None = None,
 ) -> Outcome:
-    """One input inside the caller's transaction: the dedup, the context, the flow, the effects, the replies."""
+    """One input inside the caller's transaction: the dedup, the context (read here, or by the group
+    with `known`), the flow, the effects, the replies."""
     if not await _first_time(session, update_id, citizen_id, timer_id, inbox_id, runner.deps):
         return Outcome(duplicate=True)
-    ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
+    if known is None:
+        ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
+        citizen = await session.get(Citizen, citizen_id)
+        if citizen is None:
+            raise BrokenInvariant("citizen is missing")
+        sent = None
+    else:
+        ctx, invitations, citizen, sent = known.context, known.invitations, known.citizen, known.sms_answers_sent
     transition = advance(state, inbound, ctx)
-    citizen = await session.get(Citizen, citizen_id)
-    if citizen is None:
-        raise BrokenInvariant("citizen is missing")
     await _apply(session, runner, transition, citizen, channel, invitations)
     opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
     replies = await _queue_replies(
-        session, runner.deps, transition.replies, citizen, channel, source_message_id, opted_out=opted_out
+        session,
+        runner.deps,
+        transition.replies,
+        citizen,
+        channel,
+        source_message_id,
+        opted_out=opted_out,
+        sms_answers_sent=sent,
     )
     return Outcome(transition=transition, replies=replies)
 
@@ -291,42 +331,48 @@ _INBOX_PROCESSED = (
         error=None,
     )
 )
-_OPEN_INVITATIONS = select(Invitation).where(
-    Invitation.citizen_id == bindparam("c"), Invitation.status == "open", col(Invitation.expires_at) > bindparam("now")
+_CITIZENS = col(Invitation.citizen_id).in_(bindparam("cs", expanding=True))
+_OPEN_INVITATIONS = (
+    select(Invitation)
+    .where(_CITIZENS, Invitation.status == "open", col(Invitation.expires_at) > bindparam("now"))
+    .order_by(col(Invitation.id))
 )
 _RECENT_RATINGS = (
     select(Evaluation, Invitation)
     .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
     .where(
-        Evaluation.citizen_id == bindparam("c"),
+        col(Evaluation.citizen_id).in_(bindparam("cs", expanding=True)),
         col(Evaluation.created_at) > bindparam("since"),
         Evaluation.scope == "all",
     )
+    .order_by(col(Evaluation.id))
 )
 _ADDENDA_OF = select(EvaluationAddendum.evaluation_id, EvaluationAddendum.kind).where(
     col(EvaluationAddendum.evaluation_id).in_(bindparam("ids", expanding=True))
 )
 _OPEN_SURVEYS = (
-    select(CampaignTarget.ticket_id, Invitation.item_name, OutboundMessage.sent_at)
+    select(CampaignTarget.citizen_id, CampaignTarget.ticket_id, Invitation.item_name, OutboundMessage.sent_at)
     .join(OutboundMessage, col(OutboundMessage.id) == CampaignTarget.message_id)
     .join(Ticket, col(Ticket.id) == CampaignTarget.ticket_id)
     .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
     .where(
-        CampaignTarget.citizen_id == bindparam("c"),
+        col(CampaignTarget.citizen_id).in_(bindparam("cs", expanding=True)),
         col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES),
         col(OutboundMessage.sent_at).is_not(None),
     )
+    .order_by(col(CampaignTarget.id))
 )
 _SMS_ANSWERS_SINCE = (
-    select(func.count())
-    .select_from(OutboundMessage)
+    select(OutboundMessage.citizen_id, func.count())
     .where(
-        OutboundMessage.citizen_id == bindparam("c"),
+        col(OutboundMessage.citizen_id).in_(bindparam("cs", expanding=True)),
         OutboundMessage.purpose == "reply",
         OutboundMessage.channel == "sms",
         col(OutboundMessage.created_at) > bindparam("since"),
     )
+    .group_by(col(OutboundMessage.citizen_id))
 )
+_CITIZENS_BY_ID = select(Citizen).where(col(Citizen.id).in_(bindparam("cs", expanding=True)))
 
 
 async def _first_time(
@@ -377,52 +423,71 @@ def render_buttons(reply: Reply) -> list[list[dict[str, str]]] | None:
 async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> tuple[Context, dict[int, Invitation]]:
     """What the flow needs to know about this citizen, read fresh for every input; and the open
     invitations it read, which the effects use (the session's identity map holds rows only weakly)."""
+    return (await load_contexts(session, citizen_ids=[citizen_id], deps=deps))[citizen_id]
+
+
+async def load_contexts(
+    session: AsyncSession, *, citizen_ids: Sequence[int], deps: Deps
+) -> dict[int, tuple[Context, dict[int, Invitation]]]:
+    """`load_context` for several citizens at once: the same three or four queries, whatever their number."""
     now = deps.clock.now()
+    ids = list(citizen_ids)
 
     def ref(inv: Invitation) -> InvitationRef:
         return invitation_ref(inv, deps.settings.timezone)
 
-    open_rows = (await session.exec(_OPEN_INVITATIONS, params={"c": citizen_id, "now": now})).all()
-    open_invitations = tuple(ref(inv) for inv in open_rows)
+    open_rows: dict[int, list[Invitation]] = {c: [] for c in ids}
+    for inv in (await session.exec(_OPEN_INVITATIONS, params={"cs": ids, "now": now})).all():
+        if inv.citizen_id is not None:
+            open_rows[inv.citizen_id].append(inv)
 
-    recent = (await session.exec(_RECENT_RATINGS, params={"c": citizen_id, "since": now - LATE_REASONS_WINDOW})).all()
-    awaiting_reasons: list[RatedInvitation] = []
-    awaiting_staff: list[InvitationRef] = []
+    recent = (await session.exec(_RECENT_RATINGS, params={"cs": ids, "since": now - LATE_REASONS_WINDOW})).all()
+    awaiting_reasons: dict[int, list[RatedInvitation]] = {c: [] for c in ids}
+    awaiting_staff: dict[int, list[InvitationRef]] = {c: [] for c in ids}
     if recent:
         addenda = (await session.exec(_ADDENDA_OF, params={"ids": [e.id for e, _ in recent]})).all()
         has = {(eid, kind) for eid, kind in addenda}
         for evaluation, inv in recent:
+            rater = evaluation.citizen_id
+            if rater is None:
+                continue  # (not possible: selected by citizen)
             if (
                 evaluation.level <= 2
                 and not evaluation.reason_codes
                 and not evaluation.content
                 and (evaluation.id, "reasons") not in has
             ):
-                awaiting_reasons.append(RatedInvitation(ref(inv), evaluation.level, as_utc(evaluation.created_at)))
+                awaiting_reasons[rater].append(
+                    RatedInvitation(ref(inv), evaluation.level, as_utc(evaluation.created_at))
+                )
             if (
                 inv.service_channel == "window"
                 and evaluation.staff_level is None
                 and (evaluation.id, "staff") not in has
             ):
-                awaiting_staff.append(ref(inv))
+                awaiting_staff[rater].append(ref(inv))
 
     # A callback question is open once its message has actually gone out, and it dates from then: a
     # campaign's targets are created long before their turn to be sent comes.
-    surveys = (await session.exec(_OPEN_SURVEYS, params={"c": citizen_id})).all()
-    open_surveys = tuple(
-        SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at))
-        for ticket_id, name, sent_at in surveys
-        if sent_at is not None
-    )
-    context = Context(
-        open_invitations=open_invitations,
-        reasons_by_level={1: deps.catalogue.options(1), 2: deps.catalogue.options(2)},
-        open_surveys=open_surveys,
-        awaiting_reasons=tuple(awaiting_reasons),
-        awaiting_staff_rating=tuple(awaiting_staff),
-        reminder_after_seconds=deps.settings.reminder_after_seconds,
-    )
-    return context, {inv.id: inv for inv in open_rows if inv.id is not None}
+    surveys: dict[int, list[SurveyRef]] = {c: [] for c in ids}
+    for citizen_id, ticket_id, name, sent_at in (await session.exec(_OPEN_SURVEYS, params={"cs": ids})).all():
+        if sent_at is not None and citizen_id is not None:
+            surveys[citizen_id].append(SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at)))
+    reasons_by_level = {1: deps.catalogue.options(1), 2: deps.catalogue.options(2)}
+    return {
+        c: (
+            Context(
+                open_invitations=tuple(ref(inv) for inv in open_rows[c]),
+                reasons_by_level=reasons_by_level,
+                open_surveys=tuple(surveys[c]),
+                awaiting_reasons=tuple(awaiting_reasons[c]),
+                awaiting_staff_rating=tuple(awaiting_staff[c]),
+                reminder_after_seconds=deps.settings.reminder_after_seconds,
+            ),
+            {inv.id: inv for inv in open_rows[c] if inv.id is not None},
+        )
+        for c in ids
+    }
 
 
 async def _evaluation_of(session: AsyncSession, invitation_id: int, citizen_id: int) -> Evaluation | None:
@@ -537,6 +602,7 @@ async def _queue_replies(
     source_message_id: int | None,
     *,
     opted_out: bool = False,
+    sms_answers_sent: int | None = None,
 ) -> list[OutboundMessage]:
     purpose = "reply"
     if (channel == "sms" and citizen.sms_opted_out_at is not None) or (
@@ -549,8 +615,10 @@ async def _queue_replies(
         purpose = OPT_OUT_CONFIRMATION
     queued = []
     now = deps.clock.now()
-    if channel == "sms" and replies:
-        replies = replies[: await _sms_answers_left(session, deps, citizen, now)]
+    if channel == "sms" and replies and citizen.id is not None:
+        if sms_answers_sent is None:
+            sms_answers_sent = (await _sms_answers_sent(session, [citizen.id], now)).get(citizen.id, 0)
+        replies = replies[: _sms_answers_left(deps, citizen, sms_answers_sent)]
     for reply in replies:
         if channel == "sms":
             body, buttons, edit = sms_text(reply, deps.settings.sms_signature), None, None
@@ -585,12 +653,17 @@ def sms_text(reply: Reply, signature: str) -> str:
     return body
 
 
-async def _sms_answers_left(session: AsyncSession, deps: Deps, citizen: Citizen, now: datetime) -> int:
+async def _sms_answers_sent(session: AsyncSession, citizen_ids: Sequence[int], now: datetime) -> dict[int, int]:
+    """The SMS answers each citizen got in the last hour."""
+    rows = await session.exec(_SMS_ANSWERS_SINCE, params={"cs": list(citizen_ids), "since": now - timedelta(hours=1)})
+    return {citizen_id: int(n) for citizen_id, n in rows.all() if citizen_id is not None}
+
+
+def _sms_answers_left(deps: Deps, citizen: Citizen, sent: int) -> int:
     """How many more answers this number may get this hour: an auto-responder answering every answer
     would otherwise keep an endless, paid exchange going. Beyond the limit the gateway stays silent
     (what the citizen wrote is still processed and recorded)."""
-    sent = (await session.exec(_SMS_ANSWERS_SINCE, params={"c": citizen.id, "since": now - timedelta(hours=1)})).one()
-    left = max(0, deps.settings.sms_replies_per_hour - int(sent))
+    left = max(0, deps.settings.sms_replies_per_hour - sent)
     if left == 0:
         log.warning("SMS answer limit reached; staying silent", extra={"citizen_id": citizen.id})
     return left

@@ -88,14 +88,14 @@ async def test_a_refused_rating_leaves_nothing_of_the_group_and_each_goes_alone(
 async def test_a_failing_conversation_stays_for_a_retry_and_its_group_goes_on(client, world, monkeypatch):  # type: ignore[no-untyped-def]
     citizens = await _five_replies(client, world)
     victim = citizens[3]
-    real = dialogue.load_context
+    real = dialogue.load_contexts
 
-    async def failing(session, *, citizen_id, deps):  # type: ignore[no-untyped-def]
-        if citizen_id == victim:
+    async def failing(session, *, citizen_ids, deps):  # type: ignore[no-untyped-def]
+        if victim in citizen_ids:
             raise RuntimeError("a database hiccup")
-        return await real(session, citizen_id=citizen_id, deps=deps)
+        return await real(session, citizen_ids=citizen_ids, deps=deps)
 
-    monkeypatch.setattr(dialogue, "load_context", failing)
+    monkeypatch.setattr(dialogue, "load_contexts", failing)
     drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy())
     assert await drainer.drain_once() == SENDERS
     assert sorted(e.citizen_id for e in await _rows(client, Evaluation)) == [c for c in citizens if c != victim]
@@ -125,3 +125,52 @@ async def test_a_conversation_busy_elsewhere_sends_its_group_one_by_one(client, 
     assert await asyncio.wait_for(draining, 10) == SENDERS
     await holder
     assert len(await _rows(client, Evaluation)) == SENDERS
+
+
+SCRIPTS = [["1", "1"], ["5", "4"], ["2", "窗口让我跑了三趟"], ["4"], ["3", "2"], ["1", "2 3"], ["你好", "5"]]
+
+
+async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[list[dict[str, Any]], int]:
+    """Each citizen plays its script, one message per round, the inbox drained between rounds by a
+    drainer of the given group size; what each citizen ends with."""
+    phones = []
+    for i in range(len(SCRIPTS)):
+        await report(client, world, case_no=f"HB-{prefix}-{i}", citizen={"phone": f"139{prefix}{i:04d}"})
+        phones.append(Phone(client, f"+86139{prefix}{i:04d}"))
+    drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(group_size=group_size))
+    commits = _count_commits(client)
+    for round_ in range(max(len(s) for s in SCRIPTS)):
+        for i, (phone, script) in enumerate(zip(phones, SCRIPTS, strict=True)):
+            if round_ < len(script):
+                await phone.text(script[round_], drain=False, sid=f"SM{prefix}{round_}{i:028d}")
+        assert await drainer.drain() == sum(1 for s in SCRIPTS if round_ < len(s))
+    transactions = len(commits)
+    from gateway.store.models import EvaluationAddendum, Invitation, Ticket
+
+    async with client.app[STORE].transaction() as session:
+        invitations = {i.group_no: i.citizen_id for i in (await session.exec(select(Invitation))).all()}
+    evaluations = await _rows(client, Evaluation)
+    replies = [m for m in await _rows(client, OutboundMessage) if m.purpose == "reply"]
+    addenda, tickets = await _rows(client, EvaluationAddendum), await _rows(client, Ticket)
+    results = []
+    for i in range(len(SCRIPTS)):
+        citizen_id = invitations[f"HB-{prefix}-{i}"]
+        mine = [e for e in evaluations if e.citizen_id == citizen_id]
+        results.append(
+            {
+                "ratings": [(e.level, e.reason_codes, e.content, e.staff_level) for e in mine],
+                "addenda": sorted((a.kind, a.reason_codes, a.staff_level) for a in addenda if a.evaluation_id in {e.id for e in mine}),
+                "tickets": sum(1 for t in tickets if t.evaluation_id in {e.id for e in mine}),
+                "answers": [m.body for m in replies if m.citizen_id == citizen_id],
+            }
+        )
+    return results, transactions
+
+
+async def test_a_group_ends_every_conversation_as_one_by_one_would(client, world):  # type: ignore[no-untyped-def]
+    alone, alone_commits = await _play(client, world, "0001", group_size=1)
+    grouped, commits = await _play(client, world, "0002", group_size=8)
+    assert grouped == alone
+    # The 12 conversations committed one by one, or in two groups (the webhooks and claims commit alike).
+    assert alone_commits - commits >= 12 - 2 - 2
+    assert any(r["tickets"] for r in grouped) and any(r["addenda"] for r in grouped)  # the scripts reach far
