@@ -212,7 +212,11 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
         states = await runner.states.get_many(keys)
         try:
             async with runner.store.transaction() as session:
+                fresh = await _mark_processed(
+                    session, [i.inbox_id for i in inputs if i.inbox_id is not None], runner.deps
+                )
                 known = await _read_group(session, runner.deps, channel, [item.citizen_id for item in inputs])
+                replies: list[OutboundMessage] = []
                 outcomes = [
                     await _step(
                         session,
@@ -221,11 +225,15 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                         channel=channel,
                         citizen_id=item.citizen_id,
                         inbound=item.inbound,
-                        inbox_id=item.inbox_id,
                         known=known[item.citizen_id],
+                        deferred=replies,
                     )
+                    if item.inbox_id is None or item.inbox_id in fresh
+                    else Outcome(duplicate=True)
                     for item, state in zip(inputs, states, strict=True)
                 ]
+                session.add_all(replies)  # the group's answers: one INSERT
+                await session.flush()
         except EvaluationError as exc:
             log.info("a conversation in a group was refused; each goes alone", extra={"reason": exc.message})
             return None
@@ -276,6 +284,7 @@ async def _step(
     timer_id: int | None = None,
     inbox_id: int | None = None,
     known: _Known | None = None,
+    deferred: list[OutboundMessage] | None = None,
 ) -> Outcome:
     """One input inside the caller's transaction: the dedup, the context (read here, or by the group
     with `known`), the flow, the effects, the replies."""
@@ -301,6 +310,7 @@ async def _step(
         source_message_id,
         opted_out=opted_out,
         sms_answers_sent=sent,
+        deferred=deferred,
     )
     return Outcome(transition=transition, replies=replies)
 
@@ -373,6 +383,31 @@ _SMS_ANSWERS_SINCE = (
     .group_by(col(OutboundMessage.citizen_id))
 )
 _CITIZENS_BY_ID = select(Citizen).where(col(Citizen.id).in_(bindparam("cs", expanding=True)))
+
+
+_GROUP_PROCESSED = (
+    update(_INBOX)
+    .where(_INBOX.c.id.in_(bindparam("ids", expanding=True)), inbox_state_is(_INBOX.c.state, "pending"))
+    .values(
+        state="processed",
+        processed_at=bindparam("at"),
+        # The sender's citizen, as the drainer resolved it (the same keyed hash of the number).
+        citizen_id=select(Citizen.id).where(Citizen.phone_hash == _INBOX.c.sender_hash).scalar_subquery(),
+        body=None,
+        sender_enc=None,
+        lease_until=None,
+        error=None,
+    )
+    .returning(_INBOX.c.id)
+)
+
+
+async def _mark_processed(session: AsyncSession, inbox_ids: list[int], deps: Deps) -> set[int]:
+    """`_first_time` for a group's inbox messages in one statement: the ids that were still pending."""
+    if not inbox_ids:
+        return set()
+    done = await session.exec(_GROUP_PROCESSED, params={"ids": inbox_ids, "at": deps.clock.now()})
+    return set(done.scalars().all())
 
 
 async def _first_time(
@@ -603,6 +638,7 @@ async def _queue_replies(
     *,
     opted_out: bool = False,
     sms_answers_sent: int | None = None,
+    deferred: list[OutboundMessage] | None = None,
 ) -> list[OutboundMessage]:
     purpose = "reply"
     if (channel == "sms" and citizen.sms_opted_out_at is not None) or (
@@ -635,6 +671,7 @@ async def _queue_replies(
             at=now,
             quiet=deps.quiet,
             edit_message_id=edit,
+            deferred=deferred,
         )
         if message is not None:
             queued.append(message)

@@ -141,8 +141,11 @@ async def enqueue(
     ticket_id: int | None = None,
     campaign_id: int | None = None,
     edit_message_id: int | None = None,
+    deferred: list[OutboundMessage] | None = None,
 ) -> OutboundMessage | None:
-    """Queue one message; returns None when a message with the same dedupe key exists already."""
+    """Queue one message; returns None when a message with the same dedupe key exists already. With
+    `deferred` (and no dedupe key), the message is appended to that list instead of being written now:
+    the caller adds the list to the session at once, so that many messages take one INSERT."""
     if citizen.id is None:
         raise BrokenInvariant("citizen.id is missing")
     if dedupe_key is not None:
@@ -169,6 +172,9 @@ async def enqueue(
         updated_at=at,
     )
     if dedupe_key is None:
+        if deferred is not None:
+            deferred.append(message)
+            return message
         session.add(message)
         await session.flush()
         return message
