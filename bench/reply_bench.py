@@ -85,7 +85,8 @@ class Meter:
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
-        self.gw0 = sum(cpu_seconds(p) or 0.0 for p in self.pids)
+        self.each0 = [cpu_seconds(p) or 0.0 for p in self.pids]
+        self.gw0 = sum(self.each0)
         self.pg0 = backends(self.db_name)
 
     def stop(self, n: int) -> dict[str, float]:
@@ -99,6 +100,10 @@ class Meter:
             "gateway_cpu_ms_per_op": round(1000 * gw / n, 2),
             "postgres_cpu_ms_per_op": round(1000 * pg / n, 2),
             "gateway_cpu_percent": round(100 * gw / elapsed, 1),
+            # Each gateway process (serve, then worker with --layout split), CPU ms per operation.
+            "cpu_ms_per_op_by_process": [
+                round(1000 * ((cpu_seconds(p) or 0.0) - c0) / n, 2) for p, c0 in zip(self.pids, self.each0, strict=True)
+            ],
         }
 
 

@@ -70,6 +70,7 @@ from gateway.store.models import (
     InboundMessage,
     Invitation,
     OutboundMessage,
+    ServiceCase,
     Ticket,
     inbox_state_is,
 )
@@ -255,19 +256,31 @@ class _Known:
     context: Context
     invitations: dict[int, Invitation]
     sms_answers_sent: int | None
+    cases: dict[int, list[ServiceCase]]  # of the open invitations, by invitation id
 
 
 async def _read_group(session: AsyncSession, deps: Deps, channel: str, citizen_ids: list[int]) -> dict[int, _Known]:
     citizens = {c.id: c for c in (await session.exec(_CITIZENS_BY_ID, params={"cs": citizen_ids})).all()}
     contexts = await load_contexts(session, citizen_ids=citizen_ids, deps=deps)
     sent = await _sms_answers_sent(session, citizen_ids, deps.clock.now()) if channel == "sms" else None
+    open_ids = [i for _, invitations in contexts.values() for i in invitations]
+    cases: dict[int, list[ServiceCase]] = {i: [] for i in open_ids}
+    if open_ids:
+        for case in (await session.exec(_CASES_OF_INVITATIONS, params={"ids": open_ids})).all():
+            cases[case.invitation_id].append(case)
     known: dict[int, _Known] = {}
     for citizen_id in citizen_ids:
         citizen = citizens.get(citizen_id)
         if citizen is None:
             raise BrokenInvariant("citizen is missing")
         context, invitations = contexts[citizen_id]
-        known[citizen_id] = _Known(citizen, context, invitations, None if sent is None else sent.get(citizen_id, 0))
+        known[citizen_id] = _Known(
+            citizen,
+            context,
+            invitations,
+            None if sent is None else sent.get(citizen_id, 0),
+            {i: cases[i] for i in invitations},
+        )
     return known
 
 
@@ -290,6 +303,7 @@ async def _step(
     with `known`), the flow, the effects, the replies."""
     if not await _first_time(session, update_id, citizen_id, timer_id, inbox_id, runner.deps):
         return Outcome(duplicate=True)
+    cases = None
     if known is None:
         ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
         citizen = await session.get(Citizen, citizen_id)
@@ -298,8 +312,9 @@ async def _step(
         sent = None
     else:
         ctx, invitations, citizen, sent = known.context, known.invitations, known.citizen, known.sms_answers_sent
+        cases = known.cases
     transition = advance(state, inbound, ctx)
-    await _apply(session, runner, transition, citizen, channel, invitations)
+    await _apply(session, runner, transition, citizen, channel, invitations, cases)
     opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
     replies = await _queue_replies(
         session,
@@ -381,6 +396,11 @@ _SMS_ANSWERS_SINCE = (
         col(OutboundMessage.created_at) > bindparam("since"),
     )
     .group_by(col(OutboundMessage.citizen_id))
+)
+_CASES_OF_INVITATIONS = (
+    select(ServiceCase)
+    .where(col(ServiceCase.invitation_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(ServiceCase.id))
 )
 _CITIZENS_BY_ID = select(Citizen).where(col(Citizen.id).in_(bindparam("cs", expanding=True)))
 
@@ -544,6 +564,7 @@ async def _apply(
     citizen: Citizen,
     channel: str,
     invitations: dict[int, Invitation],
+    cases: dict[int, list[ServiceCase]] | None = None,
 ) -> None:
     deps, now = runner.deps, runner.deps.clock.now()
     rating_channel = EVALUATION_CHANNEL[channel]
@@ -561,6 +582,7 @@ async def _apply(
                 channel=rating_channel,
                 deps=deps,
                 require_content=False,
+                cases=(cases or {}).get(effect.invitation_id) or None,  # read with the group's context
             )
         elif isinstance(effect, AttachReasons):
             evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)

@@ -365,11 +365,13 @@ async def record_rating(
     case_no: str | None = None,
     submitted_by_org_id: int | None = None,
     require_content: bool = True,
+    cases: list[ServiceCase] | None = None,
 ) -> Rated:
     """Record the one rating of a service and, for a bad one, open its ticket in the same transaction.
 
     `require_content=False` is for conversations, which record the level at once and ask for the
     reasons next (the rating is never lost while waiting); the page and the API require them (Art. 8).
+    `cases`: the invitation's cases when the caller has read them already (in this transaction).
     """
     at = deps.clock.now()
     if level not in (1, 2, 3, 4, 5):
@@ -384,7 +386,8 @@ async def record_rating(
         raise InvalidRating("a bad rating needs at least one reason or a few words (Art. 8)", field="reasons")
     if staff_level is not None and invitation.service_channel != "window":
         raise InvalidRating("only window services rate the staff member (Art. 7)", field="staff_level")
-    cases = await cases_of(session, invitation)
+    if cases is None:
+        cases = await cases_of(session, invitation)
     scope, case = "all", None
     if case_no is not None:
         if invitation.kind != "theme":
