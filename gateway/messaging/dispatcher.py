@@ -167,6 +167,8 @@ class Dispatcher:
         self.limiter = limiter
         self.policy = policy
         self._wake = asyncio.Event()
+        # The loop's next batch, claimed while the current one is sent (`run_once(overlap=True)`).
+        self._next: asyncio.Task[list[_Claimed]] | None = None
 
     def wake(self) -> None:
         """Ask the loop to look at the outbox now (after a request queued something)."""
@@ -176,13 +178,18 @@ class Dispatcher:
         """Lease a batch of due messages to this dispatcher; returns their ids in sending order."""
         return [message.id for message in await self._claim()]
 
-    async def _claim(self) -> list[_Claimed]:
-        """Lease a batch of due messages and read what sending them needs: one transaction, three statements."""
+    async def _claim(self, busy: frozenset[int] = frozenset()) -> list[_Claimed]:
+        """Lease a batch of due messages and read what sending them needs: one transaction, three statements.
+        Messages of the `busy` citizens (those of the batch being sent) are left for a later batch."""
         now = self.clock.now()
         ready = or_(
             and_(col(OutboundMessage.status) == "queued", col(OutboundMessage.next_attempt_at) <= now),
             and_(col(OutboundMessage.status) == "sending", col(OutboundMessage.lease_until) < now),
         )
+        if busy:
+            ready = and_(
+                ready, or_(col(OutboundMessage.citizen_id).is_(None), col(OutboundMessage.citizen_id).not_in(busy))
+            )
         query = (
             select(OutboundMessage.id)
             .where(ready)
@@ -216,7 +223,7 @@ class Dispatcher:
             message.recipient = citizens.get(message.citizen_id) if message.citizen_id is not None else None
         return _in_order(claimed, ids)
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, overlap: bool = False) -> int:
         """Claim and send one batch; returns how many messages were handled.
 
         Different citizens are served concurrently; one citizen's messages go one after another, in
@@ -224,10 +231,20 @@ class Dispatcher:
         case (a message that may go now to a reachable citizen) is sent from what the claim read and
         its success recorded with the batch's others in one transaction; anything else (quiet hours,
         an opt-out, a failure) takes the message's own transaction as before.
+
+        With `overlap` (the background loop), a full batch means more is waiting: the next batch is
+        claimed while this one is sent, without this batch's citizens (their next message waits until
+        this one is recorded), and the next pass starts from it, so sending does not pause for the claim.
         """
-        claimed = await self._claim()
+        ahead, self._next = self._next, None
+        claimed = await ahead if ahead is not None else []
+        if not claimed:  # nothing claimed ahead (all that waited was the last batch's citizens'): claim now
+            claimed = await self._claim()
         if not claimed:
             return 0
+        if overlap and len(claimed) >= self.policy.batch_size:
+            busy = frozenset(m.citizen_id for m in claimed if m.citizen_id is not None)
+            self._next = asyncio.create_task(self._claim(busy), name="dispatcher-next-claim")
         by_citizen: dict[int | None, list[_Claimed]] = {}  # None: messages to departments (webhook)
         for message in sorted(claimed, key=lambda m: m.id):
             by_citizen.setdefault(message.citizen_id, []).append(message)
@@ -333,7 +350,32 @@ class Dispatcher:
 
     async def run_forever(self, interval_seconds: float) -> None:
         """The background loop owned by the app (and by `gateway worker`)."""
-        await run_passes(self.run_once, interval_seconds=interval_seconds, what="dispatcher", wake=self._wake)
+
+        async def one_pass() -> int:
+            return await self.run_once(overlap=True)
+
+        try:
+            await run_passes(one_pass, interval_seconds=interval_seconds, what="dispatcher", wake=self._wake)
+        finally:
+            await self._give_back_next()
+
+    async def _give_back_next(self) -> None:
+        """On stopping: the batch claimed ahead goes back to the queue at once (not after its lease)."""
+        upcoming, self._next = self._next, None
+        if upcoming is None:
+            return
+        try:
+            claimed = await upcoming
+        except Exception:  # the claim failed: nothing was leased
+            return
+        if not claimed:
+            return
+        async with self.store.transaction() as session:
+            await session.exec(
+                update(OutboundMessage)
+                .where(col(OutboundMessage.id).in_([m.id for m in claimed]), col(OutboundMessage.status) == "sending")
+                .values(status="queued", lease_until=None, attempts=OutboundMessage.attempts - 1)
+            )
 
     async def _deliver(self, message_id: int) -> None:
         async with self.store.transaction() as session:

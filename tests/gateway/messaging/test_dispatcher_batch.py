@@ -173,3 +173,56 @@ async def test_redis_limiter_grants_a_window_once_across_processes(redis_url):
     finally:
         await a_client.aclose()
         await b_client.aclose()
+
+
+@dataclass
+class Watching(Recording):
+    """Records, for every send, whether the dispatcher had the next batch's claim under way."""
+
+    dispatcher: Any = None
+    ahead: list[bool] = field(default_factory=list)
+
+    async def send(self, message: Outgoing) -> Sent:
+        self.ahead.append(self.dispatcher._next is not None)
+        return await super().send(message)
+
+
+async def test_the_loop_claims_the_next_batch_while_one_is_sent_and_keeps_each_citizens_order(client, world):
+    await _prompts(client, world, 60, phones=6)  # ten prompts for each of six citizens
+    provider = Watching()
+    dispatcher = _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=8, concurrency=4)
+    provider.dispatcher = dispatcher
+    while await dispatcher.run_once(overlap=True):
+        pass
+    assert any(provider.ahead)  # sends did not wait for the next claim
+    by_number: dict[str, list[int]] = {}
+    for message in provider.sent:
+        by_number.setdefault(message.to, []).append(message.message_id)
+    assert len(provider.sent) == 60 == len({m.message_id for m in provider.sent})  # each once
+    assert all(ids == sorted(ids) for ids in by_number.values())
+    assert {m.status for m in await _messages(client)} == {"sent"}
+
+
+async def test_a_claim_ahead_leaves_the_busy_citizens_messages(client, world):
+    await _prompts(client, world, 6, phones=3)
+    dispatcher = _dispatcher(client, Recording(), LocalRateLimiter(1000), batch_size=10)
+    citizens = {m.citizen_id for m in await _messages(client)}
+    busy = frozenset(sorted(citizens)[:2])
+    ahead = await dispatcher._claim(busy)
+    assert ahead and {m.citizen_id for m in ahead} == citizens - busy
+
+
+async def test_stopping_gives_back_the_batch_claimed_ahead(client, world):
+    await _prompts(client, world, 40)
+    provider = Recording()
+    dispatcher = _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=10, concurrency=2)
+    loop = asyncio.create_task(dispatcher.run_forever(60))
+    while len(provider.sent) < 5:
+        await asyncio.sleep(0.001)
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)
+    messages = await _messages(client)
+    sent = {m.message_id for m in provider.sent}
+    assert 0 < len(sent) < 40 and {m.status for m in messages} <= {"sent", "queued"}  # none left leased
+    for m in messages:
+        assert (m.status, m.attempts) == (("sent", 1) if m.id in sent else ("queued", 0))
