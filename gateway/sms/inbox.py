@@ -290,9 +290,10 @@ class InboxDrainer:
         watch = self.runner.redis_watch
         if watch is not None and not await watch.ready():
             return 0  # paused: the conversation cannot run without its state; nothing is claimed
-        # While webhooks come in, a small batch: its messages wait their turn one by one, and a lease
-        # must not run out on a message still waiting.
-        batch = await self.claim(min(self.policy.batch_size, 4) if self.intake_busy() else None)
+        # While webhooks come in, a small batch (one group): its messages wait their turn one group at a
+        # time, and a lease must not run out on a message still waiting.
+        busy = self.intake_busy()
+        batch = await self.claim(min(self.policy.batch_size, max(4, self.policy.group_size)) if busy else None)
         size = self.policy.group_size
         groups = [batch[i : i + size] for i in range(0, len(batch), size)]
         for outcome in await asyncio.gather(*(self._in_turn(g) for g in groups), return_exceptions=True):
