@@ -256,30 +256,32 @@ class _Known:
     context: Context
     invitations: dict[int, Invitation]
     sms_answers_sent: int | None
-    cases: dict[int, list[ServiceCase]]  # of the open invitations, by invitation id
+    cases: dict[int, list[ServiceCase]]  # of the open and the recently rated invitations, by invitation id
+    rated: dict[int, tuple[Evaluation, Invitation]]  # recent ratings, by invitation id
 
 
 async def _read_group(session: AsyncSession, deps: Deps, channel: str, citizen_ids: list[int]) -> dict[int, _Known]:
     citizens = {c.id: c for c in (await session.exec(_CITIZENS_BY_ID, params={"cs": citizen_ids})).all()}
     contexts = await load_contexts(session, citizen_ids=citizen_ids, deps=deps)
     sent = await _sms_answers_sent(session, citizen_ids, deps.clock.now()) if channel == "sms" else None
-    open_ids = [i for _, invitations in contexts.values() for i in invitations]
-    cases: dict[int, list[ServiceCase]] = {i: [] for i in open_ids}
-    if open_ids:
-        for case in (await session.exec(_CASES_OF_INVITATIONS, params={"ids": open_ids})).all():
+    invitation_ids = [i for read in contexts.values() for i in (*read.invitations, *read.rated)]
+    cases: dict[int, list[ServiceCase]] = {i: [] for i in invitation_ids}
+    if invitation_ids:
+        for case in (await session.exec(_CASES_OF_INVITATIONS, params={"ids": invitation_ids})).all():
             cases[case.invitation_id].append(case)
     known: dict[int, _Known] = {}
     for citizen_id in citizen_ids:
         citizen = citizens.get(citizen_id)
         if citizen is None:
             raise BrokenInvariant("citizen is missing")
-        context, invitations = contexts[citizen_id]
+        read = contexts[citizen_id]
         known[citizen_id] = _Known(
             citizen,
-            context,
-            invitations,
+            read.context,
+            read.invitations,
             None if sent is None else sent.get(citizen_id, 0),
-            {i: cases[i] for i in invitations},
+            {i: cases[i] for i in (*read.invitations, *read.rated)},
+            read.rated,
         )
     return known
 
@@ -303,7 +305,7 @@ async def _step(
     with `known`), the flow, the effects, the replies."""
     if not await _first_time(session, update_id, citizen_id, timer_id, inbox_id, runner.deps):
         return Outcome(duplicate=True)
-    cases = None
+    cases = rated = None
     if known is None:
         ctx, invitations = await load_context(session, citizen_id=citizen_id, deps=runner.deps)
         citizen = await session.get(Citizen, citizen_id)
@@ -312,9 +314,9 @@ async def _step(
         sent = None
     else:
         ctx, invitations, citizen, sent = known.context, known.invitations, known.citizen, known.sms_answers_sent
-        cases = known.cases
+        cases, rated = known.cases, known.rated
     transition = advance(state, inbound, ctx)
-    await _apply(session, runner, transition, citizen, channel, invitations, cases)
+    await _apply(session, runner, transition, citizen, channel, invitations, cases, rated)
     opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
     replies = await _queue_replies(
         session,
@@ -478,12 +480,21 @@ def render_buttons(reply: Reply) -> list[list[dict[str, str]]] | None:
 async def load_context(session: AsyncSession, *, citizen_id: int, deps: Deps) -> tuple[Context, dict[int, Invitation]]:
     """What the flow needs to know about this citizen, read fresh for every input; and the open
     invitations it read, which the effects use (the session's identity map holds rows only weakly)."""
-    return (await load_contexts(session, citizen_ids=[citizen_id], deps=deps))[citizen_id]
+    read = (await load_contexts(session, citizen_ids=[citizen_id], deps=deps))[citizen_id]
+    return read.context, read.invitations
 
 
-async def load_contexts(
-    session: AsyncSession, *, citizen_ids: Sequence[int], deps: Deps
-) -> dict[int, tuple[Context, dict[int, Invitation]]]:
+@dataclass
+class ContextRead:
+    """A citizen's Context and the rows it was read from that the effects use: the open invitations, and
+    the recent ratings (scope all) by invitation id, with their invitations held."""
+
+    context: Context
+    invitations: dict[int, Invitation]
+    rated: dict[int, tuple[Evaluation, Invitation]]
+
+
+async def load_contexts(session: AsyncSession, *, citizen_ids: Sequence[int], deps: Deps) -> dict[int, ContextRead]:
     """`load_context` for several citizens at once: the same three or four queries, whatever their number."""
     now = deps.clock.now()
     ids = list(citizen_ids)
@@ -499,6 +510,7 @@ async def load_contexts(
     recent = (await session.exec(_RECENT_RATINGS, params={"cs": ids, "since": now - LATE_REASONS_WINDOW})).all()
     awaiting_reasons: dict[int, list[RatedInvitation]] = {c: [] for c in ids}
     awaiting_staff: dict[int, list[InvitationRef]] = {c: [] for c in ids}
+    rated: dict[int, dict[int, tuple[Evaluation, Invitation]]] = {c: {} for c in ids}
     if recent:
         addenda = (await session.exec(_ADDENDA_OF, params={"ids": [e.id for e, _ in recent]})).all()
         has = {(eid, kind) for eid, kind in addenda}
@@ -506,6 +518,7 @@ async def load_contexts(
             rater = evaluation.citizen_id
             if rater is None:
                 continue  # (not possible: selected by citizen)
+            rated[rater][evaluation.invitation_id] = (evaluation, inv)
             if (
                 evaluation.level <= 2
                 and not evaluation.reason_codes
@@ -530,7 +543,7 @@ async def load_contexts(
             surveys[citizen_id].append(SurveyRef(ticket_id=ticket_id, item_name=name, sent_at=as_utc(sent_at)))
     reasons_by_level = {1: deps.catalogue.options(1), 2: deps.catalogue.options(2)}
     return {
-        c: (
+        c: ContextRead(
             Context(
                 open_invitations=tuple(ref(inv) for inv in open_rows[c]),
                 reasons_by_level=reasons_by_level,
@@ -540,12 +553,21 @@ async def load_contexts(
                 reminder_after_seconds=deps.settings.reminder_after_seconds,
             ),
             {inv.id: inv for inv in open_rows[c] if inv.id is not None},
+            rated[c],
         )
         for c in ids
     }
 
 
-async def _evaluation_of(session: AsyncSession, invitation_id: int, citizen_id: int) -> Evaluation | None:
+async def _evaluation_of(
+    session: AsyncSession,
+    invitation_id: int,
+    citizen_id: int,
+    rated: dict[int, tuple[Evaluation, Invitation]] | None = None,
+) -> Evaluation | None:
+    """The citizen's rating of the invitation (scope all): from the group's read when it has it."""
+    if rated is not None and invitation_id in rated:
+        return rated[invitation_id][0]
     return (
         await session.exec(
             select(Evaluation).where(
@@ -565,6 +587,7 @@ async def _apply(
     channel: str,
     invitations: dict[int, Invitation],
     cases: dict[int, list[ServiceCase]] | None = None,
+    rated: dict[int, tuple[Evaluation, Invitation]] | None = None,
 ) -> None:
     deps, now = runner.deps, runner.deps.clock.now()
     rating_channel = EVALUATION_CHANNEL[channel]
@@ -585,7 +608,7 @@ async def _apply(
                 cases=(cases or {}).get(effect.invitation_id) or None,  # read with the group's context
             )
         elif isinstance(effect, AttachReasons):
-            evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)
+            evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id, rated)
             if evaluation is not None:
                 await add_reasons(
                     session,
@@ -596,7 +619,7 @@ async def _apply(
                     deps=deps,
                 )
         elif isinstance(effect, RecordStaffRating):
-            evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id)
+            evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id, rated)
             if evaluation is not None and 1 <= effect.level <= 5:
                 await add_staff_rating(
                     session, evaluation=evaluation, staff_level=effect.level, channel=rating_channel, deps=deps
