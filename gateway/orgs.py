@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, false, or_, true
+from sqlalchemy import ColumnElement, bindparam, false, or_, true
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -168,20 +168,23 @@ def can_see_ticket(caller: Caller, ticket: Ticket) -> bool:
     return caller.covers_region(ticket.region_code)
 
 
+# Built once (every bad review routes its ticket through these); the values are bound at execution.
+_ORG_OF_KIND_IN = select(Organisation).where(
+    Organisation.kind == bindparam("kind"), Organisation.region_code == bindparam("region")
+)
+
+
 async def approval_org_for(session: AsyncSession, region_code: str) -> Organisation | None:
     """The approval department of a case's level (Art. 14): the city bureau or the county department."""
-    if is_city_level(region_code):
-        query = select(Organisation).where(Organisation.kind == "city_bureau", Organisation.region_code == region_code)
-    else:
-        query = select(Organisation).where(Organisation.kind == "county_dept", Organisation.region_code == region_code)
-    return (await session.exec(query)).first()
+    kind = "city_bureau" if is_city_level(region_code) else "county_dept"
+    return (await session.exec(_ORG_OF_KIND_IN, params={"kind": kind, "region": region_code})).first()
 
 
 async def platform_builder_for(session: AsyncSession, region_code: str) -> Organisation | None:
     """The unit that built the platform serving a region: the county's own, else the city's."""
     for region in (region_code, city_of(region_code)):
-        query = select(Organisation).where(Organisation.kind == "platform_builder", Organisation.region_code == region)
-        found = (await session.exec(query)).first()
+        params = {"kind": "platform_builder", "region": region}
+        found = (await session.exec(_ORG_OF_KIND_IN, params=params)).first()
         if found is not None:
             return found
     return None
