@@ -174,3 +174,13 @@ async def test_a_group_ends_every_conversation_as_one_by_one_would(client, world
     # The 12 conversations committed one by one, or in two groups (the webhooks and claims commit alike).
     assert alone_commits - commits >= 12 - 2 - 2
     assert any(r["tickets"] for r in grouped) and any(r["addenda"] for r in grouped)  # the scripts reach far
+
+
+def test_the_worker_remembers_a_bounded_number_of_senders(monkeypatch):  # type: ignore[no-untyped-def]
+    from gateway.dialogue import Runner
+
+    monkeypatch.setattr(dialogue, "CITIZEN_IDS_KEPT", 3)
+    runner = Runner(store=None, states=None, locks=None, deps=None)  # type: ignore[arg-type]
+    for i in range(5):
+        runner.remember(f"sender-{i}", i)
+    assert runner.citizen_ids == {"sender-2": 2, "sender-3": 3, "sender-4": 4}  # the oldest go first
