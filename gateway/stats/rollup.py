@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, event, func
+from sqlalchemy import bindparam, delete, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel, col, select
@@ -255,6 +255,20 @@ def evaluation_facts(
     )
 
 
+# Built once: every addendum, ruling and ticket action runs them (the values are bound at execution).
+_ADDENDA_OF = (
+    select(EvaluationAddendum)
+    .where(EvaluationAddendum.evaluation_id == bindparam("e"))
+    .order_by(col(EvaluationAddendum.id))
+)
+_DECISIONS_OF = (
+    select(EvaluationDecision)
+    .where(EvaluationDecision.evaluation_id == bindparam("e"))
+    .order_by(col(EvaluationDecision.id))
+)
+_RULED = select(EvaluationDecision.id).where(EvaluationDecision.evaluation_id == bindparam("e")).limit(1)
+
+
 async def record_changed(
     session: AsyncSession,
     *,
@@ -290,24 +304,8 @@ async def record_changed(
     addenda: list[EvaluationAddendum] = []
     decisions: list[EvaluationDecision] = []
     if not isinstance(record, Evaluation):
-        addenda = list(
-            (
-                await session.exec(
-                    select(EvaluationAddendum)
-                    .where(EvaluationAddendum.evaluation_id == evaluation.id)
-                    .order_by(col(EvaluationAddendum.id))
-                )
-            ).all()
-        )
-        decisions = list(
-            (
-                await session.exec(
-                    select(EvaluationDecision)
-                    .where(EvaluationDecision.evaluation_id == evaluation.id)
-                    .order_by(col(EvaluationDecision.id))
-                )
-            ).all()
-        )
+        addenda = list((await session.exec(_ADDENDA_OF, params={"e": evaluation.id})).all())
+        decisions = list((await session.exec(_DECISIONS_OF, params={"e": evaluation.id})).all())
     after = evaluation_facts(evaluation, invitation, item_code, addenda, decisions, tz)
     if isinstance(record, Evaluation):
         before: Tally = {}
@@ -385,11 +383,7 @@ async def ticket_tally(session: AsyncSession, ticket: Ticket, calendar: WorkingC
     invitation = await session.get(Invitation, ticket.invitation_id)
     if invitation is None:
         raise BrokenInvariant(f"ticket {ticket.id} refers to a missing invitation")
-    ruled = (
-        await session.exec(
-            select(EvaluationDecision.id).where(EvaluationDecision.evaluation_id == ticket.evaluation_id).limit(1)
-        )
-    ).first() is not None
+    ruled = (await session.exec(_RULED, params={"e": ticket.evaluation_id})).first() is not None
     return ticket_contributions(ticket, invitation, ruled=ruled, calendar=calendar)
 
 
