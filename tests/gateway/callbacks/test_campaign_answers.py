@@ -7,7 +7,19 @@ import pytest
 
 from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, Ticket, TicketEvent
-from tests.gateway.callbacks.conftest import Campaigns, flush, phone_number, phone_of, rows, run_campaigns, targets
+from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
+from tests.gateway.callbacks.conftest import (
+    Campaigns,
+    campaign_row,
+    flush,
+    phone_number,
+    phone_of,
+    rows,
+    run_campaigns,
+    surveys,
+    targets,
+)
+from tests.gateway.sms.conftest import PUBLIC
 
 
 async def _surveyed(client, make_resolved, campaigns: Campaigns, n: int = 1) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
@@ -95,16 +107,35 @@ async def test_phone_staff_enter_answers(client, world, make_resolved, campaigns
     assert (target.answer_channel, target.answer_text) == ("phone", "电话回访：仍不满意，材料清单未更新")
     event = (await rows(client, TicketEvent, TicketEvent.ticket_id == unreached))[-1]
     assert event.data["channel"] == "phone" and event.data["answer"] == "电话回访：仍不满意，材料清单未更新"
+    assert (event.actor, event.actor_org_id) == ("system:callback-campaign", (await campaign_row(client, campaign_id)).org_id)
 
     # Answered already (by phone): the citizen's SMS later finds no open question.
     status, body = await campaigns.answer(campaign_id, ticket_id=unreached, satisfied=True)
     assert status == 409 and body["error"]["code"] == "transition_not_allowed"
+    assert (body["error"]["field"], body["error"]["details"]) == ("ticket_id", {"status": "unsatisfied"})
+    assert "already has its answer" in body["error"]["message"]
     status, body = await campaigns.answer(campaign_id, ticket_id=999_999, satisfied=True)
     assert status == 404 and body["error"]["field"] == "ticket_id"
+    assert f"not in campaign {campaign_id}" in body["error"]["message"]
     status, body = await campaigns.answer(campaign_id, org="hanyin", ticket_id=reached, satisfied=True)
     assert status == 404  # another department's campaign
     status, body = await campaigns.answer(campaign_id, ticket_id=reached, satisfied="yes")
     assert status == 422 and body["error"]["field"] == "satisfied"
+
+
+async def test_a_phone_answer_for_a_ticket_that_has_its_result_is_refused_and_records_nothing(
+    client, world, make_resolved, campaigns, api  # type: ignore[no-untyped-def]
+):
+    campaign_id, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    await api.ok("hanbin", ticket_id, "callback_result", outcome="satisfied", channel="visit", answer="上门回访：满意")
+    status, body = await campaigns.answer(campaign_id, ticket_id=ticket_id, satisfied=False, reason="电话回访：不满意")
+    assert status == 409, body
+    error = body["error"]
+    assert (error["code"], error["field"], error["details"]) == ("transition_not_allowed", "ticket_id", {"status": "closed_satisfied"})
+    assert error["message"].startswith(f"ticket {ticket_id}: ")
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answered_at, target.answer_text) == ("sent", None, "")  # the question stays as it was
+    assert (await _ticket(client, ticket_id)).status == "closed_satisfied"
 
 
 async def test_a_phone_answer_before_the_survey_goes_out_withdraws_it(client, world, make_resolved, campaigns, fake_twilio):
@@ -161,6 +192,8 @@ async def test_no_answer_after_the_configured_days(client, world, make_resolved,
     assert (await _ticket(client, silent)).status == "closed_no_answer"
     event = (await rows(client, TicketEvent, TicketEvent.ticket_id == silent))[-1]
     assert event.data == {"outcome": "no_answer", "channel": "sms", "campaign_id": campaign_id}
+    # Recorded by the campaign for the department that runs it (the ticket's history names it).
+    assert (event.actor, event.actor_org_id) == ("system:callback-campaign", (await campaign_row(client, campaign_id)).org_id)
 
     # A late "1" finds the question closed: it is read as a new message, nothing is recorded.
     clock.advance(hours=1)
@@ -257,3 +290,28 @@ async def test_two_campaigns_expiring_together_each_record_their_own_no_answers(
         assert (await targets(client, campaign_id))[ticket_id].status == "no_answer"
         event = (await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id))[-1]
         assert event.data == {"outcome": "no_answer", "channel": "sms", "campaign_id": campaign_id}
+
+
+async def test_one_pass_records_every_silence_and_leaves_the_questions_the_ticket_moved_past(
+    client, world, make_resolved, campaigns, api, clock, settings  # type: ignore[no-untyped-def]
+):
+    # Three questions out in one campaign: the first ticket got its result from the department itself
+    # meanwhile (a visit), the second's SMS came back delivered, the third's is only sent.
+    campaign_id, [visited, delivered, sent] = await _surveyed(client, make_resolved, campaigns, n=3)
+    await api.ok("hanbin", visited, "callback_result", outcome="satisfied", channel="visit", answer="上门回访：满意")
+    sid = {m.ticket_id: m.provider_message_id for m in await surveys(client)}[delivered]
+    params = status_callback_params(message_sid=sid, status="delivered", to=f"+86{phone_number(2)}")
+    headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/status", params, AUTH_TOKEN)
+    assert (await client.post("/webhooks/twilio/status", data=data, headers=headers)).status == 204
+    await run_campaigns(client)
+    assert (await targets(client, campaign_id))[delivered].status == "delivered"
+
+    clock.advance(days=settings.survey_no_answer_days, seconds=1)
+    assert (await client.app[CAMPAIGN_FEEDER].run_once()).expired == 2  # one pass, both silences
+    by_ticket = await targets(client, campaign_id)
+    assert {t: x.status for t, x in by_ticket.items()} == {visited: "skipped", delivered: "no_answer", sent: "no_answer"}
+    assert [(await _ticket(client, t)).status for t in (visited, delivered, sent)] == [
+        "closed_satisfied", "closed_no_answer", "closed_no_answer",
+    ]
+    results = [e for e in await rows(client, TicketEvent, TicketEvent.ticket_id == visited) if e.action == "callback_result"]
+    assert [(e.actor, e.data["outcome"]) for e in results] == [("hanbin", "satisfied")]  # the silence adds nothing
