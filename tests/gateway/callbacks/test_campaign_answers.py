@@ -119,6 +119,9 @@ async def test_phone_staff_enter_answers(client, world, make_resolved, campaigns
     assert f"not in campaign {campaign_id}" in body["error"]["message"]
     status, body = await campaigns.answer(campaign_id, org="hanyin", ticket_id=reached, satisfied=True)
     assert status == 404  # another department's campaign
+    status, body = await campaigns.answer(campaign_id, org="operator", ticket_id=reached, satisfied=True)
+    assert status == 404 and f"campaign {campaign_id} " in body["error"]["message"]  # the operator reads, not answers
+    assert (await targets(client, campaign_id))[reached].status == "sent"
     status, body = await campaigns.answer(campaign_id, ticket_id=reached, satisfied="yes")
     assert status == 422 and body["error"]["field"] == "satisfied"
 
