@@ -45,10 +45,14 @@ async def test_the_feeder_keeps_a_small_chunk_ahead_and_answers_go_first(client,
     feeder, dispatcher = client.app[CAMPAIGN_FEEDER], client.app[DISPATCHER]
 
     assert (await feeder.run_once()).queued == 2
-    assert (await feeder.run_once()).queued == 0  # two waiting already
+    again = await feeder.run_once()
+    assert (again.queued, again.skipped) == (0, 0)  # two waiting already
     assert [m.status for m in await surveys(client)] == ["queued", "queued"]
     read = await campaigns.read(created["id"])
     assert (read["counts"]["pending"], read["counts"]["queued"]) == (3, 2)
+    dispatcher.policy = dataclasses.replace(dispatcher.policy, batch_size=1)
+    await dispatcher.run_once()  # one survey leaves …
+    assert (await feeder.run_once()).queued == 1  # … and the chunk is topped up to two again
 
     # A citizen writes in while the surveys wait: the answer (priority 0) leaves before them.
     await make_open_ticket(phone="13900000001")
@@ -131,6 +135,7 @@ async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(clie
     for action in ("pause", "resume", "cancel"):
         status, body = await campaigns.act(created["id"], action)
         assert status == 409 and "cancelled" in body["error"]["message"]
+        assert body["error"]["details"] == {"status": "cancelled"}
 
     await phone_of(client, phone_number(1)).text("1")
     assert (await targets(client, created["id"]))[tickets[0]].status == "satisfied"
@@ -138,6 +143,25 @@ async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(clie
     # The tickets not asked are free for another campaign.
     again = await campaigns.started()
     assert set(await targets(client, again["id"])) == set(tickets[2:])
+
+
+async def test_two_campaigns_at_once_each_send_and_stop_only_their_own(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    tickets = await _resolved(make_resolved, client, 4)
+    feeder = client.app[CAMPAIGN_FEEDER]
+    feeder.queue_ahead = 1
+    first = await campaigns.started(name="第一批", ticket_ids=tickets[:2])
+    second = await campaigns.started(name="第二批", ticket_ids=tickets[2:])
+    assert (await feeder.run_once()).queued == 2  # one waiting for each campaign, each counting its own
+    assert {m.campaign_id: m.dedupe_key for m in await surveys(client)} == {
+        first["id"]: f"survey:{first['id']}:{tickets[0]}", second["id"]: f"survey:{second['id']}:{tickets[2]}",
+    }
+
+    status, body = await campaigns.act(first["id"], "cancel")
+    assert status == 200 and (body["counts"]["skipped"], body["counts"]["pending"]) == (2, 0)
+    counts = (await campaigns.read(second["id"]))["counts"]
+    assert (counts["pending"], counts["queued"], counts["skipped"]) == (1, 1, 0)  # the other campaign is untouched
+    await run_campaigns(client)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(3)}": 1, f"+86{phone_number(4)}": 1})
 
 
 class CrashingFeeder(CampaignFeeder):

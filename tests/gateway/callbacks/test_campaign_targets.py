@@ -122,6 +122,11 @@ async def test_a_scheduled_campaign_waits_for_its_start(client, world, make_reso
     assert created["status"] == "scheduled"
     await run_campaigns(client)
     assert await surveys(client) == []
+    # Paused and resumed before its start, it waits for its start again.
+    assert (await campaigns.act(created["id"], "pause"))[1]["status"] == "paused"
+    assert (await campaigns.act(created["id"], "resume"))[1]["status"] == "scheduled"
+    await run_campaigns(client)
+    assert await surveys(client) == []
     clock.advance(hours=2)
     await run_campaigns(client)
     assert [m.status for m in await surveys(client)] == ["sent"]
