@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.callbacks.feeder import FeedReport
 from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, Ticket, TicketEvent
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
@@ -186,10 +187,10 @@ async def test_no_answer_after_the_configured_days(client, world, make_resolved,
     days = settings.survey_no_answer_days
     feeder = client.app[CAMPAIGN_FEEDER]
     clock.advance(days=days, seconds=-1)
-    assert (await feeder.run_once()).expired == 0
+    assert await feeder.run_once() == FeedReport()  # nothing to queue, expire or finish yet
     await phone_of(client, phone_number(2)).text("1")  # just in time
     clock.advance(seconds=1)
-    assert (await feeder.run_once()).expired == 1
+    assert await feeder.run_once() == FeedReport(expired=1, finished=1)  # the last question closed: done
     by_ticket = await targets(client, campaign_id)
     assert (by_ticket[silent].status, by_ticket[answers_late].status) == ("no_answer", "satisfied")
     assert (await _ticket(client, silent)).status == "closed_no_answer"
