@@ -147,6 +147,8 @@ async def test_a_question_not_yet_sent_is_dropped_when_its_ticket_moves_on(clien
     await api.ok("hanbin-market", redone, "resolve", rectification="重新整改", reply="已重新整改。")
     await flush(client)
     before = len(fake_twilio.sent)
+    report = await client.app[CAMPAIGN_FEEDER].run_once()
+    assert (report.queued, report.skipped) == (1, 2)
     await run_campaigns(client)
     survey_texts = [r.form for r in fake_twilio.sent[before:] if "回访" in r.form["Body"]]
     assert [f["To"] for f in survey_texts] == [f"+86{phone_number(3)}"]  # round 1 is not asked of either
