@@ -185,6 +185,24 @@ async def test_a_crash_inside_a_chunk_leaves_nothing(client, world, make_resolve
     assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 4)})
 
 
+async def test_a_cancel_during_a_feeder_pass_stays_a_cancel(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    [ticket_id] = await _resolved(make_resolved, client, 1)
+    created = await campaigns.started()
+    status, _ = await campaigns.answer(created["id"], ticket_id=ticket_id, satisfied=True)
+    assert status == 200  # nothing left to send or to answer: the next sweep would finish the campaign
+
+    class CancelledMidPass(CampaignFeeder):
+        async def _asking(self) -> list[int]:
+            # Lands after the pass has read its running campaigns, before it finishes them.
+            assert (await campaigns.act(created["id"], "cancel"))[0] == 200
+            return await super()._asking()
+
+    app = client.app
+    feeder = CancelledMidPass(store=app[CAMPAIGN_FEEDER].store, deps=app[CAMPAIGN_FEEDER].deps, queue_ahead=10)
+    assert (await feeder.run_once()).finished == 0
+    assert (await campaign_row(client, created["id"])).status == "cancelled"
+
+
 async def test_a_restart_mid_campaign_sends_nothing_twice(client, world, make_resolved, campaigns: Campaigns, fake_twilio, settings, clock, aiohttp_client):
     await _resolved(make_resolved, client, 5)
     first = client.app
