@@ -277,6 +277,9 @@ async def test_an_answer_in_one_campaign_withdraws_the_tickets_question_in_anoth
     by_ticket = await targets(client, first["id"])
     assert (by_ticket[ticket_id].status, by_ticket[other_id].status) == ("skipped", "sent")
     assert (await _ticket(client, ticket_id)).status == "closed_satisfied"
+    # The second campaign has all its answers: it finishes while the first still waits for one.
+    statuses = [(await campaign_row(client, c["id"])).status for c in (first, second)]
+    assert statuses == ["running", "finished"]
 
 
 async def test_two_campaigns_expiring_together_each_record_their_own_no_answers(
