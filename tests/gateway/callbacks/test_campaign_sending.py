@@ -134,8 +134,8 @@ async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(clie
     assert sum(survey_recipients(fake_twilio).values()) == 2
     for action in ("pause", "resume", "cancel"):
         status, body = await campaigns.act(created["id"], action)
-        assert status == 409 and "cancelled" in body["error"]["message"]
-        assert body["error"]["details"] == {"status": "cancelled"}
+        assert status == 409 and body["error"]["message"].startswith(f"cannot {action} campaign {created['id']}: ")
+        assert "cancelled" in body["error"]["message"] and body["error"]["details"] == {"status": "cancelled"}
 
     await phone_of(client, phone_number(1)).text("1")
     assert (await targets(client, created["id"]))[tickets[0]].status == "satisfied"
