@@ -118,6 +118,25 @@ async def test_pause_takes_back_what_waits_and_resume_sends_it_once(client, worl
     assert len(await surveys(client)) == 5  # the withdrawn rows went out again, no new ones
 
 
+async def test_a_pause_takes_back_only_what_waits(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    answered, sent, also_sent = await _resolved(make_resolved, client, 3)
+    created = await campaigns.started()
+    await client.app[CAMPAIGN_FEEDER].run_once()  # three queued
+    status, _ = await campaigns.answer(created["id"], ticket_id=answered, satisfied=True)  # its survey withdrawn
+    assert status == 200
+    await flush(client)  # the other two leave; the feeder has not yet seen them go
+
+    status, body = await campaigns.act(created["id"], "pause")
+    assert status == 200, body
+    counts = body["counts"]
+    assert (counts["pending"], counts["awaiting_answer"], counts["satisfied"]) == (0, 2, 1)
+    assert (await campaigns.act(created["id"], "resume"))[0] == 200
+    await run_campaigns(client)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(2)}": 1, f"+86{phone_number(3)}": 1})
+    by_ticket = await targets(client, created["id"])
+    assert {t: x.status for t, x in by_ticket.items()} == {answered: "satisfied", sent: "sent", also_sent: "sent"}
+
+
 async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
     tickets = await _resolved(make_resolved, client, 5)
     feeder = client.app[CAMPAIGN_FEEDER]
