@@ -164,8 +164,8 @@ async def test_the_redo_limit_across_two_rounds(client, world, make_resolved, ca
     await api.ok("hanbin-market", ticket_id, "resolve", rectification="重新整改", reply="已重新整改，材料清单已更新。")
     await flush(client)
 
-    second = await campaigns.started(name="第二轮回访")
-    assert second["counts"]["targets"] == 1
+    second = await campaigns.started(name=" 第二轮回访 ")
+    assert (second["name"], second["counts"]["targets"]) == ("第二轮回访", 1)
     await run_campaigns(client)
     (target,) = await rows(client, CampaignTarget, CampaignTarget.campaign_id == second["id"])
     assert target.round == 2 and target.status == "sent"
