@@ -7,6 +7,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 from gateway.store.models import CampaignTarget
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
 from tests.gateway.callbacks.conftest import Campaigns, flush, phone_number, rows, run_campaigns, surveys, targets
 from tests.gateway.sms.conftest import PUBLIC
@@ -148,6 +149,7 @@ async def test_a_scheduled_campaign_waits_for_its_start(client, world, make_reso
     await run_campaigns(client)
     assert await surveys(client) == []
     clock.advance(hours=2)
+    assert (await client.app[CAMPAIGN_FEEDER].run_once()).started == 1
     await run_campaigns(client)
     assert [m.status for m in await surveys(client)] == ["sent"]
     assert (await campaigns.read(created["id"]))["status"] == "running"
