@@ -5,9 +5,22 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.callbacks.feeder import FeedReport
 from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, Ticket, TicketEvent
-from tests.gateway.callbacks.conftest import Campaigns, flush, phone_number, phone_of, rows, run_campaigns, targets
+from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
+from tests.gateway.callbacks.conftest import (
+    Campaigns,
+    campaign_row,
+    flush,
+    phone_number,
+    phone_of,
+    rows,
+    run_campaigns,
+    surveys,
+    targets,
+)
+from tests.gateway.sms.conftest import PUBLIC
 
 
 async def _surveyed(client, make_resolved, campaigns: Campaigns, n: int = 1) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
@@ -95,16 +108,38 @@ async def test_phone_staff_enter_answers(client, world, make_resolved, campaigns
     assert (target.answer_channel, target.answer_text) == ("phone", "电话回访：仍不满意，材料清单未更新")
     event = (await rows(client, TicketEvent, TicketEvent.ticket_id == unreached))[-1]
     assert event.data["channel"] == "phone" and event.data["answer"] == "电话回访：仍不满意，材料清单未更新"
+    assert (event.actor, event.actor_org_id) == ("system:callback-campaign", (await campaign_row(client, campaign_id)).org_id)
 
     # Answered already (by phone): the citizen's SMS later finds no open question.
     status, body = await campaigns.answer(campaign_id, ticket_id=unreached, satisfied=True)
     assert status == 409 and body["error"]["code"] == "transition_not_allowed"
+    assert (body["error"]["field"], body["error"]["details"]) == ("ticket_id", {"status": "unsatisfied"})
+    assert "already has its answer" in body["error"]["message"]
     status, body = await campaigns.answer(campaign_id, ticket_id=999_999, satisfied=True)
     assert status == 404 and body["error"]["field"] == "ticket_id"
+    assert f"not in campaign {campaign_id}" in body["error"]["message"]
     status, body = await campaigns.answer(campaign_id, org="hanyin", ticket_id=reached, satisfied=True)
     assert status == 404  # another department's campaign
+    status, body = await campaigns.answer(campaign_id, org="operator", ticket_id=reached, satisfied=True)
+    assert status == 404 and f"campaign {campaign_id} " in body["error"]["message"]  # the operator reads, not answers
+    assert (await targets(client, campaign_id))[reached].status == "sent"
     status, body = await campaigns.answer(campaign_id, ticket_id=reached, satisfied="yes")
     assert status == 422 and body["error"]["field"] == "satisfied"
+
+
+async def test_a_phone_answer_for_a_ticket_that_has_its_result_is_refused_and_records_nothing(
+    client, world, make_resolved, campaigns, api  # type: ignore[no-untyped-def]
+):
+    campaign_id, [ticket_id] = await _surveyed(client, make_resolved, campaigns)
+    await api.ok("hanbin", ticket_id, "callback_result", outcome="satisfied", channel="visit", answer="上门回访：满意")
+    status, body = await campaigns.answer(campaign_id, ticket_id=ticket_id, satisfied=False, reason="电话回访：不满意")
+    assert status == 409, body
+    error = body["error"]
+    assert (error["code"], error["field"], error["details"]) == ("transition_not_allowed", "ticket_id", {"status": "closed_satisfied"})
+    assert error["message"].startswith(f"ticket {ticket_id}: ")
+    target = (await targets(client, campaign_id))[ticket_id]
+    assert (target.status, target.answered_at, target.answer_text) == ("sent", None, "")  # the question stays as it was
+    assert (await _ticket(client, ticket_id)).status == "closed_satisfied"
 
 
 async def test_a_phone_answer_before_the_survey_goes_out_withdraws_it(client, world, make_resolved, campaigns, fake_twilio):
@@ -129,8 +164,8 @@ async def test_the_redo_limit_across_two_rounds(client, world, make_resolved, ca
     await api.ok("hanbin-market", ticket_id, "resolve", rectification="重新整改", reply="已重新整改，材料清单已更新。")
     await flush(client)
 
-    second = await campaigns.started(name="第二轮回访")
-    assert second["counts"]["targets"] == 1
+    second = await campaigns.started(name=" 第二轮回访 ")
+    assert (second["name"], second["counts"]["targets"]) == ("第二轮回访", 1)
     await run_campaigns(client)
     (target,) = await rows(client, CampaignTarget, CampaignTarget.campaign_id == second["id"])
     assert target.round == 2 and target.status == "sent"
@@ -152,15 +187,17 @@ async def test_no_answer_after_the_configured_days(client, world, make_resolved,
     days = settings.survey_no_answer_days
     feeder = client.app[CAMPAIGN_FEEDER]
     clock.advance(days=days, seconds=-1)
-    assert (await feeder.run_once()).expired == 0
+    assert await feeder.run_once() == FeedReport()  # nothing to queue, expire or finish yet
     await phone_of(client, phone_number(2)).text("1")  # just in time
     clock.advance(seconds=1)
-    assert (await feeder.run_once()).expired == 1
+    assert await feeder.run_once() == FeedReport(expired=1, finished=1)  # the last question closed: done
     by_ticket = await targets(client, campaign_id)
     assert (by_ticket[silent].status, by_ticket[answers_late].status) == ("no_answer", "satisfied")
     assert (await _ticket(client, silent)).status == "closed_no_answer"
     event = (await rows(client, TicketEvent, TicketEvent.ticket_id == silent))[-1]
     assert event.data == {"outcome": "no_answer", "channel": "sms", "campaign_id": campaign_id}
+    # Recorded by the campaign for the department that runs it (the ticket's history names it).
+    assert (event.actor, event.actor_org_id) == ("system:callback-campaign", (await campaign_row(client, campaign_id)).org_id)
 
     # A late "1" finds the question closed: it is read as a new message, nothing is recorded.
     clock.advance(hours=1)
@@ -240,6 +277,9 @@ async def test_an_answer_in_one_campaign_withdraws_the_tickets_question_in_anoth
     by_ticket = await targets(client, first["id"])
     assert (by_ticket[ticket_id].status, by_ticket[other_id].status) == ("skipped", "sent")
     assert (await _ticket(client, ticket_id)).status == "closed_satisfied"
+    # The second campaign has all its answers: it finishes while the first still waits for one.
+    statuses = [(await campaign_row(client, c["id"])).status for c in (first, second)]
+    assert statuses == ["running", "finished"]
 
 
 async def test_two_campaigns_expiring_together_each_record_their_own_no_answers(
@@ -257,3 +297,28 @@ async def test_two_campaigns_expiring_together_each_record_their_own_no_answers(
         assert (await targets(client, campaign_id))[ticket_id].status == "no_answer"
         event = (await rows(client, TicketEvent, TicketEvent.ticket_id == ticket_id))[-1]
         assert event.data == {"outcome": "no_answer", "channel": "sms", "campaign_id": campaign_id}
+
+
+async def test_one_pass_records_every_silence_and_leaves_the_questions_the_ticket_moved_past(
+    client, world, make_resolved, campaigns, api, clock, settings  # type: ignore[no-untyped-def]
+):
+    # Three questions out in one campaign: the first ticket got its result from the department itself
+    # meanwhile (a visit), the second's SMS came back delivered, the third's is only sent.
+    campaign_id, [visited, delivered, sent] = await _surveyed(client, make_resolved, campaigns, n=3)
+    await api.ok("hanbin", visited, "callback_result", outcome="satisfied", channel="visit", answer="上门回访：满意")
+    sid = {m.ticket_id: m.provider_message_id for m in await surveys(client)}[delivered]
+    params = status_callback_params(message_sid=sid, status="delivered", to=f"+86{phone_number(2)}")
+    headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/status", params, AUTH_TOKEN)
+    assert (await client.post("/webhooks/twilio/status", data=data, headers=headers)).status == 204
+    await run_campaigns(client)
+    assert (await targets(client, campaign_id))[delivered].status == "delivered"
+
+    clock.advance(days=settings.survey_no_answer_days, seconds=1)
+    assert (await client.app[CAMPAIGN_FEEDER].run_once()).expired == 2  # one pass, both silences
+    by_ticket = await targets(client, campaign_id)
+    assert {t: x.status for t, x in by_ticket.items()} == {visited: "skipped", delivered: "no_answer", sent: "no_answer"}
+    assert [(await _ticket(client, t)).status for t in (visited, delivered, sent)] == [
+        "closed_satisfied", "closed_no_answer", "closed_no_answer",
+    ]
+    results = [e for e in await rows(client, TicketEvent, TicketEvent.ticket_id == visited) if e.action == "callback_result"]
+    assert [(e.actor, e.data["outcome"]) for e in results] == [("hanbin", "satisfied")]  # the silence adds nothing

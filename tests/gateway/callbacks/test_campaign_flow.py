@@ -132,6 +132,31 @@ async def test_unreachable_citizens_are_skipped_and_opt_outs_honoured(client, wo
     assert sum(1 for c in citizens if c.sms_opted_out_at is not None) == 2
 
 
+async def test_a_question_not_yet_sent_is_dropped_when_its_ticket_moves_on(client, world, make_resolved, campaigns: Campaigns, api, clock, fake_twilio):
+    visited = await make_resolved(phone=phone_number(1))
+    redone = await make_resolved(phone=phone_number(2))
+    asked = await make_resolved(phone=phone_number(3))
+    await flush(client)
+    created = await campaigns.started()
+    # Before the feeder gets to them: the department enters one ticket's result itself (a visit), and
+    # another's by phone, sends it back, and the unit resolves it again (round 2).
+    await api.ok("hanbin", visited, "callback_result", outcome="satisfied", channel="visit", answer="上门回访：满意")
+    await api.ok("hanbin", redone, "callback_result", outcome="unsatisfied", channel="phone", answer="电话回访：不满意")
+    await api.ok("hanbin", redone, "redo", reason="整改不到位")
+    clock.advance(days=1)
+    await api.ok("hanbin-market", redone, "resolve", rectification="重新整改", reply="已重新整改。")
+    await flush(client)
+    before = len(fake_twilio.sent)
+    report = await client.app[CAMPAIGN_FEEDER].run_once()
+    assert (report.queued, report.skipped) == (1, 2)
+    await run_campaigns(client)
+    survey_texts = [r.form for r in fake_twilio.sent[before:] if "回访" in r.form["Body"]]
+    assert [f["To"] for f in survey_texts] == [f"+86{phone_number(3)}"]  # round 1 is not asked of either
+    by_ticket = await targets(client, created["id"])
+    assert {t: x.status for t, x in by_ticket.items()} == {visited: "skipped", redone: "skipped", asked: "sent"}
+    assert [m.ticket_id for m in await surveys(client)] == [asked]
+
+
 async def test_a_blocked_bot_gets_the_question_by_sms_with_its_choices(client, world, make_resolved, campaigns: Campaigns, chat, fake_twilio, fake_telegram):
     ticket_id = await make_resolved(phone=phone_number(1), chat_id=chat.user_id)
     await flush(client)

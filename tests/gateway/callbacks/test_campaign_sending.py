@@ -45,10 +45,14 @@ async def test_the_feeder_keeps_a_small_chunk_ahead_and_answers_go_first(client,
     feeder, dispatcher = client.app[CAMPAIGN_FEEDER], client.app[DISPATCHER]
 
     assert (await feeder.run_once()).queued == 2
-    assert (await feeder.run_once()).queued == 0  # two waiting already
+    again = await feeder.run_once()
+    assert (again.queued, again.skipped) == (0, 0)  # two waiting already
     assert [m.status for m in await surveys(client)] == ["queued", "queued"]
     read = await campaigns.read(created["id"])
     assert (read["counts"]["pending"], read["counts"]["queued"]) == (3, 2)
+    dispatcher.policy = dataclasses.replace(dispatcher.policy, batch_size=1)
+    await dispatcher.run_once()  # one survey leaves …
+    assert (await feeder.run_once()).queued == 1  # … and the chunk is topped up to two again
 
     # A citizen writes in while the surveys wait: the answer (priority 0) leaves before them.
     await make_open_ticket(phone="13900000001")
@@ -114,6 +118,25 @@ async def test_pause_takes_back_what_waits_and_resume_sends_it_once(client, worl
     assert len(await surveys(client)) == 5  # the withdrawn rows went out again, no new ones
 
 
+async def test_a_pause_takes_back_only_what_waits(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    answered, sent, also_sent = await _resolved(make_resolved, client, 3)
+    created = await campaigns.started()
+    await client.app[CAMPAIGN_FEEDER].run_once()  # three queued
+    status, _ = await campaigns.answer(created["id"], ticket_id=answered, satisfied=True)  # its survey withdrawn
+    assert status == 200
+    await flush(client)  # the other two leave; the feeder has not yet seen them go
+
+    status, body = await campaigns.act(created["id"], "pause")
+    assert status == 200, body
+    counts = body["counts"]
+    assert (counts["pending"], counts["awaiting_answer"], counts["satisfied"]) == (0, 2, 1)
+    assert (await campaigns.act(created["id"], "resume"))[0] == 200
+    await run_campaigns(client)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(2)}": 1, f"+86{phone_number(3)}": 1})
+    by_ticket = await targets(client, created["id"])
+    assert {t: x.status for t, x in by_ticket.items()} == {answered: "satisfied", sent: "sent", also_sent: "sent"}
+
+
 async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
     tickets = await _resolved(make_resolved, client, 5)
     feeder = client.app[CAMPAIGN_FEEDER]
@@ -130,7 +153,8 @@ async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(clie
     assert sum(survey_recipients(fake_twilio).values()) == 2
     for action in ("pause", "resume", "cancel"):
         status, body = await campaigns.act(created["id"], action)
-        assert status == 409 and "cancelled" in body["error"]["message"]
+        assert status == 409 and body["error"]["message"].startswith(f"cannot {action} campaign {created['id']}: ")
+        assert "cancelled" in body["error"]["message"] and body["error"]["details"] == {"status": "cancelled"}
 
     await phone_of(client, phone_number(1)).text("1")
     assert (await targets(client, created["id"]))[tickets[0]].status == "satisfied"
@@ -138,6 +162,25 @@ async def test_cancel_sends_nothing_more_but_takes_answers_to_what_was_sent(clie
     # The tickets not asked are free for another campaign.
     again = await campaigns.started()
     assert set(await targets(client, again["id"])) == set(tickets[2:])
+
+
+async def test_two_campaigns_at_once_each_send_and_stop_only_their_own(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    tickets = await _resolved(make_resolved, client, 4)
+    feeder = client.app[CAMPAIGN_FEEDER]
+    feeder.queue_ahead = 1
+    first = await campaigns.started(name="第一批", ticket_ids=tickets[:2])
+    second = await campaigns.started(name="第二批", ticket_ids=tickets[2:])
+    assert (await feeder.run_once()).queued == 2  # one waiting for each campaign, each counting its own
+    assert {m.campaign_id: m.dedupe_key for m in await surveys(client)} == {
+        first["id"]: f"survey:{first['id']}:{tickets[0]}", second["id"]: f"survey:{second['id']}:{tickets[2]}",
+    }
+
+    status, body = await campaigns.act(first["id"], "cancel")
+    assert status == 200 and (body["counts"]["skipped"], body["counts"]["pending"]) == (2, 0)
+    counts = (await campaigns.read(second["id"]))["counts"]
+    assert (counts["pending"], counts["queued"], counts["skipped"]) == (1, 1, 0)  # the other campaign is untouched
+    await run_campaigns(client)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(3)}": 1, f"+86{phone_number(4)}": 1})
 
 
 class CrashingFeeder(CampaignFeeder):
@@ -159,6 +202,24 @@ async def test_a_crash_inside_a_chunk_leaves_nothing(client, world, make_resolve
     assert {t.status for t in (await targets(client, created["id"])).values()} == {"pending"}
     await run_campaigns(client)
     assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 4)})
+
+
+async def test_a_cancel_during_a_feeder_pass_stays_a_cancel(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    [ticket_id] = await _resolved(make_resolved, client, 1)
+    created = await campaigns.started()
+    status, _ = await campaigns.answer(created["id"], ticket_id=ticket_id, satisfied=True)
+    assert status == 200  # nothing left to send or to answer: the next sweep would finish the campaign
+
+    class CancelledMidPass(CampaignFeeder):
+        async def _asking(self) -> list[int]:
+            # Lands after the pass has read its running campaigns, before it finishes them.
+            assert (await campaigns.act(created["id"], "cancel"))[0] == 200
+            return await super()._asking()
+
+    app = client.app
+    feeder = CancelledMidPass(store=app[CAMPAIGN_FEEDER].store, deps=app[CAMPAIGN_FEEDER].deps, queue_ahead=10)
+    assert (await feeder.run_once()).finished == 0
+    assert (await campaign_row(client, created["id"])).status == "cancelled"
 
 
 async def test_a_restart_mid_campaign_sends_nothing_twice(client, world, make_resolved, campaigns: Campaigns, fake_twilio, settings, clock, aiohttp_client):

@@ -4,9 +4,10 @@ ticket already in an open callback of the same round."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from gateway.store.models import CampaignTarget
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
 from tests.gateway.callbacks.conftest import Campaigns, flush, phone_number, rows, run_campaigns, surveys, targets
 from tests.gateway.sms.conftest import PUBLIC
@@ -72,6 +73,26 @@ async def test_filters(client, world, make_resolved, campaigns: Campaigns, clock
     assert status == 422 and body["error"]["field"] == "starts_at"
 
 
+async def test_the_date_filters_take_whole_local_days(client, world, make_resolved, campaigns: Campaigns, clock):
+    clock.set(datetime(2026, 3, 4, 16, 0, tzinfo=timezone.utc))  # 00:00 on 5 March in Asia/Shanghai
+    at_midnight = await make_resolved(phone=phone_number(1))
+    clock.set(datetime(2026, 3, 5, 15, 59, 59, tzinfo=timezone.utc))  # 23:59:59 on 5 March
+    last_second = await make_resolved(phone=phone_number(2))
+
+    async def taken(**filters) -> set[int]:  # type: ignore[no-untyped-def]
+        status, body = await campaigns.start(**filters)
+        if status == 422 and body["error"]["code"] == "no_targets":
+            return set()
+        assert status == 201, body
+        ids = set(await targets(client, body["id"]))
+        assert (await campaigns.act(body["id"], "cancel"))[0] == 200
+        return ids
+
+    assert await taken(resolved_from="2026-03-05", resolved_to="2026-03-05") == {at_midnight, last_second}
+    assert await taken(resolved_to="2026-03-04") == set()
+    assert await taken(resolved_from="2026-03-06") == set()
+
+
 async def test_an_explicit_list_reports_what_it_did_not_take(client, world, make_resolved, campaigns: Campaigns, api, make_open_ticket):
     resolved = await make_resolved(phone=phone_number(1))
     other_county = await make_resolved(phone=phone_number(2), org="hanyin-market", region="610921", approval="hanyin")
@@ -122,7 +143,13 @@ async def test_a_scheduled_campaign_waits_for_its_start(client, world, make_reso
     assert created["status"] == "scheduled"
     await run_campaigns(client)
     assert await surveys(client) == []
+    # Paused and resumed before its start, it waits for its start again.
+    assert (await campaigns.act(created["id"], "pause"))[1]["status"] == "paused"
+    assert (await campaigns.act(created["id"], "resume"))[1]["status"] == "scheduled"
+    await run_campaigns(client)
+    assert await surveys(client) == []
     clock.advance(hours=2)
+    assert (await client.app[CAMPAIGN_FEEDER].run_once()).started == 1
     await run_campaigns(client)
     assert [m.status for m in await surveys(client)] == ["sent"]
     assert (await campaigns.read(created["id"]))["status"] == "running"
