@@ -246,3 +246,22 @@ async def test_a_restart_mid_campaign_sends_nothing_twice(client, world, make_re
     messages = await rows(second, OutboundMessage, OutboundMessage.purpose == "survey")
     assert len(messages) == 5 and len({m.dedupe_key for m in messages}) == 5
     assert {t.status for t in await rows(second, CampaignTarget)} == {"sent"}
+
+
+async def test_a_pause_that_lands_during_a_feeder_pass_queues_nothing(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    await _resolved(make_resolved, client, 3)
+    created = await campaigns.started()
+
+    class PausedMidPass(CampaignFeeder):
+        async def _feed(self, campaign_id, now, report):  # type: ignore[no-untyped-def]
+            # Lands after the pass has listed the campaign as running, before it feeds it: the campaign
+            # is read again under its lock.
+            assert (await campaigns.act(created["id"], "pause"))[0] == 200
+            return await super()._feed(campaign_id, now, report)
+
+    app = client.app
+    feeder = PausedMidPass(store=app[CAMPAIGN_FEEDER].store, deps=app[CAMPAIGN_FEEDER].deps, queue_ahead=10)
+    assert (await feeder.run_once()).queued == 0
+    await flush(client)
+    assert not survey_recipients(fake_twilio)
+    assert (await campaign_row(client, created["id"])).status == "paused"
