@@ -299,22 +299,17 @@ class Dispatcher:
         elif citizen is None:
             return None
         elif message.channel == "sms" and citizen.phone_enc is not None and citizen.sms_opted_out_at is None:
-            to = self.vault.decrypt(citizen.phone_enc)
-            callback = f"{self.policy.status_callback_url}?m={message.id}" if self.policy.status_callback_url else None
+            to, callback = self.vault.decrypt(citizen.phone_enc), self._status_callback(message.id)
         elif message.channel == "telegram" and citizen.telegram_chat_id is not None and citizen.bot_blocked_at is None:
             to, callback = str(citizen.telegram_chat_id), None
         else:
             return None
-        outgoing = Outgoing(
-            message_id=message.id,
-            channel=message.channel,
-            to=to,
-            body=message.body,
-            buttons=message.buttons,
-            status_callback=callback,
-            edit_message_id=message.reply_to_chat_message_id,
-        )
-        return outgoing, provider
+        return _outgoing(message, to, callback), provider
+
+    def _status_callback(self, message_id: int) -> str | None:
+        """Twilio's status callback URL, with our id in it: a callback that beats the send's answer still
+        finds its message."""
+        return f"{self.policy.status_callback_url}?m={message_id}" if self.policy.status_callback_url else None
 
     async def _record_sent(self, sent: list[tuple[int, Sent]]) -> None:
         """Record the provider's acceptance of many messages in one transaction (a statement for each step).
@@ -433,20 +428,10 @@ class Dispatcher:
         elif message.channel == "sms":
             if citizen.phone_enc is None:
                 raise BrokenInvariant("citizen.phone_enc is missing")
-            to = self.vault.decrypt(citizen.phone_enc)
-            # Our id in the callback URL: a callback that beats the send's answer still finds its message.
-            callback = f"{self.policy.status_callback_url}?m={message.id}" if self.policy.status_callback_url else None
+            to, callback = self.vault.decrypt(citizen.phone_enc), self._status_callback(message.id)
         else:
             to, callback = str(citizen.telegram_chat_id), None
-        return Outgoing(
-            message_id=message.id,
-            channel=message.channel,
-            to=to,
-            body=message.body,
-            buttons=message.buttons,
-            status_callback=callback,
-            edit_message_id=message.reply_to_chat_message_id,
-        )
+        return _outgoing(message, to, callback)
 
     async def _record(self, message_id: int, result: Sent | SendFailed) -> None:
         now = self.clock.now()
@@ -579,4 +564,19 @@ def _retry(session, message: OutboundMessage, now: datetime, failure: SendFailed
         DeliveryAttempt(
             message_id=message.id, at=now, outcome="retry", error_code=failure.code, detail=failure.detail[:2000]
         )
+    )
+
+
+def _outgoing(message: _Claimed | OutboundMessage, to: str, callback: str | None) -> Outgoing:
+    """What a provider is given for a message: from the claim's columns or from the stored row."""
+    if message.id is None:
+        raise BrokenInvariant("message.id is missing")
+    return Outgoing(
+        message_id=message.id,
+        channel=message.channel,
+        to=to,
+        body=message.body,
+        buttons=message.buttons,
+        status_callback=callback,
+        edit_message_id=message.reply_to_chat_message_id,
     )
