@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import platform
 import socket
 import statistics
@@ -67,12 +68,37 @@ def gateway(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     full = {**os.environ, "GATEWAY_LOG_LEVEL": "WARNING", **env}
     prefix: list[str] = []
     profile = os.environ.get("BENCH_PYSPY_DIR")
-    if profile:  # record a flame graph of each gateway process (py-spy must be installed)
+    if profile and not os.environ.get("BENCH_PYSPY_PHASE"):  # a flame graph of each gateway process (needs py-spy)
         fmt = os.environ.get("BENCH_PYSPY_FORMAT", "speedscope")
         prefix = ["py-spy", "record", "--format", fmt, "-o", f"{profile}/{command[0]}.{fmt}", "--"]
     log = open(f"/tmp/gateway-bench-{command[0]}.log", "wb")  # noqa: SIM115 (kept open for the child)
     return subprocess.Popen([*prefix, sys.executable, "-m", "gateway", *command], cwd=ROOT, env=full,
                             stdout=log, stderr=subprocess.STDOUT)
+
+
+class PhaseProfile:
+    """With BENCH_PYSPY_DIR and BENCH_PYSPY_PHASE=NAME, py-spy records the given processes during the phase
+    NAME only (attached by pid; started with `start(name, pids)`, stopped with `stop()`)."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self, phase: str, pids: list[int]) -> None:
+        directory, wanted = os.environ.get("BENCH_PYSPY_DIR"), os.environ.get("BENCH_PYSPY_PHASE")
+        if not directory or wanted != phase:
+            return
+        fmt = os.environ.get("BENCH_PYSPY_FORMAT", "speedscope")
+        for pid in pids:
+            out = f"{directory}/{phase}-{pid}.{fmt}"
+            self.children.append(subprocess.Popen(["py-spy", "record", "--format", fmt, "-o", out, "--pid", str(pid)]))
+        time.sleep(0.5)  # attached before the phase starts
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.send_signal(signal.SIGINT)
+        for child in self.children:
+            child.wait(timeout=60)
+        self.children.clear()
 
 
 def run(command: list[str], env: dict[str, str]) -> str:

@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     REDIS_URL,
     SECRET,
+    PhaseProfile,
     cpu_seconds,
     flush_redis,
     free_port,
@@ -237,13 +238,18 @@ async def main() -> None:
             await wait_ready(public)
             await asyncio.sleep(2)
             meter = Meter([p.pid for p in processes], db_name)
+            profile = PhaseProfile()  # BENCH_PYSPY_PHASE=cases|replies: py-spy over the measured round's phase
 
-            async def one_round(first: int, count: int) -> dict[str, object]:
+            async def one_round(first: int, count: int, measured: bool = True) -> dict[str, object]:
                 numbers = [phone(i) for i in range(first, first + count)]
+                pids = [p.pid for p in processes] if measured else []
+                profile.start("cases", pids)
                 meter.start()
                 case_lat = await report_cases_from(public, key, first, count, args.case_concurrency)
                 cases = meter.stop(count)
+                profile.stop()
                 prompts_after = await wait_for(fake, numbers, 1, timeout=600)
+                profile.start("replies", pids)
                 meter.start()
                 redis_state: dict[str, object] | None = None
                 if args.bad:
@@ -253,11 +259,12 @@ async def main() -> None:
                 else:
                     lat = await reply_all(public, numbers, "5", "a", args.reply_concurrency, fake, 2)
                 replies = meter.stop(count)
+                profile.stop()
                 return {"cases": {**cases, "request_ms": ms(case_lat), "all_prompts_sent_after_s": round(prompts_after, 2)},
                         "replies": {**replies, "webhook_ms": ms(lat)}, "redis_while_waiting_for_reasons": redis_state,
                         "gateway_rss_mb": [rss_mb(p.pid) for p in processes]}
 
-            await one_round(90_000_000, warm)  # warm-up: connections, caches, statistics
+            await one_round(90_000_000, warm, measured=False)  # warm-up: connections, caches, statistics
             measured = await one_round(1, n)
             conn = await pg_connect(db)
             try:

@@ -37,7 +37,7 @@ from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.store.db import Store
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
-from gateway.store.upsert import dialect_insert
+from gateway.store.upsert import insert_rows
 
 
 @dataclass(frozen=True)
@@ -349,14 +349,10 @@ async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: d
                 }
             )
         # A concurrent report may create the same citizen: its row is taken, not doubled.
-        statement = (
-            dialect_insert(session, Citizen)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(col(Citizen.id), col(Citizen.phone_hash))
-        )
         by_hash = {row["phone_hash"]: row for row in rows}
-        for citizen_id, phone_hash in (await session.exec(statement)).all():
+        for citizen_id, phone_hash in await insert_rows(
+            session, Citizen, rows, conflict=(), returning=["id", "phone_hash"]
+        ):
             written = by_hash[phone_hash]
             found[phone_hash] = _CitizenRow(citizen_id, written["phone_enc"], None, None, None, written["name_enc"])
         taken = [key for key in missing if key not in found]
@@ -459,14 +455,11 @@ async def _write(
     prompts = _prompt_rows(items, invitation_rows, citizens, deps, at)
     queued: dict[int, list[MessageView]] = {}
     if prompts:
-        statement = (
-            dialect_insert(session, OutboundMessage)
-            .values(prompts)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(col(OutboundMessage.id), col(OutboundMessage.invitation_id))
-        )
         by_invitation = {p["invitation_id"]: p for p in prompts}
-        for message_id, invitation_id in (await session.exec(statement)).all():
+        inserted = await insert_rows(
+            session, OutboundMessage, prompts, conflict=["dedupe_key"], returning=["id", "invitation_id"]
+        )
+        for message_id, invitation_id in inserted:
             row = by_invitation[invitation_id]
             queued.setdefault(invitation_id, []).append(
                 MessageView(

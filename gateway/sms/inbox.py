@@ -43,7 +43,7 @@ from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
 from gateway.store.models import INBOX_DEAD, INBOX_PENDING, Citizen, InboundMessage, inbox_state_is
 from gateway.store.redis_watch import is_outage
-from gateway.store.upsert import dialect_insert
+from gateway.store.upsert import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,10 @@ class InboxWriter:
             for a in arrivals
         ]
         async with self.store.transaction() as session:
-            statement = (
-                dialect_insert(session, InboundMessage)
-                .values(rows)
-                .on_conflict_do_nothing(index_elements=["provider", "provider_id"])
-                .returning(col(InboundMessage.provider_id))
+            inserted = await insert_rows(
+                session, InboundMessage, rows, conflict=["provider", "provider_id"], returning=["provider_id"]
             )
-            result = await session.exec(statement)
-            new = set(result.scalars().all())
+            new = {provider_id for (provider_id,) in inserted}
             if new and self.store.dialect == "postgresql":
                 # Delivered at commit to every drainer listening, in whichever process.
                 await session.exec(text(f"NOTIFY {NOTIFY_CHANNEL}"))  # type: ignore[call-overload]
