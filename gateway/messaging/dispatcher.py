@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, update
+from sqlalchemy import and_, bindparam, insert, or_, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -101,6 +101,18 @@ _RECORD_SENT = (
     update(OutboundMessage)
     .where(col(OutboundMessage.id) == bindparam("m_id"))
     .values(status=bindparam("m_status"), provider_message_id=bindparam("m_provider_id"), lease_until=None)
+)
+
+
+_RECORD_SENT_PG = text(
+    "WITH moved AS ("
+    " UPDATE outbound_message AS m SET status = v.status, provider_message_id = v.provider_id,"
+    " lease_until = NULL, sent_at = :now, updated_at = :now"
+    " FROM unnest(CAST(:ids AS integer[]), CAST(:statuses AS text[]), CAST(:provider_ids AS text[]))"
+    " AS v(id, status, provider_id)"
+    " WHERE m.id = v.id AND m.status = 'sending' RETURNING m.id)"
+    " INSERT INTO delivery_attempt (message_id, at, outcome, error_code, detail)"
+    " SELECT id, :now, 'sent', NULL, '' FROM moved RETURNING message_id"
 )
 
 
@@ -319,29 +331,57 @@ class Dispatcher:
         now = self.clock.now()
         ids = [message_id for message_id, _ in sent]
         async with self.store.transaction() as session:
-            # Locked: a delivery callback for one of them may be committing at the same moment.
-            query = select(OutboundMessage.id).where(
-                col(OutboundMessage.id).in_(ids), col(OutboundMessage.status) == "sending"
-            )
-            live = set((await session.exec(query.with_for_update())).all())
-            rows = [
-                {"m_id": i, "m_status": result.status, "m_provider_id": result.provider_message_id}
-                for i, result in sent
-                if i in live
-            ]
-            if rows:
-                connection = await session.connection()
-                await connection.execute(_RECORD_SENT.values(sent_at=now, updated_at=now), rows)
-                await connection.execute(
-                    insert(DeliveryAttempt),
-                    [
-                        {"message_id": row["m_id"], "at": now, "outcome": "sent", "error_code": None, "detail": ""}
-                        for row in rows
-                    ],
-                )
+            if self.store.dialect == "postgresql":
+                live = await self._record_sent_pg(session, sent, now)
+            else:
+                live = await self._record_sent_rows(session, sent, ids, now)
         for message_id, result in sent:
             if message_id not in live:
                 await self._record(message_id, result)
+
+    @staticmethod
+    async def _record_sent_pg(session: AsyncSession, sent: list[tuple[int, Sent]], now: datetime) -> set[int]:
+        """One statement for the batch: the messages still `sending` move (the UPDATE's row lock waits for
+        a delivery callback committing at the same moment, and its condition is then read again) and
+        each gets its attempt."""
+        result = await session.exec(
+            _RECORD_SENT_PG,  # type: ignore[call-overload]
+            params={
+                "ids": [message_id for message_id, _ in sent],
+                "statuses": [r.status for _, r in sent],
+                "provider_ids": [r.provider_message_id for _, r in sent],
+                "now": now,
+            },
+        )
+        return {message_id for (message_id,) in result.all()}
+
+    @staticmethod
+    async def _record_sent_rows(
+        session: AsyncSession, sent: list[tuple[int, Sent]], ids: list[int], now: datetime
+    ) -> set[int]:
+        """A statement for each step (SQLite): the messages still `sending`, locked, then moved and given
+        their attempts."""
+        # Locked: a delivery callback for one of them may be committing at the same moment.
+        query = select(OutboundMessage.id).where(
+            col(OutboundMessage.id).in_(ids), col(OutboundMessage.status) == "sending"
+        )
+        live = {i for i in (await session.exec(query.with_for_update())).all() if i is not None}
+        rows = [
+            {"m_id": i, "m_status": result.status, "m_provider_id": result.provider_message_id}
+            for i, result in sent
+            if i in live
+        ]
+        if rows:
+            connection = await session.connection()
+            await connection.execute(_RECORD_SENT.values(sent_at=now, updated_at=now), rows)
+            await connection.execute(
+                insert(DeliveryAttempt),
+                [
+                    {"message_id": row["m_id"], "at": now, "outcome": "sent", "error_code": None, "detail": ""}
+                    for row in rows
+                ],
+            )
+        return live
 
     async def run_forever(self, interval_seconds: float) -> None:
         """The background loop owned by the app (and by `gateway worker`)."""
