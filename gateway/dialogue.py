@@ -50,7 +50,7 @@ from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.errors import BrokenInvariant
 from gateway.evaluations.errors import EvaluationError
-from gateway.evaluations.service import add_reasons, add_staff_rating, record_rating
+from gateway.evaluations.service import RatingGroup, add_reasons, add_staff_rating, record_rating
 from gateway.messaging.outbox import (
     OPT_OUT_CONFIRMATION,
     enqueue,
@@ -223,6 +223,7 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                 )
                 known = await _read_group(session, runner.deps, channel, [item.citizen_id for item in inputs])
                 replies: list[OutboundMessage] = []
+                ratings = RatingGroup(at=runner.deps.clock.now(), pending=[])
                 outcomes = [
                     await _step(
                         session,
@@ -233,11 +234,13 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                         inbound=item.inbound,
                         known=known[item.citizen_id],
                         deferred=replies,
+                        ratings=ratings,
                     )
                     if item.inbox_id is None or item.inbox_id in fresh
                     else Outcome(duplicate=True)
                     for item, state in zip(inputs, states, strict=True)
                 ]
+                await ratings.write(session, runner.deps)  # the group's ratings: one claim, one INSERT
                 session.add_all(replies)  # the group's answers: one INSERT
                 await session.flush()
         except EvaluationError as exc:
@@ -305,6 +308,7 @@ async def _step(
     inbox_id: int | None = None,
     known: _Known | None = None,
     deferred: list[OutboundMessage] | None = None,
+    ratings: RatingGroup | None = None,
 ) -> Outcome:
     """One input inside the caller's transaction: the dedup, the context (read here, or by the group
     with `known`), the flow, the effects, the replies."""
@@ -321,7 +325,7 @@ async def _step(
         ctx, invitations, citizen, sent = known.context, known.invitations, known.citizen, known.sms_answers_sent
         cases, rated = known.cases, known.rated
     transition = advance(state, inbound, ctx)
-    await _apply(session, runner, transition, citizen, channel, invitations, cases, rated)
+    await _apply(session, runner, transition, citizen, channel, invitations, cases, rated, ratings)
     opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
     replies = await _queue_replies(
         session,
@@ -593,16 +597,25 @@ async def _apply(
     invitations: dict[int, Invitation],
     cases: dict[int, list[ServiceCase]] | None = None,
     rated: dict[int, tuple[Evaluation, Invitation]] | None = None,
+    ratings: RatingGroup | None = None,
 ) -> None:
+    """The transition's effects, in order. With `ratings` (a group), a rating whose evaluation no later
+    effect of this transition needs joins the group's, written when the group's steps are done."""
     deps, now = runner.deps, runner.deps.clock.now()
     rating_channel = EVALUATION_CHANNEL[channel]
     if citizen.id is None:
         raise BrokenInvariant("citizen.id is missing")
-    for effect in transition.effects:
+    for n, effect in enumerate(transition.effects):
         if isinstance(effect, RecordRating):
             invitation = invitations.get(effect.invitation_id) or await session.get(Invitation, effect.invitation_id)
             if invitation is None or invitation.citizen_id != citizen.id:
                 raise EvaluationError("that service is not this citizen's")
+            known_cases = (cases or {}).get(effect.invitation_id)
+            if ratings is not None and known_cases and not _needs_evaluation(transition.effects[n + 1 :]):
+                ratings.add(
+                    invitation=invitation, level=effect.level, channel=rating_channel, deps=deps, cases=known_cases
+                )
+                continue
             await record_rating(
                 session,
                 invitation=invitation,
@@ -676,6 +689,11 @@ async def _apply(
                     deps=deps,
                 )
     await session.flush()
+
+
+def _needs_evaluation(effects: Sequence[object]) -> bool:
+    """Whether any of these effects works on a rating's stored evaluation."""
+    return any(isinstance(e, (AttachReasons, RecordStaffRating)) for e in effects)
 
 
 async def _queue_replies(

@@ -341,6 +341,15 @@ _CLAIM = {
 }
 
 
+# A group's ratings (`RatingGroup`): the invitations still open move, the ids of those that did.
+_CLAIM_MANY = (
+    update(_INVITATIONS)
+    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)), _INVITATIONS.c.status == "open")
+    .values(status="rated", rated_at=bindparam("at"))
+    .returning(_INVITATIONS.c.id)
+)
+
+
 async def cases_of(session: AsyncSession, invitation: Invitation) -> list[ServiceCase]:
     rows = await session.exec(_CASES_OF, params={"i": invitation.id})
     return list(rows.all())
@@ -374,6 +383,105 @@ async def record_rating(
     `cases`: the invitation's cases when the caller has read them already (in this transaction).
     """
     at = deps.clock.now()
+    if cases is None:
+        cases = await cases_of(session, invitation)
+    evaluation, case = _checked_rating(
+        invitation=invitation,
+        level=level,
+        channel=channel,
+        deps=deps,
+        at=at,
+        reasons=reasons,
+        text=text,
+        staff_level=staff_level,
+        case_no=case_no,
+        submitted_by_org_id=submitted_by_org_id,
+        require_content=require_content,
+        cases=cases,
+    )
+    await _claim(session, invitation, scope=evaluation.scope, item_count=len(cases), at=at)
+    session.add(evaluation)
+    if evaluation.scope == "all":
+        await session.flush()  # the claim above already made this the only rating of the service
+    else:
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            raise AlreadyRated("this item has already been rated; each service is rated once (Art. 11)") from None
+    return await _after_rating(session, evaluation, invitation, [case] if case else cases, deps=deps, at=at)
+
+
+@dataclass
+class PendingRating:
+    """A rating of a whole service, checked and built, waiting to be written with others (`RatingGroup`)."""
+
+    evaluation: Evaluation
+    invitation: Invitation
+    cases: list[ServiceCase]
+
+
+@dataclass
+class RatingGroup:
+    """Ratings of several services made in one transaction at one moment (a group of conversations),
+    written together by `write`: one UPDATE claims every invitation and one INSERT stores every
+    evaluation, where `record_rating` spends one of each per rating. Each rating is checked as
+    `record_rating` checks it when it is added; what follows a rating (the evaluation log, the roll-ups,
+    the upload record, the ticket of a bad one) is the same."""
+
+    at: datetime
+    pending: list[PendingRating]
+
+    def add(self, *, invitation: Invitation, level: int, channel: str, deps: Deps, cases: list[ServiceCase]) -> None:
+        """A conversation's rating (the level alone: its reasons are asked next)."""
+        evaluation, _ = _checked_rating(
+            invitation=invitation,
+            level=level,
+            channel=channel,
+            deps=deps,
+            at=self.at,
+            require_content=False,
+            cases=cases,
+        )
+        self.pending.append(PendingRating(evaluation, invitation, cases))
+
+    async def write(self, session: AsyncSession, deps: Deps) -> list[Rated]:
+        """Claim and store the group's ratings; AlreadyRated (and nothing claimed once the transaction
+        rolls back) when any of them was rated meanwhile, so that each can go `record_rating`'s way."""
+        if not self.pending:
+            return []
+        ids = [p.invitation.id for p in self.pending]
+        claimed = set((await session.exec(_CLAIM_MANY, params={"ids": ids, "at": self.at})).scalars().all())
+        if len(claimed) != len(ids):
+            raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")
+        for p in self.pending:
+            set_committed_value(p.invitation, "status", "rated")
+            set_committed_value(p.invitation, "rated_at", self.at)
+        session.add_all([p.evaluation for p in self.pending])
+        await session.flush()  # one INSERT for the group's evaluations
+        return [
+            await _after_rating(session, p.evaluation, p.invitation, p.cases, deps=deps, at=self.at)
+            for p in self.pending
+        ]
+
+
+def _checked_rating(
+    *,
+    invitation: Invitation,
+    level: int,
+    channel: str,
+    deps: Deps,
+    at: datetime,
+    cases: list[ServiceCase],
+    reasons: list[int] | None = None,
+    text: str = "",
+    staff_level: int | None = None,
+    case_no: str | None = None,
+    submitted_by_org_id: int | None = None,
+    require_content: bool = True,
+) -> tuple[Evaluation, ServiceCase | None]:
+    """The rating's checks (level, period, reasons, staff rating, the theme's item) and its evaluation,
+    not yet stored; with the case rated when an item of a theme is."""
     if level not in (1, 2, 3, 4, 5):
         raise InvalidRating("level must be 1 (非常不满意) to 5 (非常满意)", field="level")
     if at >= as_utc(invitation.expires_at):
@@ -386,8 +494,6 @@ async def record_rating(
         raise InvalidRating("a bad rating needs at least one reason or a few words (Art. 8)", field="reasons")
     if staff_level is not None and invitation.service_channel != "window":
         raise InvalidRating("only window services rate the staff member (Art. 7)", field="staff_level")
-    if cases is None:
-        cases = await cases_of(session, invitation)
     scope, case = "all", None
     if case_no is not None:
         if invitation.kind != "theme":
@@ -396,7 +502,6 @@ async def record_rating(
         if case is None:
             raise InvalidRating(f"case_no {case_no!r} is not part of this theme", field="case_no")
         scope = f"case:{case.id}"
-    await _claim(session, invitation, scope=scope, item_count=len(cases), at=at)
     evaluation = Evaluation(
         invitation_id=invitation.id,  # type: ignore[arg-type]
         case_id=case.id if case else (cases[0].id if len(cases) == 1 else None),
@@ -411,21 +516,27 @@ async def record_rating(
         submitted_by_org_id=submitted_by_org_id,
         created_at=at,
     )
-    session.add(evaluation)
-    if scope == "all":
-        await session.flush()  # the claim above already made this the only rating of the service
-    else:
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError:
-            raise AlreadyRated("this item has already been rated; each service is rated once (Art. 11)") from None
+    return evaluation, case
+
+
+async def _after_rating(
+    session: AsyncSession,
+    evaluation: Evaluation,
+    invitation: Invitation,
+    scoped_cases: list[ServiceCase],
+    *,
+    deps: Deps,
+    at: datetime,
+) -> Rated:
+    """What follows a stored evaluation in its transaction: its records, and the ticket of a bad one."""
     await record_written(session, kind="evaluation", record=evaluation, deps=deps, at=at)
     ticket = None
-    if level in BAD_LEVELS:
-        scoped_cases = [case] if case else cases
+    if evaluation.level in BAD_LEVELS:
         ticket = await open_ticket(session, evaluation=evaluation, invitation=invitation, cases=scoped_cases, deps=deps)
-    log.info("evaluation recorded", extra={"evaluation_id": evaluation.id, "level": level, "channel": channel})
+    log.info(
+        "evaluation recorded",
+        extra={"evaluation_id": evaluation.id, "level": evaluation.level, "channel": evaluation.channel},
+    )
     return Rated(evaluation, ticket)
 
 

@@ -8,15 +8,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlmodel import select
+from sqlalchemy import event, update
+from sqlmodel import col, select
 
 from gateway import dialogue
 from gateway.dialogue import conversation_key
 from gateway.evaluations.errors import AlreadyRated
+from gateway.evaluations.service import RatingGroup, cases_of
 from gateway.sms.inbox import InboxDrainer, InboxPolicy
-from gateway.store.models import Citizen, Evaluation, InboundMessage, OutboundMessage
-from gateway.web.keys import RUNNER, STORE
+from gateway.store.models import Citizen, Evaluation, InboundMessage, Invitation, OutboundMessage
+from gateway.web.keys import DEPS, RUNNER, STORE
 from tests.gateway.evaluations.helpers import report
 from tests.gateway.sms.conftest import Phone
 
@@ -71,7 +72,15 @@ async def test_a_refused_rating_leaves_nothing_of_the_group_and_each_goes_alone(
             raise AlreadyRated("already rated")
         return await real(session, invitation=invitation, **kwargs)
 
+    real_add = dialogue.RatingGroup.add
+
+    def raced_in_group(group, *, invitation, **kwargs):  # type: ignore[no-untyped-def]
+        if invitation.citizen_id == victim:
+            raise AlreadyRated("already rated")
+        real_add(group, invitation=invitation, **kwargs)
+
     monkeypatch.setattr(dialogue, "record_rating", raced)
+    monkeypatch.setattr(dialogue.RatingGroup, "add", raced_in_group)
     drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy())
     seen = _count_commits(client)
     assert await drainer.drain_once() == SENDERS
@@ -83,6 +92,43 @@ async def test_a_refused_rating_leaves_nothing_of_the_group_and_each_goes_alone(
     (refusal,) = [m for m in replies if m.citizen_id == victim]
     assert "已评价过" in refusal.body
     assert all(m.state == "processed" for m in await _rows(client, InboundMessage))
+
+
+async def test_a_group_whose_service_was_rated_meanwhile_claims_and_stores_nothing(client, world):  # type: ignore[no-untyped-def]
+    await _five_replies(client, world)
+    store, deps = client.app[STORE], client.app[DEPS]
+    invitations = await _rows(client, Invitation)
+    async with store.transaction() as session:  # the second service was rated through the page a moment ago
+        await session.exec(update(Invitation).where(col(Invitation.id) == invitations[1].id).values(status="rated"))
+    with pytest.raises(AlreadyRated):
+        async with store.transaction() as session:
+            group = RatingGroup(at=deps.clock.now(), pending=[])
+            for invitation in await _rows_in(session, Invitation, 3):
+                group.add(
+                    invitation=invitation, level=5, channel="sms", deps=deps, cases=await cases_of(session, invitation)
+                )
+            await group.write(session, deps)
+    assert [i.status for i in await _rows(client, Invitation)] == ["open", "rated", "open", "open", "open"]
+    assert await _rows(client, Evaluation) == []
+
+    async with store.transaction() as session:  # the others, as a group: one claim and one INSERT
+        group = RatingGroup(at=deps.clock.now(), pending=[])
+        for invitation in [i for i in await _rows_in(session, Invitation, 5) if i.status == "open"]:
+            group.add(
+                invitation=invitation, level=4, channel="sms", deps=deps, cases=await cases_of(session, invitation)
+            )
+        rated = await group.write(session, deps)
+    assert [r.evaluation.invitation_id for r in rated] == [i.id for i in invitations if i.id != invitations[1].id]
+    stored = await _rows(client, Invitation)
+    assert [i.status for i in stored] == ["rated"] * SENDERS
+    evaluations = await _rows(client, Evaluation)
+    assert [(e.invitation_id, e.level, e.created_at) for e in evaluations] == [
+        (i.id, 4, i.rated_at) for i in stored if i.id != invitations[1].id
+    ]
+
+
+async def _rows_in(session: Any, model: Any, limit: int) -> list[Any]:
+    return list((await session.exec(select(model).order_by(model.id).limit(limit))).all())
 
 
 async def test_a_failing_conversation_stays_for_a_retry_and_its_group_goes_on(client, world, monkeypatch):  # type: ignore[no-untyped-def]
@@ -159,7 +205,9 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
         results.append(
             {
                 "ratings": [(e.level, e.reason_codes, e.content, e.staff_level) for e in mine],
-                "addenda": sorted((a.kind, a.reason_codes, a.staff_level) for a in addenda if a.evaluation_id in {e.id for e in mine}),
+                "addenda": sorted(
+                    (a.kind, a.reason_codes, a.staff_level) for a in addenda if a.evaluation_id in {e.id for e in mine}
+                ),
                 "tickets": sum(1 for t in tickets if t.evaluation_id in {e.id for e in mine}),
                 "answers": [m.body for m in replies if m.citizen_id == citizen_id],
             }
