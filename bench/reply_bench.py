@@ -89,6 +89,7 @@ class Meter:
         self.each0 = [cpu_seconds(p) or 0.0 for p in self.pids]
         self.gw0 = sum(self.each0)
         self.pg0 = backends(self.db_name)
+        self.own0 = time.process_time()
 
     def stop(self, n: int) -> dict[str, float]:
         elapsed = time.perf_counter() - self.t0
@@ -101,6 +102,8 @@ class Meter:
             "gateway_cpu_ms_per_op": round(1000 * gw / n, 2),
             "postgres_cpu_ms_per_op": round(1000 * pg / n, 2),
             "gateway_cpu_percent": round(100 * gw / elapsed, 1),
+            # The benchmark's own process (the clients and the fake Twilio): near 100 % it is the limit.
+            "bench_cpu_percent": round(100 * (time.process_time() - self.own0) / elapsed, 1),
             # Each gateway process (serve, then worker with --layout split), CPU ms per operation.
             "cpu_ms_per_op_by_process": [
                 round(1000 * ((cpu_seconds(p) or 0.0) - c0) / n, 2) for p, c0 in zip(self.pids, self.each0, strict=True)

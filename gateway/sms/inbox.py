@@ -38,7 +38,7 @@ from gateway.clock import as_utc
 from gateway.deps import Deps
 from gateway.dialogue import GroupInput, Runner, converse, converse_group
 from gateway.errors import BrokenInvariant
-from gateway.passes import run_passes
+from gateway.passes import STOP_GRACE_SECONDS, run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
 from gateway.store.models import INBOX_DEAD, INBOX_PENDING, Citizen, InboundMessage, inbox_state_is
@@ -227,6 +227,7 @@ class InboxDrainer:
         self._wake = asyncio.Event()
         self._freed = asyncio.Event()
         self._running = 0
+        self._flowing: set[asyncio.Task[None]] = set()  # groups started by `flow_once`, still running
 
     @property
     def store(self) -> Store:
@@ -300,6 +301,43 @@ class InboxDrainer:
     def _limit(self) -> int:
         return 1 if self.intake_busy() else self.policy.concurrency
 
+    async def flow_once(self) -> int:
+        """The background loop's pass: claim as much as there is room for and start it, without waiting
+        for it to finish, so that the next claim overlaps the groups still running instead of waiting
+        for the slowest of a batch. At most `_limit()` groups are in flight (claimed messages do not sit
+        waiting for a turn while their leases run); a pass with no room waits until a group is done.
+        A sender's next message is not claimed while one of theirs is in flight (`claim`), so each
+        sender's messages still go in order. Returns how many messages were claimed."""
+        watch = self.runner.redis_watch
+        if watch is not None and not await watch.ready():
+            return 0
+        while len(self._flowing) >= self._limit():
+            await asyncio.wait(self._flowing, return_when=asyncio.FIRST_COMPLETED)
+        room = (self._limit() - len(self._flowing)) * self.policy.group_size
+        batch = await self.claim(min(room, self.policy.batch_size))
+        size = self.policy.group_size
+        for group in (batch[i : i + size] for i in range(0, len(batch), size)):
+            task = asyncio.create_task(self._in_turn(group), name="sms-inbox-group")
+            self._flowing.add(task)
+            task.add_done_callback(self._flowed)
+        return len(batch)
+
+    def _flowed(self, task: asyncio.Task[None]) -> None:
+        self._flowing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The messages stay leased and come back after the lease.
+            log.error("inbox messages could not be handled", exc_info=error)
+        self._wake.set()  # room for more, and the senders of this group may have their next message
+
+    async def _finish_flowing(self) -> None:
+        """On stopping: the groups in flight finish (up to the loops' stop grace), the rest are cut (their
+        messages come back after their leases)."""
+        if self._flowing:
+            _done, cut = await asyncio.wait(set(self._flowing), timeout=STOP_GRACE_SECONDS)
+            for task in cut:
+                task.cancel()
+            await asyncio.gather(*cut, return_exceptions=True)
+
     async def _in_turn(self, group: list[Pending]) -> None:
         while self._running >= self._limit():
             self._freed.clear()
@@ -366,8 +404,9 @@ class InboxDrainer:
             asyncio.create_task(self._listen(), name="sms-inbox-listen") if self.store.dialect == "postgresql" else None
         )
         try:
-            await run_passes(self.drain_once, interval_seconds=interval_seconds, what="inbox", wake=self._wake)
+            await run_passes(self.flow_once, interval_seconds=interval_seconds, what="inbox", wake=self._wake)
         finally:
+            await self._finish_flowing()
             if listening is not None:
                 listening.cancel()
                 await asyncio.gather(listening, return_exceptions=True)
