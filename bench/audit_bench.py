@@ -7,7 +7,9 @@ On fresh PostgreSQL databases (named bench_audit_*, dropped afterwards):
      evaluation-log hook. Per round: the latency of each rating's transaction, this process's CPU per
      rating, the CPU of the PostgreSQL backends serving it per rating (from /proc), and the CPU and wall
      time spent inside the commit hook that appends (measured in the transaction itself). Then the same,
-     one rating at a time (`--sequential`), where the hook's CPU is the log's alone. Then `--appends`
+     one rating at a time (`--sequential`), where the hook's CPU is the log's alone. With `--procs N` the
+     rounds' ratings come from N processes, each with its own pool offering rate/N from the same instant,
+     as N serve processes would: their measures are combined (CPU and time in the hook summed over them). Then `--appends`
      appends alone through `evaluation_log_append`, one transaction each: that backend's CPU per append.
   2. **Verify speed.** A chain of N records is seeded (invitations by INSERT … SELECT; evaluations and
      their entries generated in order, each entry hashed as an append would, written by COPY), then
@@ -15,6 +17,7 @@ On fresh PostgreSQL databases (named bench_audit_*, dropped afterwards):
      backends' CPU per record. The real command line is run once too (`--no-cli` to skip it).
 
     flock /work/wt/bench.lock python bench/audit_bench.py --rate 500 --seconds 4 --rounds 2 --records 1000000
+    python bench/audit_bench.py --rate 500 --procs 2 --seconds 6 --rounds 2 --sequential 0 --appends 0 --records 0
 """
 
 from __future__ import annotations
@@ -191,15 +194,33 @@ async def append_alone(url: str, n: int) -> dict[str, Any]:
 async def rating_round(
     store: Store, deps: Deps, url: str, tokens: list[str], rate: float, logged: bool, concurrency: int = 16
 ) -> dict[str, Any]:
+    load0 = _loadavg()
+    server0 = await backend_cpu(url)
+    part = await rate_ratings(store, deps, tokens, rate, logged, concurrency)
+    return summary(logged, concurrency, [part], cpu_delta(server0, await backend_cpu(url)), load0)
+
+
+async def rate_ratings(
+    store: Store,
+    deps: Deps,
+    tokens: list[str],
+    rate: float,
+    logged: bool,
+    concurrency: int = 16,
+    begin: float | None = None,
+) -> dict[str, Any]:
+    """Records the ratings of `tokens` at `rate` a second, from `begin` (a `time.time()`; at once if None):
+    this process's own measures, raw, for `summary` to combine."""
     original = audit_log.queue_record
     if not logged:
         records.queue_record = lambda *_args, **_kwargs: None  # type: ignore[assignment]
     try:
         # Warm the pool so every backend that serves the round exists before the CPU is read.
         await asyncio.gather(*(_ping(store) for _ in range(16)))
-        load0 = _loadavg()
+        if begin is not None:
+            await asyncio.sleep(max(0.0, begin - time.time()))
         HOOK.reset()
-        server0, client0 = await backend_cpu(url), time.process_time()
+        client0 = time.process_time()
         latencies: list[float] = []
         start = time.perf_counter()
 
@@ -228,24 +249,100 @@ async def rating_round(
 
         await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
         elapsed = time.perf_counter() - start
-        client_cpu, server_cpu = time.process_time() - client0, cpu_delta(server0, await backend_cpu(url))
-        hook_cpu, hook_wall = HOOK.cpu, HOOK.wall
+        client_cpu = time.process_time() - client0
     finally:
         records.queue_record = original  # type: ignore[assignment]
-    n = len(tokens)
+    return {
+        "ratings": len(tokens),
+        "seconds": elapsed,
+        "latencies_ms": latencies,
+        "cpu_s": client_cpu,
+        "hook_cpu_s": HOOK.cpu,
+        "hook_wall_s": HOOK.wall,
+    }
+
+
+def summary(
+    logged: bool, concurrency: int, parts: list[dict[str, Any]], server_cpu: float, load0: str
+) -> dict[str, Any]:
+    """One round's figures from its processes' raw measures (`rate_ratings`) and the backends' CPU."""
+    n = sum(p["ratings"] for p in parts)
+    latencies = [ms for p in parts for ms in p["latencies_ms"]]
+    p95 = statistics.quantiles(latencies, n=100, method="inclusive")[94]
     return {
         "log": logged,
+        "procs": len(parts),
         "concurrency": concurrency,
         "ratings": n,
-        "achieved_per_s": round(n / elapsed, 1),
+        "achieved_per_s": round(n / max(p["seconds"] for p in parts), 1),
         "mean_ms": round(statistics.fmean(latencies), 3),
-        **{k: round(v, 3) for k, v in percentiles(latencies).items()},
-        "gateway_cpu_ms_per_rating": round(client_cpu / n * 1000, 3),
+        **{k: round(v, 3) for k, v in {**percentiles(latencies), "p95": p95}.items()},
+        "gateway_cpu_ms_per_rating": round(sum(p["cpu_s"] for p in parts) / n * 1000, 3),
         "server_cpu_ms_per_rating": round(server_cpu / n * 1000, 3),
-        "log_hook_cpu_ms_per_rating": round(hook_cpu / n * 1000, 3),
-        "log_hook_wall_ms_per_rating": round(hook_wall / n * 1000, 3),
+        "log_hook_cpu_ms_per_rating": round(sum(p["hook_cpu_s"] for p in parts) / n * 1000, 3),
+        "log_hook_wall_ms_per_rating": round(sum(p["hook_wall_s"] for p in parts) / n * 1000, 3),
         "loadavg_before_after": [load0, _loadavg()],
     }
+
+
+async def start_procs(url: str, procs: int) -> list[asyncio.subprocess.Process]:
+    """`--procs` rating processes, each with its own pool (as serve processes would be)."""
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            url,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            limit=2**24,
+        )
+        for _ in range(procs)
+    ]
+
+
+async def procs_round(
+    children: list[asyncio.subprocess.Process], url: str, tokens: list[str], rate: float, logged: bool
+) -> dict[str, Any]:
+    """One round spread over the rating processes: each offers rate/procs, all from the same instant. The
+    backends' CPU is read around the whole round, once, for all of them."""
+    load0 = _loadavg()
+    server0 = await backend_cpu(url)
+    begin = time.time() + 0.5
+    for index, child in enumerate(children):
+        share = tokens[index :: len(children)]
+        command = {"tokens": share, "rate": rate / len(children), "log": logged, "begin": begin}
+        assert child.stdin is not None
+        child.stdin.write(json.dumps(command).encode() + b"\n")
+        await child.stdin.drain()
+    parts = []
+    for child in children:
+        assert child.stdout is not None
+        line = await child.stdout.readline()
+        if not line:
+            raise RuntimeError("a rating process stopped: see its stderr above")
+        parts.append(json.loads(line))
+    return summary(logged, 16, parts, cpu_delta(server0, await backend_cpu(url)), load0)
+
+
+async def child(url: str) -> None:
+    """A rating process of `--procs`: reads a round a line on stdin, answers its raw measures on stdout."""
+    store = Store.connect(url, pool_size=16)
+    deps = Deps.build(bench_settings(url), SystemClock())
+    try:
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            command = json.loads(line)
+            part = await rate_ratings(
+                store, deps, command["tokens"], command["rate"], command["log"], begin=command["begin"]
+            )
+            print(json.dumps(part), flush=True)
+    finally:
+        await store.close()
+
+
+def bench_settings(url: str) -> Any:
+    return load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
 
 
 async def _ping(store: Store) -> None:
@@ -381,18 +478,28 @@ async def ratings(args: argparse.Namespace, report: dict[str, Any]) -> None:
     per_round = int(args.rate * args.seconds)
     async with fresh_database(DB_PREFIX) as url:
         store = await setup(url)
-        settings = load_settings(database_url=url, quiet_hours="", sms_provider="console", redis_url="")
-        deps = Deps.build(settings, SystemClock())
+        deps = Deps.build(bench_settings(url), SystemClock())
         await seed_invitations(url, (per_round + args.sequential) * args.rounds * 2 + 100)
+        children = await start_procs(url, args.procs) if args.procs > 1 else []
+
+        async def one_round(tokens: list[str], logged: bool) -> dict[str, Any]:
+            if children:
+                return await procs_round(children, url, tokens, args.rate, logged)
+            return await rating_round(store, deps, url, tokens, args.rate, logged)
+
         # Warm-up: caches, prepared statements, the code paths.
-        await rating_round(store, deps, url, [f"a{i:015d}" for i in range(1, 101)], args.rate, True)
+        await one_round([f"a{i:015d}" for i in range(1, 101)], True)
         rounds = []
         next_token = 101
         for index in range(args.rounds * 2):
             tokens = [f"a{i:015d}" for i in range(next_token, next_token + per_round)]
             next_token += per_round
-            rounds.append(await rating_round(store, deps, url, tokens, args.rate, logged=index % 2 == 1))
+            rounds.append(await one_round(tokens, logged=index % 2 == 1))
             print(json.dumps(rounds[-1]), file=sys.stderr)
+        for process in children:
+            assert process.stdin is not None
+            process.stdin.close()
+            await process.wait()
         # One rating at a time: the log's own cost, without queueing behind other ratings.
         sequential = []
         for index in range(args.rounds * 2 if args.sequential > 0 else 0):
@@ -416,7 +523,7 @@ def added(rows: list[dict[str, Any]]) -> dict[str, float]:
     def mean(logged: bool, key: str) -> float:
         return statistics.fmean(r[key] for r in rows if r["log"] == logged)
 
-    keys = ("mean_ms", "p50", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
+    keys = ("mean_ms", "p50", "p95", "p99", "gateway_cpu_ms_per_rating", "server_cpu_ms_per_rating")
     hook = ("log_hook_cpu_ms_per_rating", "log_hook_wall_ms_per_rating")
     return {key: round(mean(True, key) - mean(False, key), 3) for key in keys + hook}
 
@@ -434,6 +541,8 @@ async def verify_part(args: argparse.Namespace, report: dict[str, Any]) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=500, help="ratings per second")
+    parser.add_argument("--procs", type=int, default=1, help="rating processes sharing --rate, a pool each")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a rating process of --procs, given the database
     parser.add_argument("--seconds", type=float, default=8, help="length of each round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each kind, alternating (0: no ratings)")
     parser.add_argument("--sequential", type=int, default=300, help="ratings one at a time, per round")
@@ -442,7 +551,10 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=JOBS, help="verify's connections")
     parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True, help="also time the command")
     args = parser.parse_args()
-    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "seconds": args.seconds}
+    if args.child:
+        await child(args.child)
+        return
+    report: dict[str, Any] = {"machine": machine(), "rate": args.rate, "procs": args.procs, "seconds": args.seconds}
     if args.rounds > 0:
         await ratings(args, report)
     if args.records > 0:

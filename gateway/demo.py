@@ -251,6 +251,15 @@ async def _show_indicators(client: TestClient, auth: Any) -> None:
         return
     for line in indicator_lines(body):
         say(f"   {line}")
+    # The public figures carry the evaluation log's head, recorded as published; verify checks it below.
+    resp = await client.get("/public/stats.json")
+    public = await resp.json()
+    head = public.get("evaluation_log_head") if resp.status == 200 else None
+    if head is None:
+        say(f"   GET /public/stats.json → {resp.status}: no evaluation-log head published")
+        return
+    say(f"   GET /public/stats.json: the same figures (N = {public['city']['valid']}) and the evaluation-log head,")
+    say(f"   recorded as published: seq {head['seq']} sha256 {head['hash']}")
 
 
 async def _verify_log(client: TestClient) -> bool:

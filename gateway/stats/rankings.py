@@ -5,20 +5,23 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.evaluations.reasons import BAD_LEVELS, Catalogue
+from gateway.fraud.service import flag_counts
 from gateway.stats.models import StatsAlert, StatsDaily, StatsReasonDaily, StatsUnitDaily, StatsUnitMonthly
 from gateway.stats.periods import next_month, period_key, previous_month
 from gateway.stats.queries import GOOD_LEVELS, Scope, load_labels, ratio, reason_kind
 from gateway.stats.rollup import VALID
 from gateway.stats.schemas import (
     AlertOut,
+    FlagStates,
     ItemCount,
     RankingEntry,
     ReasonCount,
@@ -230,3 +233,19 @@ async def _unit_regions(session: AsyncSession) -> dict[int, str]:
     from gateway.store.models import Organisation
 
     return {o.id: o.region_code for o in (await session.exec(select(Organisation))).all()}  # type: ignore[misc]
+
+
+async def flag_states(
+    session: AsyncSession, *, start: date, end: date, scope: Scope, tz: ZoneInfo
+) -> FlagStates | None:
+    """The evaluations rated on the local days start … end that fraud flags hold, by state, within an approval
+    department's jurisdiction (or everywhere for the operator); None for a unit, to which flags are not shown."""
+    if scope.unit_org_id is not None:
+        return None
+    counts = await flag_counts(
+        session,
+        start=datetime.combine(start, time(0), tzinfo=tz).astimezone(timezone.utc),
+        end=datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz).astimezone(timezone.utc),
+        region_prefix=scope.region_prefix or scope.region,
+    )
+    return FlagStates(open=counts.open, confirmed=counts.confirmed, dismissed=counts.dismissed)

@@ -164,6 +164,14 @@ class AlertOut(BaseModel):
     p_value: float
 
 
+class FlagStates(BaseModel):
+    """Evaluations rated in the period that fraud flags hold, each once, under its most decisive state."""
+
+    open: int = Field(description="flagged, not yet ruled: they still count")
+    confirmed: int = Field(description="a confirmed flag holds them (good reviews among them are not counted)")
+    dismissed: int = Field(description="only dismissed flags hold them: they count")
+
+
 class AnalysisAnswer(BaseModel):
     period: Period
     scope: str
@@ -171,6 +179,9 @@ class AnalysisAnswer(BaseModel):
     top_items: list[ItemCount]
     weekly: list[WeekPoint]
     alerts: list[AlertOut]
+    flags: FlagStates | None = Field(
+        description="evaluations held by fraud flags (docs/fraud.md); null for a unit, which does not see flags"
+    )
 
 
 class ExportQuery(BaseModel):

@@ -30,7 +30,7 @@ from gateway.stats.exports import (
 from gateway.stats.periods import previous_month
 from gateway.stats.public import FiguresCache, cached_figures, parse_month
 from gateway.stats.queries import Scope, check_range, compute, select_figures
-from gateway.stats.rankings import rankings, recent_alerts, top_items, top_reasons, weekly
+from gateway.stats.rankings import flag_states, rankings, recent_alerts, top_items, top_reasons, weekly
 from gateway.stats.schemas import (
     AnalysisAnswer,
     AnalysisQuery,
@@ -130,6 +130,7 @@ async def analysis_view(request: web.Request) -> web.Response:
             top_items=await top_items(session, start=start, end=end, scope=scope, limit=query.limit),
             weekly=await weekly(session, start=start, end=end, scope=scope),
             alerts=await recent_alerts(session, start=start, end=end, scope=scope),
+            flags=await flag_states(session, start=start, end=end, scope=scope, tz=request.app[DEPS].calendar.tz),
         )
     return _json(answer)
 

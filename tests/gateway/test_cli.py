@@ -48,7 +48,14 @@ def test_migrate_then_demo(tmp_path):
     assert "13812341234" not in demo.stdout
     assert "rule burst" in demo.stdout and "5 ratings stop counting" in demo.stdout and "13900001111" not in demo.stdout
     # Every record the demo wrote (its ratings, and the fraud ruling's decisions) is chained, none missing.
-    assert re.search(r"evaluation log intact: (\d+) records checked, head seq \1 sha256 [0-9a-f]{64}", demo.stdout)
+    # The public figures published the log's head, and verify checked the chain against it.
+    head = re.search(r"recorded as published: seq (\d+) sha256 ([0-9a-f]{64})", demo.stdout)
+    assert head, demo.stdout
+    assert re.search(
+        rf"evaluation log intact: (\d+) records checked, head seq \1 sha256 {head[2]}, 1 published heads agree",
+        demo.stdout,
+    )
+    assert demo.stdout.index("满意度") < head.start() < demo.stdout.index("evaluation log intact")
 
 
 def test_inbox_status_and_set_aside_messages(tmp_path):

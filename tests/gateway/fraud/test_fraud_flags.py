@@ -113,6 +113,34 @@ async def test_a_confirmed_good_review_flag_writes_one_decision_and_leaves_the_r
         assert (await flag_counts(session, start=clock.now())).flagged == 0
 
 
+async def test_the_analysis_counts_flagged_ratings_apart_within_jurisdiction(
+    client, world, seed: Seeder, clock
+) -> None:
+    await _burst(seed, clock, "13800000046")
+    await _burst(seed, clock, "13800000047", org="hanyin-market")
+    await detect(client)
+    hanbin_flag, _ = [f.id for f, _ in await flags(client, "burst")]
+    resp = await client.post(
+        f"/api/v1/fraud/flags/{hanbin_flag}/ruling", json={"outcome": "confirmed", "note": "刷好评"},
+        headers=world.auth("hanbin"),
+    )
+    assert resp.status == 200
+
+    async def analysis(org: str, **params: str):  # type: ignore[no-untyped-def]
+        resp = await client.get("/api/v1/stats/analysis", params=params, headers=world.auth(org))
+        assert resp.status == 200, await resp.text()
+        return (await resp.json())["flags"]
+
+    assert await analysis("operator") == {"open": 5, "confirmed": 5, "dismissed": 0}
+    assert await analysis("city") == {"open": 5, "confirmed": 5, "dismissed": 0}
+    assert await analysis("hanbin") == {"open": 0, "confirmed": 5, "dismissed": 0}
+    assert await analysis("hanyin") == {"open": 5, "confirmed": 0, "dismissed": 0}
+    assert await analysis("hanbin-market") is None  # units are not shown flags
+    # Rated an hour ago: local days after today count none of them.
+    day = (clock.now() + timedelta(days=2)).date().isoformat()
+    assert await analysis("city", **{"from": day, "to": day}) == {"open": 0, "confirmed": 0, "dismissed": 0}
+
+
 async def test_a_confirmed_flag_on_bad_reviews_writes_no_decision(client, world, seed: Seeder, clock) -> None:
     await _burst(seed, clock, "13800000045", level=1)
     await detect(client)
