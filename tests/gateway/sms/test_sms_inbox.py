@@ -15,6 +15,7 @@ from gateway.store.models import Evaluation, EvaluationAddendum, InboundMessage,
 from gateway.web.keys import INBOX, INBOX_WRITER, RUNNER, STORE
 from tests.gateway.evaluations.helpers import count, report
 from tests.gateway.sms.conftest import Phone
+from tests.waiting import until
 
 
 async def _rows(client, model, *where):
@@ -442,3 +443,61 @@ async def test_a_killed_serve_process_loses_no_reply_it_answered(pg_database, tm
     finally:
         await conn.close()
     assert set(answered) <= stored
+
+
+async def test_the_loop_claims_more_while_a_conversation_runs_and_keeps_each_senders_order(client, world, monkeypatch):
+    a, b, c = (Phone(client, f"+86139{i:08d}") for i in range(3))
+    for i, (sender, body) in enumerate([(a, "A1"), (b, "B1"), (a, "A2"), (c, "C1")]):
+        await sender.text(body, drain=False, sid=f"SM{i:032x}")
+    real, hold, started = inbox_module.converse, asyncio.Event(), []
+
+    async def a1_waits(runner, *, inbound, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(inbound.text)
+        if inbound.text == "A1":
+            await hold.wait()
+        return await real(runner, inbound=inbound, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "converse", a1_waits)
+    drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(batch_size=10, group_size=1, concurrency=2))
+
+    async def processed() -> set[str]:  # (a processed message keeps no text: known by its place)
+        return {
+            body
+            for body, m in zip(["A1", "B1", "A2", "C1"], await _rows(client, InboundMessage))
+            if m.state == "processed"
+        }
+
+    assert await drainer.flow_once() == 2  # A1 and B1 start; A2 waits for A1
+    assert await drainer.flow_once() == 1  # once B1 is done, C1 starts while A1 still runs
+    assert await drainer.flow_once() == 0  # C1 done: A2 still waits for A1
+    assert await processed() == {"B1", "C1"} and "A2" not in started
+    hold.set()
+    await until(lambda: "A1" in started and not drainer._flowing, what="A1 to finish")
+    assert await drainer.flow_once() == 1
+    await until(lambda: not drainer._flowing, what="A2 to finish")
+    assert await processed() == {"A1", "A2", "B1", "C1"}
+    assert started.index("A1") < started.index("A2")
+
+
+async def test_stopping_the_loop_lets_the_conversations_in_flight_finish(client, world, monkeypatch):
+    await Phone(client, "+8613900000001").text("你好", drain=False)
+    real, entered, hold = inbox_module.converse, asyncio.Event(), asyncio.Event()
+
+    async def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        entered.set()
+        await hold.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "converse", slow)
+    drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(group_size=1))
+    loop = asyncio.create_task(drainer.run_forever(60))
+    await entered.wait()
+    loop.cancel()
+    await asyncio.sleep(0.05)
+    assert not loop.done()  # waiting for the conversation, not cutting it
+    hold.set()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    (message,) = await _rows(client, InboundMessage)
+    assert message.state == "processed"
+    assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 1
