@@ -75,6 +75,7 @@ from gateway.store.models import (
     inbox_state_is,
 )
 from gateway.store.redis_watch import RedisWatch, is_outage
+from gateway.store.sets import in_set
 from gateway.store.upsert import insert_if_absent
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ _INBOX_PROCESSED = (
         error=None,
     )
 )
-_CITIZENS = col(Invitation.citizen_id).in_(bindparam("cs", expanding=True))
+_CITIZENS = in_set(col(Invitation.citizen_id), "cs")
 _OPEN_INVITATIONS = (
     select(Invitation)
     .where(_CITIZENS, Invitation.status == "open", col(Invitation.expires_at) > bindparam("now"))
@@ -377,14 +378,14 @@ _RECENT_RATINGS = (
     select(Evaluation, Invitation)
     .join(Invitation, col(Invitation.id) == Evaluation.invitation_id)
     .where(
-        col(Evaluation.citizen_id).in_(bindparam("cs", expanding=True)),
+        in_set(col(Evaluation.citizen_id), "cs"),
         col(Evaluation.created_at) > bindparam("since"),
         Evaluation.scope == "all",
     )
     .order_by(col(Evaluation.id))
 )
 _ADDENDA_OF = select(EvaluationAddendum.evaluation_id, EvaluationAddendum.kind).where(
-    col(EvaluationAddendum.evaluation_id).in_(bindparam("ids", expanding=True))
+    in_set(col(EvaluationAddendum.evaluation_id), "ids")
 )
 _OPEN_SURVEYS = (
     select(CampaignTarget.citizen_id, CampaignTarget.ticket_id, Invitation.item_name, OutboundMessage.sent_at)
@@ -392,7 +393,7 @@ _OPEN_SURVEYS = (
     .join(Ticket, col(Ticket.id) == CampaignTarget.ticket_id)
     .join(Invitation, col(Invitation.id) == Ticket.invitation_id)
     .where(
-        col(CampaignTarget.citizen_id).in_(bindparam("cs", expanding=True)),
+        in_set(col(CampaignTarget.citizen_id), "cs"),
         col(CampaignTarget.status).in_(OPEN_SURVEY_STATUSES),
         col(OutboundMessage.sent_at).is_not(None),
     )
@@ -401,7 +402,7 @@ _OPEN_SURVEYS = (
 _SMS_ANSWERS_SINCE = (
     select(OutboundMessage.citizen_id, func.count())
     .where(
-        col(OutboundMessage.citizen_id).in_(bindparam("cs", expanding=True)),
+        in_set(col(OutboundMessage.citizen_id), "cs"),
         OutboundMessage.purpose == "reply",
         OutboundMessage.channel == "sms",
         col(OutboundMessage.created_at) > bindparam("since"),
@@ -409,16 +410,14 @@ _SMS_ANSWERS_SINCE = (
     .group_by(col(OutboundMessage.citizen_id))
 )
 _CASES_OF_INVITATIONS = (
-    select(ServiceCase)
-    .where(col(ServiceCase.invitation_id).in_(bindparam("ids", expanding=True)))
-    .order_by(col(ServiceCase.id))
+    select(ServiceCase).where(in_set(col(ServiceCase.invitation_id), "ids")).order_by(col(ServiceCase.id))
 )
-_CITIZENS_BY_ID = select(Citizen).where(col(Citizen.id).in_(bindparam("cs", expanding=True)))
+_CITIZENS_BY_ID = select(Citizen).where(in_set(col(Citizen.id), "cs"))
 
 
 _GROUP_PROCESSED = (
     update(_INBOX)
-    .where(_INBOX.c.id.in_(bindparam("ids", expanding=True)), inbox_state_is(_INBOX.c.state, "pending"))
+    .where(in_set(_INBOX.c.id, "ids"), inbox_state_is(_INBOX.c.state, "pending"))
     .values(
         state="processed",
         processed_at=bindparam("at"),

@@ -45,6 +45,7 @@ from gateway.store.models import (
     ServiceCase,
     Ticket,
 )
+from gateway.store.sets import in_set
 from gateway.tickets.service import open_ticket
 
 log = logging.getLogger(__name__)
@@ -344,7 +345,7 @@ _CLAIM = {
 # A group's ratings (`RatingGroup`): the invitations still open move, the ids of those that did.
 _CLAIM_MANY = (
     update(_INVITATIONS)
-    .where(_INVITATIONS.c.id.in_(bindparam("ids", expanding=True)), _INVITATIONS.c.status == "open")
+    .where(in_set(_INVITATIONS.c.id, "ids"), _INVITATIONS.c.status == "open")
     .values(status="rated", rated_at=bindparam("at"))
     .returning(_INVITATIONS.c.id)
 )

@@ -32,6 +32,7 @@ from gateway.passes import run_passes
 from gateway.privacy import PhoneVault
 from gateway.store.db import Store
 from gateway.store.models import Citizen, DeliveryAttempt, OutboundMessage
+from gateway.store.sets import in_set
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ _RECORD_SENT_PG = text(
     " INSERT INTO delivery_attempt (message_id, at, outcome, error_code, detail)"
     " SELECT id, :now, 'sent', NULL, '' FROM moved RETURNING message_id"
 )
+
+
+_RECIPIENTS = select(*_RECIPIENT_COLUMNS).where(in_set(col(Citizen.id), "cs"))  # type: ignore[call-overload]
 
 
 def _in_order(claimed: list[_Claimed], ids: list[int]) -> list[_Claimed]:
@@ -216,20 +220,21 @@ class Dispatcher:
                 return []
             leased = await session.exec(
                 update(OutboundMessage)
-                .where(col(OutboundMessage.id).in_(ids))
+                .where(in_set(col(OutboundMessage.id), "ids"))
                 .values(
                     status="sending",
                     lease_until=now + timedelta(seconds=self.policy.lease_seconds),
                     attempts=OutboundMessage.attempts + 1,
                     updated_at=now,
                 )
-                .returning(*_CLAIMED_COLUMNS)
+                .returning(*_CLAIMED_COLUMNS),
+                params={"ids": ids},
             )
             claimed = [_Claimed(*row) for row in leased.all()]
             citizen_ids = {m.citizen_id for m in claimed if m.citizen_id is not None}
             citizens: dict[int, _Recipient] = {}
             if citizen_ids:
-                rows = await session.exec(select(*_RECIPIENT_COLUMNS).where(col(Citizen.id).in_(citizen_ids)))  # type: ignore[call-overload]
+                rows = await session.exec(_RECIPIENTS, params={"cs": sorted(citizen_ids)})
                 citizens = {row[0]: _Recipient(*row) for row in rows.all()}
         for message in claimed:
             message.recipient = citizens.get(message.citizen_id) if message.citizen_id is not None else None

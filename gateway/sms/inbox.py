@@ -43,6 +43,7 @@ from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
 from gateway.store.models import INBOX_DEAD, INBOX_PENDING, Citizen, InboundMessage, inbox_state_is
 from gateway.store.redis_watch import is_outage
+from gateway.store.sets import in_set
 from gateway.store.upsert import insert_rows
 
 log = logging.getLogger(__name__)
@@ -266,16 +267,18 @@ class InboxDrainer:
             # Re-checked in the UPDATE: of two drainers that chose the same message, one gets it.
             claimed = await session.exec(
                 update(m)  # type: ignore[call-overload, misc]
-                .where(col(m.id).in_(ids), pending, free)
+                .where(in_set(col(m.id), "ids"), pending, free)
                 .values(lease_until=now + timedelta(seconds=self.policy.lease_seconds), attempts=m.attempts + 1)
-                .returning(m.id, m.sender_hash, m.sender_enc, m.body, m.received_at, m.attempts, m.error)
+                .returning(m.id, m.sender_hash, m.sender_enc, m.body, m.received_at, m.attempts, m.error),
+                params={"ids": list(ids)},
             )
             batch = sorted((Pending(*row) for row in claimed.all()), key=lambda p: p.id)
             # The senders' citizens in the same round trip budget: one query for the whole batch.
             unknown = {p.sender_hash for p in batch} - self.runner.citizen_ids.keys()
             if unknown:
                 found = await session.exec(
-                    select(Citizen.id, Citizen.phone_hash).where(col(Citizen.phone_hash).in_(unknown))
+                    select(Citizen.id, Citizen.phone_hash).where(in_set(col(Citizen.phone_hash), "hashes")),
+                    params={"hashes": sorted(unknown)},
                 )
                 for citizen_id, phone_hash in found.all():
                     if citizen_id is not None and phone_hash is not None:
