@@ -37,6 +37,7 @@ from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.store.db import Store
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
+from gateway.store.sets import in_set
 from gateway.store.upsert import insert_rows
 
 
@@ -198,19 +199,33 @@ async def report_plain_cases(session: AsyncSession, *, cases: list[Report], deps
     return out
 
 
+# The look-ups of every report, built once (the sets of values bound at execution).
+_ORGANISATIONS = select(Organisation).where(
+    or_(
+        in_set(col(Organisation.code), "codes"),
+        (col(Organisation.kind) == "city_bureau") & in_set(col(Organisation.region_code), "cities"),
+        (col(Organisation.kind) == "county_dept") & in_set(col(Organisation.region_code), "counties"),
+    )
+)
+_EARLIER = sql_select(
+    col(ServiceCase.id),
+    col(ServiceCase.org_id),
+    col(ServiceCase.case_no),
+    col(ServiceCase.request_hash),
+    col(ServiceCase.invitation_id),
+).where(in_set(col(ServiceCase.org_id), "orgs"), in_set(col(ServiceCase.case_no), "nos"))
+
+
 async def _organisations(
     session: AsyncSession, codes: set[str], regions: set[str]
 ) -> tuple[dict[str, Organisation], set[str]]:
     """The units named by code, and which of the regions have their approval department (one query)."""
-    wanted_approval = or_(
-        (col(Organisation.kind) == "city_bureau")
-        & col(Organisation.region_code).in_([r for r in regions if is_city_level(r)]),
-        (col(Organisation.kind) == "county_dept")
-        & col(Organisation.region_code).in_([r for r in regions if not is_city_level(r)]),
-    )
-    rows = (
-        await session.exec(select(Organisation).where(or_(col(Organisation.code).in_(codes), wanted_approval)))
-    ).all()
+    params = {
+        "codes": sorted(codes),
+        "cities": sorted(r for r in regions if is_city_level(r)),
+        "counties": sorted(r for r in regions if not is_city_level(r)),
+    }
+    rows = (await session.exec(_ORGANISATIONS, params=params)).all()
     units = {o.code: o for o in rows if o.code in codes}
     approval_regions = {
         o.region_code
@@ -241,16 +256,7 @@ async def _earlier_reports(session: AsyncSession, items: list[_Item]) -> None:
     org_ids = {k[0] for k in first_of}
     case_nos = {k[1] for k in first_of}
     found = (
-        await _rows(
-            session,
-            sql_select(
-                col(ServiceCase.id),
-                col(ServiceCase.org_id),
-                col(ServiceCase.case_no),
-                col(ServiceCase.request_hash),
-                col(ServiceCase.invitation_id),
-            ).where(col(ServiceCase.org_id).in_(org_ids), col(ServiceCase.case_no).in_(case_nos)),
-        )
+        await session.exec(_EARLIER, params={"orgs": sorted(org_ids), "nos": sorted(case_nos)})  # type: ignore[call-overload]
     ).all()
     earlier: dict[int, tuple[_Item, int]] = {}
     for case_id, org_id, case_no, stored_hash, invitation_id in found:
@@ -314,6 +320,7 @@ _CITIZEN_COLUMNS = (
     col(Citizen.bot_blocked_at),
     col(Citizen.name_enc),
 )
+_CITIZENS_BY_HASH = sql_select(*_CITIZEN_COLUMNS).where(in_set(col(Citizen.phone_hash), "hashes"))
 
 
 async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: datetime) -> dict[str, _CitizenRow]:
@@ -371,7 +378,7 @@ async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: d
 
 
 async def _citizen_rows(session: AsyncSession, hashes: set[str]) -> dict[str, _CitizenRow]:
-    rows = await _rows(session, sql_select(*_CITIZEN_COLUMNS).where(col(Citizen.phone_hash).in_(hashes)))
+    rows = await session.exec(_CITIZENS_BY_HASH, params={"hashes": sorted(hashes)})  # type: ignore[call-overload]
     return {
         phone_hash: _CitizenRow(citizen_id, phone_enc, opted_out, chat_id, blocked, name_enc)
         for citizen_id, phone_hash, phone_enc, opted_out, chat_id, blocked, name_enc in rows.all()
