@@ -47,9 +47,11 @@ async def fresh_database(prefix: str = "gw_bench_") -> AsyncIterator[str]:
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    # BENCH_POSTGRES_URL may name a Unix socket: postgresql://postgres@/postgres?host=/var/run/postgresql
+    address, _, query = PG_ADMIN.partition("?")
+    base = address.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
-        yield f"{base}/{name}"
+        yield f"{base}/{name}" + (f"?{query}" if query else "")
     finally:
         admin = await asyncpg.connect(PG_ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

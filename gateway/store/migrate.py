@@ -14,7 +14,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", url)
+    # The option is interpolated by configparser: a URL's %-escapes (a password with @ or %, a Unix
+    # socket's ?host=%2Fvar%2Frun%2Fpostgresql) must be doubled to stay what they are.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
