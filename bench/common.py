@@ -41,17 +41,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def database_url(name: str, *, driver: bool = True) -> str:
+    """The URL of database `name` on the benchmark's server: for the gateway (SQLAlchemy's asyncpg driver)
+    or, with driver=False, for asyncpg itself. BENCH_POSTGRES_URL may name a Unix socket:
+    postgresql://postgres@/postgres?host=/var/run/postgresql"""
+    address, _, query = PG_ADMIN.partition("?")
+    base = address.rsplit("/", 1)[0]
+    if driver:
+        base = base.replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
 @asynccontextmanager
 async def fresh_database(prefix: str = "gw_bench_") -> AsyncIterator[str]:
     name = f"{prefix}{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    # BENCH_POSTGRES_URL may name a Unix socket: postgresql://postgres@/postgres?host=/var/run/postgresql
-    address, _, query = PG_ADMIN.partition("?")
-    base = address.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     try:
-        yield f"{base}/{name}" + (f"?{query}" if query else "")
+        yield database_url(name)
     finally:
         admin = await asyncpg.connect(PG_ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -43,7 +43,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PG_ADMIN, SECRET, cpu_seconds, free_port, machine, wait_ready  # noqa: E402
+from bench.common import PG_ADMIN, SECRET, cpu_seconds, database_url, free_port, machine, wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
@@ -74,7 +74,7 @@ async def database() -> AsyncIterator[str]:
 
 
 def db_url(name: str) -> str:
-    return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
+    return database_url(name)
 
 
 async def backend_cpu(name: str) -> dict[int, float]:
@@ -134,7 +134,9 @@ def spawn(code: Path, command: list[str], env: dict[str, str], log_name: str) ->
 
 def cli(code: Path, command: list[str], env: dict[str, str]) -> str:
     done = subprocess.run([sys.executable, "-m", "gateway", *command], cwd=code, env={**os.environ, **env},
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"gateway {' '.join(command)} failed:\n{done.stderr[-2000:]}")
     return done.stdout
 
 
@@ -240,7 +242,7 @@ async def post_bulk(url: str, key: str, numbers: list[int], batch: int, concurre
 
 
 async def count(name: str, sql: str) -> int:
-    conn = await asyncpg.connect(PG_ADMIN.rsplit("/", 1)[0] + "/" + name)
+    conn = await asyncpg.connect(database_url(name, driver=False))
     try:
         return int(await conn.fetchval(sql))
     finally:

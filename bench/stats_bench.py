@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import asyncpg
 
-from bench.common import PG_ADMIN, free_port, gateway, machine, percentiles, run, wait_ready
+from bench.common import PG_ADMIN, database_url, free_port, gateway, machine, percentiles, run, wait_ready
 
 UNITS = 300
 COUNTIES = 10
@@ -273,7 +273,7 @@ async def _database(reuse: str | None, keep: bool) -> AsyncIterator[str]:
 async def main(n: int, repeat: int, reuse: str | None, keep: bool, only: str | None) -> None:
     print(f"machine: {machine()}")
     async with _database(reuse, keep) as name:
-        url = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + name
+        url = database_url(name)
         env = {"GATEWAY_DATABASE_URL": url, "GATEWAY_SECRET_KEY": "bench-secret-key-0123456789-abcdef"}
         pg = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         if reuse is None:
