@@ -201,9 +201,9 @@ class Pending:
 
 @dataclass(frozen=True)
 class InboxPolicy:
-    batch_size: int = 32
+    batch_size: int = 64
     # Messages of different senders handled in one transaction (`dialogue.converse_group`).
-    group_size: int = 8
+    group_size: int = 32
     lease_seconds: int = 60
     max_attempts: int = 5
     # Conversations processed side by side: each holds a database connection while it runs, so more
