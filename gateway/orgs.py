@@ -8,8 +8,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, false, or_, true
+from sqlalchemy import ColumnElement, bindparam, event, false, or_, true
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -174,17 +176,34 @@ _ORG_OF_KIND_IN = select(Organisation).where(
 )
 
 
+_KNOWN = "orgs_of_kind_in"
+
+
+async def _org_of_kind_in(session: AsyncSession, kind: str, region: str) -> Organisation | None:
+    """The organisation of a kind in a region, read once per transaction: a group of bad reviews of one
+    county routes every ticket through the same departments."""
+    known: dict[tuple[str, str], Organisation | None] = session.info.setdefault(_KNOWN, {})
+    if (kind, region) not in known:
+        known[(kind, region)] = (await session.exec(_ORG_OF_KIND_IN, params={"kind": kind, "region": region})).first()
+    return known[(kind, region)]
+
+
 async def approval_org_for(session: AsyncSession, region_code: str) -> Organisation | None:
     """The approval department of a case's level (Art. 14): the city bureau or the county department."""
     kind = "city_bureau" if is_city_level(region_code) else "county_dept"
-    return (await session.exec(_ORG_OF_KIND_IN, params={"kind": kind, "region": region_code})).first()
+    return await _org_of_kind_in(session, kind, region_code)
 
 
 async def platform_builder_for(session: AsyncSession, region_code: str) -> Organisation | None:
     """The unit that built the platform serving a region: the county's own, else the city's."""
     for region in (region_code, city_of(region_code)):
-        params = {"kind": "platform_builder", "region": region}
-        found = (await session.exec(_ORG_OF_KIND_IN, params=params)).first()
+        found = await _org_of_kind_in(session, "platform_builder", region)
         if found is not None:
             return found
     return None
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_at_transaction_end(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_KNOWN, None)
