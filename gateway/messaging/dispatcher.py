@@ -126,7 +126,7 @@ def _in_order(claimed: list[_Claimed], ids: list[int]) -> list[_Claimed]:
 
 
 # How far sends may run ahead of an even pace: at most this fraction of a second's worth of the rate.
-PACING_SLACK_SECONDS = 0.01
+PACING_SLACK_SECONDS = 0.005
 
 
 class _Tokens:
@@ -135,13 +135,15 @@ class _Tokens:
     A limiter with `take` (both of ours) grants up to the batch's remaining need in one call (one Redis
     round trip per key and second instead of one per message); any other is asked once per message.
     The permissions granted together are then spent evenly, one every 1/rate seconds: a second's worth
-    of sends never leaves in a burst that would run into the next second's at the provider.
+    of sends never leaves in a burst that would run into the next second's at the provider. The pace
+    (`pace[key]`, the time the next send is due) carries over from one batch to the next, so a batch
+    that starts right after another (its claim made ahead, the other's record under way) goes on at
+    the same pace instead of starting with a burst.
     """
 
-    def __init__(self, limiter: RateLimiter, key: str, needed: int) -> None:
-        self.limiter, self.key, self.needed = limiter, key, needed
+    def __init__(self, limiter: RateLimiter, key: str, needed: int, pace: dict[str, float]) -> None:
+        self.limiter, self.key, self.needed, self.pace = limiter, key, needed, pace
         self.held = 0
-        self.next_at = 0.0
         self.lock = asyncio.Lock()
 
     async def take(self, rate: float) -> None:
@@ -157,8 +159,9 @@ class _Tokens:
             now = time.monotonic()
             # Up to PACING_SLACK_SECONDS ahead of the even pace, so as not to sleep per message; and a
             # wake-up that came late makes up for up to as much, instead of losing the time for good.
-            wait = self.next_at - now - PACING_SLACK_SECONDS
-            self.next_at = max(now - PACING_SLACK_SECONDS, self.next_at) + 1.0 / rate
+            next_at = self.pace.get(self.key, 0.0)
+            wait = next_at - now - PACING_SLACK_SECONDS
+            self.pace[self.key] = max(now - PACING_SLACK_SECONDS, next_at) + 1.0 / rate
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -185,6 +188,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         # The loop's next batch, claimed while the current one is sent (`run_once(overlap=True)`).
         self._next: asyncio.Task[list[_Claimed]] | None = None
+        self._recording: asyncio.Task[None] | None = None  # a sent batch's record, while the next batch sends
+        self._pace: dict[str, float] = {}  # by rate-limit key: when the next send is due (`_Tokens`)
 
     def wake(self) -> None:
         """Ask the loop to look at the outbox now (after a request queued something)."""
@@ -258,6 +263,7 @@ class Dispatcher:
         if not claimed:  # nothing claimed ahead (all that waited was the last batch's citizens'): claim now
             claimed = await self._claim()
         if not claimed:
+            await self._recorded()  # a pass that finds nothing leaves nothing unrecorded behind it
             return 0
         if overlap and len(claimed) >= self.policy.batch_size:
             busy = frozenset(m.citizen_id for m in claimed if m.citizen_id is not None)
@@ -273,7 +279,7 @@ class Dispatcher:
             if prepared is not None:
                 ready[message.id] = prepared
                 wanted.update(key for key, _ in self._rates(prepared[0]))
-        tokens = {key: _Tokens(self.limiter, key, count) for key, count in wanted.items()}
+        tokens = {key: _Tokens(self.limiter, key, count, self._pace) for key, count in wanted.items()}
         sent: list[tuple[int, Sent]] = []
 
         async def in_order(messages: list[_Claimed]) -> None:
@@ -301,9 +307,27 @@ class Dispatcher:
         try:
             await asyncio.gather(*(in_order(messages) for messages in by_citizen.values()))
         finally:
-            if sent:
+            if sent and self._next is not None:
+                # The next batch is claimed and waiting: it starts sending while this one is recorded, so
+                # the rate's time is not spent waiting for the database. At most one record in flight.
+                await self._recorded()
+                self._recording = asyncio.create_task(self._record_sent(sent), name="dispatcher-record")
+            elif sent:
                 await self._record_sent(sent)
         return len(claimed)
+
+    async def _recorded(self) -> None:
+        """Wait for the batch record running in the background, if any (its failure is logged: the
+        messages stay `sending` and their leases bring them back)."""
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            try:
+                await asyncio.shield(recording)
+            except asyncio.CancelledError:
+                await asyncio.gather(recording, return_exceptions=True)  # finish the record, then stop
+                raise
+            except Exception:
+                log.exception("recording a sent batch failed; its messages come back after their lease")
 
     def _prepared(self, message: _Claimed) -> tuple[Outgoing, Provider] | None:
         """The message ready to leave as claimed, or None when it needs its own transaction's checks."""
@@ -397,6 +421,7 @@ class Dispatcher:
         try:
             await run_passes(one_pass, interval_seconds=interval_seconds, what="dispatcher", wake=self._wake)
         finally:
+            await self._recorded()
             await self._give_back_next()
 
     async def _give_back_next(self) -> None:

@@ -177,13 +177,17 @@ async def test_redis_limiter_grants_a_window_once_across_processes(redis_url):
 
 @dataclass
 class Watching(Recording):
-    """Records, for every send, whether the dispatcher had the next batch's claim under way."""
+    """Records, for every send, whether the dispatcher had the next batch's claim under way, and whether
+    the batch before was being recorded."""
 
     dispatcher: Any = None
     ahead: list[bool] = field(default_factory=list)
+    while_recording: list[bool] = field(default_factory=list)
 
     async def send(self, message: Outgoing) -> Sent:
         self.ahead.append(self.dispatcher._next is not None)
+        recording = self.dispatcher._recording
+        self.while_recording.append(recording is not None and not recording.done())
         return await super().send(message)
 
 
@@ -195,6 +199,7 @@ async def test_the_loop_claims_the_next_batch_while_one_is_sent_and_keeps_each_c
     while await dispatcher.run_once(overlap=True):
         pass
     assert any(provider.ahead)  # sends did not wait for the next claim
+    assert any(provider.while_recording)  # nor for the record of the batch before
     by_number: dict[str, list[int]] = {}
     for message in provider.sent:
         by_number.setdefault(message.to, []).append(message.message_id)
