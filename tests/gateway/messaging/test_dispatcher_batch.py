@@ -231,3 +231,30 @@ async def test_stopping_gives_back_the_batch_claimed_ahead(client, world):
     assert 0 < len(sent) < 40 and {m.status for m in messages} <= {"sent", "queued"}  # none left leased
     for m in messages:
         assert (m.status, m.attempts) == (("sent", 1) if m.id in sent else ("queued", 0))
+
+
+@dataclass
+class Timing(Recording):
+    """Records when each message was sent."""
+
+    at: list[float] = field(default_factory=list)
+
+    async def send(self, message: Outgoing) -> Sent:
+        self.at.append(time.monotonic())
+        return await super().send(message)
+
+
+async def test_batches_one_after_another_keep_the_rates_pace(client, world):
+    rate = 50.0  # one send every 20 ms
+    await _prompts(client, world, 20)
+    provider = Timing()
+    dispatcher = _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=5, sms_rate_per_second=rate)
+    while await dispatcher.run_once(overlap=True):
+        pass
+    assert len(provider.at) == 20
+    # Any ten intervals in a row last at least ten intervals of the rate, less the pacing's allowance
+    # (sends may run up to the slack ahead of a pace that may start up to the slack behind): a batch that
+    # follows another does not start with a burst (four batches: three boundaries inside the run).
+    slack = 0.005
+    spans = [later - earlier for earlier, later in zip(provider.at, provider.at[10:])]
+    assert min(spans) >= 10 / rate - 2 * slack - 0.002, spans
