@@ -225,6 +225,7 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                 known = await _read_group(session, runner.deps, channel, [item.citizen_id for item in inputs])
                 replies: list[OutboundMessage] = []
                 ratings = RatingGroup(at=runner.deps.clock.now(), pending=[])
+                timers = TimerChanges(channel)
                 outcomes = [
                     await _step(
                         session,
@@ -236,12 +237,14 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                         known=known[item.citizen_id],
                         deferred=replies,
                         ratings=ratings,
+                        timers=timers,
                     )
                     if item.inbox_id is None or item.inbox_id in fresh
                     else Outcome(duplicate=True)
                     for item, state in zip(inputs, states, strict=True)
                 ]
                 await ratings.write(session, runner.deps)  # the group's ratings: one claim, one INSERT
+                await timers.write(session)  # the group's timers: one DELETE, one INSERT
                 session.add_all(replies)  # the group's answers: one INSERT
                 await session.flush()
         except EvaluationError as exc:
@@ -310,6 +313,7 @@ async def _step(
     known: _Known | None = None,
     deferred: list[OutboundMessage] | None = None,
     ratings: RatingGroup | None = None,
+    timers: TimerChanges | None = None,
 ) -> Outcome:
     """One input inside the caller's transaction: the dedup, the context (read here, or by the group
     with `known`), the flow, the effects, the replies."""
@@ -326,7 +330,7 @@ async def _step(
         ctx, invitations, citizen, sent = known.context, known.invitations, known.citizen, known.sms_answers_sent
         cases, rated = known.cases, known.rated
     transition = advance(state, inbound, ctx)
-    await _apply(session, runner, transition, citizen, channel, invitations, cases, rated, ratings)
+    await _apply(session, runner, transition, citizen, channel, invitations, cases, rated, ratings, timers)
     opted_out = any(isinstance(effect, OptOut) for effect in transition.effects)
     replies = await _queue_replies(
         session,
@@ -597,10 +601,13 @@ async def _apply(
     cases: dict[int, list[ServiceCase]] | None = None,
     rated: dict[int, tuple[Evaluation, Invitation]] | None = None,
     ratings: RatingGroup | None = None,
+    timers: TimerChanges | None = None,
 ) -> None:
-    """The transition's effects, in order. With `ratings` (a group), a rating whose evaluation no later
-    effect of this transition needs joins the group's, written when the group's steps are done."""
+    """The transition's effects, in order. With `ratings` and `timers` (a group), a rating whose
+    evaluation no later effect of this transition needs joins the group's, and the timer changes join
+    the group's: both are written when the group's steps are done."""
     deps, now = runner.deps, runner.deps.clock.now()
+    changes = timers if timers is not None else TimerChanges(channel)
     rating_channel = EVALUATION_CHANNEL[channel]
     if citizen.id is None:
         raise BrokenInvariant("citizen.id is missing")
@@ -651,22 +658,9 @@ async def _apply(
         elif isinstance(effect, OptIn):
             record_opt_in(citizen, channel="sms" if channel == "sms" else "telegram")
         elif isinstance(effect, ScheduleTimer):
-            await session.exec(
-                delete(ConversationTimer).where(
-                    col(ConversationTimer.channel) == channel, col(ConversationTimer.citizen_id) == citizen.id
-                )
-            )
-            session.add(
-                ConversationTimer(
-                    channel=channel, citizen_id=citizen.id, due_at=now + timedelta(seconds=effect.after_seconds)
-                )
-            )
+            changes.schedule(citizen.id, now + timedelta(seconds=effect.after_seconds))
         elif isinstance(effect, CancelTimer):
-            await session.exec(
-                delete(ConversationTimer).where(
-                    col(ConversationTimer.channel) == channel, col(ConversationTimer.citizen_id) == citizen.id
-                )
-            )
+            changes.cancel(citizen.id)
         elif isinstance(effect, RecordSurveyAnswer):
             if runner.surveys is not None:
                 await runner.surveys.answer(
@@ -687,12 +681,47 @@ async def _apply(
                     channel=rating_channel,
                     deps=deps,
                 )
+    if timers is None:
+        await changes.write(session)
     await session.flush()
 
 
 def _needs_evaluation(effects: Sequence[object]) -> bool:
     """Whether any of these effects works on a rating's stored evaluation."""
     return any(isinstance(e, (AttachReasons, RecordStaffRating)) for e in effects)
+
+
+@dataclass
+class TimerChanges:
+    """The conversation timers set and cancelled by one step, or by a group's steps, written together by
+    `write`: the timers of every citizen touched go, then the ones still wanted are added (a group pays
+    one DELETE and one INSERT; each ScheduleTimer used to cost both, and each CancelTimer a DELETE)."""
+
+    channel: str
+    touched: set[int] = field(default_factory=set)
+    due: dict[int, datetime] = field(default_factory=dict)
+
+    def schedule(self, citizen_id: int, due_at: datetime) -> None:
+        self.touched.add(citizen_id)
+        self.due[citizen_id] = due_at
+
+    def cancel(self, citizen_id: int) -> None:
+        self.touched.add(citizen_id)
+        self.due.pop(citizen_id, None)
+
+    async def write(self, session: AsyncSession) -> None:
+        if not self.touched:
+            return
+        await session.exec(_TIMERS_OF, params={"channel": self.channel, "cs": sorted(self.touched)})
+        session.add_all(
+            ConversationTimer(channel=self.channel, citizen_id=c, due_at=due) for c, due in sorted(self.due.items())
+        )
+        self.touched, self.due = set(), {}
+
+
+_TIMERS_OF = delete(ConversationTimer).where(
+    col(ConversationTimer.channel) == bindparam("channel"), in_set(col(ConversationTimer.citizen_id), "cs")
+)
 
 
 async def _queue_replies(

@@ -173,7 +173,7 @@ async def test_a_conversation_busy_elsewhere_sends_its_group_one_by_one(client, 
     assert len(await _rows(client, Evaluation)) == SENDERS
 
 
-SCRIPTS = [["1", "1"], ["5", "4"], ["2", "窗口让我跑了三趟"], ["4"], ["3", "2"], ["1", "2 3"], ["你好", "5"]]
+SCRIPTS = [["1", "1"], ["5", "4"], ["2", "窗口让我跑了三趟"], ["4"], ["3", "2"], ["1", "2 3"], ["你好", "5"], ["2"]]
 
 
 async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[list[dict[str, Any]], int]:
@@ -191,13 +191,14 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
                 await phone.text(script[round_], drain=False, sid=f"SM{prefix}{round_}{i:028d}")
         assert await drainer.drain() == sum(1 for s in SCRIPTS if round_ < len(s))
     transactions = len(commits)
-    from gateway.store.models import EvaluationAddendum, Invitation, Ticket
+    from gateway.store.models import ConversationTimer, EvaluationAddendum, Invitation, Ticket
 
     async with client.app[STORE].transaction() as session:
         invitations = {i.group_no: i.citizen_id for i in (await session.exec(select(Invitation))).all()}
     evaluations = await _rows(client, Evaluation)
     replies = [m for m in await _rows(client, OutboundMessage) if m.purpose == "reply"]
     addenda, tickets = await _rows(client, EvaluationAddendum), await _rows(client, Ticket)
+    timers = await _rows(client, ConversationTimer)
     results = []
     for i in range(len(SCRIPTS)):
         citizen_id = invitations[f"HB-{prefix}-{i}"]
@@ -210,6 +211,7 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
                 ),
                 "tickets": sum(1 for t in tickets if t.evaluation_id in {e.id for e in mine}),
                 "answers": [m.body for m in replies if m.citizen_id == citizen_id],
+                "timers": [(t.channel, t.due_at) for t in timers if t.citizen_id == citizen_id],
             }
         )
     return results, transactions
@@ -222,6 +224,8 @@ async def test_a_group_ends_every_conversation_as_one_by_one_would(client, world
     # The 12 conversations committed one by one, or in two groups (the webhooks and claims commit alike).
     assert alone_commits - commits >= 12 - 2 - 2
     assert any(r["tickets"] for r in grouped) and any(r["addenda"] for r in grouped)  # the scripts reach far
+    # The reminder for missing reasons: still set where the reasons have not come, gone where they have.
+    assert [bool(r["timers"]) for r in grouped] == [False, False, False, False, False, False, False, True]
 
 
 def test_the_worker_remembers_a_bounded_number_of_senders(monkeypatch):  # type: ignore[no-untyped-def]
