@@ -16,43 +16,58 @@ from sqlalchemy import DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
-class StatsUnitDaily(SQLModel, table=True):
+class _UnitDay(SQLModel):
+    """The dimensions every roll-up has: the local day (or a month's first day), the region and the unit."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: date = Field(index=True)
+    region_code: str = Field(max_length=12)
+    unit_org_id: int = Field(index=True)
+
+
+class _LevelCounts(_UnitDay):
+    """Evaluations of one level and status: how many, how many rated the staff member, and the staff levels' sum."""
+
+    level: int
+    status: str = Field(max_length=16)
+    n: int = 0
+    staff_rated: int = 0
+    staff_level_sum: int = 0
+
+
+class _TicketCounts(_UnitDay):
+    """The tickets falling due: how many, closed, closed on time, called back, answering the callback,
+    satisfied, resolved, and the working days from receipt to resolution summed over the resolved."""
+
+    due: int = 0
+    closed: int = 0
+    on_time: int = 0
+    called_back: int = 0
+    answered: int = 0
+    satisfied: int = 0
+    resolved: int = 0
+    working_days: int = 0
+
+
+class StatsUnitDaily(_LevelCounts, table=True):
     """Day × region × unit × level × status: the city, county and unit figures."""
 
     __tablename__ = "stats_unit_daily"
     __table_args__ = (
         UniqueConstraint("day", "region_code", "unit_org_id", "level", "status", name="uq_stats_unit_daily"),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    day: date = Field(index=True)
-    region_code: str = Field(max_length=12)
-    unit_org_id: int = Field(index=True)
-    level: int
-    status: str = Field(max_length=16)
-    n: int = 0
-    staff_rated: int = 0
-    staff_level_sum: int = 0
 
 
-class StatsUnitMonthly(SQLModel, table=True):
+class StatsUnitMonthly(_LevelCounts, table=True):
     """Month × region × unit × level × status (`day` is the month's first day): long ranges read whole months here."""
 
     __tablename__ = "stats_unit_monthly"
     __table_args__ = (
         UniqueConstraint("day", "region_code", "unit_org_id", "level", "status", name="uq_stats_unit_monthly"),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    day: date = Field(index=True)
-    region_code: str = Field(max_length=12)
-    unit_org_id: int = Field(index=True)
-    level: int
-    status: str = Field(max_length=16)
-    n: int = 0
-    staff_rated: int = 0
-    staff_level_sum: int = 0
 
 
-class StatsDaily(SQLModel, table=True):
+class StatsDaily(_LevelCounts, table=True):
     """Day × region × unit × item × staff member × channel × level × status."""
 
     __tablename__ = "stats_daily"
@@ -69,21 +84,12 @@ class StatsDaily(SQLModel, table=True):
             name="uq_stats_daily",
         ),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    day: date = Field(index=True)
-    region_code: str = Field(max_length=12)
-    unit_org_id: int = Field(index=True)
     item_code: str = Field(max_length=64)
     staff_id: str = Field(max_length=64)
     channel: str = Field(max_length=16)
-    level: int
-    status: str = Field(max_length=16)
-    n: int = 0
-    staff_rated: int = 0
-    staff_level_sum: int = 0
 
 
-class StatsReasonDaily(SQLModel, table=True):
+class StatsReasonDaily(_UnitDay, table=True):
     """Evaluations carrying a reason code (given with the rating or in a later addendum), per day × … × code."""
 
     __tablename__ = "stats_reason_daily"
@@ -101,10 +107,6 @@ class StatsReasonDaily(SQLModel, table=True):
             name="uq_stats_reason_daily",
         ),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    day: date = Field(index=True)
-    region_code: str = Field(max_length=12)
-    unit_org_id: int = Field(index=True)
     item_code: str = Field(max_length=64)
     staff_id: str = Field(max_length=64)
     channel: str = Field(max_length=16)
@@ -114,44 +116,20 @@ class StatsReasonDaily(SQLModel, table=True):
     n: int = 0
 
 
-class StatsTicketDaily(SQLModel, table=True):
+class StatsTicketDaily(_TicketCounts, table=True):
     """Day the ticket falls due × region × unit (the rated invitation's): the rectification and callback figures
     of the valid bad reviews. A ruled evaluation's ticket leaves it. `working_days` sums, over the resolved
     tickets, the working days from receipt to resolution, counted with the working calendar when written."""
 
     __tablename__ = "stats_ticket_daily"
     __table_args__ = (UniqueConstraint("day", "region_code", "unit_org_id", name="uq_stats_ticket_daily"),)
-    id: int | None = Field(default=None, primary_key=True)
-    day: date = Field(index=True)
-    region_code: str = Field(max_length=12)
-    unit_org_id: int = Field(index=True)
-    due: int = 0
-    closed: int = 0
-    on_time: int = 0
-    called_back: int = 0
-    answered: int = 0
-    satisfied: int = 0
-    resolved: int = 0
-    working_days: int = 0
 
 
-class StatsTicketMonthly(SQLModel, table=True):
+class StatsTicketMonthly(_TicketCounts, table=True):
     """The ticket figures per month the tickets fall due (`day` is the month's first day) × region × unit."""
 
     __tablename__ = "stats_ticket_monthly"
     __table_args__ = (UniqueConstraint("day", "region_code", "unit_org_id", name="uq_stats_ticket_monthly"),)
-    id: int | None = Field(default=None, primary_key=True)
-    day: date = Field(index=True)
-    region_code: str = Field(max_length=12)
-    unit_org_id: int = Field(index=True)
-    due: int = 0
-    closed: int = 0
-    on_time: int = 0
-    called_back: int = 0
-    answered: int = 0
-    satisfied: int = 0
-    resolved: int = 0
-    working_days: int = 0
 
 
 class StatsAlert(SQLModel, table=True):
