@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, cpu_seconds, fresh_database, machine, percentiles, pg_connect  # noqa: E402
+from bench.common import ROOT, cpu_seconds, database_name, fresh_database, machine, percentiles, pg_connect  # noqa: E402
 from gateway.audit import log as audit_log  # noqa: E402
 from gateway.audit.verify import JOBS, verify  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
@@ -110,7 +110,7 @@ async def backend_cpu(url: str) -> dict[int, float]:
     """CPU seconds so far of every backend connected to the benchmark's database."""
     conn = await pg_connect(url)
     try:
-        name = url.rsplit("/", 1)[1]
+        name = database_name(url)
         pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
     finally:
         await conn.close()

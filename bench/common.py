@@ -52,6 +52,11 @@ def database_url(name: str, *, driver: bool = True) -> str:
     return f"{base}/{name}" + (f"?{query}" if query else "")
 
 
+def database_name(url: str) -> str:
+    """The database's name in a URL made by `database_url` (a Unix socket's ?host=… left aside)."""
+    return url.partition("?")[0].rsplit("/", 1)[1]
+
+
 @asynccontextmanager
 async def fresh_database(prefix: str = "gw_bench_") -> AsyncIterator[str]:
     name = f"{prefix}{uuid.uuid4().hex[:8]}"

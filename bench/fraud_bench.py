@@ -35,6 +35,7 @@ from bench.common import (  # noqa: E402
     SECRET,
     copy_citizens,
     cpu_seconds,
+    database_name,
     fresh_database,
     gateway,
     machine,
@@ -447,7 +448,7 @@ async def main() -> None:
             flush=True,
         )
         watch = await pg_connect(db_url)
-        database = db_url.rsplit("/", 1)[1]
+        database = database_name(db_url)
         worker = gateway(["worker"], env)
         try:
             started = None

@@ -44,6 +44,7 @@ from bench.common import (  # noqa: E402
     SECRET,
     PhaseProfile,
     cpu_seconds,
+    database_name,
     flush_redis,
     free_port,
     fresh_database,
@@ -217,7 +218,7 @@ async def main() -> None:
 
     await flush_redis()
     async with FakeTwilio() as fake, fresh_database() as db:
-        db_name = db.rsplit("/", 1)[1]
+        db_name = database_name(db)
         port = free_port()
         public = f"http://127.0.0.1:{port}"
         env = {
