@@ -3,9 +3,11 @@ and how their answers land on the targets and the tickets."""
 
 from __future__ import annotations
 
-from gateway.wiring.campaigns import CAMPAIGN_FEEDER
+from datetime import datetime
+
 from gateway.messaging.segments import segments
 from gateway.store.models import Citizen, OutboundMessage, Ticket, TicketEvent
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
 from tests.gateway.bot.conftest import button_data, button_texts
 from tests.gateway.callbacks.conftest import (
@@ -196,7 +198,7 @@ async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved,
     assert resp.status == 404
 
 
-async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, make_resolved, campaigns: Campaigns, fake_twilio, clock):
     ticket_id = await make_resolved(phone=phone_number(1))
     await flush(client)
     created = await campaigns.started()
@@ -205,3 +207,4 @@ async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, 
     assert (await targets(client, created["id"]))[ticket_id].status == "failed"
     read = await campaigns.read(created["id"])
     assert (read["counts"]["failed"], read["counts"]["awaiting_answer"], read["status"]) == (1, 0, "finished")
+    assert datetime.fromisoformat(read["finished_at"]) == clock.now()  # when the pass finished it
