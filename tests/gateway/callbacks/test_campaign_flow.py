@@ -175,7 +175,7 @@ async def test_a_blocked_bot_gets_the_question_by_sms_with_its_choices(client, w
     assert (target.channel, target.status, target.answer_channel) == ("telegram", "satisfied", "sms")
 
 
-async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved, campaigns: Campaigns):
+async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved, campaigns: Campaigns, clock):
     answered = await make_resolved(phone=phone_number(1))
     unreachable = await make_resolved()  # no phone, no chat
     await flush(client)
@@ -187,11 +187,16 @@ async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved,
     page = await resp.json()
     assert resp.status == 200 and [t["ticket_id"] for t in page["items"]] == [unreachable]
     assert page["items"][0]["channel"] is None and page["next_after_id"] is None
+    assert page["items"][0]["answered_at"] is None
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"limit": "1"}, headers=world.auth("operator"))
     page = await resp.json()
-    assert [(t["ticket_id"], t["status"], t["answer_channel"]) for t in page["items"]] == [(answered, "satisfied", "sms")]
-    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"after_id": str(page["next_after_id"])}, headers=world.auth("operator"))
-    assert [t["ticket_id"] for t in (await resp.json())["items"]] == [unreachable]
+    [item] = page["items"]
+    assert (item["ticket_id"], item["round"], item["status"], item["channel"], item["answer_channel"]) == (answered, 1, "satisfied", "sms", "sms")
+    assert datetime.fromisoformat(item["answered_at"]) == clock.now()
+    # The next page, exactly full: nothing after it, so it points to no further page.
+    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"after_id": str(page["next_after_id"]), "limit": "1"}, headers=world.auth("operator"))
+    page = await resp.json()
+    assert [t["ticket_id"] for t in page["items"]] == [unreachable] and page["next_after_id"] is None
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"status": "nope"}, headers=world.auth("hanbin"))
     assert resp.status == 422 and (await resp.json())["error"]["field"] == "status"
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", headers=world.auth("hanyin"))
