@@ -90,23 +90,29 @@ async def test_a_campaign_over_sms_and_bot_citizens(client, world, make_resolved
 
 async def test_delivery_receipts_and_failures_flow_back(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
     delivered = await make_resolved(phone=phone_number(1))
-    undelivered = await make_resolved(phone=phone_number(2))
+    answered = await make_resolved(phone=phone_number(2))
+    undelivered = await make_resolved(phone=phone_number(3))
     await flush(client)
     created = await campaigns.started()
     await run_campaigns(client)
     sids = {m.ticket_id: m.provider_message_id for m in await surveys(client)}
-    for ticket_id, number, status in ((delivered, 1, "delivered"), (undelivered, 2, "undelivered")):
+    for ticket_id, number, status in ((delivered, 1, "delivered"), (answered, 2, "delivered"), (undelivered, 3, "undelivered")):
         params = status_callback_params(message_sid=sids[ticket_id], status=status, to=f"+86{phone_number(number)}",
                                         error_code="30003" if status == "undelivered" else None)
         headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/status", params, AUTH_TOKEN)
         assert (await client.post("/webhooks/twilio/status", data=data, headers=headers)).status == 204
+    await phone_of(client, phone_number(2)).text("1")
 
-    read = await campaigns.read(created["id"])  # exact at once, from the outbox
-    assert (read["counts"]["delivered"], read["counts"]["failed"], read["counts"]["awaiting_answer"]) == (1, 1, 1)
-    await run_campaigns(client)  # and mirrored onto the targets by the feeder
-    assert {t: x.status for t, x in (await targets(client, created["id"])).items()} == {
-        delivered: "delivered", undelivered: "failed",
+    expected = {
+        "targets": 3, "pending": 0, "queued": 0, "sent": 3, "delivered": 2, "failed": 1, "skipped": 0,
+        "awaiting_answer": 1, "answered": 1, "satisfied": 1, "unsatisfied": 0, "no_answer": 0,
     }
+    assert (await campaigns.read(created["id"]))["counts"] == expected  # exact at once, from the outbox
+    await run_campaigns(client)  # and mirrored onto the targets by the feeder: the funnel reads the same
+    assert {t: x.status for t, x in (await targets(client, created["id"])).items()} == {
+        delivered: "delivered", answered: "satisfied", undelivered: "failed",
+    }
+    assert (await campaigns.read(created["id"]))["counts"] == expected
 
 
 async def test_unreachable_citizens_are_skipped_and_opt_outs_honoured(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
