@@ -115,6 +115,26 @@ async def test_delivery_receipts_and_failures_flow_back(client, world, make_reso
     assert (await campaigns.read(created["id"]))["counts"] == expected
 
 
+async def test_the_funnel_reads_the_outbox_before_the_feeder_mirrors_it(client, world, make_resolved, campaigns: Campaigns):
+    tickets = [await make_resolved(phone=phone_number(i)) for i in range(1, 6)]
+    await make_resolved()  # no phone, no chat: skipped when the feeder comes to it
+    await flush(client)
+    created = await campaigns.started()
+    await run_campaigns(client)
+    sids = {m.ticket_id: m.provider_message_id for m in await surveys(client)}
+    # Receipts for three of the five questions out; their targets still say `sent` until the next pass.
+    for ticket_id, number, status in ((tickets[0], 1, "delivered"), (tickets[1], 2, "failed"), (tickets[2], 3, "undelivered")):
+        params = status_callback_params(message_sid=sids[ticket_id], status=status, to=f"+86{phone_number(number)}",
+                                        error_code=None if status == "delivered" else "30008")
+        headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/status", params, AUTH_TOKEN)
+        assert (await client.post("/webhooks/twilio/status", data=data, headers=headers)).status == 204
+    assert {x.status for t, x in (await targets(client, created["id"])).items() if t in tickets} == {"sent"}
+    assert (await campaigns.read(created["id"]))["counts"] == {
+        "targets": 6, "pending": 0, "queued": 0, "sent": 5, "delivered": 1, "failed": 2, "skipped": 1,
+        "awaiting_answer": 3, "answered": 0, "satisfied": 0, "unsatisfied": 0, "no_answer": 0,
+    }
+
+
 async def test_unreachable_citizens_are_skipped_and_opt_outs_honoured(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
     reachable = await make_resolved(phone=phone_number(1))
     opted_out = await make_resolved(phone=phone_number(2))
@@ -127,6 +147,11 @@ async def test_unreachable_citizens_are_skipped_and_opt_outs_honoured(client, wo
     await client.app[CAMPAIGN_FEEDER].run_once()
     await phone_of(client, phone_number(3)).text("退订")
     before = len(fake_twilio.sent)
+    await flush(client)
+    # Before the feeder has mirrored the outbox onto the targets (both still `queued`), the funnel
+    # already says where each question is: one suppressed, one sent.
+    counts = (await campaigns.read(created["id"]))["counts"]
+    assert (counts["queued"], counts["skipped"], counts["sent"], counts["awaiting_answer"]) == (0, 2, 1, 1)
     await run_campaigns(client)
     survey_texts = [r.form for r in fake_twilio.sent[before:] if "回访" in r.form["Body"]]
     assert [f["To"] for f in survey_texts] == [f"+86{phone_number(1)}"]  # nothing to an opted-out number
