@@ -89,6 +89,20 @@ async def test_the_apps_loops_send_a_campaign_and_each_chunk_wakes_the_dispatche
     assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 4)})
 
 
+async def test_questions_a_dispatcher_is_sending_still_count_as_queued(client, world, make_resolved, campaigns: Campaigns, fake_twilio, settings, clock):
+    await _resolved(make_resolved, client, 3)
+    created = await campaigns.started()
+    feeder, dispatcher = client.app[CAMPAIGN_FEEDER], client.app[DISPATCHER]
+    assert (await feeder.run_once()).queued == 3
+    dispatcher.policy = dataclasses.replace(dispatcher.policy, batch_size=1)
+    assert len(await dispatcher.claim()) == 1  # one leased by a dispatcher (then lost), two waiting
+    counts = (await campaigns.read(created["id"]))["counts"]
+    assert (counts["pending"], counts["queued"], counts["sent"]) == (0, 3, 0)
+    clock.advance(seconds=settings.dispatch_lease_seconds + 1)
+    await run_campaigns(client)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 4)})
+
+
 async def test_quiet_hours_hold_the_campaign_not_the_answers(client, world, make_resolved, campaigns: Campaigns, fake_twilio, clock):
     await _resolved(make_resolved, client, 2)
     clock.set(datetime(2026, 3, 4, 13, 30, tzinfo=timezone.utc))  # 21:30 in Asia/Shanghai
