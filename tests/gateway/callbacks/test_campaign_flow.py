@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from gateway.callbacks.schemas import TARGET_STATUSES
 from gateway.messaging.segments import segments
 from gateway.store.models import Citizen, OutboundMessage, Ticket, TicketEvent
 from gateway.wiring.campaigns import CAMPAIGN_FEEDER
@@ -228,8 +229,10 @@ async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved,
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"after_id": str(page["next_after_id"]), "limit": "1"}, headers=world.auth("operator"))
     page = await resp.json()
     assert [t["ticket_id"] for t in page["items"]] == [unreachable] and page["next_after_id"] is None
-    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"status": "nope"}, headers=world.auth("hanbin"))
-    assert resp.status == 422 and (await resp.json())["error"]["field"] == "status"
+    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"status": "sent,nope"}, headers=world.auth("hanbin"))
+    error = (await resp.json())["error"]
+    assert resp.status == 422 and error["field"] == "status"
+    assert error["message"] == f"unknown status 'nope'; statuses are {', '.join(TARGET_STATUSES)}"  # what it may ask for
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", headers=world.auth("hanyin"))
     assert resp.status == 404
 
