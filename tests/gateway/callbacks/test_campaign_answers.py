@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.callbacks.feeder import FeedReport
-from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, Ticket, TicketEvent
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
 from tests.gateway.callbacks.conftest import (
     Campaigns,
@@ -322,3 +322,25 @@ async def test_one_pass_records_every_silence_and_leaves_the_questions_the_ticke
     ]
     results = [e for e in await rows(client, TicketEvent, TicketEvent.ticket_id == visited) if e.action == "callback_result"]
     assert [(e.actor, e.data["outcome"]) for e in results] == [("hanbin", "satisfied")]  # the silence adds nothing
+
+
+async def test_questions_sent_before_a_pause_or_a_cancel_still_close_as_no_answer(
+    client, world, make_resolved, campaigns, clock, settings  # type: ignore[no-untyped-def]
+):
+    # Two campaigns, each with its question out; then one is paused and the other cancelled. Neither
+    # sends anything more, but the citizens' silence still closes the tickets (Art. 15(五)): otherwise
+    # a ticket of a campaign paused and never resumed would wait for its callback for ever.
+    paused_id, [paused_ticket] = await _surveyed(client, make_resolved, campaigns)
+    cancelled_ticket = await make_resolved(phone=phone_number(2))
+    await flush(client)
+    cancelled_id = (await campaigns.started())["id"]
+    await run_campaigns(client)
+    assert (await campaigns.act(paused_id, "pause"))[0] == 200
+    assert (await campaigns.act(cancelled_id, "cancel"))[0] == 200
+
+    clock.advance(days=settings.survey_no_answer_days, seconds=1)
+    assert await client.app[CAMPAIGN_FEEDER].run_once() == FeedReport(expired=2)
+    for campaign_id, ticket_id, status in ((paused_id, paused_ticket, "paused"), (cancelled_id, cancelled_ticket, "cancelled")):
+        assert (await targets(client, campaign_id))[ticket_id].status == "no_answer"
+        assert (await _ticket(client, ticket_id)).status == "closed_no_answer"
+        assert (await campaign_row(client, campaign_id)).status == status  # the campaign itself stays as it was

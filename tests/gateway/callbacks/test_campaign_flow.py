@@ -3,9 +3,12 @@ and how their answers land on the targets and the tickets."""
 
 from __future__ import annotations
 
-from gateway.wiring.campaigns import CAMPAIGN_FEEDER
+from datetime import datetime
+
+from gateway.callbacks.schemas import TARGET_STATUSES
 from gateway.messaging.segments import segments
 from gateway.store.models import Citizen, OutboundMessage, Ticket, TicketEvent
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from tests.fakes.twilio_api import AUTH_TOKEN, signed_form, status_callback_params
 from tests.gateway.bot.conftest import button_data, button_texts
 from tests.gateway.callbacks.conftest import (
@@ -88,22 +91,48 @@ async def test_a_campaign_over_sms_and_bot_citizens(client, world, make_resolved
 
 async def test_delivery_receipts_and_failures_flow_back(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
     delivered = await make_resolved(phone=phone_number(1))
-    undelivered = await make_resolved(phone=phone_number(2))
+    answered = await make_resolved(phone=phone_number(2))
+    undelivered = await make_resolved(phone=phone_number(3))
     await flush(client)
     created = await campaigns.started()
     await run_campaigns(client)
     sids = {m.ticket_id: m.provider_message_id for m in await surveys(client)}
-    for ticket_id, number, status in ((delivered, 1, "delivered"), (undelivered, 2, "undelivered")):
+    for ticket_id, number, status in ((delivered, 1, "delivered"), (answered, 2, "delivered"), (undelivered, 3, "undelivered")):
         params = status_callback_params(message_sid=sids[ticket_id], status=status, to=f"+86{phone_number(number)}",
                                         error_code="30003" if status == "undelivered" else None)
         headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/status", params, AUTH_TOKEN)
         assert (await client.post("/webhooks/twilio/status", data=data, headers=headers)).status == 204
+    await phone_of(client, phone_number(2)).text("1")
 
-    read = await campaigns.read(created["id"])  # exact at once, from the outbox
-    assert (read["counts"]["delivered"], read["counts"]["failed"], read["counts"]["awaiting_answer"]) == (1, 1, 1)
-    await run_campaigns(client)  # and mirrored onto the targets by the feeder
+    expected = {
+        "targets": 3, "pending": 0, "queued": 0, "sent": 3, "delivered": 2, "failed": 1, "skipped": 0,
+        "awaiting_answer": 1, "answered": 1, "satisfied": 1, "unsatisfied": 0, "no_answer": 0,
+    }
+    assert (await campaigns.read(created["id"]))["counts"] == expected  # exact at once, from the outbox
+    await run_campaigns(client)  # and mirrored onto the targets by the feeder: the funnel reads the same
     assert {t: x.status for t, x in (await targets(client, created["id"])).items()} == {
-        delivered: "delivered", undelivered: "failed",
+        delivered: "delivered", answered: "satisfied", undelivered: "failed",
+    }
+    assert (await campaigns.read(created["id"]))["counts"] == expected
+
+
+async def test_the_funnel_reads_the_outbox_before_the_feeder_mirrors_it(client, world, make_resolved, campaigns: Campaigns):
+    tickets = [await make_resolved(phone=phone_number(i)) for i in range(1, 6)]
+    await make_resolved()  # no phone, no chat: skipped when the feeder comes to it
+    await flush(client)
+    created = await campaigns.started()
+    await run_campaigns(client)
+    sids = {m.ticket_id: m.provider_message_id for m in await surveys(client)}
+    # Receipts for three of the five questions out; their targets still say `sent` until the next pass.
+    for ticket_id, number, status in ((tickets[0], 1, "delivered"), (tickets[1], 2, "failed"), (tickets[2], 3, "undelivered")):
+        params = status_callback_params(message_sid=sids[ticket_id], status=status, to=f"+86{phone_number(number)}",
+                                        error_code=None if status == "delivered" else "30008")
+        headers, data = signed_form(f"{PUBLIC}/webhooks/twilio/status", params, AUTH_TOKEN)
+        assert (await client.post("/webhooks/twilio/status", data=data, headers=headers)).status == 204
+    assert {x.status for t, x in (await targets(client, created["id"])).items() if t in tickets} == {"sent"}
+    assert (await campaigns.read(created["id"]))["counts"] == {
+        "targets": 6, "pending": 0, "queued": 0, "sent": 5, "delivered": 1, "failed": 2, "skipped": 1,
+        "awaiting_answer": 3, "answered": 0, "satisfied": 0, "unsatisfied": 0, "no_answer": 0,
     }
 
 
@@ -119,6 +148,11 @@ async def test_unreachable_citizens_are_skipped_and_opt_outs_honoured(client, wo
     await client.app[CAMPAIGN_FEEDER].run_once()
     await phone_of(client, phone_number(3)).text("退订")
     before = len(fake_twilio.sent)
+    await flush(client)
+    # Before the feeder has mirrored the outbox onto the targets (both still `queued`), the funnel
+    # already says where each question is: one suppressed, one sent.
+    counts = (await campaigns.read(created["id"]))["counts"]
+    assert (counts["queued"], counts["skipped"], counts["sent"], counts["awaiting_answer"]) == (0, 2, 1, 1)
     await run_campaigns(client)
     survey_texts = [r.form for r in fake_twilio.sent[before:] if "回访" in r.form["Body"]]
     assert [f["To"] for f in survey_texts] == [f"+86{phone_number(1)}"]  # nothing to an opted-out number
@@ -173,7 +207,7 @@ async def test_a_blocked_bot_gets_the_question_by_sms_with_its_choices(client, w
     assert (target.channel, target.status, target.answer_channel) == ("telegram", "satisfied", "sms")
 
 
-async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved, campaigns: Campaigns):
+async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved, campaigns: Campaigns, clock):
     answered = await make_resolved(phone=phone_number(1))
     unreachable = await make_resolved()  # no phone, no chat
     await flush(client)
@@ -185,18 +219,25 @@ async def test_the_targets_list_shows_whom_to_call(client, world, make_resolved,
     page = await resp.json()
     assert resp.status == 200 and [t["ticket_id"] for t in page["items"]] == [unreachable]
     assert page["items"][0]["channel"] is None and page["next_after_id"] is None
+    assert page["items"][0]["answered_at"] is None
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"limit": "1"}, headers=world.auth("operator"))
     page = await resp.json()
-    assert [(t["ticket_id"], t["status"], t["answer_channel"]) for t in page["items"]] == [(answered, "satisfied", "sms")]
-    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"after_id": str(page["next_after_id"])}, headers=world.auth("operator"))
-    assert [t["ticket_id"] for t in (await resp.json())["items"]] == [unreachable]
-    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"status": "nope"}, headers=world.auth("hanbin"))
-    assert resp.status == 422 and (await resp.json())["error"]["field"] == "status"
+    [item] = page["items"]
+    assert (item["ticket_id"], item["round"], item["status"], item["channel"], item["answer_channel"]) == (answered, 1, "satisfied", "sms", "sms")
+    assert datetime.fromisoformat(item["answered_at"]) == clock.now()
+    # The next page, exactly full: nothing after it, so it points to no further page.
+    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"after_id": str(page["next_after_id"]), "limit": "1"}, headers=world.auth("operator"))
+    page = await resp.json()
+    assert [t["ticket_id"] for t in page["items"]] == [unreachable] and page["next_after_id"] is None
+    resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", params={"status": "sent,nope"}, headers=world.auth("hanbin"))
+    error = (await resp.json())["error"]
+    assert resp.status == 422 and error["field"] == "status"
+    assert error["message"] == f"unknown status 'nope'; statuses are {', '.join(TARGET_STATUSES)}"  # what it may ask for
     resp = await client.get(f"/api/v1/campaigns/{created['id']}/targets", headers=world.auth("hanyin"))
     assert resp.status == 404
 
 
-async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, make_resolved, campaigns: Campaigns, fake_twilio, clock):
     ticket_id = await make_resolved(phone=phone_number(1))
     await flush(client)
     created = await campaigns.started()
@@ -205,3 +246,4 @@ async def test_a_survey_the_carrier_refuses_is_a_failed_question(client, world, 
     assert (await targets(client, created["id"]))[ticket_id].status == "failed"
     read = await campaigns.read(created["id"])
     assert (read["counts"]["failed"], read["counts"]["awaiting_answer"], read["status"]) == (1, 0, "finished")
+    assert datetime.fromisoformat(read["finished_at"]) == clock.now()  # when the pass finished it

@@ -3,6 +3,7 @@ resumed and cancelled, and with nothing sent twice when a process dies in the mi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
 from datetime import datetime, timezone
@@ -11,9 +12,9 @@ import pytest
 
 from gateway.app import create_app
 from gateway.callbacks.feeder import CampaignFeeder
-from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from gateway.store.models import CampaignTarget, OutboundMessage
 from gateway.web.keys import DISPATCHER
+from gateway.wiring.campaigns import CAMPAIGN_FEEDER
 from tests.gateway.bot.conftest import Unpaced
 from tests.gateway.callbacks.conftest import (
     Campaigns,
@@ -65,6 +66,41 @@ async def test_the_feeder_keeps_a_small_chunk_ahead_and_answers_go_first(client,
 
     await run_campaigns(client)
     assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 6)})
+
+
+async def test_the_apps_loops_send_a_campaign_and_each_chunk_wakes_the_dispatcher(client, world, make_resolved, campaigns: Campaigns, fake_twilio):
+    await _resolved(make_resolved, client, 3)
+    feeder, dispatcher = client.app[CAMPAIGN_FEEDER], client.app[DISPATCHER]
+    feeder.queue_ahead = 1  # one survey a pass: the feeder's loop must run pass after pass
+    await campaigns.started()
+    # The dispatcher's loop polls the outbox once a minute; a chunk the feeder queues wakes it at once.
+    loops = [
+        asyncio.create_task(dispatcher.run_forever(60)),
+        asyncio.create_task(feeder.run_forever(0.3)),
+    ]
+    try:
+        async with asyncio.timeout(15):
+            while sum(survey_recipients(fake_twilio).values()) < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 4)})
+
+
+async def test_questions_a_dispatcher_is_sending_still_count_as_queued(client, world, make_resolved, campaigns: Campaigns, fake_twilio, settings, clock):
+    await _resolved(make_resolved, client, 3)
+    created = await campaigns.started()
+    feeder, dispatcher = client.app[CAMPAIGN_FEEDER], client.app[DISPATCHER]
+    assert (await feeder.run_once()).queued == 3
+    dispatcher.policy = dataclasses.replace(dispatcher.policy, batch_size=1)
+    assert len(await dispatcher.claim()) == 1  # one leased by a dispatcher (then lost), two waiting
+    counts = (await campaigns.read(created["id"]))["counts"]
+    assert (counts["pending"], counts["queued"], counts["sent"]) == (0, 3, 0)
+    clock.advance(seconds=settings.dispatch_lease_seconds + 1)
+    await run_campaigns(client)
+    assert survey_recipients(fake_twilio) == Counter({f"+86{phone_number(i)}": 1 for i in range(1, 4)})
 
 
 async def test_quiet_hours_hold_the_campaign_not_the_answers(client, world, make_resolved, campaigns: Campaigns, fake_twilio, clock):
