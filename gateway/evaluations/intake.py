@@ -36,6 +36,7 @@ from gateway.messaging.outbox import PRIORITY_BULK
 from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.store.db import Store
+from gateway.store.group_commit import GroupCommit
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
 from gateway.store.sets import in_set
 from gateway.store.upsert import insert_rows
@@ -588,64 +589,26 @@ async def _insert_many(session: AsyncSession, model: Any, rows: list[dict[str, A
 class CaseWriter:
     """Single reports that arrive at the same moment share one transaction (group commit).
 
-    Each `report` waits for the writer's next pass, which reports every case waiting then (up to
-    `max_batch`) with `report_cases`, so a department system posting cases one by one on several
-    connections costs the database a few statements per pass instead of a dozen per case. A case's
-    answer is the one it would get alone: its own error, or its case. A pass that fails unexpectedly
-    is retried case by case, so one bad case cannot refuse its neighbours.
+    Each `report` waits for the writer's next pass (`gateway.store.group_commit`), which reports every
+    case waiting then (up to `max_batch`) with `report_cases`, so a department system posting cases one
+    by one on several connections costs the database a few statements per pass instead of a dozen per
+    case. A case's answer is the one it would get alone: its own error, or its case. A pass that fails
+    unexpectedly is retried case by case, so one bad case cannot refuse its neighbours.
     """
 
     def __init__(self, store: Store, deps: Deps, *, max_batch: int = 200) -> None:
-        self.store, self.deps, self.max_batch = store, deps, max_batch
-        self._waiting: list[tuple[CaseIn, Caller, asyncio.Future[Outcome]]] = []
-        self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.store, self.deps = store, deps
+        self._commits = GroupCommit(self._report_all, max_batch=max_batch, refusal=_own_error, name="case-writer")
 
     async def report(self, caller: Caller, data: CaseIn) -> Outcome:
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._waiting.append((data, caller, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="case-writer")
-        self._kick.set()
-        return await future
+        return await self._commits.submit((data, caller))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for _, _, future in self._waiting:
-            if not future.done():
-                future.cancel()
+        await self._commits.close()
 
-    async def _run(self) -> None:
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            while self._waiting:
-                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-                try:
-                    self._settle(
-                        batch, await self.write([(n, data, caller) for n, (data, caller, _) in enumerate(batch)])
-                    )
-                except asyncio.CancelledError:
-                    for _, _, future in batch:
-                        future.cancel()
-                    raise
-                except Exception as exc:
-                    if len(batch) == 1:
-                        _fail(batch[0][2], exc)
-                        continue
-                    for one in batch:  # each on its own: the fault is answered to its own request only
-                        try:
-                            self._settle([one], await self.write([(0, one[0], one[1])]))
-                        except Exception as alone:
-                            _fail(one[2], alone)
-
-    @staticmethod
-    def _settle(batch: list[tuple[CaseIn, Caller, asyncio.Future[Outcome]]], outcomes: dict[int, Outcome]) -> None:
-        for n, (_, _, future) in enumerate(batch):
-            if not future.done():
-                future.set_result(outcomes[n])
+    async def _report_all(self, items: list[tuple[CaseIn, Caller]]) -> list[Outcome]:
+        outcomes = await self.write([(n, data, caller) for n, (data, caller) in enumerate(items)])
+        return [outcomes[n] for n in range(len(items))]
 
     async def write(self, cases: list[Report]) -> dict[int, Outcome]:
         """Report the cases in one transaction of their own; concurrent writers of the same cases (or of the
@@ -660,6 +623,6 @@ class CaseWriter:
         raise AssertionError("unreachable")
 
 
-def _fail(future: asyncio.Future[Outcome], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _own_error(error: BaseException) -> BaseException | None:
+    """A case that could not be reported answers its own error (a stopping writer cancels its request)."""
+    return None if isinstance(error, asyncio.CancelledError) else error

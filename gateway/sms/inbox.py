@@ -41,6 +41,7 @@ from gateway.errors import BrokenInvariant
 from gateway.passes import STOP_GRACE_SECONDS, run_passes
 from gateway.privacy import mask_phone, redact
 from gateway.store.db import Store
+from gateway.store.group_commit import GroupCommit
 from gateway.store.models import INBOX_DEAD, INBOX_PENDING, Citizen, InboundMessage, inbox_state_is
 from gateway.store.redis_watch import is_outage
 from gateway.store.sets import in_set
@@ -78,7 +79,7 @@ class Arrival:
 
 
 class InboxWriter:
-    """Stores arrivals; concurrent requests share one INSERT and one commit."""
+    """Stores arrivals; concurrent requests share one INSERT and one commit (`gateway.store.group_commit`)."""
 
     # The process counts as busy taking messages in (see InboxDrainer) while they come at this rate or
     # faster, over windows of this length: a trickle does not slow processing down.
@@ -86,10 +87,8 @@ class InboxWriter:
     WINDOW_SECONDS = 0.25
 
     def __init__(self, store: Store, *, max_batch: int = 500, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.store, self.max_batch, self.monotonic = store, max_batch, monotonic
-        self._waiting: list[tuple[Arrival, asyncio.Future[bool]]] = []
-        self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.store, self.monotonic = store, monotonic
+        self._commits = GroupCommit(self._write, max_batch=max_batch, refusal=_unavailable, name="sms-inbox-writer")
         self._window = (0, 0, 0)  # (window number, arrivals in it, arrivals in the one before)
 
     def _count_arrival(self) -> None:
@@ -112,52 +111,18 @@ class InboxWriter:
     async def accept(self, arrival: Arrival) -> bool:
         """Store one message; True when its MessageSid is new. Raises InboxUnavailable when nothing was stored."""
         self._count_arrival()
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((arrival, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="sms-inbox-writer")
-        self._kick.set()
-        return await future
+        return await self._commits.submit(arrival)
 
-    async def _run(self) -> None:
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            while self._waiting:
-                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-                try:
-                    self._settle(batch, await self._write([arrival for arrival, _ in batch]))
-                except asyncio.CancelledError:
-                    self._refuse(batch)  # shutting down mid-write: the requests must not wait for ever
-                    raise
-                except Exception:
-                    if len(batch) == 1:
-                        log.exception("inbound SMS could not be stored; the webhook answers 503")
-                        self._refuse(batch)
-                        continue
-                    # One bad row must not refuse its neighbours: each is written on its own.
-                    for one in batch:
-                        try:
-                            self._settle([one], await self._write([one[0]]))
-                        except Exception:
-                            log.exception("inbound SMS could not be stored; the webhook answers 503")
-                            self._refuse([one])
+    async def _write(self, arrivals: list[Arrival]) -> list[bool]:
+        """Whether each arrival's MessageSid is new (the same MessageSid twice in one batch: the first is)."""
+        new = await self._insert(arrivals)
+        fresh = []
+        for arrival in arrivals:
+            fresh.append(arrival.provider_id in new)
+            new.discard(arrival.provider_id)
+        return fresh
 
-    @staticmethod
-    def _settle(batch: list[tuple[Arrival, asyncio.Future[bool]]], new: set[str]) -> None:
-        for arrival, future in batch:
-            fresh = arrival.provider_id in new
-            new.discard(arrival.provider_id)  # the same MessageSid twice in one batch: the first is new
-            if not future.done():
-                future.set_result(fresh)
-
-    @staticmethod
-    def _refuse(batch: list[tuple[Arrival, asyncio.Future[bool]]]) -> None:
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(InboxUnavailable())
-
-    async def _write(self, arrivals: list[Arrival]) -> set[str]:
+    async def _insert(self, arrivals: list[Arrival]) -> set[str]:
         rows = [
             {
                 "provider": PROVIDER,
@@ -181,11 +146,14 @@ class InboxWriter:
             return new
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._refuse(self._waiting)
-        self._waiting.clear()
+        await self._commits.close()
+
+
+def _unavailable(error: BaseException) -> BaseException:
+    """What a webhook whose message could not be stored gets: 503, so that Twilio sends it again."""
+    if not isinstance(error, asyncio.CancelledError):
+        log.error("inbound SMS could not be stored; the webhook answers 503", exc_info=error)
+    return InboxUnavailable()
 
 
 @dataclass(frozen=True)

@@ -158,14 +158,14 @@ async def test_concurrent_webhooks_share_one_write_and_duplicates_act_once(clien
 
 async def test_a_message_that_cannot_be_stored_gets_503_and_spares_its_neighbours(client, world, monkeypatch):
     writer = client.app[INBOX_WRITER]
-    real = writer._write
+    real = writer._insert
 
     async def refuse_boom(arrivals):  # type: ignore[no-untyped-def]
         if any(a.body == "boom" for a in arrivals):
             raise OSError("disk full")
         return await real(arrivals)
 
-    monkeypatch.setattr(writer, "_write", refuse_boom)
+    monkeypatch.setattr(writer, "_insert", refuse_boom)
     good = [Phone(client, f"+86139{i:08d}").text("你好", drain=False, sid=f"SM{i:032x}") for i in range(6)]
     bad = Phone(client, "+8613900009999").text("boom", drain=False, sid="SM" + "f" * 32)
     responses = await asyncio.gather(*good, bad)
@@ -290,7 +290,7 @@ async def test_closing_the_writer_answers_the_requests_still_waiting(client):
         started.set()
         await never.wait()
 
-    writer._write = stuck_write  # type: ignore[method-assign]
+    writer._insert = stuck_write  # type: ignore[method-assign]
     deps = client.app[RUNNER].deps
     arrival = inbox_module.Arrival("SM" + "9" * 32, "h", deps.vault.encrypt("+8613900000000"), "5", deps.clock.now())
     waiting = asyncio.create_task(writer.accept(arrival))
