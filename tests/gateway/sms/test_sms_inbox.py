@@ -501,3 +501,27 @@ async def test_stopping_the_loop_lets_the_conversations_in_flight_finish(client,
     (message,) = await _rows(client, InboundMessage)
     assert message.state == "processed"
     assert len(await _rows(client, OutboundMessage, OutboundMessage.purpose == "reply")) == 1
+
+
+async def test_while_webhooks_come_in_the_loop_keeps_one_conversation_in_flight(client, world, monkeypatch):
+    for i in range(3):
+        await Phone(client, f"+86139{i:08d}").text("你好", drain=False, sid=f"SM{i:032x}")
+    real, hold = inbox_module.converse, asyncio.Event()
+
+    async def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        await hold.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "converse", held)
+    busy = [True]
+    policy = InboxPolicy(batch_size=10, group_size=1, concurrency=4)
+    drainer = InboxDrainer(client.app[RUNNER], policy=policy, intake_busy=lambda: busy[0])
+    assert await drainer.flow_once() == 1  # webhooks first: one conversation at a time
+    second = asyncio.create_task(drainer.flow_once())
+    await asyncio.sleep(0.1)
+    assert not second.done()  # no room while the first runs
+    busy[0] = False
+    hold.set()
+    assert await asyncio.wait_for(second, 5) == 2  # the burst is over: the rest side by side
+    await until(lambda: not drainer._flowing, what="the conversations to finish")
+    assert {m.state for m in await _rows(client, InboundMessage)} == {"processed"}
