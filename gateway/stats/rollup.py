@@ -378,18 +378,24 @@ def ticket_contributions(ticket: Ticket, invitation: Invitation, *, ruled: bool,
     }
 
 
-async def ticket_tally(session: AsyncSession, ticket: Ticket, calendar: WorkingCalendar) -> Tally:
-    """What a ticket adds to the roll-ups as it stands now."""
+async def ticket_tally(
+    session: AsyncSession, ticket: Ticket, calendar: WorkingCalendar, *, ruled: bool | None = None
+) -> Tally:
+    """What a ticket adds to the roll-ups as it stands now. `ruled`: whether its evaluation has a ruling,
+    when the caller knows (read from the database otherwise)."""
     invitation = await session.get(Invitation, ticket.invitation_id)
     if invitation is None:
         raise BrokenInvariant(f"ticket {ticket.id} refers to a missing invitation")
-    ruled = (await session.exec(_RULED, params={"e": ticket.evaluation_id})).first() is not None
+    if ruled is None:
+        ruled = (await session.exec(_RULED, params={"e": ticket.evaluation_id})).first() is not None
     return ticket_contributions(ticket, invitation, ruled=ruled, calendar=calendar)
 
 
-async def ticket_changed(session: AsyncSession, ticket: Ticket, *, before: Tally, calendar: WorkingCalendar) -> None:
+async def ticket_changed(
+    session: AsyncSession, ticket: Ticket, *, before: Tally, calendar: WorkingCalendar, ruled: bool | None = None
+) -> None:
     """Bring the ticket roll-ups up to date with a ticket just created (before = {}) or changed by an action."""
-    await apply(session, difference(await ticket_tally(session, ticket, calendar), before))
+    await apply(session, difference(await ticket_tally(session, ticket, calendar, ruled=ruled), before))
 
 
 # --- recount and rebuild -------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ async def open_ticket(
     await session.flush()
     from gateway.stats.rollup import ticket_changed
 
-    await ticket_changed(session, ticket, before={}, calendar=deps.calendar)  # the statistics' roll-ups count it
+    # The statistics' roll-ups count it; its rating was recorded in this transaction, so it has no ruling.
+    await ticket_changed(session, ticket, before={}, calendar=deps.calendar, ruled=False)
     session.add(
         TicketEvent(
             ticket_id=ticket.id,  # type: ignore[arg-type]
