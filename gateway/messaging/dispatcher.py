@@ -279,6 +279,9 @@ class Dispatcher:
             if prepared is not None:
                 ready[message.id] = prepared
                 wanted.update(key for key, _ in self._rates(prepared[0]))
+        # A pace long past behaves as no pace: dropped, so that one entry per chat ever sent to does not stay.
+        stale = time.monotonic() - PACING_SLACK_SECONDS
+        self._pace = {key: due for key, due in self._pace.items() if due > stale}
         tokens = {key: _Tokens(self.limiter, key, count, self._pace) for key, count in wanted.items()}
         sent: list[tuple[int, Sent]] = []
 
@@ -307,10 +310,13 @@ class Dispatcher:
         try:
             await asyncio.gather(*(in_order(messages) for messages in by_citizen.values()))
         finally:
+            # The batch before this one was recorded while this one was sent: it is done before anything
+            # after this batch is sent (a citizen's next message may be in the next batch but one), and
+            # at most one record is in flight.
+            await self._recorded()
             if sent and self._next is not None:
                 # The next batch is claimed and waiting: it starts sending while this one is recorded, so
-                # the rate's time is not spent waiting for the database. At most one record in flight.
-                await self._recorded()
+                # the rate's time is not spent waiting for the database.
                 self._recording = asyncio.create_task(self._record_sent(sent), name="dispatcher-record")
             elif sent:
                 await self._record_sent(sent)

@@ -276,15 +276,16 @@ class InboxDrainer:
         """The background loop's pass: claim as much as there is room for and start it, without waiting
         for it to finish, so that the next claim overlaps the groups still running instead of waiting
         for the slowest of a batch. At most `_limit()` groups are in flight (claimed messages do not sit
-        waiting for a turn while their leases run); a pass with no room waits until a group is done.
-        A sender's next message is not claimed while one of theirs is in flight (`claim`), so each
-        sender's messages still go in order. Returns how many messages were claimed."""
+        waiting for a turn while their leases run); with no room the pass claims nothing, and a group
+        that finishes wakes the loop. A sender's next message is not claimed while one of theirs is in
+        flight (`claim`), so each sender's messages still go in order. Returns how many messages were
+        claimed."""
         watch = self.runner.redis_watch
         if watch is not None and not await watch.ready():
             return 0
-        while len(self._flowing) >= self._limit():
-            await asyncio.wait(self._flowing, return_when=asyncio.FIRST_COMPLETED)
         room = (self._limit() - len(self._flowing)) * self.policy.group_size
+        if room <= 0:
+            return 0
         batch = await self.claim(min(room, self.policy.batch_size))
         size = self.policy.group_size
         for group in (batch[i : i + size] for i in range(0, len(batch), size)):

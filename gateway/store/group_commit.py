@@ -51,25 +51,35 @@ class GroupCommit(Generic[Item, Result]):
         self._refuse(waiting, asyncio.CancelledError())
 
     async def _run(self) -> None:
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            while self._waiting:
-                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+        try:
+            while True:
+                await self._kick.wait()
+                self._kick.clear()
+                while self._waiting:
+                    batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                    try:
+                        await self._pass(batch)
+                    except asyncio.CancelledError as cancelled:
+                        # Stopping mid-write (the batch's or an item's alone): no request may wait for ever.
+                        self._refuse(batch, cancelled)
+                        raise
+        except asyncio.CancelledError as cancelled:
+            waiting, self._waiting = self._waiting, []
+            self._refuse(waiting, cancelled)
+            raise
+
+    async def _pass(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            self._settle(batch, await self._write([item for item, _ in batch]))
+        except Exception as error:
+            if len(batch) == 1:
+                self._refuse(batch, error)
+                return
+            for one in batch:  # each on its own: a fault is answered to its own request only
                 try:
-                    self._settle(batch, await self._write([item for item, _ in batch]))
-                except asyncio.CancelledError as cancelled:
-                    self._refuse(batch, cancelled)  # stopping mid-write: the requests must not wait for ever
-                    raise
-                except Exception as error:
-                    if len(batch) == 1:
-                        self._refuse(batch, error)
-                        continue
-                    for one in batch:  # each on its own: a fault is answered to its own request only
-                        try:
-                            self._settle([one], await self._write([one[0]]))
-                        except Exception as alone:
-                            self._refuse([one], alone)
+                    self._settle([one], await self._write([one[0]]))
+                except Exception as alone:
+                    self._refuse([one], alone)
 
     @staticmethod
     def _settle(batch: list[tuple[Item, asyncio.Future[Result]]], results: list[Result]) -> None:

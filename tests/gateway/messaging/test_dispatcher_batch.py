@@ -258,3 +258,12 @@ async def test_batches_one_after_another_keep_the_rates_pace(client, world):
     slack = 0.005
     spans = [later - earlier for earlier, later in zip(provider.at, provider.at[10:])]
     assert min(spans) >= 10 / rate - 2 * slack - 0.002, spans
+
+
+async def test_a_pace_long_past_is_forgotten(client, world):
+    await _prompts(client, world, 3)
+    dispatcher = _dispatcher(client, Recording(), LocalRateLimiter(1000), batch_size=10)
+    dispatcher._pace.update({f"telegram:{chat}": time.monotonic() - 60 for chat in range(1000)})  # chats of long ago
+    assert await dispatcher.run_once() == 3
+    assert not any(key.startswith("telegram:") for key in dispatcher._pace)  # one entry per chat does not stay
+    assert "sms" in dispatcher._pace or any(key.startswith("sms") for key in dispatcher._pace)

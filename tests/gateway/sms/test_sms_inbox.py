@@ -468,8 +468,11 @@ async def test_the_loop_claims_more_while_a_conversation_runs_and_keeps_each_sen
         }
 
     assert await drainer.flow_once() == 2  # A1 and B1 start; A2 waits for A1
-    assert await drainer.flow_once() == 1  # once B1 is done, C1 starts while A1 still runs
-    assert await drainer.flow_once() == 0  # C1 done: A2 still waits for A1
+    assert await drainer.flow_once() == 0  # no room while both run
+    await until(lambda: len(drainer._flowing) == 1, what="B1 to finish")
+    assert await drainer.flow_once() == 1  # C1 starts while A1 still runs
+    await until(lambda: len(drainer._flowing) == 1, what="C1 to finish")
+    assert await drainer.flow_once() == 0  # A2 still waits for A1
     assert await processed() == {"B1", "C1"} and "A2" not in started
     hold.set()
     await until(lambda: "A1" in started and not drainer._flowing, what="A1 to finish")
@@ -517,11 +520,9 @@ async def test_while_webhooks_come_in_the_loop_keeps_one_conversation_in_flight(
     policy = InboxPolicy(batch_size=10, group_size=1, concurrency=4)
     drainer = InboxDrainer(client.app[RUNNER], policy=policy, intake_busy=lambda: busy[0])
     assert await drainer.flow_once() == 1  # webhooks first: one conversation at a time
-    second = asyncio.create_task(drainer.flow_once())
-    await asyncio.sleep(0.1)
-    assert not second.done()  # no room while the first runs
+    assert await drainer.flow_once() == 0  # no room while the first runs
     busy[0] = False
+    assert await drainer.flow_once() == 2  # the burst is over: the rest side by side
     hold.set()
-    assert await asyncio.wait_for(second, 5) == 2  # the burst is over: the rest side by side
     await until(lambda: not drainer._flowing, what="the conversations to finish")
     assert {m.state for m in await _rows(client, InboundMessage)} == {"processed"}

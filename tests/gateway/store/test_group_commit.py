@@ -66,3 +66,24 @@ async def test_closing_answers_every_request_still_waiting():
     for request in (in_write, queued):
         with pytest.raises(asyncio.CancelledError):  # _refusal: cancelled, not left waiting
             await asyncio.wait_for(request, 5)
+
+
+async def test_closing_while_items_are_retried_one_by_one_answers_all_of_them():
+    retrying, never = asyncio.Event(), asyncio.Event()
+
+    async def write(items: list[int]) -> list[int]:
+        if len(items) > 1:
+            raise OSError("disk full")  # the batch fails: its items are tried alone
+        retrying.set()
+        await never.wait()
+        return items
+
+    commits = GroupCommit(write, max_batch=10, refusal=_refusal, name="test")
+    requests = [asyncio.create_task(commits.submit(i)) for i in range(3)]
+    await retrying.wait()
+    late = asyncio.create_task(commits.submit(99))  # arrives while the writer is busy
+    await asyncio.sleep(0)
+    await commits.close()
+    for request in [*requests, late]:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(request, 5)
