@@ -191,7 +191,11 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
                 await phone.text(script[round_], drain=False, sid=f"SM{prefix}{round_}{i:028d}")
         assert await drainer.drain() == sum(1 for s in SCRIPTS if round_ < len(s))
     transactions = len(commits)
+    from gateway.stats.rollup import recount, stored
     from gateway.store.models import ConversationTimer, EvaluationAddendum, Invitation, Ticket
+
+    async with client.app[STORE].transaction() as session:  # the statistics kept equal a recount of the rows
+        assert await stored(session) == await recount(session, client.app[RUNNER].deps.calendar)
 
     async with client.app[STORE].transaction() as session:
         invitations = {i.group_no: i.citizen_id for i in (await session.exec(select(Invitation))).all()}
