@@ -224,7 +224,7 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                 )
                 known = await _read_group(session, runner.deps, channel, [item.citizen_id for item in inputs])
                 replies: list[OutboundMessage] = []
-                ratings = RatingGroup(at=runner.deps.clock.now(), pending=[])
+                ratings = RatingGroup(at=runner.deps.clock.now())
                 timers = TimerChanges(channel)
                 outcomes = [
                     await _step(
@@ -629,7 +629,7 @@ async def _apply(
                 channel=rating_channel,
                 deps=deps,
                 require_content=False,
-                cases=(cases or {}).get(effect.invitation_id) or None,  # read with the group's context
+                cases=known_cases or None,  # read with the group's context
             )
         elif isinstance(effect, AttachReasons):
             evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id, rated)
@@ -694,8 +694,8 @@ def _needs_evaluation(effects: Sequence[object]) -> bool:
 @dataclass
 class TimerChanges:
     """The conversation timers set and cancelled by one step, or by a group's steps, written together by
-    `write`: the timers of every citizen touched go, then the ones still wanted are added (a group pays
-    one DELETE and one INSERT; each ScheduleTimer used to cost both, and each CancelTimer a DELETE)."""
+    `write`: the timers of every citizen touched go, then the ones still wanted are added (one DELETE
+    and one INSERT for a whole group)."""
 
     channel: str
     touched: set[int] = field(default_factory=set)

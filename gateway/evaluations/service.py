@@ -7,7 +7,7 @@ import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, update
@@ -333,20 +333,19 @@ async def invitation_by_token(session: AsyncSession, token: str) -> Invitation:
 # more CPU than running them).
 _CASES_OF = select(ServiceCase).where(ServiceCase.invitation_id == bindparam("i")).order_by(col(ServiceCase.id))
 _INVITATIONS = Invitation.__table__  # type: ignore[attr-defined]  # a Core UPDATE: no ORM bulk-update bookkeeping
+# (allowed statuses, new status) by what is rated: the service as a whole, or one item of a theme.
+_CLAIMED = {True: (("open",), "rated"), False: (("open", "partly_rated"), "partly_rated")}
 _CLAIM = {
-    # (allowed statuses, new status) by what is rated: the service as a whole, or one item of a theme.
     whole: update(_INVITATIONS)
     .where(_INVITATIONS.c.id == bindparam("i"), _INVITATIONS.c.status.in_(allowed))
     .values(status=new_status, rated_at=bindparam("at"))
-    for whole, allowed, new_status in ((True, ("open",), "rated"), (False, ("open", "partly_rated"), "partly_rated"))
+    for whole, (allowed, new_status) in _CLAIMED.items()
 }
-
-
-# A group's ratings (`RatingGroup`): the invitations still open move, the ids of those that did.
+# A group's ratings (`RatingGroup`, whole services): the invitations that could move, the ids of those that did.
 _CLAIM_MANY = (
     update(_INVITATIONS)
-    .where(in_set(_INVITATIONS.c.id, "ids"), _INVITATIONS.c.status == "open")
-    .values(status="rated", rated_at=bindparam("at"))
+    .where(in_set(_INVITATIONS.c.id, "ids"), _INVITATIONS.c.status.in_(_CLAIMED[True][0]))
+    .values(status=_CLAIMED[True][1], rated_at=bindparam("at"))
     .returning(_INVITATIONS.c.id)
 )
 
@@ -431,7 +430,7 @@ class RatingGroup:
     the upload record, the ticket of a bad one) is the same."""
 
     at: datetime
-    pending: list[PendingRating]
+    pending: list[PendingRating] = field(default_factory=list)
 
     def add(self, *, invitation: Invitation, level: int, channel: str, deps: Deps, cases: list[ServiceCase]) -> None:
         """A conversation's rating (the level alone: its reasons are asked next)."""
@@ -456,7 +455,7 @@ class RatingGroup:
         if len(claimed) != len(ids):
             raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")
         for p in self.pending:
-            set_committed_value(p.invitation, "status", "rated")
+            set_committed_value(p.invitation, "status", _CLAIMED[True][1])
             set_committed_value(p.invitation, "rated_at", self.at)
         session.add_all([p.evaluation for p in self.pending])
         await session.flush()  # one INSERT for the group's evaluations
@@ -544,7 +543,7 @@ async def _after_rating(
 async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, item_count: int, at: datetime) -> None:
     # The conditional UPDATE is the race guard: of many concurrent ratings exactly one moves the row.
     # Rating a theme as a whole excludes rating its items one by one, and the other way round (Art. 11).
-    new_status = "rated" if scope == "all" else "partly_rated"
+    new_status = _CLAIMED[scope == "all"][1]
     result = await session.exec(_CLAIM[scope == "all"], params={"i": invitation.id, "at": at})
     if result.rowcount != 1:
         raise AlreadyRated("this service has already been rated; each service is rated once (Art. 11)")

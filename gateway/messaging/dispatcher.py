@@ -359,17 +359,16 @@ class Dispatcher:
         return f"{self.policy.status_callback_url}?m={message_id}" if self.policy.status_callback_url else None
 
     async def _record_sent(self, sent: list[tuple[int, Sent]]) -> None:
-        """Record the provider's acceptance of many messages in one transaction (a statement for each step).
+        """Record the provider's acceptance of many messages in one transaction.
 
         A message no longer `sending` had a delivery callback first: it goes `_record`'s way, one by one.
         """
         now = self.clock.now()
-        ids = [message_id for message_id, _ in sent]
         async with self.store.transaction() as session:
             if self.store.dialect == "postgresql":
                 live = await self._record_sent_pg(session, sent, now)
             else:
-                live = await self._record_sent_rows(session, sent, ids, now)
+                live = await self._record_sent_rows(session, sent, now)
         for message_id, result in sent:
             if message_id not in live:
                 await self._record(message_id, result)
@@ -391,12 +390,11 @@ class Dispatcher:
         return {message_id for (message_id,) in result.all()}
 
     @staticmethod
-    async def _record_sent_rows(
-        session: AsyncSession, sent: list[tuple[int, Sent]], ids: list[int], now: datetime
-    ) -> set[int]:
+    async def _record_sent_rows(session: AsyncSession, sent: list[tuple[int, Sent]], now: datetime) -> set[int]:
         """A statement for each step (SQLite): the messages still `sending`, locked, then moved and given
         their attempts."""
         # Locked: a delivery callback for one of them may be committing at the same moment.
+        ids = [message_id for message_id, _ in sent]
         query = select(OutboundMessage.id).where(
             col(OutboundMessage.id).in_(ids), col(OutboundMessage.status) == "sending"
         )

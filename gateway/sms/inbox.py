@@ -262,9 +262,7 @@ class InboxDrainer:
         # time, and a lease must not run out on a message still waiting.
         busy = self.intake_busy()
         batch = await self.claim(min(self.policy.batch_size, max(4, self.policy.group_size)) if busy else None)
-        size = self.policy.group_size
-        groups = [batch[i : i + size] for i in range(0, len(batch), size)]
-        for outcome in await asyncio.gather(*(self._in_turn(g) for g in groups), return_exceptions=True):
+        for outcome in await asyncio.gather(*(self._in_turn(g) for g in self._groups(batch)), return_exceptions=True):
             if isinstance(outcome, Exception):  # the messages stay leased and come back after the lease
                 log.error("inbox messages could not be handled", exc_info=outcome)
         return len(batch)
@@ -287,12 +285,15 @@ class InboxDrainer:
         if room <= 0:
             return 0
         batch = await self.claim(min(room, self.policy.batch_size))
-        size = self.policy.group_size
-        for group in (batch[i : i + size] for i in range(0, len(batch), size)):
+        for group in self._groups(batch):
             task = asyncio.create_task(self._in_turn(group), name="sms-inbox-group")
             self._flowing.add(task)
             task.add_done_callback(self._flowed)
         return len(batch)
+
+    def _groups(self, batch: list[Pending]) -> list[list[Pending]]:
+        size = self.policy.group_size
+        return [batch[i : i + size] for i in range(0, len(batch), size)]
 
     def _flowed(self, task: asyncio.Task[None]) -> None:
         self._flowing.discard(task)

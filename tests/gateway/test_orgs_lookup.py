@@ -3,25 +3,12 @@ bad reviews routes every ticket through them), and never carried into the next t
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.orgs import add_org, approval_org_for, platform_builder_for
 from gateway.store.db import Store
 from tests.conftest import START
-
-
-def _selects(store: Store) -> list[str]:
-    seen: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().startswith("SELECT organisation"):
-            seen.append(statement)
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", before)
-    return seen
+from tests.statements import statements_sent
 
 
 async def test_a_region_is_read_once_per_transaction_and_afresh_in_the_next(database_url):
@@ -29,7 +16,7 @@ async def test_a_region_is_read_once_per_transaction_and_afresh_in_the_next(data
     try:
         async with store.transaction() as session:
             await add_org(session, code="county", name="汉滨区行政审批服务局", kind="county_dept", region_code="610902", parent_code=None, at=START)
-        seen = _selects(store)
+        seen = statements_sent(store, starting="SELECT organisation")
         async with AsyncSession(store.engine, expire_on_commit=False) as session:  # one session, two transactions
             async with session.begin():
                 first = [await approval_org_for(session, "610902") for _ in range(3)]

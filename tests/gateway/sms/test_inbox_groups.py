@@ -102,7 +102,7 @@ async def test_a_group_whose_service_was_rated_meanwhile_claims_and_stores_nothi
         await session.exec(update(Invitation).where(col(Invitation.id) == invitations[1].id).values(status="rated"))
     with pytest.raises(AlreadyRated):
         async with store.transaction() as session:
-            group = RatingGroup(at=deps.clock.now(), pending=[])
+            group = RatingGroup(at=deps.clock.now())
             for invitation in await _rows_in(session, Invitation, 3):
                 group.add(
                     invitation=invitation, level=5, channel="sms", deps=deps, cases=await cases_of(session, invitation)
@@ -112,7 +112,7 @@ async def test_a_group_whose_service_was_rated_meanwhile_claims_and_stores_nothi
     assert await _rows(client, Evaluation) == []
 
     async with store.transaction() as session:  # the others, as a group: one claim and one INSERT
-        group = RatingGroup(at=deps.clock.now(), pending=[])
+        group = RatingGroup(at=deps.clock.now())
         for invitation in [i for i in await _rows_in(session, Invitation, 5) if i.status == "open"]:
             group.add(
                 invitation=invitation, level=4, channel="sms", deps=deps, cases=await cases_of(session, invitation)

@@ -3,30 +3,19 @@ PostgreSQL one statement text (so one prepared statement) whatever the number of
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from gateway.store.db import Store
 from gateway.store.models import Organisation
 from gateway.store.sets import in_set
 from tests.conftest import START
+from tests.statements import statements_sent
 
 _BY_ID = select(Organisation.code).where(in_set(col(Organisation.id), "ids")).order_by(col(Organisation.code))
 _RENAME = update(Organisation).where(in_set(col(Organisation.code), "codes")).values(name="renamed").returning(
     col(Organisation.id)
 )
-
-
-def _statements(store: Store) -> list[str]:
-    seen: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(store.engine.sync_engine, "before_cursor_execute", before)
-    return seen
 
 
 async def test_a_set_of_values_selects_and_updates_the_rows_it_names(database_url):
@@ -39,7 +28,7 @@ async def test_a_set_of_values_selects_and_updates_the_rows_it_names(database_ur
             )
         async with store.transaction() as session:
             ids = {code: i for i, code in (await session.exec(select(Organisation.id, Organisation.code))).all()}
-        seen = _statements(store)
+        seen = statements_sent(store)
         async with store.transaction() as session:
             one = (await session.exec(_BY_ID, params={"ids": [ids["o2"]]})).scalars().all()
             three = (await session.exec(_BY_ID, params={"ids": [ids["o5"], ids["o0"], ids["o3"]]})).scalars().all()
