@@ -235,12 +235,14 @@ async def test_stopping_gives_back_the_batch_claimed_ahead(client, world):
 
 @dataclass
 class Timing(Recording):
-    """Records when each message was sent."""
+    """Records when each message was sent (in order, and by message id)."""
 
     at: list[float] = field(default_factory=list)
+    when: dict[int, float] = field(default_factory=dict)
 
     async def send(self, message: Outgoing) -> Sent:
         self.at.append(time.monotonic())
+        self.when[message.message_id] = self.at[-1]
         return await super().send(message)
 
 
@@ -267,3 +269,23 @@ async def test_a_pace_long_past_is_forgotten(client, world):
     assert await dispatcher.run_once() == 3
     assert not any(key.startswith("telegram:") for key in dispatcher._pace)  # one entry per chat does not stay
     assert "sms" in dispatcher._pace or any(key.startswith("sms") for key in dispatcher._pace)
+
+
+async def test_a_batch_is_recorded_before_the_batch_after_next_is_sent(client, world, monkeypatch):
+    await _prompts(client, world, 15)  # three batches of five; the second fails whole, so it records nothing
+    ids = [m.id for m in await _messages(client)]
+    provider = Timing(fail_ids=set(ids[5:10]))
+    dispatcher = _dispatcher(client, provider, LocalRateLimiter(1000), batch_size=5)
+    real, records = dispatcher._record_sent, []
+
+    async def slow_record(sent):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.2)
+        await real(sent)
+        records.append((time.monotonic(), {message_id for message_id, _ in sent}))
+
+    monkeypatch.setattr(dispatcher, "_record_sent", slow_record)
+    while await dispatcher.run_once(overlap=True):
+        pass
+    first_recorded = next(at for at, recorded in records if recorded == set(ids[:5]))
+    third_sent = min(provider.when[i] for i in ids[10:])
+    assert first_recorded <= third_sent

@@ -526,3 +526,28 @@ async def test_while_webhooks_come_in_the_loop_keeps_one_conversation_in_flight(
     hold.set()
     await until(lambda: not drainer._flowing, what="the conversations to finish")
     assert {m.state for m in await _rows(client, InboundMessage)} == {"processed"}
+
+
+async def test_a_stopping_loop_claims_nothing_more(client, world, monkeypatch):
+    for i in range(2):
+        await Phone(client, f"+86139{i:08d}").text("你好", drain=False, sid=f"SM{i:032x}")
+    real, entered, hold = inbox_module.converse, asyncio.Event(), asyncio.Event()
+
+    async def first_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
+        entered.set()
+        await hold.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "converse", first_waits)
+    drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(group_size=1, concurrency=1))
+    loop = asyncio.create_task(drainer.run_forever(60))
+    await entered.wait()  # the first message runs; the second waits for room
+    await asyncio.sleep(0.05)
+    loop.cancel()
+    await asyncio.sleep(0.05)
+    hold.set()
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    first, second = await _rows(client, InboundMessage)
+    assert first.state == "processed"
+    assert (second.state, second.attempts, second.lease_until) == ("pending", 0, None)  # left for the next start
