@@ -243,7 +243,7 @@ async def converse_group(runner: Runner, *, channel: str, inputs: Sequence[Group
                     else Outcome(duplicate=True)
                     for item, state in zip(inputs, states, strict=True)
                 ]
-                await ratings.write(session, runner.deps)  # the group's ratings: one claim, one INSERT
+                await ratings.write(session, runner.deps)  # the group's ratings and reasons, written together
                 await timers.write(session)  # the group's timers: one DELETE, one INSERT
                 session.add_all(replies)  # the group's answers: one INSERT
                 await session.flush()
@@ -604,8 +604,8 @@ async def _apply(
     timers: TimerChanges | None = None,
 ) -> None:
     """The transition's effects, in order. With `ratings` and `timers` (a group), a rating whose
-    evaluation no later effect of this transition needs joins the group's, and the timer changes join
-    the group's: both are written when the group's steps are done."""
+    evaluation no later effect of this transition needs joins the group's, and so do reasons no later
+    effect could add to, and the timer changes: all are written when the group's steps are done."""
     deps, now = runner.deps, runner.deps.clock.now()
     changes = timers if timers is not None else TimerChanges(channel)
     rating_channel = EVALUATION_CHANNEL[channel]
@@ -633,7 +633,11 @@ async def _apply(
             )
         elif isinstance(effect, AttachReasons):
             evaluation = await _evaluation_of(session, effect.invitation_id, citizen.id, rated)
-            if evaluation is not None:
+            if evaluation is not None and ratings is not None and not _needs_evaluation(transition.effects[n + 1 :]):
+                ratings.reasons.add(
+                    evaluation=evaluation, codes=list(effect.codes), text=effect.text, channel=rating_channel, deps=deps
+                )
+            elif evaluation is not None:
                 await add_reasons(
                     session,
                     evaluation=evaluation,

@@ -22,10 +22,21 @@ if TYPE_CHECKING:
 
 RecordKind = Literal["evaluation", "addendum", "decision"]
 Record = Evaluation | EvaluationAddendum | EvaluationDecision
+Stored = tuple[list[EvaluationAddendum], list[EvaluationDecision]]
 
 
-async def record_written(session: AsyncSession, *, kind: RecordKind, record: Record, deps: Deps, at: datetime) -> None:
-    """Called once per evaluation record, after it is flushed (it has its id), before the commit."""
+async def record_written(
+    session: AsyncSession,
+    *,
+    kind: RecordKind,
+    record: Record,
+    deps: Deps,
+    at: datetime,
+    stored: Stored | None = None,
+) -> None:
+    """Called once per evaluation record, after it is flushed (it has its id), before the commit.
+    `stored`: the evaluation's addenda and rulings as stored now (the record among them), when the
+    caller has read them in this transaction (read here otherwise)."""
     if record.id is None:
         raise ValueError(f"flush the {kind} before record_written: it has no id yet")
     # The evaluation log (Art. 19): appended from the stored row when this transaction commits.
@@ -41,4 +52,4 @@ async def record_written(session: AsyncSession, *, kind: RecordKind, record: Rec
     # The statistics' roll-ups move with the record (docs/statistics.md).
     from gateway.stats.rollup import record_changed
 
-    await record_changed(session, kind=kind, record=record, calendar=deps.calendar)
+    await record_changed(session, kind=kind, record=record, calendar=deps.calendar, stored=stored)

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,6 +40,7 @@ from gateway.store.models import (
     Citizen,
     Evaluation,
     EvaluationAddendum,
+    EvaluationDecision,
     Invitation,
     Organisation,
     OutboundMessage,
@@ -46,7 +48,7 @@ from gateway.store.models import (
     Ticket,
 )
 from gateway.store.sets import in_set
-from gateway.tickets.service import open_ticket
+from gateway.tickets.service import BadRating, open_tickets
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +411,8 @@ async def record_rating(
                 await session.flush()
         except IntegrityError:
             raise AlreadyRated("this item has already been rated; each service is rated once (Art. 11)") from None
-    return await _after_rating(session, evaluation, invitation, [case] if case else cases, deps=deps, at=at)
+    (rated,) = await _after_ratings(session, [(evaluation, invitation, [case] if case else cases)], deps=deps, at=at)
+    return rated
 
 
 @dataclass
@@ -427,10 +430,15 @@ class RatingGroup:
     written together by `write`: one UPDATE claims every invitation and one INSERT stores every
     evaluation, where `record_rating` spends one of each per rating. Each rating is checked as
     `record_rating` checks it when it is added; what follows a rating (the evaluation log, the roll-ups,
-    the upload record, the ticket of a bad one) is the same."""
+    the upload record, the ticket of a bad one) is the same, the group's tickets opened together. The
+    reasons the group's conversations attach to earlier ratings (`reasons`) are written after them."""
 
     at: datetime
     pending: list[PendingRating] = field(default_factory=list)
+    reasons: ReasonsGroup = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reasons = ReasonsGroup(self.at)
 
     def add(self, *, invitation: Invitation, level: int, channel: str, deps: Deps, cases: list[ServiceCase]) -> None:
         """A conversation's rating (the level alone: its reasons are asked next)."""
@@ -446,8 +454,14 @@ class RatingGroup:
         self.pending.append(PendingRating(evaluation, invitation, cases))
 
     async def write(self, session: AsyncSession, deps: Deps) -> list[Rated]:
-        """Claim and store the group's ratings; AlreadyRated (and nothing claimed once the transaction
-        rolls back) when any of them was rated meanwhile, so that each can go `record_rating`'s way."""
+        """Claim and store the group's ratings, then its reasons; AlreadyRated (and nothing claimed once
+        the transaction rolls back) when any rating's service was rated meanwhile, so that each can go
+        `record_rating`'s way."""
+        rated = await self._write_ratings(session, deps)
+        await self.reasons.write(session, deps)
+        return rated
+
+    async def _write_ratings(self, session: AsyncSession, deps: Deps) -> list[Rated]:
         if not self.pending:
             return []
         ids = [p.invitation.id for p in self.pending]
@@ -459,10 +473,96 @@ class RatingGroup:
             set_committed_value(p.invitation, "rated_at", self.at)
         session.add_all([p.evaluation for p in self.pending])
         await session.flush()  # one INSERT for the group's evaluations
-        return [
-            await _after_rating(session, p.evaluation, p.invitation, p.cases, deps=deps, at=self.at)
+        return await _after_ratings(
+            session, [(p.evaluation, p.invitation, p.cases) for p in self.pending], deps=deps, at=self.at
+        )
+
+
+@dataclass
+class PendingReasons:
+    """Reasons given after a rating, checked, waiting to be written with others (`ReasonsGroup`)."""
+
+    evaluation: Evaluation
+    codes: list[int]
+    text: str
+    channel: str
+
+
+@dataclass
+class ReasonsGroup:
+    """Reasons attached to several ratings in one transaction, written together by `write`: one INSERT
+    stores the addenda, the evaluations' stored addenda and rulings (for the roll-ups) and their tickets
+    are read by one query each, and the tickets' events are stored by one INSERT. Each evaluation at
+    most once in a group."""
+
+    at: datetime
+    pending: list[PendingReasons] = field(default_factory=list)
+
+    def add(self, *, evaluation: Evaluation, codes: list[int], text: str, channel: str, deps: Deps) -> None:
+        try:
+            checked = deps.catalogue.check(evaluation.level, codes)
+        except UnknownReason as exc:
+            raise InvalidRating(str(exc), field="reasons") from None
+        if any(p.evaluation is evaluation for p in self.pending):
+            raise BrokenInvariant("an evaluation's reasons are added once per group")
+        self.pending.append(PendingReasons(evaluation, checked, text, channel))
+
+    async def write(self, session: AsyncSession, deps: Deps) -> list[EvaluationAddendum]:
+        """Store the addenda and carry the reasons to the tickets (see `add_reasons`)."""
+        if not self.pending:
+            return []
+        addenda = [
+            EvaluationAddendum(
+                evaluation_id=p.evaluation.id,  # type: ignore[arg-type]
+                kind="reasons",
+                reason_codes=p.codes,
+                content=p.text.strip()[:1000],
+                channel=p.channel,
+                created_at=self.at,
+            )
             for p in self.pending
         ]
+        session.add_all(addenda)
+        await session.flush()  # one INSERT for the group's addenda
+        ids = [p.evaluation.id for p in self.pending]
+        stored: dict[int, list[EvaluationAddendum]] = {i: [] for i in ids if i is not None}
+        for row in (await session.exec(_ADDENDA_OF_ALL, params={"ids": ids})).all():
+            stored[row.evaluation_id].append(row)
+        rulings: dict[int, list[EvaluationDecision]] = {i: [] for i in stored}
+        for decision in (await session.exec(_DECISIONS_OF_ALL, params={"ids": ids})).all():
+            rulings[decision.evaluation_id].append(decision)
+        for addendum in addenda:
+            await record_written(
+                session,
+                kind="addendum",
+                record=addendum,
+                deps=deps,
+                at=self.at,
+                stored=(stored[addendum.evaluation_id], rulings[addendum.evaluation_id]),
+            )
+        tickets = {t.evaluation_id: t for t in (await session.exec(_TICKETS_OF, params={"ids": ids})).all()}
+        if tickets:
+            from gateway.tickets.service import note_reasons
+
+            for p in self.pending:
+                ticket = tickets.get(p.evaluation.id)  # type: ignore[arg-type]
+                if ticket is not None:
+                    await note_reasons(session, ticket=ticket, codes=p.codes, text=p.text, deps=deps, at=self.at)
+            await session.flush()  # the tickets' changes and one INSERT for their events
+        return addenda
+
+
+_ADDENDA_OF_ALL = (
+    select(EvaluationAddendum)
+    .where(in_set(col(EvaluationAddendum.evaluation_id), "ids"))
+    .order_by(col(EvaluationAddendum.id))
+)
+_DECISIONS_OF_ALL = (
+    select(EvaluationDecision)
+    .where(in_set(col(EvaluationDecision.evaluation_id), "ids"))
+    .order_by(col(EvaluationDecision.id))
+)
+_TICKETS_OF = select(Ticket).where(in_set(col(Ticket.evaluation_id), "ids"))
 
 
 def _checked_rating(
@@ -519,25 +619,25 @@ def _checked_rating(
     return evaluation, case
 
 
-async def _after_rating(
+async def _after_ratings(
     session: AsyncSession,
-    evaluation: Evaluation,
-    invitation: Invitation,
-    scoped_cases: list[ServiceCase],
+    stored: Sequence[tuple[Evaluation, Invitation, list[ServiceCase]]],
     *,
     deps: Deps,
     at: datetime,
-) -> Rated:
-    """What follows a stored evaluation in its transaction: its records, and the ticket of a bad one."""
-    await record_written(session, kind="evaluation", record=evaluation, deps=deps, at=at)
-    ticket = None
-    if evaluation.level in BAD_LEVELS:
-        ticket = await open_ticket(session, evaluation=evaluation, invitation=invitation, cases=scoped_cases, deps=deps)
-    log.info(
-        "evaluation recorded",
-        extra={"evaluation_id": evaluation.id, "level": evaluation.level, "channel": evaluation.channel},
-    )
-    return Rated(evaluation, ticket)
+) -> list[Rated]:
+    """What follows stored evaluations in their transaction: their records, and the tickets of bad ones
+    (opened together). Each item: the evaluation, its invitation and the cases it rates."""
+    for evaluation, _, _ in stored:
+        await record_written(session, kind="evaluation", record=evaluation, deps=deps, at=at)
+    bad = [BadRating(e, i, cases) for e, i, cases in stored if e.level in BAD_LEVELS]
+    tickets = {t.evaluation_id: t for t in await open_tickets(session, bad, deps=deps)} if bad else {}
+    for evaluation, _, _ in stored:
+        log.info(
+            "evaluation recorded",
+            extra={"evaluation_id": evaluation.id, "level": evaluation.level, "channel": evaluation.channel},
+        )
+    return [Rated(evaluation, tickets.get(evaluation.id)) for evaluation, _, _ in stored]  # type: ignore[arg-type]
 
 
 async def _claim(session: AsyncSession, invitation: Invitation, *, scope: str, item_count: int, at: datetime) -> None:
@@ -562,27 +662,9 @@ async def add_reasons(
     session: AsyncSession, *, evaluation: Evaluation, codes: list[int], text: str, channel: str, deps: Deps
 ) -> EvaluationAddendum:
     """Attach reasons given after the rating (the conversation's follow-up) and carry them to the ticket."""
-    try:
-        checked = deps.catalogue.check(evaluation.level, codes)
-    except UnknownReason as exc:
-        raise InvalidRating(str(exc), field="reasons") from None
-    at = deps.clock.now()
-    addendum = EvaluationAddendum(
-        evaluation_id=evaluation.id,  # type: ignore[arg-type]
-        kind="reasons",
-        reason_codes=checked,
-        content=text.strip()[:1000],
-        channel=channel,
-        created_at=at,
-    )
-    session.add(addendum)
-    await session.flush()
-    await record_written(session, kind="addendum", record=addendum, deps=deps, at=at)
-    ticket = (await session.exec(select(Ticket).where(Ticket.evaluation_id == evaluation.id))).first()
-    if ticket is not None:
-        from gateway.tickets.service import note_reasons
-
-        await note_reasons(session, ticket=ticket, codes=checked, text=text, deps=deps, at=at)
+    group = ReasonsGroup(deps.clock.now())
+    group.add(evaluation=evaluation, codes=codes, text=text, channel=channel, deps=deps)
+    (addendum,) = await group.write(session, deps)
     return addendum
 
 

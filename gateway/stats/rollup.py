@@ -275,8 +275,11 @@ async def record_changed(
     kind: str,
     record: Evaluation | EvaluationAddendum | EvaluationDecision,
     calendar: WorkingCalendar,
+    stored: tuple[list[EvaluationAddendum], list[EvaluationDecision]] | None = None,
 ) -> None:
-    """Bring the roll-ups up to date with one record just written (called from `record_written`)."""
+    """Bring the roll-ups up to date with one record just written (called from `record_written`).
+    `stored`: the evaluation's addenda and rulings as stored now, the record among them, when the caller
+    has read them (not with a ruling, whose reads must follow the ticket's lock)."""
     tz = calendar.tz
     if isinstance(record, Evaluation):
         evaluation = record
@@ -303,7 +306,9 @@ async def record_changed(
     item_code = case.item_code if case else ""
     addenda: list[EvaluationAddendum] = []
     decisions: list[EvaluationDecision] = []
-    if not isinstance(record, Evaluation):
+    if stored is not None and not isinstance(record, EvaluationDecision):
+        addenda, decisions = stored
+    elif not isinstance(record, Evaluation):
         addenda = list((await session.exec(_ADDENDA_OF, params={"e": evaluation.id})).all())
         decisions = list((await session.exec(_DECISIONS_OF, params={"e": evaluation.id})).all())
     after = evaluation_facts(evaluation, invitation, item_code, addenda, decisions, tz)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.deps import Deps
 from gateway.store.models import Evaluation, Invitation, Organisation, ServiceCase, Ticket, TicketEvent
-from gateway.tickets.routing import route
+from gateway.store.sets import in_set
+from gateway.tickets.routing import Route, route
 from gateway.tickets.workflow import DISPATCHING, GENERAL_WORKING_DAYS
 
 # Until a department classifies it, a ticket is general (限时整改, Art. 15(一)), and it starts waiting at
@@ -16,73 +20,100 @@ from gateway.tickets.workflow import DISPATCHING, GENERAL_WORKING_DAYS
 INITIAL_STATUS = DISPATCHING
 
 
+@dataclass(frozen=True)
+class BadRating:
+    """A bad rating whose work order is to be opened: its evaluation, invitation and rated cases."""
+
+    evaluation: Evaluation
+    invitation: Invitation
+    cases: list[ServiceCase]
+
+
 async def open_ticket(
     session: AsyncSession, *, evaluation: Evaluation, invitation: Invitation, cases: list[ServiceCase], deps: Deps
 ) -> Ticket:
     """Create the work order for a bad rating, routed and with its due time, and its first event."""
-    at = deps.clock.now()
-    path = await route(
-        session,
-        region_code=invitation.region_code,
-        cases=cases,
-        reason_codes=evaluation.reason_codes,
-        catalogue=deps.catalogue,
-    )
-    due = deps.calendar.due_at(at, GENERAL_WORKING_DAYS)
-    ticket = Ticket(
-        evaluation_id=evaluation.id,  # type: ignore[arg-type]
-        invitation_id=invitation.id,  # type: ignore[arg-type]
-        case_id=cases[0].id if len(cases) == 1 else None,
-        citizen_id=invitation.citizen_id,
-        region_code=invitation.region_code,
-        level=evaluation.level,
-        responsibility=path.responsibility,
-        approval_org_id=path.approval_org_id,
-        unit_org_id=path.unit_org_id,
-        assignee_org_id=path.approval_org_id,
-        status=INITIAL_STATUS,
-        category="general",
-        due_at=due.at,
-        due_provisional=due.provisional,
-        created_at=at,
-        updated_at=at,
-    )
-    session.add(ticket)
-    await session.flush()
+    (ticket,) = await open_tickets(session, [BadRating(evaluation, invitation, cases)], deps=deps)
+    return ticket
+
+
+async def open_tickets(session: AsyncSession, ratings: Sequence[BadRating], *, deps: Deps) -> list[Ticket]:
+    """The work orders of several bad ratings made in one transaction (a group of conversations), each as
+    `open_ticket` makes it: the tickets are stored by one INSERT and their first events by another."""
     from gateway.stats.rollup import ticket_changed
 
-    # The statistics' roll-ups count it; its rating was recorded in this transaction, so it has no ruling.
-    await ticket_changed(session, ticket, before={}, calendar=deps.calendar, ruled=False)
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id,  # type: ignore[arg-type]
-            at=at,
-            actor="system",
-            action="created",
-            from_status=None,
-            to_status=INITIAL_STATUS,
-            note=path.note,
-            data={
-                "evaluation_id": evaluation.id,
-                "level": evaluation.level,
-                "reasons": evaluation.reason_codes,
-                "approval_org_id": path.approval_org_id,
-                "proposed_unit_org_id": path.unit_org_id,
-                "responsibility": path.responsibility,
-                "units": [org.code for org in [await session.get(Organisation, i) for i in path.units] if org],
-                "due_at": due.at.isoformat(),
-                "due_provisional": due.provisional,
-            },
+    at = deps.clock.now()
+    due = deps.calendar.due_at(at, GENERAL_WORKING_DAYS)
+    opened: list[tuple[Ticket, BadRating, Route]] = []
+    for rating in ratings:
+        evaluation, invitation, cases = rating.evaluation, rating.invitation, rating.cases
+        path = await route(
+            session,
+            region_code=invitation.region_code,
+            cases=cases,
+            reason_codes=evaluation.reason_codes,
+            catalogue=deps.catalogue,
         )
-    )
+        ticket = Ticket(
+            evaluation_id=evaluation.id,  # type: ignore[arg-type]
+            invitation_id=invitation.id,  # type: ignore[arg-type]
+            case_id=cases[0].id if len(cases) == 1 else None,
+            citizen_id=invitation.citizen_id,
+            region_code=invitation.region_code,
+            level=evaluation.level,
+            responsibility=path.responsibility,
+            approval_org_id=path.approval_org_id,
+            unit_org_id=path.unit_org_id,
+            assignee_org_id=path.approval_org_id,
+            status=INITIAL_STATUS,
+            category="general",
+            due_at=due.at,
+            due_provisional=due.provisional,
+            created_at=at,
+            updated_at=at,
+        )
+        opened.append((ticket, rating, path))
+    session.add_all([ticket for ticket, _, _ in opened])
     await session.flush()
-    return ticket
+    unit_ids = sorted({i for _, _, path in opened for i in path.units})
+    codes = dict((await session.exec(_CODES_OF, params={"ids": unit_ids})).all()) if unit_ids else {}
+    for ticket, rating, path in opened:
+        # The statistics' roll-ups count it; its rating was recorded in this transaction, so it has no ruling.
+        await ticket_changed(session, ticket, before={}, calendar=deps.calendar, ruled=False)
+        session.add(
+            TicketEvent(
+                ticket_id=ticket.id,  # type: ignore[arg-type]
+                at=at,
+                actor="system",
+                action="created",
+                from_status=None,
+                to_status=INITIAL_STATUS,
+                note=path.note,
+                data={
+                    "evaluation_id": rating.evaluation.id,
+                    "level": rating.evaluation.level,
+                    "reasons": rating.evaluation.reason_codes,
+                    "approval_org_id": path.approval_org_id,
+                    "proposed_unit_org_id": path.unit_org_id,
+                    "responsibility": path.responsibility,
+                    "units": [codes[i] for i in path.units if i in codes],
+                    "due_at": due.at.isoformat(),
+                    "due_provisional": due.provisional,
+                },
+            )
+        )
+    await session.flush()
+    return [ticket for ticket, _, _ in opened]
+
+
+_CODES_OF = select(Organisation.id, Organisation.code).where(in_set(col(Organisation.id), "ids"))
 
 
 async def note_reasons(
     session: AsyncSession, *, ticket: Ticket, codes: list[int], text: str, deps: Deps, at: datetime
 ) -> None:
-    """Record reasons that arrived after the rating on the ticket; re-propose the route while undispatched."""
+    """Record reasons that arrived after the rating on the ticket; re-propose the route while undispatched.
+    The change and its event are written at the caller's next flush."""
     data: dict[str, object] = {"reasons": codes, "text": text.strip()[:1000]}
     if ticket.status == INITIAL_STATUS and codes:
         cases = [c for c in [await session.get(ServiceCase, ticket.case_id)] if c] if ticket.case_id else []
@@ -109,4 +140,3 @@ async def note_reasons(
             data=data,
         )
     )
-    await session.flush()

@@ -192,7 +192,7 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
         assert await drainer.drain() == sum(1 for s in SCRIPTS if round_ < len(s))
     transactions = len(commits)
     from gateway.stats.rollup import recount, stored
-    from gateway.store.models import ConversationTimer, EvaluationAddendum, Invitation, Ticket
+    from gateway.store.models import ConversationTimer, EvaluationAddendum, Invitation, Ticket, TicketEvent
 
     async with client.app[STORE].transaction() as session:  # the statistics kept equal a recount of the rows
         assert await stored(session) == await recount(session, client.app[RUNNER].deps.calendar)
@@ -202,7 +202,7 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
     evaluations = await _rows(client, Evaluation)
     replies = [m for m in await _rows(client, OutboundMessage) if m.purpose == "reply"]
     addenda, tickets = await _rows(client, EvaluationAddendum), await _rows(client, Ticket)
-    timers = await _rows(client, ConversationTimer)
+    timers, events = await _rows(client, ConversationTimer), await _rows(client, TicketEvent)
     results = []
     for i in range(len(SCRIPTS)):
         citizen_id = invitations[f"HB-{prefix}-{i}"]
@@ -213,7 +213,17 @@ async def _play(client: Any, world: Any, prefix: str, group_size: int) -> tuple[
                 "addenda": sorted(
                     (a.kind, a.reason_codes, a.staff_level) for a in addenda if a.evaluation_id in {e.id for e in mine}
                 ),
-                "tickets": sum(1 for t in tickets if t.evaluation_id in {e.id for e in mine}),
+                "tickets": [
+                    (
+                        t.status,
+                        t.unit_org_id,
+                        t.responsibility,
+                        t.due_at,
+                        [(v.action, v.note, {k: x for k, x in v.data.items() if k != "evaluation_id"}) for v in events if v.ticket_id == t.id],
+                    )
+                    for t in tickets
+                    if t.evaluation_id in {e.id for e in mine}
+                ],
                 "answers": [m.body for m in replies if m.citizen_id == citizen_id],
                 "timers": [(t.channel, t.due_at) for t in timers if t.citizen_id == citizen_id],
             }
@@ -230,6 +240,53 @@ async def test_a_group_ends_every_conversation_as_one_by_one_would(client, world
     assert any(r["tickets"] for r in grouped) and any(r["addenda"] for r in grouped)  # the scripts reach far
     # The reminder for missing reasons: still set where the reasons have not come, gone where they have.
     assert [bool(r["timers"]) for r in grouped] == [False, False, False, False, False, False, False, True]
+
+
+async def _statements_of_a_group(client: Any, world: Any, prefix: str, senders: int) -> tuple[int, int]:
+    """Statements of the group that takes `senders` bad ratings (1), then of the group that takes
+    their reasons (1): each a group of its own. On SQLite, whose driver sends a many-row INSERT one row
+    at a time, the INSERTs are left out."""
+    from tests.statements import statements_sent
+
+    phones = []
+    for i in range(senders):
+        await report(client, world, case_no=f"HB-{prefix}-{i}", citizen={"phone": f"139{prefix}{i:04d}"})
+        phones.append(Phone(client, f"+86139{prefix}{i:04d}"))
+    drainer = InboxDrainer(client.app[RUNNER], policy=InboxPolicy(group_size=senders))
+    counts = []
+    for round_ in range(2):
+        for i, phone in enumerate(phones):
+            await phone.text("1", drain=False, sid=f"SM{prefix}{round_}{i:028d}")
+        seen = statements_sent(client.app[STORE])
+        assert await drainer.drain_once() == senders
+        sqlite = client.app[STORE].engine.dialect.name == "sqlite"
+        counts.append(sum(1 for text in seen if not (sqlite and text.lstrip().startswith("INSERT"))))
+    return counts[0], counts[1]
+
+
+async def test_a_group_of_bad_ratings_and_their_reasons_costs_the_same_statements_whatever_its_size(client, world):  # type: ignore[no-untyped-def]
+    from gateway.store.models import EvaluationAddendum, Ticket, TicketEvent
+
+    two = await _statements_of_a_group(client, world, "0003", 2)
+    six = await _statements_of_a_group(client, world, "0004", 6)
+    # The tickets and their first events, the reasons' addenda, the reads of what the roll-ups and the
+    # tickets need and the tickets' second events: a few statements per group, not per rating.
+    assert six == two
+    assert len(await _rows(client, Ticket)) == 8 == len(await _rows(client, EvaluationAddendum))
+    assert sorted(e.action for e in await _rows(client, TicketEvent)) == ["created"] * 8 + ["reasons_added"] * 8
+
+
+async def test_a_group_takes_an_evaluations_reasons_once(client, world):  # type: ignore[no-untyped-def]
+    from gateway.errors import BrokenInvariant
+    from gateway.evaluations.service import ReasonsGroup
+
+    deps = client.app[DEPS]
+    evaluation = Evaluation(id=1, invitation_id=1, scope="all", level=1, channel="sms", created_at=deps.clock.now())
+    group = ReasonsGroup(deps.clock.now())
+    group.add(evaluation=evaluation, codes=[], text="排队太久", channel="sms", deps=deps)
+    # Two addenda of one evaluation in one write would each count the other as already there.
+    with pytest.raises(BrokenInvariant):
+        group.add(evaluation=evaluation, codes=[], text="还是太久", channel="sms", deps=deps)
 
 
 def test_the_worker_remembers_a_bounded_number_of_senders(monkeypatch):  # type: ignore[no-untyped-def]
