@@ -250,12 +250,12 @@ def _record(invitation: InvitationRef, level: int, remark: str, at: datetime, ct
         # Art. 8: a bad rating needs reasons or text; ask once now, remind once later.
         effects.append(ScheduleTimer(ctx.reminder_after_seconds))
         rated = RatedInvitation(invitation, level, at)
-        reply = _named(lambda item, office: _reasons_reply(rated, (), ctx, lead=lead(item, office)))
+        reply = _reasons_reply(rated, (), ctx, lead=lead)
         return _done(AwaitingReasons(invitation.id, level, (), False, at), ctx, (reply,), effects)
     after = texts.REMARK_RECEIVED if level in parsing.BAD_LEVELS else ""
     if invitation.window:
         # Art. 7: window cases may also rate the staff member; offered, never required.
-        staff = _named(lambda item, office: _staff_reply(invitation.id, lead(item, office) + after))
+        staff = _staff_reply(invitation.id, lambda item, office: lead(item, office) + after)
         return _done(AwaitingStaff(invitation.id, at), ctx, (staff,), effects)
     if level not in parsing.BAD_LEVELS:
         after += texts.THANKS
@@ -263,25 +263,40 @@ def _record(invitation: InvitationRef, level: int, remark: str, at: datetime, ct
 
 
 def _reasons_reply(
-    rated: RatedInvitation, selected: tuple[int, ...], ctx: Context, *, lead: str, edit: bool = False
+    rated: RatedInvitation,
+    selected: tuple[int, ...],
+    ctx: Context,
+    *,
+    lead: Callable[[int, int], str],
+    edit: bool = False,
 ) -> Reply:
+    """The question for the reasons, named (`lead` at each name budget); its choices are built once."""
     options = _options(ctx, rated.level)
     if not options:
-        return Reply(lead + texts.ASK_REASONS_TEXT_ONLY, edit_previous=edit)
+        return _named(lambda item, office: Reply(lead(item, office) + texts.ASK_REASONS_TEXT_ONLY, edit_previous=edit))
     invitation_id = rated.invitation.id
     choices = tuple(
         Choice(o.short, buttons.reason_toggle_data(invitation_id, o.code), o.code in selected, str(n))
         for n, o in enumerate(options, 1)
     ) + (Choice(texts.SUBMIT, buttons.reason_submit_data(invitation_id)),)
-    return Reply(lead + texts.ASK_REASONS, choices, multi_select=True, edit_previous=edit)
+    return _named(
+        lambda item, office: Reply(
+            lead(item, office) + texts.ASK_REASONS, choices, multi_select=True, edit_previous=edit
+        )
+    )
 
 
-def _staff_reply(invitation_id: int, lead: str) -> Reply:
-    choices = tuple(
+def _staff_reply(invitation_id: int, lead: Callable[[int, int], str]) -> Reply:
+    """The offer to rate the staff member, named (`lead` at each name budget)."""
+    choices = _staff_choices(invitation_id)
+    return _named(lambda item, office: Reply(lead(item, office) + texts.ASK_STAFF, choices))
+
+
+def _staff_choices(invitation_id: int) -> tuple[Choice, ...]:
+    return tuple(
         Choice(parsing.LEVEL_WORDS[level], buttons.staff_data(invitation_id, level), key=str(level))
         for level in (5, 4, 3, 2, 1)
     ) + (Choice(texts.SKIP, buttons.staff_data(invitation_id, 0), key="0"),)
-    return Reply(lead + texts.ASK_STAFF, choices)
 
 
 def _try_survey(text: str, at: datetime, ctx: Context) -> Transition | None:
@@ -338,11 +353,11 @@ def _reasons_given(
     shorts = {o.code: o.short for o in _options(ctx, rated.level)}
     labels = [shorts[c] for c in codes if c in shorts]
 
-    staff = invitation.window and _awaits_staff(ctx, invitation.id)
+    staff = _staff_choices(invitation.id) if invitation.window and _awaits_staff(ctx, invitation.id) else ()
 
     def reply(item: int, listed: bool) -> Reply:
         text = texts.reasons_recorded(invitation.item_name, labels, bool(remark), item, listed)
-        return _staff_reply(invitation.id, text) if staff else Reply(text)
+        return Reply(text + texts.ASK_STAFF, staff) if staff else Reply(text)
 
     # Shorter names first; a long list of reasons is then counted instead of named.
     first, *rest = [reply(item, listed) for listed in (True, False) for item, _ in texts.NAME_BUDGETS]
@@ -428,13 +443,11 @@ def _on_timer(step: Step, at: datetime, ctx: Context) -> Transition:
         return _done(IDLE, ctx)
     if step.reminded:
         return _done(step, ctx)
-    reply = _named(
-        lambda item, _office: _reasons_reply(
-            rated,
-            step.selected,
-            ctx,
-            lead=texts.reasons_reminder(rated.invitation.item_name, rated.level, item),
-        )
+    reply = _reasons_reply(
+        rated,
+        step.selected,
+        ctx,
+        lead=lambda item, _office: texts.reasons_reminder(rated.invitation.item_name, rated.level, item),
     )
     reminded = AwaitingReasons(step.invitation_id, rated.level, step.selected, True, at)
     return _done(reminded, ctx, (reply,))
@@ -479,14 +492,12 @@ def _on_button(step: Step, data: str, at: datetime, ctx: Context) -> Transition:
         else:
             selected = (current.selected + (button.code,))[:MAX_SELECTED_REASONS]
         toggled = AwaitingReasons(current.invitation_id, rated.level, selected, current.reminded, current.since)
-        reply = _named(
-            lambda item, office: _reasons_reply(
-                rated,
-                selected,
-                ctx,
-                lead=texts.recorded(_service(rated.invitation, item, office), rated.level),
-                edit=True,
-            )
+        reply = _reasons_reply(
+            rated,
+            selected,
+            ctx,
+            lead=lambda item, office: texts.recorded(_service(rated.invitation, item, office), rated.level),
+            edit=True,
         )
         return _done(toggled, ctx, (reply,))
     if isinstance(button, buttons.StaffButton):

@@ -39,14 +39,19 @@ def encoding(text: str) -> Literal["GSM-7", "UCS-2"]:
 
 def units(text: str) -> int:
     """Length in the encoding's units: septets for GSM-7, UTF-16 code units for UCS-2."""
-    return sum(_weights(text))
+    return _units(text, is_gsm7(text))
 
 
 def segments(text: str) -> int:
     """How many SMS segments the text takes (an empty text still takes one)."""
-    if is_gsm7(text):
-        return _pack(_weights(text), GSM7_SINGLE, GSM7_MULTI)
-    return _pack(_weights(text), UCS2_SINGLE, UCS2_MULTI)
+    gsm7 = is_gsm7(text)
+    single, multi = (GSM7_SINGLE, GSM7_MULTI) if gsm7 else (UCS2_SINGLE, UCS2_MULTI)
+    length = _units(text, gsm7)
+    if length <= single:
+        return 1
+    if length == len(text):  # one unit a character: no character to keep whole
+        return -(-length // multi)
+    return _pack(_weights(text, gsm7), single, multi)
 
 
 def fit(render: Callable[[str], str], item_name: str, max_segments: int = 2) -> str:
@@ -90,8 +95,14 @@ def first_fitting(candidates: Iterable[str], max_segments: int = 2) -> str:
     return text
 
 
-def _weights(text: str) -> list[int]:
-    if is_gsm7(text):
+def _units(text: str, gsm7: bool) -> int:
+    if gsm7:
+        return len(text) + sum(text.count(ch) for ch in _GSM7_EXTENDED)
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _weights(text: str, gsm7: bool) -> list[int]:
+    if gsm7:
         return [2 if ch in _GSM7_EXTENDED else 1 for ch in text]
     return [2 if ord(ch) > 0xFFFF else 1 for ch in text]
 

@@ -75,3 +75,28 @@ def test_fit_respects_a_one_segment_budget() -> None:
 def test_a_template_too_long_without_the_name_raises() -> None:
     with pytest.raises(ValueError, match="even without the item name"):
         fit(lambda item: "好" * 140 + item, "任意事项")
+
+
+def _packed(text: str) -> int:
+    """Segments by placing the characters one by one: the rule written out plainly."""
+    gsm7 = is_gsm7(text)
+    single, multi = (160, 153) if gsm7 else (70, 67)
+    weights = [units(ch) if gsm7 else len(ch.encode("utf-16-le")) // 2 for ch in text]
+    if sum(weights) <= single:
+        return 1
+    count, used = 1, 0
+    for weight in weights:
+        if used + weight > multi:
+            count, used = count + 1, 0
+        used += weight
+    return count
+
+
+@pytest.mark.parametrize("alphabet", ["ab€", "好a", "好😀", "a😀", "ab", "好"])
+def test_segment_counts_agree_with_placing_each_character(alphabet: str) -> None:
+    import random
+
+    rng = random.Random(alphabet)
+    for _ in range(400):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 420)))
+        assert segments(text) == _packed(text), text
