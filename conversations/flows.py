@@ -14,9 +14,10 @@ Reading order for an inbound text:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from conversations import buttons, parsing, texts
 from conversations.model import (
@@ -35,6 +36,7 @@ from conversations.model import (
     RecordRating,
     RecordStaffRating,
     RecordSurveyAnswer,
+    Renderings,
     Reply,
     ScheduleTimer,
     SurveyRef,
@@ -99,9 +101,14 @@ def survey_prompt(survey: SurveyRef) -> Reply:
 
 
 def _named(build: Callable[[int, int], Reply]) -> Reply:
-    """A reply that names services, with its renderings at shorter name lengths (texts.NAME_BUDGETS)."""
-    first, *rest = (build(item, office) for item, office in texts.NAME_BUDGETS)
-    return replace(first, shorter=tuple(rest))
+    """A reply that names services, with its renderings at shorter name lengths (texts.NAME_BUDGETS),
+    built when asked for."""
+    return _rendered(build, texts.NAME_BUDGETS)
+
+
+def _rendered(build: Callable[..., Reply], params: Sequence[tuple[Any, ...]]) -> Reply:
+    """build(*params[0]), with the renderings of the other parameters as its `shorter`, in order."""
+    return replace(build(*params[0]), shorter=Renderings(build, params[1:]))
 
 
 def _done(step: Step, ctx: Context, replies: Iterable[Reply] = (), effects: Iterable[Effect] = ()) -> Transition:
@@ -360,8 +367,7 @@ def _reasons_given(
         return Reply(text + texts.ASK_STAFF, staff) if staff else Reply(text)
 
     # Shorter names first; a long list of reasons is then counted instead of named.
-    first, *rest = [reply(item, listed) for listed in (True, False) for item, _ in texts.NAME_BUDGETS]
-    answer = replace(first, shorter=tuple(rest))
+    answer = _rendered(reply, [(item, listed) for listed in (True, False) for item, _ in texts.NAME_BUDGETS])
     if staff:
         return _done(AwaitingStaff(invitation.id, at), ctx, (answer,), effects)
     return _done(IDLE, ctx, (answer,), effects)

@@ -1,15 +1,16 @@
 """The values a conversation works with: what comes in, what it knows, what it answers and asks for.
 
-Everything here is a frozen dataclass without behaviour beyond validation. A runner builds the
+Everything here is a frozen dataclass without behaviour beyond validation (and `Renderings`, which builds
+a reply's shorter renderings when they are asked for). A runner builds the
 `Context` from the ticket store before each call of `advance()` and carries out the effects after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, overload
 
 InboundKind = Literal["text", "button", "timer"]
 
@@ -64,7 +65,42 @@ class Reply:
     choices: tuple[Choice, ...] = ()
     multi_select: bool = False
     edit_previous: bool = False
-    shorter: tuple[Reply, ...] = field(default=(), compare=False, repr=False)
+    shorter: Sequence[Reply] = field(default=(), compare=False, repr=False)
+
+
+class Renderings(Sequence[Reply]):
+    """A reply's shorter renderings (`Reply.shorter`), each built from its parameters the first time it
+    is asked for: a channel that takes the first rendering that fits seldom needs more than one, and a
+    channel without a length limit needs none."""
+
+    __slots__ = ("_build", "_built", "_params")
+
+    def __init__(self, build: Callable[..., Reply], params: Sequence[tuple[Any, ...]]) -> None:
+        self._build = build
+        self._params = tuple(params)
+        self._built: list[Reply] = []
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    @overload
+    def __getitem__(self, index: int) -> Reply: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Reply, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Reply | tuple[Reply, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError("rendering index out of range")
+        while len(self._built) <= position:
+            self._built.append(self._build(*self._params[len(self._built)]))
+        return self._built[position]
+
+    def __iter__(self) -> Iterator[Reply]:
+        return (self[i] for i in range(len(self)))
 
 
 @dataclass(frozen=True)
@@ -247,6 +283,7 @@ __all__ = [
     "RecordRating",
     "RecordStaffRating",
     "RecordSurveyAnswer",
+    "Renderings",
     "Reply",
     "ScheduleTimer",
     "SurveyRef",

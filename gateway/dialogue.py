@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -781,7 +782,7 @@ async def _queue_replies(
 def sms_text(reply: Reply, signature: str) -> str:
     """A reply as an SMS within two segments with the signature: its first rendering that fits (the
     service and office names shorten, the instructions never; DESIGN §2)."""
-    body = first_fitting(f"{signature}{plain_text(r)}" for r in (reply, *reply.shorter))
+    body = first_fitting(f"{signature}{plain_text(r)}" for r in chain((reply,), reply.shorter))
     if segments(body) > 2:
         log.warning(
             "an SMS answer takes more than two segments even with the shortest names",

@@ -46,8 +46,10 @@ from gateway.store.models import (
     OutboundMessage,
     ServiceCase,
     Ticket,
+    TicketEvent,
 )
 from gateway.store.sets import in_set
+from gateway.store.upsert import insert_rows
 from gateway.tickets.service import BadRating, open_tickets
 
 log = logging.getLogger(__name__)
@@ -544,11 +546,13 @@ class ReasonsGroup:
         if tickets:
             from gateway.tickets.service import note_reasons
 
-            for p in self.pending:
-                ticket = tickets.get(p.evaluation.id)  # type: ignore[arg-type]
-                if ticket is not None:
-                    await note_reasons(session, ticket=ticket, codes=p.codes, text=p.text, deps=deps, at=self.at)
-            await session.flush()  # the tickets' changes and one INSERT for their events
+            events = [
+                await note_reasons(session, ticket=ticket, codes=p.codes, text=p.text, deps=deps, at=self.at)
+                for p in self.pending
+                if (ticket := tickets.get(p.evaluation.id)) is not None  # type: ignore[arg-type]
+            ]
+            await insert_rows(session, TicketEvent, events)  # one INSERT for the tickets' events
+            await session.flush()  # the tickets' changes
         return addenda
 
 

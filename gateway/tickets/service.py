@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.deps import Deps
 from gateway.store.models import Evaluation, Invitation, Organisation, ServiceCase, Ticket, TicketEvent
 from gateway.store.sets import in_set
+from gateway.store.upsert import insert_rows
 from gateway.tickets.routing import Route, route
 from gateway.tickets.workflow import DISPATCHING, GENERAL_WORKING_DAYS
 
@@ -77,17 +79,17 @@ async def open_tickets(session: AsyncSession, ratings: Sequence[BadRating], *, d
     await session.flush()
     unit_ids = sorted({i for _, _, path in opened for i in path.units})
     codes = dict((await session.exec(_CODES_OF, params={"ids": unit_ids})).all()) if unit_ids else {}
+    events = []
     for ticket, rating, path in opened:
         # The statistics' roll-ups count it; its rating was recorded in this transaction, so it has no ruling.
         await ticket_changed(session, ticket, before={}, calendar=deps.calendar, ruled=False)
-        session.add(
-            TicketEvent(
-                ticket_id=ticket.id,  # type: ignore[arg-type]
+        events.append(
+            event_row(
+                ticket,
                 at=at,
                 actor="system",
                 action="created",
                 from_status=None,
-                to_status=INITIAL_STATUS,
                 note=path.note,
                 data={
                     "evaluation_id": rating.evaluation.id,
@@ -102,18 +104,36 @@ async def open_tickets(session: AsyncSession, ratings: Sequence[BadRating], *, d
                 },
             )
         )
-    await session.flush()
+    await insert_rows(session, TicketEvent, events)  # one INSERT for the tickets' first events
     return [ticket for ticket, _, _ in opened]
 
 
 _CODES_OF = select(Organisation.id, Organisation.code).where(in_set(col(Organisation.id), "ids"))
 
 
+def event_row(
+    ticket: Ticket, *, at: datetime, actor: str, action: str, from_status: str | None, note: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """A ticket event as a row for `insert_rows`, the ticket's status as it now stands its `to_status`
+    (events that are only written, never read back in their transaction, skip the ORM's object)."""
+    return {
+        "ticket_id": ticket.id,
+        "at": at,
+        "actor_org_id": None,
+        "actor": actor,
+        "action": action,
+        "from_status": from_status,
+        "to_status": ticket.status,
+        "note": note,
+        "data": data,
+    }
+
+
 async def note_reasons(
     session: AsyncSession, *, ticket: Ticket, codes: list[int], text: str, deps: Deps, at: datetime
-) -> None:
-    """Record reasons that arrived after the rating on the ticket; re-propose the route while undispatched.
-    The change and its event are written at the caller's next flush."""
+) -> dict[str, Any]:
+    """Reasons that arrived after the rating, for the ticket: the route re-proposed while undispatched
+    (written at the caller's next flush), and the event to insert (`event_row`)."""
     data: dict[str, object] = {"reasons": codes, "text": text.strip()[:1000]}
     if ticket.status == INITIAL_STATUS and codes:
         cases = [c for c in [await session.get(ServiceCase, ticket.case_id)] if c] if ticket.case_id else []
@@ -128,15 +148,12 @@ async def note_reasons(
             ticket.unit_org_id, ticket.responsibility = path.unit_org_id, path.responsibility
             data.update(proposed_unit_org_id=path.unit_org_id, responsibility=path.responsibility, route_note=path.note)
     ticket.updated_at = at
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id,  # type: ignore[arg-type]
-            at=at,
-            actor="citizen",
-            action="reasons_added",
-            from_status=ticket.status,
-            to_status=ticket.status,
-            note="the evaluator gave the reasons for the bad rating",
-            data=data,
-        )
+    return event_row(
+        ticket,
+        at=at,
+        actor="citizen",
+        action="reasons_added",
+        from_status=ticket.status,
+        note="the evaluator gave the reasons for the bad rating",
+        data=data,
     )
