@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     configure(settings.log_level)
     app = create_app(settings, migrate=settings.is_sqlite or args.migrate)
+    app.on_startup.append(_settle)  # after the app's own start-up (its cleanup contexts run first)
     host, port = args.host or settings.host, args.port or settings.port
     try:
         web.run_app(
@@ -63,6 +64,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"gateway: cannot listen on {host}:{port}: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _settle(_app: object) -> None:
+    from gateway.collector import settle
+
+    settle()
 
 
 def cmd_worker(_args: argparse.Namespace) -> int:

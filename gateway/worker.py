@@ -8,6 +8,7 @@ import signal
 from aiohttp import web
 
 from gateway.app import create_app
+from gateway.collector import settle
 from gateway.settings import Settings
 
 
@@ -16,6 +17,7 @@ async def run_worker(settings: Settings) -> None:
     app = create_app(settings, migrate=settings.is_sqlite, run_background=True)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()  # runs the cleanup contexts: store, redis, providers, dispatcher
+    settle()  # a long-running process: start-up's objects frozen for the collector
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -121,6 +122,18 @@ async def test_serve_starts_on_the_embedded_default_and_stops(tmp_path):
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
     assert (tmp_path / "serve.db").exists()  # serve migrated the embedded SQLite by itself
+    assert "start-up objects frozen for the collector" in output  # gateway.collector.settle ran once started
+
+
+def test_settling_freezes_start_up_objects_and_spaces_collections_out() -> None:
+    code = (
+        "import gc, json; from gateway.collector import settle; before = gc.get_threshold(); settle(); "
+        "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    before, after, frozen = json.loads(done.stdout)
+    assert before[0] == 700 and after == [50_000, 20, 10]
+    assert frozen > 1_000  # what the imports made, out of the collector's sight
 
 
 def test_the_outbox_takes_department_messages_after_an_upgrade_with_data(database_url):
