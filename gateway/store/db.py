@@ -57,6 +57,19 @@ class Store:
             async with session.begin():
                 yield session
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncSession]:
+        """A session whose statements each commit on their own (PostgreSQL; no BEGIN, no COMMIT): for work
+        that reads, then changes everything it changes in one statement. Its reads share no snapshot and
+        take no locks, as in a READ COMMITTED transaction; the one statement is atomic by itself."""
+        if self.dialect != "postgresql":
+            raise ValueError("autocommit sessions are for PostgreSQL")
+        async with self.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                yield session
+                await session.commit()  # nothing left to write: the session's commit hooks find nothing
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
