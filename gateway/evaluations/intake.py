@@ -37,7 +37,7 @@ from gateway.messaging.outbox import PRIORITY_BULK
 from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.store.chain import Part, chained_insert
-from gateway.store.db import Store
+from gateway.store.db import Store, fetch_rows
 from gateway.store.group_commit import GroupCommit
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
 from gateway.store.sets import in_set
@@ -104,6 +104,18 @@ def is_plain(data: CaseIn) -> bool:
     return not data.batch_no and not data.theme_no and data.citizen.telegram_chat_id is None
 
 
+@dataclass(frozen=True)
+class _Org:
+    """An organisation as the checks and rows of a report read it."""
+
+    id: int
+    code: str
+    name: str
+    kind: str
+    region_code: str
+    parent_id: int | None
+
+
 Report = tuple[int, CaseIn, Caller]  # a case of a request: its position, its content, the key that sent it
 
 
@@ -112,7 +124,7 @@ class _Item:
     index: int
     data: CaseIn
     caller: Caller
-    unit: Organisation | None = None
+    unit: _Org | None = None
     hash: str = ""
     phone: str | None = None
     phone_hash: str | None = None
@@ -234,7 +246,7 @@ class _Found:
     the approval departments of its regions, the earlier reports of its case numbers, the citizens of
     its phone numbers, and ids for the rows it may add."""
 
-    organisations: list[Organisation]
+    organisations: list[_Org]
     earlier: list[tuple[Any, ...]]  # as `_EARLIER` answers
     citizens: dict[str, _CitizenRow]
     ids: dict[str, list[int]]
@@ -261,7 +273,7 @@ c AS (
 fresh AS (SELECT (SELECT count(*) FROM k) - (SELECT count(*) FROM e) AS cases, (SELECT count(*) FROM h) - (SELECT count(*) FROM c) AS citizens)
 SELECT
     ARRAY(
-        SELECT ROW(o.id, o.code, o.name, o.kind, o.region_code, o.parent_id, o.created_at) FROM organisation o
+        SELECT ROW(o.id, o.code, o.name, o.kind, o.region_code, o.parent_id) FROM organisation o
         WHERE o.code = ANY(CAST(:codes AS VARCHAR[]))
             OR (o.kind = 'city_bureau' AND o.region_code = ANY(CAST(:cities AS VARCHAR[])))
             OR (o.kind = 'county_dept' AND o.region_code = ANY(CAST(:counties AS VARCHAR[])))
@@ -297,32 +309,28 @@ async def _look_up(session: AsyncSession, items: list[_Item], deps: Deps) -> _Fo
         "cities": sorted(r for r in regions if is_city_level(r)),
         "counties": sorted(r for r in regions if not is_city_level(r)),
     }
-    row = (await session.exec(_LOOK_UP, params=params)).one()  # type: ignore[call-overload]
+    (row,) = await fetch_rows(session, _LOOK_UP, params)
     organisations, earlier, citizens, invitation_ids, case_ids, citizen_ids = row
     return _Found(
-        organisations=[
-            Organisation(id=i, code=code, name=name, kind=kind, region_code=region, parent_id=parent, created_at=made)
-            for i, code, name, kind, region, parent, made in organisations
-        ],
+        organisations=[_Org(*row) for row in organisations],
         earlier=list(earlier),
         citizens={r[1]: _CitizenRow(r[0], r[2], r[3], r[4], r[5], r[6]) for r in citizens},
         ids={"invitation": invitation_ids[::-1], "case": case_ids[::-1], "citizen": citizen_ids[::-1]},
     )
 
 
-async def _organisations(
-    session: AsyncSession, codes: set[str], regions: set[str]
-) -> tuple[dict[str, Organisation], set[str]]:
+async def _organisations(session: AsyncSession, codes: set[str], regions: set[str]) -> tuple[dict[str, _Org], set[str]]:
     """The units named by code, and which of the regions have their approval department (one query)."""
     params = {
         "codes": sorted(codes),
         "cities": sorted(r for r in regions if is_city_level(r)),
         "counties": sorted(r for r in regions if not is_city_level(r)),
     }
-    return _units((await session.exec(_ORGANISATIONS, params=params)).all(), codes)
+    rows = (await session.exec(_ORGANISATIONS, params=params)).all()
+    return _units([_Org(o.id or 0, o.code, o.name, o.kind, o.region_code, o.parent_id) for o in rows], codes)
 
 
-def _units(rows: Sequence[Organisation], codes: set[str]) -> tuple[dict[str, Organisation], set[str]]:
+def _units(rows: Sequence[_Org], codes: set[str]) -> tuple[dict[str, _Org], set[str]]:
     units = {o.code: o for o in rows if o.code in codes}
     approval_regions = {
         o.region_code
@@ -615,7 +623,7 @@ async def _write(
         ]
         # The statistics last: their rows' locks are held from there to the commit only.
         parts += chain_parts(tally)
-        inserted = await chained_insert(await session.connection(), [(p, rows) for p, rows in parts if rows])
+        inserted = await chained_insert(session, [(p, rows) for p, rows in parts if rows])
     queued: dict[int, list[MessageView]] = {}
     by_invitation = {p["invitation_id"]: p for p in prompts}
     for message_id, invitation_id in inserted:

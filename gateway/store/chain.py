@@ -27,7 +27,9 @@ from typing import Any
 
 from sqlalchemy import JSON, TextClause, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.store.db import fetch_rows
 
 _DIALECT = postgresql.dialect()
 
@@ -88,19 +90,29 @@ def _statement(parts: tuple[Part, ...]) -> TextClause:
 
 
 async def chained_insert(
-    connection: AsyncConnection, parts: Sequence[tuple[Part, list[dict[str, Any]]]]
+    session: AsyncSession, parts: Sequence[tuple[Part, list[dict[str, Any]]]]
 ) -> list[tuple[Any, ...]]:
     """Write each part's rows, all in one statement, in the order given; the `returning` columns of the
     rows the answering part wrote (none without one)."""
     shape = tuple(part for part, _ in parts)
     params: dict[str, list[Any]] = {}
     for n, (part, rows) in enumerate(parts):
-        table = part.model.__table__
-        for column in part.columns:
+        for column, as_json in _columns(part):
             values = [row[column] for row in rows]
-            if isinstance(table.c[column].type, JSON):  # asyncpg takes JSON as its text
+            if as_json:  # asyncpg takes JSON as its text
                 values = [None if v is None else json.dumps(v) for v in values]
             params[f"p{n}_{column}"] = values
-    result = await connection.execute(_statement(shape), params)
-    answer = [tuple(row) for row in result.all()]
+    answer = [tuple(row) for row in await fetch_rows(session, _statement(shape), params)]
     return answer if any(part.returning for part in shape) else []
+
+
+_COLUMNS: dict[Part, tuple[tuple[str, bool], ...]] = {}
+
+
+def _columns(part: Part) -> tuple[tuple[str, bool], ...]:
+    """The part's columns, each with whether it holds JSON."""
+    columns = _COLUMNS.get(part)
+    if columns is None:
+        table = part.model.__table__
+        columns = _COLUMNS[part] = tuple((c, isinstance(table.c[c].type, JSON)) for c in part.columns)
+    return columns
