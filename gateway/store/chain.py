@@ -1,16 +1,20 @@
-"""Several INSERTs in one statement on PostgreSQL: data-modifying CTEs, each table's rows bound as arrays.
+"""Several INSERTs in one statement on PostgreSQL: data-modifying CTEs, each table's rows bound as JSON.
 
 A report of one case writes five to eight tables; sent one INSERT at a time, each costs a round trip and
 the driver's and SQLAlchemy's work per statement, far more than the rows themselves. `chained_insert`
 sends them as one statement:
 
-    WITH p0 AS (INSERT INTO citizen (…) SELECT * FROM unnest(CAST(:p0_id AS INTEGER[]), …) RETURNING 1),
-         p1 AS (INSERT INTO invitation (…) SELECT * FROM unnest(…) WHERE (SELECT count(*) FROM p0) >= 0 …),
+    WITH p0 AS (INSERT INTO citizen (…) SELECT r.id, … FROM json_populate_recordset(NULL::citizen, :p0) AS r
+                WHERE true RETURNING 1),
+         p1 AS (INSERT INTO invitation (…) SELECT … FROM json_populate_recordset(NULL::invitation, :p1) AS r
+                WHERE (SELECT count(*) FROM p0) >= 0 RETURNING 1),
          …
-    SELECT …the returning columns of the last part…
+    SELECT …the returning columns of the part that answers…
 
-Each column is one array parameter, so the statement's text depends on the parts only, never on the
-number of rows: it is built once, and asyncpg prepares it once per connection. Each part reads the
+Each table's rows are one parameter, a JSON array of objects that PostgreSQL reads as rows of the table
+(its column types convert the values), so the statement's text depends on the parts only, never on the
+number of rows: it is built once, and asyncpg prepares it once per connection. One text per table costs
+the driver far less than an array per column. Each part reads the
 row count of the part before it, which makes PostgreSQL finish the parts in the order given (the
 sub-statements of a WITH otherwise run in an order the planner chooses): the order in which the
 statement takes its row locks is the order of the parts, and of the rows within each part. Foreign keys
@@ -23,15 +27,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, TextClause, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import TextClause, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.store.db import fetch_rows
-
-_DIALECT = postgresql.dialect()
 
 
 @dataclass(frozen=True)
@@ -58,23 +60,22 @@ def _statement(parts: tuple[Part, ...]) -> TextClause:
         return statement
     ctes: list[str] = []
     for n, part in enumerate(parts):
-        table = part.model.__table__
-        arrays = ", ".join(
-            f"CAST(:p{n}_{column} AS {table.c[column].type.compile(dialect=_DIALECT)}[])" for column in part.columns
-        )
+        name = part.model.__table__.name
+        rows = f"json_populate_recordset(NULL::{name}, CAST(:p{n} AS json)) AS r"
         # `WHERE true` on the first part: a SELECT ending in a FROM item would take ON CONFLICT for a join's ON.
         after = f"(SELECT count(*) FROM p{n - 1}) >= 0" if n else "true"
         returning = ", ".join(part.returning) if part.returning else "1"
         if part.update_where:
             values = ", ".join(f"{column} = r.{column}" for column in part.columns if column != "id")
             ctes.append(
-                f"p{n} AS (UPDATE {table.name} SET {values} FROM unnest({arrays}) AS r({', '.join(part.columns)}) "
-                f"WHERE {table.name}.id = r.id AND {part.update_where} AND {after} RETURNING {returning})"
+                f"p{n} AS (UPDATE {name} SET {values} FROM {rows} "
+                f"WHERE {name}.id = r.id AND {part.update_where} AND {after} RETURNING {returning})"
             )
         else:
             ctes.append(
-                f"p{n} AS (INSERT INTO {table.name} ({', '.join(part.columns)}) "
-                f"SELECT * FROM unnest({arrays}) AS r WHERE {after} {part.tail} RETURNING {returning})"
+                f"p{n} AS (INSERT INTO {name} ({', '.join(part.columns)}) "
+                f"SELECT {', '.join(f'r.{c}' for c in part.columns)} FROM {rows} WHERE {after} {part.tail} "
+                f"RETURNING {returning})"
             )
     answering = [n for n, part in enumerate(parts) if part.returning]
     if len(answering) > 1:
@@ -95,24 +96,18 @@ async def chained_insert(
     """Write each part's rows, all in one statement, in the order given; the `returning` columns of the
     rows the answering part wrote (none without one)."""
     shape = tuple(part for part, _ in parts)
-    params: dict[str, list[Any]] = {}
-    for n, (part, rows) in enumerate(parts):
-        for column, as_json in _columns(part):
-            values = [row[column] for row in rows]
-            if as_json:  # asyncpg takes JSON as its text
-                values = [None if v is None else json.dumps(v) for v in values]
-            params[f"p{n}_{column}"] = values
+    params = {f"p{n}": _ENCODER.encode(rows) for n, (_, rows) in enumerate(parts)}
     answer = [tuple(row) for row in await fetch_rows(session, _statement(shape), params)]
     return answer if any(part.returning for part in shape) else []
 
 
-_COLUMNS: dict[Part, tuple[tuple[str, bool], ...]] = {}
+def _json_value(value: Any) -> str:
+    """A time or day as PostgreSQL reads it (a time without a zone is UTC, as asyncpg takes it)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a column value")
 
 
-def _columns(part: Part) -> tuple[tuple[str, bool], ...]:
-    """The part's columns, each with whether it holds JSON."""
-    columns = _COLUMNS.get(part)
-    if columns is None:
-        table = part.model.__table__
-        columns = _COLUMNS[part] = tuple((c, isinstance(table.c[c].type, JSON)) for c in part.columns)
-    return columns
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_value)
