@@ -18,7 +18,8 @@ the driver far less than an array per column. Each part reads the
 row count of the part before it, which makes PostgreSQL finish the parts in the order given (the
 sub-statements of a WITH otherwise run in an order the planner chooses): the order in which the
 statement takes its row locks is the order of the parts, and of the rows within each part. Foreign keys
-between the parts hold, since PostgreSQL checks them at the end of the statement. The ids the rows
+between the parts hold, since PostgreSQL checks them at the end of the statement; but all the parts read
+one snapshot, taken before the statement, so an UPDATE part changes rows that were there before it. The ids the rows
 refer to are taken beforehand (`nextval`), so every row is complete before the statement is built.
 """
 
