@@ -257,20 +257,29 @@ class _Found:
 
 
 # Ids are taken for each case number without an earlier report and each phone number without a citizen,
-# whether or not its case passes the checks: a refused case leaves a gap in the ids, nothing else.
+# whether or not its case passes the checks: a refused case leaves a gap in the ids, nothing else. The
+# service cases and citizens are found with `= ANY(…)` on their unique keys, as `_EARLIER` and
+# `_CITIZENS_BY_HASH` do: an index scan whatever the statistics say (a join of the keys with the table
+# may become a scan of all of an organisation's cases when the plan is made with statistics that are
+# out of date); the pairs are then matched among the few rows found.
 _LOOK_UP = text(
     """
 WITH k AS (SELECT DISTINCT * FROM unnest(CAST(:key_codes AS VARCHAR[]), CAST(:key_nos AS VARCHAR[])) AS k(code, no)),
 e AS (
-    SELECT sc.id, sc.org_id, sc.case_no, sc.request_hash, sc.invitation_id
-    FROM k JOIN organisation o ON o.code = k.code JOIN service_case sc ON sc.org_id = o.id AND sc.case_no = k.no
+    SELECT sc.id, sc.org_id, sc.case_no, sc.request_hash, sc.invitation_id, o.code
+    FROM service_case sc JOIN organisation o ON o.id = sc.org_id
+    WHERE sc.org_id = ANY(ARRAY(SELECT id FROM organisation WHERE code = ANY(CAST(:key_codes AS VARCHAR[]))))
+        AND sc.case_no = ANY(CAST(:key_nos AS VARCHAR[]))
 ),
-h AS (SELECT DISTINCT unnest(CAST(:hashes AS VARCHAR[])) AS phone_hash),
 c AS (
     SELECT c.id, c.phone_hash, c.phone_enc, c.sms_opted_out_at, c.telegram_chat_id, c.bot_blocked_at, c.name_enc
-    FROM h JOIN citizen c ON c.phone_hash = h.phone_hash
+    FROM citizen c WHERE c.phone_hash = ANY(CAST(:hashes AS VARCHAR[]))
 ),
-fresh AS (SELECT (SELECT count(*) FROM k) - (SELECT count(*) FROM e) AS cases, (SELECT count(*) FROM h) - (SELECT count(*) FROM c) AS citizens)
+fresh AS (
+    SELECT
+        (SELECT count(*) FROM k WHERE NOT EXISTS (SELECT FROM e WHERE e.code = k.code AND e.case_no = k.no)) AS cases,
+        cardinality(CAST(:hashes AS VARCHAR[])) - (SELECT count(*) FROM c) AS citizens
+)
 SELECT
     ARRAY(
         SELECT ROW(o.id, o.code, o.name, o.kind, o.region_code, o.parent_id) FROM organisation o
@@ -278,7 +287,7 @@ SELECT
             OR (o.kind = 'city_bureau' AND o.region_code = ANY(CAST(:cities AS VARCHAR[])))
             OR (o.kind = 'county_dept' AND o.region_code = ANY(CAST(:counties AS VARCHAR[])))
     ),
-    ARRAY(SELECT ROW(e.*) FROM e),
+    ARRAY(SELECT ROW(e.id, e.org_id, e.case_no, e.request_hash, e.invitation_id) FROM e),
     ARRAY(SELECT ROW(c.*) FROM c),
     ARRAY(SELECT nextval(pg_get_serial_sequence('invitation', 'id')) FROM generate_series(1, (SELECT cases FROM fresh))),
     ARRAY(SELECT nextval(pg_get_serial_sequence('service_case', 'id')) FROM generate_series(1, (SELECT cases FROM fresh))),

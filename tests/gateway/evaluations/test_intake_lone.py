@@ -88,3 +88,15 @@ async def test_a_connection_that_died_fails_one_case_and_is_replaced(client, wor
     assert first.status == 500  # the statement on the dead connection fails once, as any statement would
     body = await report(client, world, case_no="DEAD-1")
     assert body["created"]
+
+
+async def test_case_numbers_other_units_have_used_are_new_cases(client, world):
+    """The look-up finds earlier reports by unit and by case number apart (each on its key's index); a
+    unit's earlier case is no earlier report of another unit's case with the same number."""
+    await report(client, world, case_no="X-1")  # hanbin-market's X-1
+    items = [case_payload("X-1", org_code="hanbin-tax"), case_payload("X-2")]
+    resp = await client.post("/api/v1/cases/batch", json={"cases": items}, headers=world.auth("hanbin"))
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert [r["status"] for r in body["results"]] == [201, 201]
+    assert (await counts(client))["ServiceCase"] == 3
