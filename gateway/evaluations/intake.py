@@ -309,7 +309,8 @@ async def _look_up(session: AsyncSession, items: list[_Item], deps: Deps) -> _Fo
                 item.phone = normalise_phone(item.data.citizen.phone)
             except InvalidPhone:
                 continue  # answered after the checks that come first
-            hashes.add(deps.vault.lookup_hash(item.phone))
+            item.phone_hash = deps.vault.lookup_hash(item.phone)
+            hashes.add(item.phone_hash)
     params = {
         "key_codes": [k[0] for k in keys],
         "key_nos": [k[1] for k in keys],
@@ -461,7 +462,7 @@ async def _citizens(
     for item in items:
         if item.phone is None:
             continue
-        key = deps.vault.lookup_hash(item.phone)
+        key = item.phone_hash or deps.vault.lookup_hash(item.phone)  # (`_look_up` hashed it already)
         wanted.setdefault(key, item)
         item.phone_hash = key
         if item.data.citizen.name:
