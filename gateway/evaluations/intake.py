@@ -37,7 +37,7 @@ from gateway.messaging.outbox import PRIORITY_BULK
 from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
 from gateway.store.chain import Part, chained_insert
-from gateway.store.db import Store, fetch_rows
+from gateway.store.db import Store, autocommits, fetch_rows
 from gateway.store.group_commit import GroupCommit
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
 from gateway.store.sets import in_set
@@ -631,8 +631,10 @@ async def _write(
             (_part(ServiceCase, case_rows), case_rows),
             (_part(OutboundMessage, prompts, tail=_PROMPT_CONFLICT, returning=("id", "invitation_id")), prompts),
         ]
-        # The statistics last: their rows' locks are held from there to the commit only.
-        parts += chain_parts(tally)
+        if autocommits(session):
+            parts += chain_parts(tally)  # last: the statement is the transaction, so this is its end
+        else:
+            await apply(session, tally)  # at the commit, after the report's other cases
         inserted = await chained_insert(session, [(p, rows) for p, rows in parts if rows])
     queued: dict[int, list[MessageView]] = {}
     by_invitation = {p["invitation_id"]: p for p in prompts}

@@ -190,7 +190,8 @@ _CHAIN_PARTS: dict[type[SQLModel], Part] = {}
 def chain_parts(tally: Tally) -> list[tuple[Part, list[dict[str, Any]]]]:
     """The tally as parts of a chained insert (`gateway.store.chain`, PostgreSQL): the same upserts as
     `apply` writes, in the same lock order, sent within the statement that writes the tally's records.
-    For a transaction that ends with that statement (a report of plain cases)."""
+    For a statement that is its transaction (`Store.autocommit`): the statistics are then written at its
+    end, as `apply` writes them at a transaction's end."""
     out: list[tuple[Part, list[dict[str, Any]]]] = []
     for table, rows in _rows(tally):
         part = _CHAIN_PARTS.get(table)

@@ -128,6 +128,11 @@ async def fetch_rows(session: AsyncSession, statement: TextClause, params: dict[
         raise
 
 
+def autocommits(session: AsyncSession) -> bool:
+    """Whether the session is a `Store.autocommit` one (each statement its own transaction)."""
+    return _DRIVER in session.info
+
+
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 

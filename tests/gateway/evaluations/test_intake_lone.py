@@ -100,3 +100,21 @@ async def test_case_numbers_other_units_have_used_are_new_cases(client, world):
     assert resp.status == 200, body
     assert [r["status"] for r in body["results"]] == [201, 201]
     assert (await counts(client))["ServiceCase"] == 3
+
+
+async def test_in_a_report_with_a_batch_the_statistics_wait_for_the_commit(client, world, database_url):
+    """A report that keeps a transaction (a case of a batch goes in a savepoint after the plain cases)
+    writes the plain cases' statistics at the commit, as every transaction does, not with their rows."""
+    _postgresql_only(database_url)
+    await report(client, world, case_no="WARM-1")
+    sent = round_trips(client.app[STORE])
+    items = [case_payload("M-1"), case_payload("M-2", batch_no="B-1")]
+    resp = await client.post("/api/v1/cases/batch", json={"cases": items}, headers=world.auth("hanbin-market"))
+    assert resp.status == 200 and (await resp.json())["created"] == 2
+    chained = [s for s in sent if s.startswith("WITH p0")]
+    assert len(chained) == 1 and "stats_" not in chained[0]
+    released = max(n for n, s in enumerate(sent) if s.startswith("RELEASE SAVEPOINT"))
+    upserts = [n for n, s in enumerate(sent) if s.startswith("INSERT INTO stats_")]
+    assert [n for n in upserts if n > released], sent  # the plain cases' statistics, at the commit
+    async with client.app[STORE].transaction() as session:
+        assert await stored(session) == await recount(session, client.app[DEPS].calendar)
