@@ -67,18 +67,22 @@ class Store:
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncSession]:
-        """A session whose statements each commit on their own (PostgreSQL; no BEGIN, no COMMIT): for work
-        that reads, then changes everything it changes in one statement. Its reads share no snapshot and
-        take no locks, as in a READ COMMITTED transaction; the one statement is atomic by itself."""
+        """A session for work that reads, then changes everything it changes in one statement (PostgreSQL).
+
+        Statements sent with `fetch_rows` go to asyncpg directly and, outside a transaction, each commits
+        on its own: no BEGIN, no COMMIT. Such reads share no snapshot and take no locks, as in a READ
+        COMMITTED transaction, and the one statement that writes is atomic by itself. A statement sent
+        through the session itself (an occasional read) begins a transaction as usual, which then holds
+        the statements after it and commits at the end of the block."""
         if self.dialect != "postgresql":
             raise ValueError("autocommit sessions are for PostgreSQL")
         async with self.engine.connect() as connection:
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
             raw = await connection.get_raw_connection()
             async with AsyncSession(bind=connection, expire_on_commit=False) as session:
                 session.info[_DRIVER] = _Driver(connection, raw.driver_connection)
                 yield session
-                await session.commit()  # nothing left to write: the session's commit hooks find nothing
+                if session.in_transaction():  # begun by a statement sent through the session
+                    await session.commit()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
