@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Result, Select, insert, or_, text, update
 from sqlalchemy import select as sql_select
@@ -104,8 +104,7 @@ def is_plain(data: CaseIn) -> bool:
     return not data.batch_no and not data.theme_no and data.citizen.telegram_chat_id is None
 
 
-@dataclass(frozen=True)
-class _Org:
+class _Org(NamedTuple):
     """An organisation as the checks and rows of a report read it."""
 
     id: int
