@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, bindparam, event, false, or_, true
 from sqlalchemy.orm import Session
@@ -136,7 +136,18 @@ async def authenticate(session: AsyncSession, key: str) -> Caller | None:
     return Caller.of(org)
 
 
-async def is_above(session: AsyncSession, caller: Caller, unit: Organisation) -> bool:
+class Unit(Protocol):
+    """What the jurisdiction rules read of an organisation: an `Organisation`, or a row read with its fields."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def region_code(self) -> str: ...
+    @property
+    def parent_id(self) -> int | None: ...
+
+
+async def is_above(session: AsyncSession, caller: Caller, unit: Unit) -> bool:
     """Whether the caller is the unit itself, one of its parents, or the approval department over it."""
     if caller.kind == "operator" or caller.org_id == unit.id or caller.covers_region(unit.region_code):
         return True

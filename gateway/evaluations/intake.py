@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Result, Select, insert, or_, update
+from sqlalchemy import Result, Select, insert, or_, text, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -35,7 +36,8 @@ from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import PRIORITY_BULK
 from gateway.orgs import Caller, city_of, is_above, is_city_level
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
-from gateway.store.db import Store
+from gateway.store.chain import Part, chained_insert
+from gateway.store.db import Store, autocommits, fetch_rows
 from gateway.store.group_commit import GroupCommit
 from gateway.store.models import Citizen, Invitation, Organisation, OutboundMessage, ServiceCase
 from gateway.store.sets import in_set
@@ -102,6 +104,17 @@ def is_plain(data: CaseIn) -> bool:
     return not data.batch_no and not data.theme_no and data.citizen.telegram_chat_id is None
 
 
+class _Org(NamedTuple):
+    """An organisation as the checks and rows of a report read it."""
+
+    id: int
+    code: str
+    name: str
+    kind: str
+    region_code: str
+    parent_id: int | None
+
+
 Report = tuple[int, CaseIn, Caller]  # a case of a request: its position, its content, the key that sent it
 
 
@@ -110,7 +123,7 @@ class _Item:
     index: int
     data: CaseIn
     caller: Caller
-    unit: Organisation | None = None
+    unit: _Org | None = None
     hash: str = ""
     phone: str | None = None
     phone_hash: str | None = None
@@ -136,9 +149,14 @@ async def report_plain_cases(session: AsyncSession, *, cases: list[Report], deps
     items = [_Item(index, data, caller) for index, data, caller in cases]
     if not items:
         return {}
-    units, approval_regions = await _organisations(
-        session, {i.data.org_code for i in items}, {i.data.region_code for i in items}
-    )
+    found: _Found | None = None
+    if _dialect(session) == "postgresql":
+        found = await _look_up(session, items, deps)
+        units, approval_regions = _units(found.organisations, {i.data.org_code for i in items})
+    else:
+        units, approval_regions = await _organisations(
+            session, {i.data.org_code for i in items}, {i.data.region_code for i in items}
+        )
     allowed: dict[tuple[int, int], bool] = {}
     for item in items:
         data = item.data
@@ -173,17 +191,17 @@ async def report_plain_cases(session: AsyncSession, *, cases: list[Report], deps
         item.unit, item.hash = unit, service.hash_request(data)
 
     live = [i for i in items if i.answer is None]
-    await _earlier_reports(session, live)
+    await _earlier_reports(session, live, None if found is None else found.earlier)
     fresh = [i for i in live if i.answer is None and i.twin_of is None]
     for item in fresh:
-        if item.data.citizen.phone:
+        if item.data.citizen.phone and item.phone is None:  # (`_look_up` normalised the valid ones)
             try:
                 item.phone = normalise_phone(item.data.citizen.phone)
             except InvalidPhone as exc:
                 item.answer = InvalidCase(str(exc), field="citizen.phone")
     fresh = [i for i in fresh if i.answer is None]
-    citizens = await _citizens(session, fresh, deps, at)
-    await _write(session, fresh, citizens, deps, at)
+    citizens, joining = await _citizens(session, fresh, deps, at, found)
+    await _write(session, fresh, citizens, joining, deps, at, found)
 
     by_index = {i.index: i for i in items}
     out: dict[int, Outcome] = {}
@@ -217,9 +235,100 @@ _EARLIER = sql_select(
 ).where(in_set(col(ServiceCase.org_id), "orgs"), in_set(col(ServiceCase.case_no), "nos"))
 
 
-async def _organisations(
-    session: AsyncSession, codes: set[str], regions: set[str]
-) -> tuple[dict[str, Organisation], set[str]]:
+def _dialect(session: AsyncSession) -> str:
+    return session.sync_session.get_bind().dialect.name
+
+
+@dataclass
+class _Found:
+    """What a report reads before it writes (PostgreSQL, one statement): the organisations it names and
+    the approval departments of its regions, the earlier reports of its case numbers, the citizens of
+    its phone numbers, and ids for the rows it may add."""
+
+    organisations: list[_Org]
+    earlier: list[tuple[Any, ...]]  # as `_EARLIER` answers
+    citizens: dict[str, _CitizenRow]
+    ids: dict[str, list[int]]
+
+    def take(self, table: str) -> int:
+        """The next id taken for a new row of `table` (invitation, case, citizen)."""
+        return self.ids[table].pop()
+
+
+# Ids are taken for each case number without an earlier report and each phone number without a citizen,
+# whether or not its case passes the checks: a refused case leaves a gap in the ids, nothing else. The
+# service cases and citizens are found with `= ANY(…)` on their unique keys, as `_EARLIER` and
+# `_CITIZENS_BY_HASH` do: an index scan whatever the statistics say (a join of the keys with the table
+# may become a scan of all of an organisation's cases when the plan is made with statistics that are
+# out of date); the pairs are then matched among the few rows found.
+_LOOK_UP = text(
+    """
+WITH k AS (SELECT DISTINCT * FROM unnest(CAST(:key_codes AS VARCHAR[]), CAST(:key_nos AS VARCHAR[])) AS k(code, no)),
+e AS (
+    SELECT sc.id, sc.org_id, sc.case_no, sc.request_hash, sc.invitation_id, o.code
+    FROM service_case sc JOIN organisation o ON o.id = sc.org_id
+    WHERE sc.org_id = ANY(ARRAY(SELECT id FROM organisation WHERE code = ANY(CAST(:key_codes AS VARCHAR[]))))
+        AND sc.case_no = ANY(CAST(:key_nos AS VARCHAR[]))
+),
+c AS (
+    SELECT c.id, c.phone_hash, c.phone_enc, c.sms_opted_out_at, c.telegram_chat_id, c.bot_blocked_at, c.name_enc
+    FROM citizen c WHERE c.phone_hash = ANY(CAST(:hashes AS VARCHAR[]))
+),
+fresh AS (
+    SELECT
+        (SELECT count(*) FROM k WHERE NOT EXISTS (SELECT FROM e WHERE e.code = k.code AND e.case_no = k.no)) AS cases,
+        cardinality(CAST(:hashes AS VARCHAR[])) - (SELECT count(*) FROM c) AS citizens
+)
+SELECT
+    ARRAY(
+        SELECT ROW(o.id, o.code, o.name, o.kind, o.region_code, o.parent_id) FROM organisation o
+        WHERE o.code = ANY(CAST(:codes AS VARCHAR[]))
+            OR (o.kind = 'city_bureau' AND o.region_code = ANY(CAST(:cities AS VARCHAR[])))
+            OR (o.kind = 'county_dept' AND o.region_code = ANY(CAST(:counties AS VARCHAR[])))
+    ),
+    ARRAY(SELECT ROW(e.id, e.org_id, e.case_no, e.request_hash, e.invitation_id) FROM e),
+    ARRAY(SELECT ROW(c.*) FROM c),
+    ARRAY(SELECT nextval(pg_get_serial_sequence('invitation', 'id')) FROM generate_series(1, (SELECT cases FROM fresh))),
+    ARRAY(SELECT nextval(pg_get_serial_sequence('service_case', 'id')) FROM generate_series(1, (SELECT cases FROM fresh))),
+    ARRAY(SELECT nextval(pg_get_serial_sequence('citizen', 'id')) FROM generate_series(1, (SELECT citizens FROM fresh)))
+"""
+)
+
+
+async def _look_up(session: AsyncSession, items: list[_Item], deps: Deps) -> _Found:
+    """Everything the report reads, in one statement (PostgreSQL): `_ORGANISATIONS`, `_EARLIER` and
+    `_CITIZENS_BY_HASH` together, with the ids its new rows may need."""
+    codes = {i.data.org_code for i in items}
+    regions = {i.data.region_code for i in items}
+    keys = sorted({(i.data.org_code, i.data.case_no) for i in items})
+    hashes: set[str] = set()
+    for item in items:
+        if item.data.citizen.phone:
+            try:
+                item.phone = normalise_phone(item.data.citizen.phone)
+            except InvalidPhone:
+                continue  # answered after the checks that come first
+            item.phone_hash = deps.vault.lookup_hash(item.phone)
+            hashes.add(item.phone_hash)
+    params = {
+        "key_codes": [k[0] for k in keys],
+        "key_nos": [k[1] for k in keys],
+        "hashes": sorted(hashes),
+        "codes": sorted(codes),
+        "cities": sorted(r for r in regions if is_city_level(r)),
+        "counties": sorted(r for r in regions if not is_city_level(r)),
+    }
+    (row,) = await fetch_rows(session, _LOOK_UP, params)
+    organisations, earlier, citizens, invitation_ids, case_ids, citizen_ids = row
+    return _Found(
+        organisations=[_Org(*row) for row in organisations],
+        earlier=list(earlier),
+        citizens={r[1]: _CitizenRow(r[0], r[2], r[3], r[4], r[5], r[6]) for r in citizens},
+        ids={"invitation": invitation_ids[::-1], "case": case_ids[::-1], "citizen": citizen_ids[::-1]},
+    )
+
+
+async def _organisations(session: AsyncSession, codes: set[str], regions: set[str]) -> tuple[dict[str, _Org], set[str]]:
     """The units named by code, and which of the regions have their approval department (one query)."""
     params = {
         "codes": sorted(codes),
@@ -227,6 +336,10 @@ async def _organisations(
         "counties": sorted(r for r in regions if not is_city_level(r)),
     }
     rows = (await session.exec(_ORGANISATIONS, params=params)).all()
+    return _units([_Org(o.id or 0, o.code, o.name, o.kind, o.region_code, o.parent_id) for o in rows], codes)
+
+
+def _units(rows: Sequence[_Org], codes: set[str]) -> tuple[dict[str, _Org], set[str]]:
     units = {o.code: o for o in rows if o.code in codes}
     approval_regions = {
         o.region_code
@@ -237,9 +350,10 @@ async def _organisations(
     return units, approval_regions
 
 
-async def _earlier_reports(session: AsyncSession, items: list[_Item]) -> None:
+async def _earlier_reports(session: AsyncSession, items: list[_Item], known: list[tuple[Any, ...]] | None) -> None:
     """Answer the cases reported before (the same content: the earlier answer; other content: a conflict),
-    and mark the repeats within the list."""
+    and mark the repeats within the list. `known`: the earlier reports of the items' case numbers, when
+    read already (`_look_up`)."""
     first_of: dict[tuple[int, str], _Item] = {}
     for item in items:
         if item.unit is None or item.unit.id is None:
@@ -254,11 +368,13 @@ async def _earlier_reports(session: AsyncSession, items: list[_Item]) -> None:
             item.twin_of = first.index
     if not first_of:
         return
-    org_ids = {k[0] for k in first_of}
-    case_nos = {k[1] for k in first_of}
-    found = (
-        await session.exec(_EARLIER, params={"orgs": sorted(org_ids), "nos": sorted(case_nos)})  # type: ignore[call-overload]
-    ).all()
+    if known is None:
+        org_ids = {k[0] for k in first_of}
+        case_nos = {k[1] for k in first_of}
+        params = {"orgs": sorted(org_ids), "nos": sorted(case_nos)}
+        found = (await session.exec(_EARLIER, params=params)).all()  # type: ignore[call-overload]
+    else:
+        found = known
     earlier: dict[int, tuple[_Item, int]] = {}
     for case_id, org_id, case_no, stored_hash, invitation_id in found:
         first = first_of.get((org_id, case_no))
@@ -324,58 +440,88 @@ _CITIZEN_COLUMNS = (
 _CITIZENS_BY_HASH = sql_select(*_CITIZEN_COLUMNS).where(in_set(col(Citizen.phone_hash), "hashes"))
 
 
-async def _citizens(session: AsyncSession, items: list[_Item], deps: Deps, at: datetime) -> dict[str, _CitizenRow]:
-    """The citizen of each phone number, created when new (one insert for all); keyed by lookup hash."""
+@dataclass
+class _Joining:
+    """The citizens' rows a report adds (PostgreSQL writes them with the cases, in one statement)."""
+
+    new: list[dict[str, Any]] = field(default_factory=list)  # citizens first seen
+    named: list[dict[str, Any]] = field(default_factory=list)  # known citizens given their name
+
+
+async def _citizens(
+    session: AsyncSession, items: list[_Item], deps: Deps, at: datetime, found: _Found | None
+) -> tuple[dict[str, _CitizenRow], _Joining]:
+    """The citizen of each phone number, keyed by lookup hash; a new number's citizen is created and a
+    known citizen without a name takes the first name given. On SQLite they are written here (one insert
+    for all); with `found` (PostgreSQL, read and ids taken beforehand) they are returned, to be written
+    with the cases."""
+    joining = _Joining()
     wanted: dict[str, _Item] = {}
     names: dict[str, list[str]] = {}
     for item in items:
         if item.phone is None:
             continue
-        key = deps.vault.lookup_hash(item.phone)
+        key = item.phone_hash or deps.vault.lookup_hash(item.phone)  # (`_look_up` hashed it already)
         wanted.setdefault(key, item)
         item.phone_hash = key
         if item.data.citizen.name:
             names.setdefault(key, []).append(item.data.citizen.name)
     if not wanted:
-        return {}
-    found = await _citizen_rows(session, set(wanted))
-    missing = [key for key in wanted if key not in found]
-    if missing:
-        rows: list[dict[str, Any]] = []
-        for key in missing:
-            phone = wanted[key].phone
-            if phone is None:
-                raise BrokenInvariant("phone is missing")
-            first_name = names.get(key, [None])[0]
-            rows.append(
-                {
-                    "phone_hash": key,
-                    "phone_enc": deps.vault.encrypt(phone),
-                    "phone_masked": mask_phone(phone),
-                    "name_enc": deps.vault.encrypt(first_name) if first_name else None,
-                    "created_at": at,
-                }
-            )
-        # A concurrent report may create the same citizen: its row is taken, not doubled.
-        by_hash = {row["phone_hash"]: row for row in rows}
-        for citizen_id, phone_hash in await insert_rows(
-            session, Citizen, rows, conflict=(), returning=["id", "phone_hash"]
-        ):
-            written = by_hash[phone_hash]
-            found[phone_hash] = _CitizenRow(citizen_id, written["phone_enc"], None, None, None, written["name_enc"])
-        taken = [key for key in missing if key not in found]
-        if taken:
-            found.update(await _citizen_rows(session, set(taken)))
-    for key, row in found.items():
+        return {}, joining
+    if found is None:
+        known = await _citizen_rows(session, set(wanted))
+    else:
+        known = {key: row for key, row in found.citizens.items() if key in wanted}
+    missing = [key for key in wanted if key not in known]
+    for key in missing:
+        phone = wanted[key].phone
+        if phone is None:
+            raise BrokenInvariant("phone is missing")
+        first_name = names.get(key, [None])[0]
+        phone_enc = deps.vault.encrypt(phone)
+        name_enc = deps.vault.encrypt(first_name) if first_name else None
+        row: dict[str, Any] = {}
+        if found is not None:
+            row["id"] = found.take("citizen")
+            known[key] = _CitizenRow(row["id"], phone_enc, None, None, None, name_enc)
+        row.update(
+            phone_hash=key, phone_enc=phone_enc, phone_masked=mask_phone(phone), name_enc=name_enc, created_at=at
+        )
+        joining.new.append(row)
+    for key, citizen in known.items():
         given = names.get(key)
-        if given and row.name_enc is None:
-            row.name_enc = deps.vault.encrypt(given[0])
-            await session.exec(
-                update(Citizen)
-                .where(col(Citizen.id) == row.id, col(Citizen.name_enc).is_(None))
-                .values(name_enc=row.name_enc)
-            )
-    return found
+        if given and citizen.name_enc is None:
+            citizen.name_enc = deps.vault.encrypt(given[0])
+            joining.named.append({"id": citizen.id, "name_enc": citizen.name_enc})
+    if found is None:
+        await _join_citizens(session, joining, known)
+        joining = _Joining()
+    return known, joining
+
+
+async def _join_citizens(session: AsyncSession, joining: _Joining, known: dict[str, _CitizenRow]) -> None:
+    """Write the new citizens (their ids into `known`) and the names given (SQLite)."""
+    if joining.new:
+        # A concurrent report may create the same citizen: its row is taken, not doubled.
+        by_hash = {row["phone_hash"]: row for row in joining.new}
+        for citizen_id, phone_hash in await insert_rows(
+            session, Citizen, joining.new, conflict=(), returning=["id", "phone_hash"]
+        ):
+            written = by_hash.pop(phone_hash)
+            known[phone_hash] = _CitizenRow(citizen_id, written["phone_enc"], None, None, None, written["name_enc"])
+        if by_hash:
+            taken = await _citizen_rows(session, set(by_hash))
+            for key, citizen in taken.items():
+                if citizen.name_enc is None and by_hash[key]["name_enc"] is not None:
+                    citizen.name_enc = by_hash[key]["name_enc"]
+                    joining.named.append({"id": citizen.id, "name_enc": citizen.name_enc})
+            known.update(taken)
+    for named in joining.named:
+        await session.exec(
+            update(Citizen)
+            .where(col(Citizen.id) == named["id"], col(Citizen.name_enc).is_(None))
+            .values(name_enc=named["name_enc"])
+        )
 
 
 async def _citizen_rows(session: AsyncSession, hashes: set[str]) -> dict[str, _CitizenRow]:
@@ -390,13 +536,19 @@ async def _write(
     session: AsyncSession,
     items: list[_Item],
     citizens: dict[str, _CitizenRow],
+    joining: _Joining,
     deps: Deps,
     at: datetime,
+    found: _Found | None,
 ) -> None:
-    """Insert the invitations, the cases, the statistics and the prompts of the new cases."""
-    if not items:
+    """Write the new citizens, invitations, cases, statistics and prompts of the new cases.
+
+    The rows are the same on both databases. SQLite inserts them table by table, the ids of each
+    insert feeding the next; PostgreSQL takes the ids beforehand (`_look_up`) and writes every table
+    in one statement (`gateway.store.chain`)."""
+    if not items and not joining.named:
         return
-    from gateway.stats.rollup import apply, contributions, invitation_facts
+    from gateway.stats.rollup import apply, chain_parts, contributions, invitation_facts
 
     due: dict[datetime, Any] = {}
     invitation_rows: list[dict[str, Any]] = []
@@ -429,7 +581,10 @@ async def _write(
                 "created_at": at,
             }
         )
-    invitation_ids = await _insert_many(session, Invitation, invitation_rows)
+    if found is None:
+        invitation_ids = await _insert_many(session, Invitation, invitation_rows) if items else []
+    else:
+        invitation_ids = [found.take("invitation") for _ in items]
     tally: dict[Any, Counter[str]] = {}
     tz = deps.calendar.tz
     case_rows: list[dict[str, Any]] = []
@@ -457,26 +612,53 @@ async def _write(
                 "created_at": at,
             }
         )
-    case_ids = await _insert_many(session, ServiceCase, case_rows)
-    await apply(session, tally)
-
     prompts = _prompt_rows(items, invitation_rows, citizens, deps, at)
-    queued: dict[int, list[MessageView]] = {}
-    if prompts:
-        by_invitation = {p["invitation_id"]: p for p in prompts}
+    if found is None:
+        case_ids = await _insert_many(session, ServiceCase, case_rows) if items else []
+        await apply(session, tally)
         inserted = await insert_rows(
             session, OutboundMessage, prompts, conflict=["dedupe_key"], returning=["id", "invitation_id"]
         )
-        for message_id, invitation_id in inserted:
-            row = by_invitation[invitation_id]
-            queued.setdefault(invitation_id, []).append(
-                MessageView(
-                    message_id, row["channel"], "queued", as_utc(row["not_before"]) if row["not_before"] else None
-                )
-            )
+    else:
+        case_ids = [found.take("case") for _ in items]
+        for row, case_id in zip(case_rows, case_ids, strict=True):
+            row["id"] = case_id
+        parts = [
+            (_part(Citizen, joining.new), joining.new),
+            (_part(Citizen, joining.named, update_where="citizen.name_enc IS NULL"), joining.named),
+            (_part(Invitation, invitation_rows), invitation_rows),
+            (_part(ServiceCase, case_rows), case_rows),
+            (_part(OutboundMessage, prompts, tail=_PROMPT_CONFLICT, returning=("id", "invitation_id")), prompts),
+        ]
+        if autocommits(session):
+            parts += chain_parts(tally)  # last: the statement is the transaction, so this is its end
+        else:
+            await apply(session, tally)  # at the commit, after the report's other cases
+        inserted = await chained_insert(session, [(p, rows) for p, rows in parts if rows])
+    queued: dict[int, list[MessageView]] = {}
+    by_invitation = {p["invitation_id"]: p for p in prompts}
+    for message_id, invitation_id in inserted:
+        row = by_invitation[invitation_id]
+        queued.setdefault(invitation_id, []).append(
+            MessageView(message_id, row["channel"], "queued", as_utc(row["not_before"]) if row["not_before"] else None)
+        )
     for item, row, case_id in zip(items, invitation_rows, case_ids, strict=True):
         view = InvitationView(row["token"], as_utc(row["expires_at"]), row["expires_provisional"], "single", "open")
         item.answer = CaseAnswer(case_id, True, view, queued.get(row["id"], []))
+
+
+_PROMPT_CONFLICT = "ON CONFLICT (dedupe_key) DO NOTHING"
+_PARTS: dict[tuple[Any, ...], Part] = {}
+
+
+def _part(model: Any, rows: list[dict[str, Any]], **shape: Any) -> Part:
+    """The chained insert's part writing `rows` (its columns: the rows' keys), built once per shape."""
+    columns = tuple(rows[0]) if rows else ()
+    key = (model, columns, *sorted(shape.items()))
+    part = _PARTS.get(key)
+    if part is None:
+        part = _PARTS[key] = Part(model, columns, **shape)
+    return part
 
 
 class _InvitationFacts:
@@ -612,10 +794,14 @@ class CaseWriter:
 
     async def write(self, cases: list[Report]) -> dict[int, Outcome]:
         """Report the cases in one transaction of their own; concurrent writers of the same cases (or of the
-        same citizens' first cases) collide on unique keys, and the retry finds the winner's rows."""
+        same citizens' first cases) collide on unique keys, and the retry finds the winner's rows.
+
+        On PostgreSQL plain cases are read with one statement and written with one, so when all the cases
+        are plain that statement is the transaction: no BEGIN and COMMIT around it (`Store.autocommit`)."""
+        alone = self.store.dialect == "postgresql" and all(is_plain(data) for _, data, _ in cases)
         for attempt in range(3):
             try:
-                async with self.store.transaction() as session:
+                async with self.store.autocommit() if alone else self.store.transaction() as session:
                     return await report_cases(session, cases=cases, deps=self.deps)
             except IntegrityError:
                 if attempt == 2:

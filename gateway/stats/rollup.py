@@ -37,6 +37,7 @@ from gateway.stats.models import (
     StatsUnitDaily,
     StatsUnitMonthly,
 )
+from gateway.store.chain import Part
 from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase, Ticket
 from gateway.tickets.calendar import WorkingCalendar
 
@@ -163,7 +164,9 @@ async def write_pending(session: AsyncSession) -> None:
 _PENDING = "stats_rollup_pending"
 
 
-def _write(connection: Any, tally: Tally) -> None:
+def _rows(tally: Tally) -> list[tuple[type[SQLModel], list[dict[str, Any]]]]:
+    """The rows to add, table by table in one lock order (tables as in ROLLUPS, rows by key)."""
+    out: list[tuple[type[SQLModel], list[dict[str, Any]]]] = []
     for table in ROLLUPS:
         rows = [
             {**dict(zip(_KEYS[table], key)), **{s: delta.get(s, 0) for s in _SUMS[table]}}
@@ -172,7 +175,33 @@ def _write(connection: Any, tally: Tally) -> None:
         ]
         if rows:
             rows.sort(key=lambda r: tuple(str(r[k]) for k in _KEYS[table]))  # one lock order
-            connection.execute(_upsert(connection.dialect.name, table), rows)
+            out.append((table, rows))
+    return out
+
+
+def _write(connection: Any, tally: Tally) -> None:
+    for table, rows in _rows(tally):
+        connection.execute(_upsert(connection.dialect.name, table), rows)
+
+
+_CHAIN_PARTS: dict[type[SQLModel], Part] = {}
+
+
+def chain_parts(tally: Tally) -> list[tuple[Part, list[dict[str, Any]]]]:
+    """The tally as parts of a chained insert (`gateway.store.chain`, PostgreSQL): the same upserts as
+    `apply` writes, in the same lock order, sent within the statement that writes the tally's records.
+    For a statement that is its transaction (`Store.autocommit`): the statistics are then written at its
+    end, as `apply` writes them at a transaction's end."""
+    out: list[tuple[Part, list[dict[str, Any]]]] = []
+    for table, rows in _rows(tally):
+        part = _CHAIN_PARTS.get(table)
+        if part is None:
+            name = table.__tablename__
+            adds = ", ".join(f"{s} = {name}.{s} + excluded.{s}" for s in _SUMS[table])
+            tail = f"ON CONFLICT ({', '.join(_KEYS[table])}) DO UPDATE SET {adds}"
+            part = _CHAIN_PARTS[table] = Part(table, (*_KEYS[table], *_SUMS[table]), tail)
+        out.append((part, rows))
+    return out
 
 
 @event.listens_for(Session, "before_commit", insert=True)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event, exc, text
+import asyncpg
+from sqlalchemy import TextClause, event, exc, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.store.models import Evaluation
@@ -45,8 +49,12 @@ class Store:
             _serialise_sqlite_writers(engine)
         else:
             # Connections beyond the pool are opened and closed per use: size the pool for the
-            # process's concurrency (dispatcher 16 + inbox 8 + the web), not for its peaks.
-            engine = create_async_engine(url, pool_size=pool_size, max_overflow=max(5, pool_size // 5))
+            # process's concurrency (dispatcher 16 + inbox 8 + the web), not for its peaks. The pool hands
+            # out the connection used last (LIFO): a process serving one request at a time keeps using one
+            # connection, whose PostgreSQL backend has its plans and pages at hand (docs/benchmarks.md).
+            engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=max(5, pool_size // 5), pool_use_lifo=True
+            )
             _ping_after_idle(engine, ping_after_idle_seconds)
         return cls(engine)
 
@@ -57,12 +65,79 @@ class Store:
             async with session.begin():
                 yield session
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncSession]:
+        """A session for work that reads, then changes everything it changes in one statement (PostgreSQL).
+
+        Statements sent with `fetch_rows` go to asyncpg directly and, outside a transaction, each commits
+        on its own: no BEGIN, no COMMIT. Such reads share no snapshot and take no locks, as in a READ
+        COMMITTED transaction, and the one statement that writes is atomic by itself. A statement sent
+        through the session itself (an occasional read) begins a transaction as usual, which then holds
+        the statements after it and commits at the end of the block."""
+        if self.dialect != "postgresql":
+            raise ValueError("autocommit sessions are for PostgreSQL")
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                session.info[_DRIVER] = _Driver(connection, raw.driver_connection)
+                yield session
+                if session.in_transaction():  # begun by a statement sent through the session
+                    await session.commit()
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class _Driver:
+    connection: AsyncConnection
+    driver: Any  # the asyncpg connection under it
+
+
+_DRIVER = "gateway.driver"
+_POSITIONAL: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+async def fetch_rows(session: AsyncSession, statement: TextClause, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """Run a text statement of named parameters; its rows.
+
+    In a `Store.autocommit` session the statement goes straight to asyncpg: SQLAlchemy's work around a
+    statement (its execution context, the cursor's adaptation, the result's metadata) costs more CPU than
+    a short statement itself. Elsewhere through the session. A unique key's refusal is an `IntegrityError`
+    either way; a connection that failed is discarded, not returned to the pool."""
+    driver: _Driver | None = session.info.get(_DRIVER)
+    if driver is None:
+        return list((await session.exec(statement, params=params)).all())  # type: ignore[call-overload]
+    positional = _POSITIONAL.get(statement.text)
+    if positional is None:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        positional = _POSITIONAL[statement.text] = (_NAMED.sub(number, statement.text), tuple(names))
+    sql, order = positional
+    try:
+        return list(await driver.driver.fetch(sql, *(params[name] for name in order)))
+    except asyncpg.IntegrityConstraintViolationError as error:
+        raise exc.IntegrityError(sql, params, error) from error
+    except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+        await driver.connection.invalidate()
+        raise
+
+
+def autocommits(session: AsyncSession) -> bool:
+    """Whether the session is a `Store.autocommit` one (each statement its own transaction)."""
+    return _DRIVER in session.info
+
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
 def _ping_after_idle(engine: AsyncEngine, seconds: float) -> None:
