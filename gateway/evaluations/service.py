@@ -437,10 +437,7 @@ class RatingGroup:
 
     at: datetime
     pending: list[PendingRating] = field(default_factory=list)
-    reasons: ReasonsGroup = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.reasons = ReasonsGroup(self.at)
+    reasons: ReasonsGroup = field(default_factory=lambda: ReasonsGroup())
 
     def add(self, *, invitation: Invitation, level: int, channel: str, deps: Deps, cases: list[ServiceCase]) -> None:
         """A conversation's rating (the level alone: its reasons are asked next)."""
@@ -488,6 +485,7 @@ class PendingReasons:
     codes: list[int]
     text: str
     channel: str
+    at: datetime  # when they were given: after a rating recorded in the same step, never before it
 
 
 @dataclass
@@ -497,7 +495,6 @@ class ReasonsGroup:
     are read by one query each, and the tickets' events are stored by one INSERT. Each evaluation at
     most once in a group."""
 
-    at: datetime
     pending: list[PendingReasons] = field(default_factory=list)
 
     def add(self, *, evaluation: Evaluation, codes: list[int], text: str, channel: str, deps: Deps) -> None:
@@ -507,7 +504,7 @@ class ReasonsGroup:
             raise InvalidRating(str(exc), field="reasons") from None
         if any(p.evaluation is evaluation for p in self.pending):
             raise BrokenInvariant("an evaluation's reasons are added once per group")
-        self.pending.append(PendingReasons(evaluation, checked, text, channel))
+        self.pending.append(PendingReasons(evaluation, checked, text, channel, deps.clock.now()))
 
     async def write(self, session: AsyncSession, deps: Deps) -> list[EvaluationAddendum]:
         """Store the addenda and carry the reasons to the tickets (see `add_reasons`)."""
@@ -520,7 +517,7 @@ class ReasonsGroup:
                 reason_codes=p.codes,
                 content=p.text.strip()[:1000],
                 channel=p.channel,
-                created_at=self.at,
+                created_at=p.at,
             )
             for p in self.pending
         ]
@@ -539,7 +536,7 @@ class ReasonsGroup:
                 kind="addendum",
                 record=addendum,
                 deps=deps,
-                at=self.at,
+                at=addendum.created_at,
                 stored=(stored[addendum.evaluation_id], rulings[addendum.evaluation_id]),
             )
         tickets = {t.evaluation_id: t for t in (await session.exec(_TICKETS_OF, params={"ids": ids})).all()}
@@ -547,7 +544,7 @@ class ReasonsGroup:
             from gateway.tickets.service import note_reasons
 
             events = [
-                await note_reasons(session, ticket=ticket, codes=p.codes, text=p.text, deps=deps, at=self.at)
+                await note_reasons(session, ticket=ticket, codes=p.codes, text=p.text, deps=deps, at=p.at)
                 for p in self.pending
                 if (ticket := tickets.get(p.evaluation.id)) is not None  # type: ignore[arg-type]
             ]
@@ -666,7 +663,7 @@ async def add_reasons(
     session: AsyncSession, *, evaluation: Evaluation, codes: list[int], text: str, channel: str, deps: Deps
 ) -> EvaluationAddendum:
     """Attach reasons given after the rating (the conversation's follow-up) and carry them to the ticket."""
-    group = ReasonsGroup(deps.clock.now())
+    group = ReasonsGroup()
     group.add(evaluation=evaluation, codes=codes, text=text, channel=channel, deps=deps)
     (addendum,) = await group.write(session, deps)
     return addendum

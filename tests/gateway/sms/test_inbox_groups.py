@@ -282,7 +282,7 @@ async def test_a_group_takes_an_evaluations_reasons_once(client, world):  # type
 
     deps = client.app[DEPS]
     evaluation = Evaluation(id=1, invitation_id=1, scope="all", level=1, channel="sms", created_at=deps.clock.now())
-    group = ReasonsGroup(deps.clock.now())
+    group = ReasonsGroup()
     group.add(evaluation=evaluation, codes=[], text="排队太久", channel="sms", deps=deps)
     # Two addenda of one evaluation in one write would each count the other as already there.
     with pytest.raises(BrokenInvariant):
@@ -297,3 +297,26 @@ def test_the_worker_remembers_a_bounded_number_of_senders(monkeypatch):  # type:
     for i in range(5):
         runner.remember(f"sender-{i}", i)
     assert runner.citizen_ids == {"sender-2": 2, "sender-3": 3, "sender-4": 4}  # the oldest go first
+
+
+async def test_reasons_given_with_the_rating_are_not_dated_before_it(client, world, monkeypatch):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from gateway.store.models import EvaluationAddendum, Ticket, TicketEvent
+
+    for i in range(2):
+        await report(client, world, case_no=f"HB-T-{i}", citizen={"phone": f"1390000{i:04d}"})
+    await Phone(client, "+8613900000000").text("1 排队太久", drain=False, sid=f"SM{0:032x}")
+    await Phone(client, "+8613900000001").text("5", drain=False, sid=f"SM{1:032x}")
+    clock = client.app[DEPS].clock
+    moments = iter(range(1, 10_000))
+    start = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: start + timedelta(milliseconds=next(moments)))  # time moves on
+    assert await InboxDrainer(client.app[RUNNER], policy=InboxPolicy(group_size=8)).drain_once() == 2
+    (evaluation,) = [e for e in await _rows(client, Evaluation) if e.level == 1]
+    (addendum,) = await _rows(client, EvaluationAddendum)
+    (ticket,) = await _rows(client, Ticket)
+    created, reasons = await _rows(client, TicketEvent)
+    assert (created.action, reasons.action) == ("created", "reasons_added")
+    assert addendum.content == "排队太久" and addendum.created_at >= evaluation.created_at
+    assert reasons.at >= created.at and ticket.updated_at >= ticket.created_at
