@@ -472,7 +472,9 @@ async def _citizens(
         known = await _citizen_rows(session, set(wanted))
     else:
         known = {key: row for key, row in found.citizens.items() if key in wanted}
-    missing = [key for key in wanted if key not in known]
+    # In one order (the lookup hash) for every writer: two reports that both add the same new citizens
+    # wait for each other on their unique key instead of deadlocking, and the later one retries.
+    missing = sorted(key for key in wanted if key not in known)
     for key in missing:
         phone = wanted[key].phone
         if phone is None:
@@ -488,7 +490,7 @@ async def _citizens(
             phone_hash=key, phone_enc=phone_enc, phone_masked=mask_phone(phone), name_enc=name_enc, created_at=at
         )
         joining.new.append(row)
-    for key, citizen in known.items():
+    for key, citizen in sorted(known.items()):
         given = names.get(key)
         if given and citizen.name_enc is None:
             citizen.name_enc = deps.vault.encrypt(given[0])

@@ -269,3 +269,15 @@ async def test_a_revoked_key_stops_working_once_its_cached_caller_expires(client
     status, body = await post_batch(client, world, cases(1, start=2))
     assert status == 401 and body["error"]["code"] == "unauthorized"
     assert await count(client, ServiceCase) == 2
+
+
+async def test_new_citizens_are_added_in_one_order_whatever_the_reports_order(client, world):
+    """Every writer adds new citizens in the order of their lookup hash: two reports adding the same new
+    citizens at once then wait for each other on the unique key (and the later retries) instead of
+    each holding one the other needs."""
+    status, body = await post_batch(client, world, list(reversed(cases(6))))
+    assert status == 200, body
+    async with client.app[STORE].transaction() as session:
+        rows = (await session.exec(select(Citizen.id, Citizen.phone_hash).order_by(Citizen.id))).all()
+    assert len(rows) == 6
+    assert [h for _, h in rows] == sorted(h for _, h in rows)
