@@ -108,7 +108,8 @@ async def fetch_rows(session: AsyncSession, statement: TextClause, params: dict[
     In a `Store.autocommit` session the statement goes straight to asyncpg: SQLAlchemy's work around a
     statement (its execution context, the cursor's adaptation, the result's metadata) costs more CPU than
     a short statement itself. Elsewhere through the session. A unique key's refusal is an `IntegrityError`
-    either way; a connection that failed is discarded, not returned to the pool."""
+    either way, any other refusal by the server a `DBAPIError`; a connection that failed is discarded, not
+    returned to the pool."""
     driver: _Driver | None = session.info.get(_DRIVER)
     if driver is None:
         return list((await session.exec(statement, params=params)).all())  # type: ignore[call-overload]
@@ -130,6 +131,9 @@ async def fetch_rows(session: AsyncSession, statement: TextClause, params: dict[
     except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
         await driver.connection.invalidate()
         raise
+    except asyncpg.PostgresError as error:
+        # Refused by the server (a deadlock, a value too long): raised as SQLAlchemy raises it.
+        raise exc.DBAPIError(sql, params, error) from error
 
 
 def autocommits(session: AsyncSession) -> bool:

@@ -87,3 +87,20 @@ async def test_rows_refer_to_rows_of_an_earlier_part_and_one_part_answers(databa
         assert person is not None and person.name_enc == "名"
     finally:
         await store.close()
+
+
+async def test_a_statement_the_server_refuses_is_sqlalchemys_error_and_the_connection_stays(database_url):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    from gateway.store.db import fetch_rows
+
+    store = Store.connect(_postgresql(database_url))
+    try:
+        async with store.autocommit() as session:
+            with pytest.raises(DBAPIError) as refused:
+                await fetch_rows(session, text("SELECT 1 / CAST(:n AS int)"), {"n": 0})
+            assert not isinstance(refused.value, IntegrityError) and "division by zero" in str(refused.value)
+            assert await fetch_rows(session, text("SELECT 6 / CAST(:n AS int)"), {"n": 2}) == [(3,)]
+    finally:
+        await store.close()
