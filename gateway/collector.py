@@ -10,7 +10,8 @@ enough objects that its youngest generation fills every 700 allocations. Measure
 (`gc.freeze`) and collects the young generation every 50,000 allocations instead of 700, so the cycles
 a message leaves behind are found in fewer, larger passes. Nothing is kept that would otherwise be
 freed: reference counting still frees every object without a cycle at once, and cycles are still
-collected, later. Tests and embedding code that call `create_app` are not affected.
+collected, later. What is frozen is never collected, so only start-up's objects are: those live as long
+as the process anyway. Tests and embedding code that call `create_app` are not affected.
 """
 
 from __future__ import annotations
