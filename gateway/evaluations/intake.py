@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -625,11 +625,13 @@ async def _write(
         case_ids = [found.take("case") for _ in items]
         for row, case_id in zip(case_rows, case_ids, strict=True):
             row["id"] = case_id
+        # Rows with a unique key go in the order of that key (the citizens' already are): two reports of the
+        # same cases at once then wait for each other on it instead of deadlocking, and the later one retries.
         parts = [
             (_part(Citizen, joining.new), joining.new),
             (_part(Citizen, joining.named, update_where="citizen.name_enc IS NULL"), joining.named),
-            (_part(Invitation, invitation_rows), invitation_rows),
-            (_part(ServiceCase, case_rows), case_rows),
+            (_part(Invitation, invitation_rows), sorted(invitation_rows, key=_by_org_and_number("group_no"))),
+            (_part(ServiceCase, case_rows), sorted(case_rows, key=_by_org_and_number("case_no"))),
             (_part(OutboundMessage, prompts, tail=_PROMPT_CONFLICT, returning=("id", "invitation_id")), prompts),
         ]
         if autocommits(session):
@@ -647,6 +649,10 @@ async def _write(
     for item, row, case_id in zip(items, invitation_rows, case_ids, strict=True):
         view = InvitationView(row["token"], as_utc(row["expires_at"]), row["expires_provisional"], "single", "open")
         item.answer = CaseAnswer(case_id, True, view, queued.get(row["id"], []))
+
+
+def _by_org_and_number(number: str) -> Callable[[dict[str, Any]], tuple[int, str]]:
+    return lambda row: (row["org_id"], row[number])
 
 
 _PROMPT_CONFLICT = "ON CONFLICT (dedupe_key) DO NOTHING"

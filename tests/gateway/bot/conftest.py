@@ -62,8 +62,12 @@ async def flush(client: Any) -> None:
 
 
 async def rows(client: Any, model: Any, *where: Any) -> list[Any]:
+    """The model's rows (where given), in the order they were written (by id, where the table has one)."""
+    query = select(model).where(*where)
+    if "id" in model.__table__.c:
+        query = query.order_by(model.id)
     async with client.app[STORE].transaction() as session:
-        return list((await session.exec(select(model).where(*where))).all())
+        return list((await session.exec(query)).all())
 
 
 class Chat:

@@ -281,3 +281,19 @@ async def test_new_citizens_are_added_in_one_order_whatever_the_reports_order(cl
         rows = (await session.exec(select(Citizen.id, Citizen.phone_hash).order_by(Citizen.id))).all()
     assert len(rows) == 6
     assert [h for _, h in rows] == sorted(h for _, h in rows)
+
+
+async def test_cases_and_invitations_are_written_in_the_order_of_their_unique_keys(client, world, database_url):
+    """On PostgreSQL the rows with a unique key (a unit's case number) go in that key's order, so two reports
+    of the same cases at once wait for each other instead of deadlocking; the table's physical order (on
+    a table emptied before the test) is the order of the writes."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite writes one report at a time")
+    from sqlalchemy import text
+
+    status, body = await post_batch(client, world, list(reversed(cases(6))))
+    assert status == 200, body
+    async with client.app[STORE].transaction() as session:
+        written = [n for (n,) in (await session.exec(text("SELECT case_no FROM service_case ORDER BY ctid"))).all()]
+        groups = [n for (n,) in (await session.exec(text("SELECT group_no FROM invitation ORDER BY ctid"))).all()]
+    assert written == sorted(written) == groups and len(written) == 6
