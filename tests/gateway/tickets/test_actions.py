@@ -255,7 +255,7 @@ async def test_history_records_every_step_with_actor_and_time(api: Api, make_tic
     ticket = await api.ticket("hanbin", ticket_id)
     events = ticket["events"]
     assert [e["action"] for e in events] == ["created"] + [a for _, a, _ in steps]
-    assert [e["actor"] for e in events[1:]] == [o for o, _, _ in steps]
+    assert [e["actor"] for e in events] == ["system"] + [o for o, _, _ in steps]  # the rating opened it
     times = [datetime.fromisoformat(e["at"]) for e in events]
     assert all(b - a == timedelta(hours=1) for a, b in zip(times, times[1:]))
     assert all(t.tzinfo == timezone.utc for t in times)
