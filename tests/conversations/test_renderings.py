@@ -27,8 +27,9 @@ def test_nothing_is_built_until_asked_for_and_each_rendering_once() -> None:
     assert [r.text for r in shorter] == ["20/8", "20/4", "12/0"]
     assert shorter[-1].text == "12/0" and [r.text for r in shorter[:2]] == ["20/8", "20/4"]
     assert built == [(20, 8), (20, 4), (12, 0)]  # none twice
-    with pytest.raises(IndexError):
-        shorter[3]
+    for outside in (3, -4):
+        with pytest.raises(IndexError, match="rendering index out of range"):
+            shorter[outside]
 
 
 def test_the_first_fitting_rendering_stops_the_building() -> None:

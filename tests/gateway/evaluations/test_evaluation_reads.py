@@ -106,3 +106,15 @@ async def test_bad_filters_are_refused_naming_the_field(client, world):
         assert resp.status == 422 and body["error"]["field"] == field, body
     resp = await client.get("/api/v1/tickets", params={"case_no": "x y"}, headers=world.auth("hanbin"))
     assert resp.status == 422 and (await resp.json())["error"]["field"] == "case_no"
+
+
+async def test_reasons_given_later_keep_a_thousand_characters_of_words_on_the_addendum_and_the_ticket(client, world):  # type: ignore[no-untyped-def]
+    from gateway.store.models import EvaluationAddendum, TicketEvent
+
+    rated = await _rate(client, world, "HB-1", {"level": 2, "text": "等了很久"})
+    words = "材料清单没给" * 200  # 1,200 characters: the conversation cuts its text too, other callers may not
+    await _add_later(client, rated["evaluation_id"], codes=[209], text=f"  {words}  ", staff_level=None)
+    async with client.app[STORE].transaction() as session:
+        (addendum,) = (await session.exec(select(EvaluationAddendum))).all()
+        (event,) = (await session.exec(select(TicketEvent).where(TicketEvent.action == "reasons_added"))).all()
+    assert addendum.content == words[:1000] and event.data["text"] == words[:1000]

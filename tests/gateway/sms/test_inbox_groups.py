@@ -285,8 +285,21 @@ async def test_a_group_takes_an_evaluations_reasons_once(client, world):  # type
     group = ReasonsGroup()
     group.add(evaluation=evaluation, codes=[], text="排队太久", channel="sms", deps=deps)
     # Two addenda of one evaluation in one write would each count the other as already there.
-    with pytest.raises(BrokenInvariant):
+    with pytest.raises(BrokenInvariant, match="added once per group"):
         group.add(evaluation=evaluation, codes=[], text="还是太久", channel="sms", deps=deps)
+
+
+async def test_a_group_refuses_an_unknown_reason_by_its_field(client, world):  # type: ignore[no-untyped-def]
+    from gateway.evaluations.errors import InvalidRating
+    from gateway.evaluations.service import ReasonsGroup
+
+    deps = client.app[DEPS]
+    evaluation = Evaluation(id=1, invitation_id=1, scope="all", level=1, channel="sms", created_at=deps.clock.now())
+    group = ReasonsGroup()
+    with pytest.raises(InvalidRating) as refused:
+        group.add(evaluation=evaluation, codes=[999], text="", channel="sms", deps=deps)
+    assert (refused.value.field, refused.value.message) == ("reasons", "reason code 999 is not in the catalogue")
+    assert group.pending == []
 
 
 def test_the_worker_remembers_a_bounded_number_of_senders(monkeypatch):  # type: ignore[no-untyped-def]

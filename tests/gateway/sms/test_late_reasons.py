@@ -54,14 +54,25 @@ async def test_platform_reasons_reroute_an_untransferred_ticket(client, world, p
     (builder,) = await _rows(client, Organisation, Organisation.code == "platform")
     assert (ticket.unit_org_id, ticket.responsibility) == (builder.id, "platform")
     event = (await _rows(client, TicketEvent, TicketEvent.action == "reasons_added"))[-1]
-    assert event.data["proposed_unit_org_id"] == builder.id and event.data["responsibility"] == "platform"
+    assert event.data == {
+        "reasons": [211],
+        "text": "",
+        "proposed_unit_org_id": builder.id,
+        "responsibility": "platform",
+        "route_note": "reasons concern the platform: its builder handles it",
+    }
+    assert (event.actor, event.from_status, event.to_status) == ("citizen", "dispatching", "dispatching")
+    assert event.note == "the evaluator gave the reasons for the bad rating"
 
 
 async def test_mixed_reasons_keep_the_handling_unit(client, world, phone):  # type: ignore[no-untyped-def]
     before = await _rated_two(client, world, phone)
-    await phone.text("1 5")  # one platform reason, one of the unit's
+    await phone.text("1 5 材料清单没给")  # one platform reason, one of the unit's
     (ticket,) = await _rows(client, Ticket)
     assert (ticket.unit_org_id, ticket.responsibility) == (before.unit_org_id, "handling")
+    # The route is unchanged, so the event proposes nothing: the citizen's reasons and words only.
+    (event,) = await _rows(client, TicketEvent, TicketEvent.action == "reasons_added")
+    assert event.data == {"reasons": [207, 211], "text": "材料清单没给"}
 
 
 async def test_a_transferred_ticket_is_not_rerouted(client, world, phone):  # type: ignore[no-untyped-def]
@@ -74,3 +85,4 @@ async def test_a_transferred_ticket_is_not_rerouted(client, world, phone):  # ty
     await phone.text("5")
     (ticket,) = await _rows(client, Ticket)
     assert (ticket.unit_org_id, ticket.responsibility, ticket.status) == (before.unit_org_id, "handling", "transferred")
+

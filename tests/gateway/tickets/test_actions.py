@@ -239,7 +239,17 @@ async def test_malformed_requests_and_unknown_ids(make_ticket, client, world) ->
     assert resp.status == 404
 
 
-async def test_history_records_every_step_with_actor_and_time(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
+async def _org_ids(client):  # type: ignore[no-untyped-def]
+    from sqlmodel import select
+
+    from gateway.store.models import Organisation
+    from gateway.web.keys import STORE
+
+    async with client.app[STORE].transaction() as session:
+        return list((await session.exec(select(Organisation.id, Organisation.code))).all())
+
+
+async def test_history_records_every_step_with_actor_and_time(api: Api, make_ticket, clock, client) -> None:  # type: ignore[no-untyped-def]
     ticket_id = await make_ticket()
     steps = [
         ("hanbin", "transfer", {}),
@@ -255,7 +265,18 @@ async def test_history_records_every_step_with_actor_and_time(api: Api, make_tic
     ticket = await api.ticket("hanbin", ticket_id)
     events = ticket["events"]
     assert [e["action"] for e in events] == ["created"] + [a for _, a, _ in steps]
-    assert [e["actor"] for e in events[1:]] == [o for o, _, _ in steps]
+    # The first event says what the rating opened: the evaluation, the route and the due time.
+    assert {k: v for k, v in events[0].items() if k not in ("id", "at", "actor", "data")} == {
+        "actor_org": None, "action": "created", "from_status": None, "to_status": "dispatching",
+        "note": "handled by the unit that handled the case",
+    }
+    ids = {code: i for i, code in await _org_ids(client)}
+    assert events[0]["data"] == {
+        "evaluation_id": ticket["evaluation"]["id"], "level": 2, "reasons": [213],
+        "approval_org_id": ids["hanbin"], "proposed_unit_org_id": ids["hanbin-market"], "responsibility": "handling",
+        "units": ["hanbin-market"], "due_at": "2026-03-18T16:00:00+00:00", "due_provisional": False,
+    }
+    assert [e["actor"] for e in events] == ["system"] + [o for o, _, _ in steps]  # the rating opened it
     times = [datetime.fromisoformat(e["at"]) for e in events]
     assert all(b - a == timedelta(hours=1) for a, b in zip(times, times[1:]))
     assert all(t.tzinfo == timezone.utc for t in times)

@@ -33,6 +33,12 @@ async def test_a_new_ticket_is_due_in_ten_working_days_from_creation(api: Api, m
     assert ticket["due_at"] == end_of("2026-03-18") and ticket["due_provisional"] is False
 
 
+async def test_a_new_ticket_due_in_a_year_without_a_schedule_says_its_due_time_is_provisional(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
+    clock.set(local(2026, 12, 30, 10))  # ten working days reach into 2027, whose holidays are not known yet
+    ticket = await api.ticket("hanbin", await make_ticket())
+    assert ticket["due_local"].startswith("2027-01-") and ticket["due_provisional"] is True
+
+
 async def test_the_units_receipt_starts_its_clock(api: Api, make_ticket, clock) -> None:  # type: ignore[no-untyped-def]
     ticket_id = await make_ticket()
     clock.set(local(2026, 3, 6, 17, 30))  # transferred on Friday
