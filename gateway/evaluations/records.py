@@ -19,10 +19,10 @@ from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecis
 
 if TYPE_CHECKING:
     from gateway.deps import Deps
+    from gateway.stats.rollup import Stored
 
 RecordKind = Literal["evaluation", "addendum", "decision"]
 Record = Evaluation | EvaluationAddendum | EvaluationDecision
-Stored = tuple[list[EvaluationAddendum], list[EvaluationDecision]]
 
 
 async def record_written(

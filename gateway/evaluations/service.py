@@ -36,11 +36,11 @@ from gateway.evaluations.schemas import CaseIn
 from gateway.messaging.outbox import enqueue, reachable_channel
 from gateway.orgs import Caller, approval_org_for, city_of, is_above, is_city_level, org_by_code
 from gateway.privacy import InvalidPhone, mask_phone, normalise_phone
+from gateway.stats.rollup import stored_records
 from gateway.store.models import (
     Citizen,
     Evaluation,
     EvaluationAddendum,
-    EvaluationDecision,
     Invitation,
     Organisation,
     OutboundMessage,
@@ -523,13 +523,8 @@ class ReasonsGroup:
         ]
         session.add_all(addenda)
         await session.flush()  # one INSERT for the group's addenda
-        ids = [p.evaluation.id for p in self.pending]
-        stored: dict[int, list[EvaluationAddendum]] = {i: [] for i in ids if i is not None}
-        for row in (await session.exec(_ADDENDA_OF_ALL, params={"ids": ids})).all():
-            stored[row.evaluation_id].append(row)
-        rulings: dict[int, list[EvaluationDecision]] = {i: [] for i in stored}
-        for decision in (await session.exec(_DECISIONS_OF_ALL, params={"ids": ids})).all():
-            rulings[decision.evaluation_id].append(decision)
+        ids = [a.evaluation_id for a in addenda]
+        stored = await stored_records(session, ids)  # what the roll-ups read, for the whole group
         for addendum in addenda:
             await record_written(
                 session,
@@ -537,7 +532,7 @@ class ReasonsGroup:
                 record=addendum,
                 deps=deps,
                 at=addendum.created_at,
-                stored=(stored[addendum.evaluation_id], rulings[addendum.evaluation_id]),
+                stored=stored[addendum.evaluation_id],
             )
         tickets = {t.evaluation_id: t for t in (await session.exec(_TICKETS_OF, params={"ids": ids})).all()}
         if tickets:
@@ -553,16 +548,6 @@ class ReasonsGroup:
         return addenda
 
 
-_ADDENDA_OF_ALL = (
-    select(EvaluationAddendum)
-    .where(in_set(col(EvaluationAddendum.evaluation_id), "ids"))
-    .order_by(col(EvaluationAddendum.id))
-)
-_DECISIONS_OF_ALL = (
-    select(EvaluationDecision)
-    .where(in_set(col(EvaluationDecision.evaluation_id), "ids"))
-    .order_by(col(EvaluationDecision.id))
-)
 _TICKETS_OF = select(Ticket).where(in_set(col(Ticket.evaluation_id), "ids"))
 
 

@@ -39,6 +39,7 @@ from gateway.stats.models import (
 )
 from gateway.store.chain import Part
 from gateway.store.models import Evaluation, EvaluationAddendum, EvaluationDecision, Invitation, ServiceCase, Ticket
+from gateway.store.sets import in_set
 from gateway.tickets.calendar import WorkingCalendar
 
 VALID = "valid"
@@ -287,14 +288,29 @@ def evaluation_facts(
 # Built once: every addendum, ruling and ticket action runs them (the values are bound at execution).
 _ADDENDA_OF = (
     select(EvaluationAddendum)
-    .where(EvaluationAddendum.evaluation_id == bindparam("e"))
+    .where(in_set(col(EvaluationAddendum.evaluation_id), "ids"))
     .order_by(col(EvaluationAddendum.id))
 )
 _DECISIONS_OF = (
     select(EvaluationDecision)
-    .where(EvaluationDecision.evaluation_id == bindparam("e"))
+    .where(in_set(col(EvaluationDecision.evaluation_id), "ids"))
     .order_by(col(EvaluationDecision.id))
 )
+Stored = tuple[list[EvaluationAddendum], list[EvaluationDecision]]
+
+
+async def stored_records(session: AsyncSession, evaluation_ids: Sequence[int]) -> dict[int, Stored]:
+    """Each evaluation's addenda and rulings as stored now, in the order written: what `record_changed`
+    reads, for several evaluations in one query each."""
+    out: dict[int, Stored] = {i: ([], []) for i in evaluation_ids}
+    ids = list(out)
+    for addendum in (await session.exec(_ADDENDA_OF, params={"ids": ids})).all():
+        out[addendum.evaluation_id][0].append(addendum)
+    for decision in (await session.exec(_DECISIONS_OF, params={"ids": ids})).all():
+        out[decision.evaluation_id][1].append(decision)
+    return out
+
+
 _RULED = select(EvaluationDecision.id).where(EvaluationDecision.evaluation_id == bindparam("e")).limit(1)
 
 
@@ -304,7 +320,7 @@ async def record_changed(
     kind: str,
     record: Evaluation | EvaluationAddendum | EvaluationDecision,
     calendar: WorkingCalendar,
-    stored: tuple[list[EvaluationAddendum], list[EvaluationDecision]] | None = None,
+    stored: Stored | None = None,
 ) -> None:
     """Bring the roll-ups up to date with one record just written (called from `record_written`).
     `stored`: the evaluation's addenda and rulings as stored now, the record among them, when the caller
@@ -337,9 +353,8 @@ async def record_changed(
     decisions: list[EvaluationDecision] = []
     if stored is not None and not isinstance(record, EvaluationDecision):
         addenda, decisions = stored
-    elif not isinstance(record, Evaluation):
-        addenda = list((await session.exec(_ADDENDA_OF, params={"e": evaluation.id})).all())
-        decisions = list((await session.exec(_DECISIONS_OF, params={"e": evaluation.id})).all())
+    elif not isinstance(record, Evaluation) and evaluation.id is not None:
+        addenda, decisions = (await stored_records(session, [evaluation.id]))[evaluation.id]
     after = evaluation_facts(evaluation, invitation, item_code, addenda, decisions, tz)
     if isinstance(record, Evaluation):
         before: Tally = {}

@@ -31,17 +31,10 @@ class BadRating:
     cases: list[ServiceCase]
 
 
-async def open_ticket(
-    session: AsyncSession, *, evaluation: Evaluation, invitation: Invitation, cases: list[ServiceCase], deps: Deps
-) -> Ticket:
-    """Create the work order for a bad rating, routed and with its due time, and its first event."""
-    (ticket,) = await open_tickets(session, [BadRating(evaluation, invitation, cases)], deps=deps)
-    return ticket
-
-
 async def open_tickets(session: AsyncSession, ratings: Sequence[BadRating], *, deps: Deps) -> list[Ticket]:
-    """The work orders of several bad ratings made in one transaction (a group of conversations), each as
-    `open_ticket` makes it: the tickets are stored by one INSERT and their first events by another."""
+    """The work orders of bad ratings made in one transaction (one rating, or a group of conversations'):
+    each routed, with its due time and its first event; the tickets stored by one INSERT and their first
+    events by another."""
     from gateway.stats.rollup import ticket_changed
 
     at = deps.clock.now()
